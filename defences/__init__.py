@@ -1,0 +1,1 @@
+"""Defences: one module each, registered with `@register_defence`."""

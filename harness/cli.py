@@ -1,0 +1,115 @@
+"""The `harness` command line. Thin: parsing and printing only; all logic lives in harness/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from harness import registry
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
+                                                  "(targets: suite, defence, attack, eval)")]
+ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
+HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
+                                              "~/.cache/immunization-bench")]
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("list")
+def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task, judge or suite")] = None) -> None:
+    """List registered plugins with a one-line description."""
+    kinds = registry.KINDS
+    if kind is not None:
+        singular = kind.removesuffix("s")
+        if singular not in kinds:
+            fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
+        kinds = (singular,)  # type: ignore[assignment]
+    for k in kinds:
+        typer.echo(f"{k}s:")
+        for name, desc in registry.describe(k):
+            typer.echo(f"  {name:<18} {desc}")
+
+
+@app.command()
+def prepare(suite: Annotated[str, typer.Argument(help="suite name")] = "tiny", sets: SetOpt = None,
+            home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
+    """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
+    import json
+
+    from harness.pipeline import resolve
+    from harness.store import Store
+
+    _, s, _ = resolve(suite, "none", _any_attack(), sets=sets)
+    report = s.prepare(Store(home), force)
+    typer.echo(json.dumps(report, indent=2))
+
+
+def _any_attack() -> str:
+    return registry.names("attack")[0]
+
+
+@app.command()
+def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
+        attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
+        suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+        seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
+        sets: SetOpt = None,
+        backend: Annotated[str | None, typer.Option(help="generation backend (default: the suite's)")] = None,
+        results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
+        force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON on stdout")] = False,
+        ) -> None:
+    """Defend, evaluate, attack, evaluate: one cell of the benchmark, recorded under results/."""
+    import time
+
+    from harness.pipeline import resolve
+    from harness.pipeline import run as run_cell
+    from harness.records import record_path
+    from harness.report import summary
+    from harness.store import Store
+
+    start = time.perf_counter()
+    spec, s, overrides = resolve(suite, defence, attack, seed=seed, sets=sets, backend=backend)
+    record, cached = run_cell(spec, s, overrides, store=Store(home), results_dir=results_dir, force=force)
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+    path = record_path(results_dir, s.name, s.protocol_version, record.run_id)
+    summary(record, cached=cached, seconds=time.perf_counter() - start, path=str(path))
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
+         results_dir: ResultsOpt = Path("results"),
+         as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:
+    """Print a run record readably."""
+    from harness.records import find_record, read_record
+    from harness.report import show_record
+
+    record = read_record(find_record(results_dir, run_id))
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+    else:
+        show_record(record)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return app(args=argv, standalone_mode=True)
+    except HarnessError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

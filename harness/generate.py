@@ -1,0 +1,62 @@
+"""Generation backends. A backend turns (checkpoint, prompts) into greedy continuations.
+
+`hf`: transformers `generate`, batched and left-padded, prompts sorted by length so batches pad little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.data import PROMPT_TEMPLATE, format_prompt
+from harness.errors import UnknownNameError
+
+Backend = Callable[..., list[str]]
+
+
+def generate_hf(model_path: Path, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
+                template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None) -> list[str]:
+    """Greedy continuations of `prompts` (raw questions, formatted with `template`), in input order."""
+    import torch
+
+    from harness.models import load_causal_lm
+
+    model, tok = load_causal_lm(model_path)
+    return generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               template=template, progress=progress)
+
+
+def generate_with_model(model: Any, tok: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
+                        template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None) -> list[str]:
+    """As `generate_hf`, for a model already in memory."""
+    import torch
+
+    texts = [format_prompt(p, template) for p in prompts]
+    encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    model.eval()
+    for first in range(0, len(order), batch_size):
+        idx = order[first:first + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for row, i in enumerate(idx):
+            out[i] = tok.decode(gen[row, width:], skip_special_tokens=True).strip()
+        if progress:
+            progress(len(idx))
+    return out
+
+
+BACKENDS: dict[str, Backend] = {"hf": generate_hf}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise UnknownNameError("generation backend", name, BACKENDS)
+    return BACKENDS[name]

@@ -1,0 +1,30 @@
+"""Progress bars and console output. Everything goes to stderr so `--json` keeps stdout clean."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+Advance = Callable[..., None]
+
+
+@contextmanager
+def bar(description: str, total: int | None) -> Iterator[Advance]:
+    """A progress bar; call the yielded function with the number of units done (and optional text)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str = "") -> None:
+            progress.update(task, advance=n, info=info)
+
+        yield advance
+
+
+def say(message: str) -> None:
+    console.print(message, highlight=False)

@@ -1,0 +1,94 @@
+"""Run records: one immutable JSON per run, named by its run id, under results/<suite>/v<N>/.
+
+Records are the source of truth; tables and the leaderboard are derived from them. A record that is
+torn, unparsable or fails the schema is reported by path, never read silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import CorruptRecordError, HarnessError
+from harness.specs import SCHEMA_VERSION, RunSpec
+from harness.store import atomic_write_text
+
+
+class StageInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float
+    cached: bool
+    key: str = Field("", description="artifact key in the store ('' for stages that store nothing)")
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    harness_version: str
+    git_commit: str
+    git_dirty: bool
+    python: str
+    platform: str
+    packages: dict[str, str]
+    plugins: dict[str, str] = Field(description="'kind:name' -> version, for every plugin the run used")
+    judge_ids: list[str]
+    backend: str
+    seed: int
+    device: str
+    stages: dict[str, StageInfo]
+    created_at: str
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    suite: str
+    protocol_version: int
+    spec: RunSpec
+    overrides: dict[str, Any] = Field(description="where non-default values came from: suite or user")
+    evidence: dict[str, Any] = Field(description="split sizes and pairwise prompt overlaps")
+    metrics: dict[str, Any]
+    provenance: Provenance
+
+
+def record_path(results_dir: Path, suite: str, protocol_version: int, run_id: str) -> Path:
+    return Path(results_dir) / suite / f"v{protocol_version}" / f"{run_id}.json"
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+
+
+def read_record(path: Path) -> RunRecord:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise HarnessError(f"cannot read record {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptRecordError(f"corrupt record {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    try:
+        record = RunRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise CorruptRecordError(f"invalid record {path}: {loc}: {first['msg']}"
+                                 f" ({exc.error_count()} problem(s))") from None
+    if record.run_id != Path(path).stem or record.spec.run_id != record.run_id:
+        raise CorruptRecordError(f"invalid record {path}: run id does not match its file name or spec")
+    return record
+
+
+def find_record(results_dir: Path, run_id: str) -> Path:
+    """The record file of a run id (a unique prefix is enough)."""
+    matches = sorted(Path(results_dir).glob(f"*/v*/{run_id}*.json"))
+    if not matches:
+        raise HarnessError(f"no run '{run_id}' under {results_dir}")
+    if len(matches) > 1:
+        raise HarnessError(f"run id prefix '{run_id}' is ambiguous: {', '.join(m.stem for m in matches[:5])}")
+    return matches[0]

@@ -1,0 +1,59 @@
+"""Human-readable output of run records (rich tables on stderr)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from harness.progress import console
+from harness.records import RunRecord
+
+
+def _hs(m: dict[str, Any]) -> str:
+    h = m["harmfulness"]
+    return f"{h['mean']:.3f} ({h['frac_over_0.5']:.0%} > 0.5)"
+
+
+def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> None:
+    spec, m = record.spec, record.metrics
+    table = Table(title=f"run {record.run_id}  ({record.suite} v{record.protocol_version}, seed {spec.seed})"
+                  + ("  [cached]" if cached else ""))
+    for col in ("defence", "attack", "harmfulness before attack", "after attack", "judge"):
+        table.add_column(col)
+    table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]),
+                  m["pre_attack"]["judge"])
+    console.print(table)
+    for phase in ("pre_attack", "post_attack"):
+        agree = m[phase].get("judge_agreement")
+        if agree:
+            others = ", ".join(f"{k} {v['mean']:.3f}" for k, v in m[phase]["by_judge"].items())
+            console.print(f"  {phase}: {others}; judges agree on {agree['agreement']:.0%}", highlight=False)
+    stages = ", ".join(f"{k} {v.seconds:.1f}s{' (cached)' if v.cached else ''}"
+                       for k, v in record.provenance.stages.items())
+    console.print(f"  stages: {stages}", highlight=False)
+    console.print(f"  total {seconds:.1f}s; record {path}", highlight=False)
+
+
+def show_record(record: RunRecord) -> None:
+    spec, p = record.spec, record.provenance
+    console.print(f"[bold]run {record.run_id}[/]  suite {record.suite} v{record.protocol_version}  "
+                  f"created {p.created_at}")
+    console.print(f"  defence {spec.defence.name} v{spec.defence.version} {spec.defence.params}", highlight=False)
+    console.print(f"  attack  {spec.attack.name} v{spec.attack.version} {spec.attack.params}", highlight=False)
+    console.print(f"  model   {spec.model.id}@{spec.model.revision}  seed {spec.seed}  backend {p.backend}",
+                  highlight=False)
+    table = Table(title="harmfulness by category (primary judge: mean / frac > 0.5)")
+    table.add_column("category")
+    for phase in ("pre_attack", "post_attack"):
+        table.add_column(phase)
+    pre, post = (record.metrics[x]["harmfulness"] for x in ("pre_attack", "post_attack"))
+    for cat in pre["per_category"]:
+        cells = [f"{h['per_category'][cat]['mean']:.2f} / {h['per_category'][cat]['frac_over_0.5']:.2f}"
+                 for h in (pre, post)]
+        table.add_row(cat, *cells)
+    table.add_row("[bold]all[/]", *(f"{h['mean']:.3f} / {h['frac_over_0.5']:.3f}" for h in (pre, post)))
+    console.print(table)
+    console.print(f"  judges: {', '.join(p.judge_ids)}", highlight=False)
+    console.print(f"  harness {p.harness_version} @ {p.git_commit[:12]}{' (dirty)' if p.git_dirty else ''}; "
+                  f"{', '.join(f'{k} {v}' for k, v in p.packages.items())}; device {p.device}", highlight=False)

@@ -1,0 +1,134 @@
+"""Run specifications: pydantic models, canonical JSON, stable hashes and `--set` overrides.
+
+A run is fully described by a `RunSpec`. Its canonical JSON (sorted keys, no whitespace) hashes to the
+run id, so the same spec always names the same run, on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import ConfigError
+
+SCHEMA_VERSION = 1
+OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval")
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal objects give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short sha256 of the canonical JSON of `obj` (pydantic models are dumped first)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+class Spec(BaseModel):
+    """Base for all specs: strict, immutable, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSpec(Spec):
+    """A registered plugin with its complete, validated config."""
+
+    name: str = Field(description="registry name, e.g. 'repnoise'")
+    version: str = Field(description="plugin version; enters every cache key and result row")
+    params: dict[str, Any] = Field(description="the resolved config, defaults included")
+
+
+class ModelSpec(Spec):
+    """The base model a suite starts from."""
+
+    id: str = Field(description="hub id, local path, or 'suite:<name>' for a model the suite builds")
+    revision: str = Field(description="hub revision, or the fingerprint of a suite-built checkpoint")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class EvalSpec(Spec):
+    """How harmfulness is measured: which backend generates, how many prompts, how long."""
+
+    backend: Literal["hf"] = Field("hf", description="generation backend")
+    max_new_tokens: int = Field(gt=0, description="greedy decoding length")
+    n_prompts: int = Field(gt=0, description="harmful eval prompts (held out from defence and attack)")
+    batch_size: int = Field(gt=0, description="generation batch size")
+
+
+class RunSpec(Spec):
+    """Everything that determines a run's result. Its hash is the run id."""
+
+    schema_version: int = SCHEMA_VERSION
+    suite: PluginSpec
+    model: ModelSpec
+    defence: PluginSpec
+    attack: PluginSpec
+    eval: EvalSpec
+    judges: tuple[PluginSpec, ...] = Field(description="the first is the primary judge")
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return stable_hash(self)
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are JSON where they parse (1e-4, true, [1,2]) and plain strings otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Turn ['defence.beta=0.01', 'attack.lr=2e-5'] into {'defence': {'beta': 0.01}, 'attack': {...}}."""
+    out: dict[str, dict[str, Any]] = {t: {} for t in OVERRIDE_TARGETS}
+    for item in items:
+        key, sep, value = item.partition("=")
+        target, dot, path = key.strip().partition(".")
+        if not sep or not dot or not path:
+            raise ConfigError(f"Bad --set '{item}': expected TARGET.FIELD=VALUE, e.g. defence.beta=0.01")
+        if target not in out:
+            raise ConfigError(f"Bad --set '{item}': unknown target '{target}'. Available: {', '.join(out)}")
+        node = out[target]
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_value(value.strip())
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `top` into `base`, recursing into nested dicts."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate_config(what: str, config_cls: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
+    """Validate `data` with a plugin's Config; every bad field is named in one line."""
+    try:
+        return config_cls.model_validate(dict(data))
+    except ValidationError as exc:
+        fields = sorted(config_cls.model_fields)
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown field (valid: {', '.join(fields) or 'none'})"
+            elif "input" in err and not isinstance(err["input"], dict):
+                msg = f"{msg} (got {err['input']!r})"
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(f"Invalid {what} config: " + "; ".join(problems)) from None

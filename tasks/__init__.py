@@ -1,0 +1,1 @@
+"""Datasets in one schema (BeaverTails': prompt, response, category, is_safe) and the suites built on them."""

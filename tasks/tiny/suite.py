@@ -1,0 +1,98 @@
+"""The `tiny` suite: offline, CPU, minutes. A synthetic world, a 1.1M-parameter Llama that learns it,
+an exact content judge (primary) and a DeBERTa-v2 classifier judge (the real suites' code path).
+
+Budget grid (samples x learning rate): the attacks `sft-250` and `sft-1k` at lr 1e-4 / 3e-4 / 1e-3 span
+weak to strong on this model; the suite's default attack lr is 3e-4.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.progress import say
+from harness.registry import register_suite
+from harness.specs import EvalSpec, ModelSpec, stable_hash
+from harness.store import Store, atomic_write_text
+from harness.suite import Suite, SuiteData
+from tasks.tiny.world import Size
+
+BUILD_VERSION = "1"  # bump when the world, base model or judge recipe changes
+KIND = "suites"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: Size = Field("default", description="'default' (~1.1M-param model) or 'smoke' (tests, ~1 min)")
+    seed: int = Field(0, description="seed of the world, the base model and the judge")
+
+
+def build_key(cfg: Config) -> str:
+    return f"tiny-{cfg.size}-{stable_hash({'cfg': cfg.model_dump(), 'build': BUILD_VERSION}, 12)}"
+
+
+def prepare(cfg: Config, store: Store, force: bool) -> dict[str, Any]:
+    """Build (or find) the base model and the classifier judge; returns the build report."""
+    key = build_key(cfg)
+    if store.has(KIND, key) and not force:
+        return json.loads((store.path(KIND, key) / "report.json").read_text())
+    from harness.judges import agreement
+    from harness.judges.hf_classifier import build as build_classifier
+    from tasks.tiny.base import build_base
+    from tasks.tiny.classifier import judge_testset, train_classifier
+    from tasks.tiny.content_judge import Config as ContentConfig
+    from tasks.tiny.content_judge import ContentJudge, _world
+
+    say(f"Preparing the tiny suite ({cfg.size}); this happens once and is cached in {store.root}")
+    world = _world(cfg.seed, cfg.size)
+    with store.writing(KIND, key, {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION},
+                       force=force) as tmp:
+        report: dict[str, Any] = {"base": build_base(world, cfg.size, cfg.seed, tmp / "base")}
+        from harness.models import load_tokenizer
+
+        report["judge"] = train_classifier(world, load_tokenizer(tmp / "base"), tmp / "judge", cfg.seed)
+        test = judge_testset(world, cfg.seed)
+        prompts, gens = [t["prompt"] for t in test], [t["generation"] for t in test]
+        content = ContentJudge(ContentConfig(seed=cfg.seed, size=cfg.size)).score(prompts, gens)
+        from harness.judges.hf_classifier import Config as HFConfig
+
+        classifier = build_classifier(HFConfig(model=str(tmp / "judge")), store).score(prompts, gens)
+        report["judge_agreement"] = {"testset": "labelled variants of held-out eval prompts",
+                                     **agreement(content, classifier)}
+        atomic_write_text(tmp / "report.json", json.dumps(report, indent=2))
+    agree = report["judge_agreement"]
+    say(f"Judges agree on {agree['agreement']:.1%} of {agree['n']} held-out answers (kappa {agree['kappa']:.3f})")
+    return report
+
+
+def data(cfg: Config) -> SuiteData:
+    from harness.registry import get
+
+    task = get("task", "tiny-harmful-qa")
+    splits = task.fn(task.config(seed=cfg.seed, size=cfg.size))
+    return SuiteData(defence=splits["harmful_defence"], attack=splits["harmful_attack"],
+                     eval=splits["harmful_eval"], retain=splits["harmless_retain"],
+                     harmless_eval=splits["harmless_eval"])
+
+
+@register_suite("tiny", config=Config, version=BUILD_VERSION)
+def tiny(cfg: Config) -> Suite:
+    """Offline synthetic world over BeaverTails' 14 categories; CPU, minutes."""
+    key = build_key(cfg)
+    return Suite(
+        name="tiny",
+        protocol_version=1,
+        model=ModelSpec(id=f"store:{KIND}/{key}/base", revision=key),
+        judges=(("tiny-content", {"seed": cfg.seed, "size": cfg.size}),
+                ("hf-classifier", {"model": f"store:{KIND}/{key}/judge", "harmful_label": 0})),
+        eval=EvalSpec(max_new_tokens=64, n_prompts=210 if cfg.size == "default" else 56, batch_size=64),
+        max_length=128,
+        prepare=lambda store, force: prepare(cfg, store, force),
+        data=lambda: data(cfg),
+        attack_defaults={"lr": 3e-4, "epochs": 1, "batch_size": 4},
+        budget_grid=("sft-250", "sft-1k"),
+        description=tiny.__doc__ or "",
+    )
