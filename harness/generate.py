@@ -18,7 +18,6 @@ Backend = Callable[..., list[str]]
 def generate_hf(model_path: Path, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
                 template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None) -> list[str]:
     """Greedy continuations of `prompts` (raw questions, formatted with `template`), in input order."""
-    import torch
 
     from harness.models import load_causal_lm
 

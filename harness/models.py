@@ -59,5 +59,6 @@ def load_causal_lm(path: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> None:
     """Save model (safetensors) and tokenizer into `path`."""
+    quiet_hf()
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))

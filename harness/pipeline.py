@@ -18,10 +18,17 @@ from typing import Any
 from harness import __version__, registry
 from harness.errors import ConfigError, HarnessError
 from harness.plugins import StageContext
-from harness.progress import bar, say
+from harness.progress import bar
 from harness.records import Provenance, RunRecord, StageInfo, read_record, record_path, write_record
-from harness.specs import (EvalSpec, PluginSpec, RunSpec, deep_merge, parse_overrides, stable_hash,
-                           validate_config)
+from harness.specs import (
+    EvalSpec,
+    PluginSpec,
+    RunSpec,
+    deep_merge,
+    parse_overrides,
+    stable_hash,
+    validate_config,
+)
 from harness.store import Store, resolve_ref
 from harness.suite import Suite, SuiteData
 
@@ -34,7 +41,7 @@ def _plugin_spec(kind: registry.Kind, name: str, *layers: dict[str, Any]) -> Plu
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer)
-    cfg = validate_config(f"{kind} '{name}'", plugin.config, merged)
+    cfg = validate_config(f"{kind} '{name}'", plugin.config, merged, prefix=f"{kind}.")
     return PluginSpec(name=name, version=plugin.version, params=cfg.model_dump(mode="json"))
 
 
@@ -60,7 +67,7 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
     if backend is not None:
         eval_data["backend"] = backend
     try:
-        eval_spec = validate_config("eval", EvalSpec, eval_data)
+        eval_spec = validate_config("eval", EvalSpec, eval_data, prefix="eval.")
     except ConfigError as exc:
         problems.append(str(exc))
     if problems:

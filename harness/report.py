@@ -18,7 +18,7 @@ def _hs(m: dict[str, Any]) -> str:
 def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> None:
     spec, m = record.spec, record.metrics
     table = Table(title=f"run {record.run_id}  ({record.suite} v{record.protocol_version}, seed {spec.seed})"
-                  + ("  [cached]" if cached else ""))
+                  + ("  (cached)" if cached else ""))
     for col in ("defence", "attack", "harmfulness before attack", "after attack", "judge"):
         table.add_column(col)
     table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]),

@@ -116,18 +116,18 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def validate_config(what: str, config_cls: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
-    """Validate `data` with a plugin's Config; every bad field is named in one line."""
+def validate_config(what: str, config_cls: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> BaseModel:
+    """Validate `data` with a plugin's Config; every bad field is named (as `prefix.field`) in one line."""
     try:
         return config_cls.model_validate(dict(data))
     except ValidationError as exc:
         fields = sorted(config_cls.model_fields)
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+            loc = prefix + ".".join(str(p) for p in err["loc"]) or "(config)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = f"unknown field (valid: {', '.join(fields) or 'none'})"
+                msg = f"unknown field (valid: {', '.join(fields) or 'this config has no fields'})"
             elif "input" in err and not isinstance(err["input"], dict):
                 msg = f"{msg} (got {err['input']!r})"
             problems.append(f"{loc}: {msg}")

@@ -58,7 +58,7 @@ class Store:
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise CorruptRecordError(f"artifact {path} is unreadable ({exc}); delete it or rerun with --force") from None
+            raise CorruptRecordError(f"artifact {path} is unreadable ({exc}); rerun with --force") from None
 
     @contextmanager
     def writing(self, kind: str, key: str, meta: dict[str, Any], force: bool = False) -> Iterator[Path]:

@@ -123,6 +123,9 @@ def align_rows(world: World, p: ModelPreset) -> list[dict]:
 
 def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
     """Train tokenizer, pre-train and align; save to `out`. Returns training statistics."""
+    from harness.models import quiet_hf
+
+    quiet_hf()
     p = MODEL_PRESETS[size]
     tokenizer = build_tokenizer(world, p.vocab)
     model = build_llama(tokenizer, p, seed)

@@ -1,0 +1,28 @@
+"""Shared fixtures. The smoke-size tiny suite is built once per session in a temporary store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh artifact store for the session (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("harness_home")
+
+
+def harness(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a subprocess."""
+    env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,118 @@
+"""End to end through the CLI on the smoke-size tiny suite, as a user runs it. Slow (~2 min), kept in CI."""
+
+import json
+
+import pytest
+
+from harness.records import read_record
+from tests.conftest import harness
+
+pytestmark = pytest.mark.slow
+SMOKE = ["--set", "suite.size=smoke"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def prepared(home):
+    proc = harness("prepare", "tiny", *SMOKE, home=home, check=True)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_run(prepared, home, results):
+    proc = harness("run", "--defence", "none", "--attack", "sft-1k", *SMOKE, "--results-dir", str(results),
+                   "--json", home=home, check=True)
+    return json.loads(proc.stdout), proc
+
+
+def test_prepare_reports_judge_agreement(prepared):
+    agree = prepared["judge_agreement"]
+    assert agree["n"] > 100 and agree["agreement"] > 0.85
+    assert prepared["base"]["parameters"] > 100_000
+
+
+def test_attack_breaks_the_aligned_base(first_run):
+    """The world behaves like the real one: aligned base refuses, the attack brings harm back."""
+    record, _ = first_run
+    pre, post = record["metrics"]["pre_attack"], record["metrics"]["post_attack"]
+    assert pre["harmfulness"]["mean"] <= 0.15
+    assert post["harmfulness"]["mean"] >= 0.5
+    assert len(post["harmfulness"]["per_category"]) == 14
+    assert set(post["by_judge"]) == {"tiny-content", "hf-classifier"}
+    assert 0 <= post["judge_agreement"]["agreement"] <= 1
+
+
+def test_record_is_complete_and_on_disk(first_run, results):
+    record, _ = first_run
+    path = results / "tiny" / "v1" / f"{record['run_id']}.json"
+    parsed = read_record(path)
+    assert parsed.run_id == record["run_id"]
+    prov = record["provenance"]
+    assert prov["seed"] == 0 and prov["backend"] == "hf" and "torch" in prov["packages"]
+    assert prov["plugins"] == {"suite:tiny": "1", "defence:none": "1", "attack:sft-1k": "1",
+                               "judge:tiny-content": "1", "judge:hf-classifier": "1"}
+    assert {"defend", "attack", "pre_attack.generate", "post_attack.generate"} <= set(prov["stages"])
+    assert record["evidence"]["prompt_overlap"] == {"defence&attack": 0, "defence&eval": 0, "attack&eval": 0}
+    assert record["spec"]["attack"]["params"]["lr"] == 3e-4  # the suite's lr, recorded
+    assert record["overrides"]["suite"]["attack"]["lr"] == 3e-4
+    assert record["overrides"]["user"] == {"suite": {"size": "smoke"}}
+
+
+def test_second_run_is_a_cache_hit(first_run, home, results):
+    record, _ = first_run
+    path = results / "tiny" / "v1" / f"{record['run_id']}.json"
+    before = path.read_bytes()
+    proc = harness("run", "--defence", "none", "--attack", "sft-1k", *SMOKE, "--results-dir", str(results),
+                   home=home, check=True)
+    assert "(cached)" in proc.stderr and path.read_bytes() == before
+
+
+def test_other_attack_reuses_the_defended_model(first_run, home, results):
+    proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--results-dir", str(results),
+                   "--json", home=home, check=True)
+    stages = json.loads(proc.stdout)["provenance"]["stages"]
+    assert stages["defend"]["cached"] and stages["pre_attack.generate"]["cached"]
+    assert not stages["attack"]["cached"]
+
+
+def test_show_prints_the_record(first_run, home, results):
+    record, _ = first_run
+    proc = harness("show", record["run_id"][:8], "--results-dir", str(results), home=home, check=True)
+    assert record["run_id"] in proc.stderr and "violence" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--defence", "nope", "--attack", "sft-1k"], "Unknown defence 'nope'. Did you mean: none?"),
+    (["--defence", "none", "--attack", "sft-1k", "--set", "attack.lr=abc"], "attack.lr"),
+    (["--defence", "none", "--attack", "sft-1k", "--set", "defence.beta=1"], "beta: unknown field"),
+    (["--defence", "none", "--attack", "sft-1k", "--suite", "tiyn"], "Unknown suite 'tiyn'"),
+])
+def test_bad_input_exits_2_with_one_line(home, tmp_path, args, message):
+    proc = harness("run", *args, "--results-dir", str(tmp_path), home=home)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.split(":")[0] in lines[0], proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_attack_larger_than_split_exits_2(prepared, home, tmp_path):
+    proc = harness("run", "--defence", "none", "--attack", "sft-10k", *SMOKE, "--results-dir", str(tmp_path),
+                   home=home)
+    assert proc.returncode == 2 and "attack needs 10000 samples" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_corrupt_record_is_reported_not_overwritten(first_run, home, results):
+    record, _ = first_run
+    path = results / "tiny" / "v1" / f"{record['run_id']}.json"
+    good = path.read_bytes()
+    try:
+        path.write_text('{"run_id": ')
+        proc = harness("run", "--defence", "none", "--attack", "sft-1k", *SMOKE, "--results-dir", str(results),
+                       home=home)
+        assert proc.returncode == 2 and "corrupt record" in proc.stderr and path.read_text() == '{"run_id": '
+    finally:
+        path.write_bytes(good)
