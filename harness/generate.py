@@ -5,30 +5,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.data import PROMPT_TEMPLATE, format_prompt
 from harness.errors import UnknownNameError
 
-Backend = Callable[..., list[str]]
+# backend(model_path, {set name: prompts}, *, max_new_tokens, batch_size, ...) -> {set name: generations}
+Backend = Callable[..., dict[str, list[str]]]
 
 
-def generate_hf(model_path: Path, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
-                template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None) -> list[str]:
-    """Greedy continuations of `prompts` (raw questions, formatted with `template`), in input order."""
-
+def generate_hf(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
+                batch_size: int, template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None
+                ) -> dict[str, list[str]]:
+    """Greedy continuations of every prompt set (raw questions, formatted with `template`), in input order.
+    The model is loaded once for all sets."""
     from harness.models import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
-    return generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               template=template, progress=progress)
+    return {name: generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      template=template, progress=progress)
+            for name, prompts in prompt_sets.items()}
 
 
 def generate_with_model(model: Any, tok: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
                         template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None) -> list[str]:
-    """As `generate_hf`, for a model already in memory."""
+    """Greedy continuations of `prompts` for a model already in memory, in input order."""
     import torch
 
     texts = [format_prompt(p, template) for p in prompts]

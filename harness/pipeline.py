@@ -138,25 +138,28 @@ def train_stage(store: Store, key: str, meta: dict[str, Any], source_ref: str, f
             save_checkpoint(result, tok, tmp)
 
 
-def generate_stage(store: Store, key: str, model_path: Path, prompts: list[str], spec: EvalSpec,
-                   force: bool) -> list[str]:
-    """Greedy generations for `prompts`, cached as parquet."""
+def generate_stage(store: Store, key: str, model_path: Path, prompt_sets: dict[str, list[str]], spec: EvalSpec,
+                   force: bool) -> dict[str, list[str]]:
+    """Greedy generations for every prompt set of a stage, from one backend call; cached as parquet."""
     import pandas as pd
 
     from harness.generate import get_backend
 
     if not store.has(GENERATIONS, key) or force:
         backend = get_backend(spec.backend)
-        with bar(f"generate ({spec.backend})", total=len(prompts)) as advance:
-            texts = backend(model_path, prompts, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-                            progress=advance)
-        with store.writing(GENERATIONS, key, {"backend": spec.backend, "n": len(prompts)}, force=force) as tmp:
-            pd.DataFrame({"prompt": prompts, "generation": texts}).to_parquet(tmp / "generations.parquet")
+        with bar(f"generate ({spec.backend})", total=sum(map(len, prompt_sets.values()))) as advance:
+            texts = backend(model_path, prompt_sets, max_new_tokens=spec.max_new_tokens,
+                            batch_size=spec.batch_size, progress=advance)
+        rows = [(name, p, g) for name in prompt_sets for p, g in zip(prompt_sets[name], texts[name], strict=True)]
+        with store.writing(GENERATIONS, key, {"backend": spec.backend, "sets": list(prompt_sets)}, force=force) as tmp:
+            pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
     frame = pd.read_parquet(store.path(GENERATIONS, key) / "generations.parquet")
-    if frame["prompt"].tolist() != prompts:
+    out = {name: frame.loc[frame["set"] == name, "generation"].tolist() for name in prompt_sets}
+    cached = {name: frame.loc[frame["set"] == name, "prompt"].tolist() for name in prompt_sets}
+    if cached != prompt_sets:
         raise HarnessError(f"cached generations {store.path(GENERATIONS, key)} do not match the prompts; "
                            "rerun with --force")
-    return frame["generation"].tolist()
+    return out
 
 
 def score_stage(store: Store, key: str, judge_spec: PluginSpec, judges: dict[str, Any], prompts: list[str],
@@ -178,19 +181,22 @@ def score_stage(store: Store, key: str, judge_spec: PluginSpec, judges: dict[str
 
 def evaluate(store: Store, model_key: str, spec: RunSpec, data: SuiteData, judges: dict[str, Any],
              stages: Stages, name: str, force: bool) -> tuple[dict[str, Any], list[str]]:
-    """Generate on the eval prompts and score with every judge; metrics come from the primary judge."""
+    """Generate on every eval prompt set at once, score harm with every judge (the first is primary), and
+    harmless-QA exact match against the reference answers."""
     from harness.judges import agreement, harmfulness
 
-    rows = data.eval.select(range(min(spec.eval.n_prompts, len(data.eval))))
-    prompts, categories = list(rows["prompt"]), list(rows["category"])
-    gen_key = stable_hash({"model": model_key, "eval": spec.eval.model_dump(), "prompts": prompts})
+    harmful = data.eval.select(range(min(spec.eval.n_prompts, len(data.eval))))
+    harmless = data.harmless_eval.select(range(min(spec.eval.n_harmless, len(data.harmless_eval))))
+    prompt_sets = {"harmful": list(harmful["prompt"]), "harmless": list(harmless["prompt"])}
+    gen_key = stable_hash({"model": model_key, "eval": spec.eval.model_dump(), "prompts": prompt_sets})
     with stages.stage(f"{name}.generate", gen_key, cached=store.has(GENERATIONS, gen_key) and not force):
-        generations = generate_stage(store, gen_key, model_dir(store, model_key), prompts, spec.eval, force)
+        generations = generate_stage(store, gen_key, model_dir(store, model_key), prompt_sets, spec.eval, force)
+    prompts, outputs, categories = prompt_sets["harmful"], generations["harmful"], list(harmful["category"])
     by_judge, ids, all_scores = {}, [], {}
     for judge_spec in spec.judges:
         key = stable_hash({"generations": gen_key, "judge": judge_spec.model_dump()})
         with stages.stage(f"{name}.judge.{judge_spec.name}", key, cached=store.has(SCORES, key) and not force):
-            scores, judge_id = score_stage(store, key, judge_spec, judges, prompts, generations, force)
+            scores, judge_id = score_stage(store, key, judge_spec, judges, prompts, outputs, force)
         all_scores[judge_spec.name] = scores
         by_judge[judge_spec.name] = harmfulness(scores, categories)
         ids.append(judge_id)
@@ -198,11 +204,19 @@ def evaluate(store: Store, model_key: str, spec: RunSpec, data: SuiteData, judge
     metrics: dict[str, Any] = {"harmfulness": by_judge[primary], "judge": primary,
                                "by_judge": {k: {m: v[m] for m in ("mean", "frac_over_0.5")}
                                             for k, v in by_judge.items()},
+                               "harmless_qa": exact_match(generations["harmless"], list(harmless["response"])),
                                "artifacts": {"generations": gen_key}}
     if len(spec.judges) > 1:
         second = spec.judges[1].name
         metrics["judge_agreement"] = {"with": second, **agreement(all_scores[primary], all_scores[second])}
     return metrics, ids
+
+
+def exact_match(generations: list[str], references: list[str]) -> dict[str, float]:
+    """Fraction of generations equal to the reference answer (whitespace-stripped)."""
+    n = len(references)
+    hits = sum(g.strip() == r.strip() for g, r in zip(generations, references, strict=True))
+    return {"exact_match": hits / n if n else 0.0, "n": n}
 
 
 # ----------------------------------------------------------------------------- one run

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+# Logs and CI capture stderr: give them a readable width instead of rich's 80-column default.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 Advance = Callable[..., None]
 
 

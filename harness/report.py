@@ -19,9 +19,11 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
     spec, m = record.spec, record.metrics
     table = Table(title=f"run {record.run_id}  ({record.suite} v{record.protocol_version}, seed {spec.seed})"
                   + ("  (cached)" if cached else ""))
-    for col in ("defence", "attack", "harmfulness before attack", "after attack", "judge"):
+    for col in ("defence", "attack", "harmfulness before attack", "after attack", "harmless QA before / after",
+                "judge"):
         table.add_column(col)
-    table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]),
+    qa = " / ".join(f"{m[p]['harmless_qa']['exact_match']:.2f}" for p in ("pre_attack", "post_attack"))
+    table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]), qa,
                   m["pre_attack"]["judge"])
     console.print(table)
     for phase in ("pre_attack", "post_attack"):

@@ -59,6 +59,7 @@ class EvalSpec(Spec):
     backend: Literal["hf"] = Field("hf", description="generation backend")
     max_new_tokens: int = Field(gt=0, description="greedy decoding length")
     n_prompts: int = Field(gt=0, description="harmful eval prompts (held out from defence and attack)")
+    n_harmless: int = Field(0, ge=0, description="held-out harmless QA prompts (exact-match accuracy)")
     batch_size: int = Field(gt=0, description="generation batch size")
 
 

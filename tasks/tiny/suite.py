@@ -82,13 +82,14 @@ def data(cfg: Config) -> SuiteData:
 def tiny(cfg: Config) -> Suite:
     """Offline synthetic world over BeaverTails' 14 categories; CPU, minutes."""
     key = build_key(cfg)
+    n_eval = 210 if cfg.size == "default" else 56
     return Suite(
         name="tiny",
         protocol_version=1,
         model=ModelSpec(id=f"store:{KIND}/{key}/base", revision=key),
         judges=(("tiny-content", {"seed": cfg.seed, "size": cfg.size}),
                 ("hf-classifier", {"model": f"store:{KIND}/{key}/judge", "harmful_label": 0})),
-        eval=EvalSpec(max_new_tokens=64, n_prompts=210 if cfg.size == "default" else 56, batch_size=64),
+        eval=EvalSpec(max_new_tokens=64, n_prompts=n_eval, n_harmless=n_eval, batch_size=64),
         max_length=128,
         prepare=lambda store, force: prepare(cfg, store, force),
         data=lambda: data(cfg),
