@@ -14,8 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.data import SFTCollator
-from harness.errors import HarnessError
-from harness.plugins import StageContext
+from harness.plugins import StageContext, first_rows
 from harness.registry import register_attack
 from harness.train import TrainConfig, lm_loss, train
 
@@ -35,10 +34,7 @@ class Config(BaseModel):
 
 
 def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
-    rows = ctx.data.attack
-    if cfg.samples > len(rows):
-        raise HarnessError(f"attack needs {cfg.samples} samples but the suite's attack split has {len(rows)}")
-    rows = rows.select(range(cfg.samples)) if hasattr(rows, "select") else rows[: cfg.samples]
+    rows = first_rows(ctx.data.attack, cfg.samples, "attack")
     train_cfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                             warmup_ratio=cfg.warmup_ratio)
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on)

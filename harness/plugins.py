@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.errors import HarnessError
 from harness.suite import SuiteData
+from harness.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -23,5 +27,28 @@ class StageContext:
     seed: int
     progress: Callable[..., None] | None = None  # advance a progress bar by optimizer steps
 
-    def bar_total(self, steps: int) -> None:
-        """Plugins may announce their step count; the pipeline sizes its bar from it."""
+
+class TrainingFields(BaseModel):
+    """Optimisation fields shared by plugins that train (defaults: the RepNoise paper's defence, App. B.2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: float = Field(2e-5, gt=0, description="peak learning rate")
+    epochs: int = Field(1, ge=1, description="passes over the data")
+    batch_size: int = Field(8, ge=1, description="examples per optimizer step")
+    samples: int | None = Field(None, gt=0, description="first N rows of the defence split (None: all)")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="reference: Adam, no weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warmup fraction (cosine decay after)")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                           warmup_ratio=self.warmup_ratio)
+
+
+def first_rows(rows: Any, n: int | None, what: str) -> Any:
+    """The first `n` rows of a dataset (all when n is None); too few rows is a clear error."""
+    if n is None:
+        return rows
+    if n > len(rows):
+        raise HarnessError(f"{what} needs {n} samples but the suite's split has {len(rows)}")
+    return rows.select(range(n)) if hasattr(rows, "select") else rows[:n]

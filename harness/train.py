@@ -88,8 +88,9 @@ def build_optimizer(model: Any, cfg: TrainConfig) -> Any:
 
 
 def to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
-    """Move every tensor of a batch to `device` (non-tensors pass through)."""
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    """Move every tensor of a (possibly nested) batch to `device`; non-tensors pass through."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) if hasattr(v, "to") else v
+            for k, v in batch.items()}
 
 
 def n_steps(n_rows: int, cfg: TrainConfig) -> int:

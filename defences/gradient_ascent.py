@@ -1,0 +1,49 @@
+"""Gradient ascent on harmful answers (RepNoise baseline, eq. 3; reference `max_harmful_loss`).
+
+    plain     : L = -CE(harmful answer)
+    layerwise : L = CE(refusal answer) - alpha * log(mean over the final logits and every hidden state's
+                logit lens of CE(harmful answer))      (reference `ascent_loss`: / (L+1), no +1)
+
+Answer tokens are those where the harmful answer differs from the paired refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, StrictBool
+
+from harness.hooks import final_norm
+from harness.paired import PairedCollator, masked_ce
+from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.registry import register_defence
+from harness.train import LossOut, train
+
+
+class Config(TrainingFields):
+    layerwise: StrictBool = Field(False, description="retain CE minus alpha*log(mean layer-wise harmful CE)")
+    alpha: float = Field(1.0, ge=0, description="weight of the log ascent term (layerwise only)")
+
+
+@register_defence("gradient-ascent", config=Config, version="1")
+def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
+    """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
+    rows = first_rows(ctx.data.defence, cfg.samples, "gradient-ascent")
+    collate = PairedCollator(ctx.tokenizer, ctx.max_length, seed=ctx.seed)
+
+    def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
+        ids, mask = b["harmful"]["input_ids"], b["harmful_mask"]
+        out = m(**b["harmful"], output_hidden_states=cfg.layerwise)
+        if not cfg.layerwise:
+            harm = masked_ce(out.logits, ids, mask)
+            return LossOut(-harm, {"loss": float(-harm.detach()), "harmful_ce": float(harm.detach())})
+        head, norm = m.get_output_embeddings(), final_norm(m)
+        terms = [masked_ce(out.logits, ids, mask)] + [masked_ce(head(norm(s)), ids, mask)
+                                                      for s in out.hidden_states[:-1]]
+        harm = sum(terms) / len(terms)
+        keep = masked_ce(m(**b["refusal"]).logits, b["refusal"]["input_ids"], b["refusal_mask"])
+        loss = keep - cfg.alpha * harm.log()
+        return LossOut(loss, {"loss": float(loss.detach()), "harmful_ce": float(harm.detach())})
+
+    train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
+    return model

@@ -1,0 +1,50 @@
+"""Vaccine: perturbation-aware alignment (Huang et al. 2024; a RepNoise baseline with rho = 1 and 10).
+
+Each step is SAM-like, on the attention blocks' outputs:
+  1. forward the alignment batch, take the gradient g_l of the loss w.r.t. every attention output;
+  2. eps_l = rho * g_l / ||g|| (norm over all layers), added to those outputs in a second forward;
+  3. the optimizer steps on the loss of the perturbed pass, so the model learns to stay aligned when an
+     attacker's fine-tuning drifts its hidden states.
+Alignment data: refusals to the defence split's harmful questions (the reference's data for this
+baseline is unclear, papers.md §11; refusals match the Vaccine paper's alignment stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from harness.data import SFTCollator
+from harness.hooks import add_to_outputs, attention_modules, capture_outputs
+from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.registry import register_defence
+from harness.train import LossOut, train
+
+
+class Config(TrainingFields):
+    rho: float = Field(1.0, gt=0, description="perturbation radius (paper baselines: 1 and 10)")
+
+
+@register_defence("vaccine", config=Config, version="1")
+def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
+    """Vaccine: align on refusals under worst-case perturbations of attention outputs (SAM-like)."""
+    rows = first_rows(ctx.data.defence, cfg.samples, "vaccine")
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")
+    train(model, rows, collate, lambda m, b: vaccine_loss(m, b, cfg.rho), cfg.train_config(), seed=ctx.seed,
+          progress=ctx.progress)
+    return model
+
+
+def vaccine_loss(model: Any, batch: dict[str, Any], rho: float) -> LossOut:
+    import torch
+
+    modules = attention_modules(model)
+    with capture_outputs(model, modules) as acts:
+        clean = model(**batch).loss
+    grads = torch.autograd.grad(clean, acts)                          # w.r.t. activations only, not weights
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads)) + 1e-12
+    eps = [rho * g.detach() / norm for g in grads]                    # each (B, T, H)
+    with add_to_outputs(modules, eps):
+        perturbed = model(**batch).loss
+    return LossOut(perturbed, {"loss": float(perturbed.detach()), "clean_loss": float(clean.detach())})
