@@ -89,6 +89,40 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 
 @app.command()
+def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
+          suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+          seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
+          sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
+          force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
+    """Run the suite's budget grid for each defence and seed (finished cells are cache hits)."""
+    from harness.store import Store
+    from harness.sweep import sweep as run_sweep
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--seeds must be comma-separated integers, got '{seeds}'")
+    run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force)
+    report(suite=suite, sets=sets, results_dir=results_dir)
+
+
+@app.command()
+def report(suite: Annotated[str, typer.Option(help="suite name")] = "tiny", sets: SetOpt = None,
+           results_dir: ResultsOpt = Path("results")) -> None:
+    """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
+    from harness.budget_table import budget_rows, load_records, markdown
+    from harness.pipeline import load_suite
+    from harness.specs import parse_overrides
+
+    suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
+    folder = results_dir / suite / f"v{s.protocol_version}"
+    rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
+    if not rows:
+        fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
+    typer.echo(markdown(rows, s, phi))
+
+
+@app.command()
 def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
          results_dir: ResultsOpt = Path("results"),
          as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:

@@ -45,13 +45,18 @@ def _plugin_spec(kind: registry.Kind, name: str, *layers: dict[str, Any]) -> Plu
     return PluginSpec(name=name, version=plugin.version, params=cfg.model_dump(mode="json"))
 
 
+def load_suite(name: str, params: dict[str, Any]) -> tuple[PluginSpec, Suite]:
+    """The suite plugin called with its validated config (cheap: nothing is built)."""
+    spec = _plugin_spec("suite", name, params)
+    plugin = registry.get("suite", name)
+    return spec, plugin.fn(plugin.config.model_validate(spec.params))
+
+
 def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: list[str] | None = None,
             backend: str | None = None) -> tuple[RunSpec, Suite, dict[str, Any]]:
     """Validate everything before any model loads; every config error is reported at once."""
     overrides = parse_overrides(sets or [])
-    suite_plugin = registry.get("suite", suite_name)
-    suite_spec = _plugin_spec("suite", suite_name, overrides["suite"])
-    suite: Suite = suite_plugin.fn(suite_plugin.config.model_validate(suite_spec.params))
+    suite_spec, suite = load_suite(suite_name, overrides["suite"])
     attack_plugin = registry.get("attack", attack)
     registry.get("defence", defence)  # unknown names fail before config errors
     shared = {k: v for k, v in suite.attack_defaults.items() if k in attack_plugin.config.model_fields}

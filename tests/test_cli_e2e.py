@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from harness import registry
 from harness.records import read_record
 from tests.conftest import harness
 
@@ -53,8 +54,10 @@ def test_record_is_complete_and_on_disk(first_run, results):
     assert parsed.run_id == record["run_id"]
     prov = record["provenance"]
     assert prov["seed"] == 0 and prov["backend"] == "hf" and "torch" in prov["packages"]
-    assert prov["plugins"] == {"suite:tiny": "1", "defence:none": "1", "attack:sft-1k": "1",
-                               "judge:tiny-content": "1", "judge:hf-classifier": "1"}
+    expected = {f"{kind}:{name}": registry.get(kind, name).version for kind, name in (
+        ("suite", "tiny"), ("defence", "none"), ("attack", "sft-1k"), ("judge", "tiny-content"),
+        ("judge", "hf-classifier"))}
+    assert prov["plugins"] == expected
     assert {"defend", "attack", "pre_attack.generate", "post_attack.generate"} <= set(prov["stages"])
     assert record["evidence"]["prompt_overlap"] == {"defence&attack": 0, "defence&eval": 0, "attack&eval": 0}
     assert record["spec"]["attack"]["params"]["lr"] == 3e-4  # the suite's lr, recorded

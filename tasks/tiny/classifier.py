@@ -18,7 +18,7 @@ from tasks.tiny.world import World, refusal
 
 HARMFUL, SAFE = 0, 1
 TEMPLATE = ClassifierConfig.model_fields["template"].default
-TRAIN = TrainConfig(lr=2e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.05)
+TRAIN = TrainConfig(lr=2e-3, epochs=2, batch_size=32, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.05)
 
 
 def _variants(world: World, row: dict, rng: random.Random, topics: list[str]) -> list[tuple[str, str]]:
@@ -55,7 +55,8 @@ def train_classifier(world: World, tokenizer: Any, out: Path, seed: int, max_len
 
     from harness.train import seed_everything
 
-    rows = world.harmful["pretrain"] + world.harmful["align"] + world.harmless["pretrain"][:1000]
+    harmful = world.harmful["pretrain"] + world.harmful["align"]
+    rows = harmful + world.harmless["pretrain"][: len(harmful) // 2]
     data = labelled(world, rows, seed)
     seed_everything(seed)
     cfg = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

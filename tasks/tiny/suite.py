@@ -16,10 +16,10 @@ from harness.progress import say
 from harness.registry import register_suite
 from harness.specs import EvalSpec, ModelSpec, stable_hash
 from harness.store import Store, atomic_write_text
-from harness.suite import Suite, SuiteData
+from harness.suite import Budget, Suite, SuiteData
 from tasks.tiny.world import Size
 
-BUILD_VERSION = "1"  # bump when the world, base model or judge recipe changes
+BUILD_VERSION = "2"  # bump when the world, base model or judge recipe changes
 KIND = "suites"
 
 
@@ -94,6 +94,7 @@ def tiny(cfg: Config) -> Suite:
         prepare=lambda store, force: prepare(cfg, store, force),
         data=lambda: data(cfg),
         attack_defaults={"lr": 3e-4, "epochs": 1, "batch_size": 4},
-        budget_grid=("sft-250", "sft-1k"),
+        budget_grid=tuple(Budget(attack, {"lr": lr}, f"{lr:.0e}@{attack.removeprefix('sft-')}".replace("e-0", "e-"))
+                          for lr in (1e-4, 3e-4, 1e-3) for attack in ("sft-250", "sft-1k")),
         description=tiny.__doc__ or "",
     )
