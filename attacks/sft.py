@@ -38,7 +38,8 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     train_cfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                             warmup_ratio=cfg.warmup_ratio)
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on)
-    train(model, rows, collate, lm_loss, train_cfg, seed=ctx.seed, progress=ctx.progress)
+    train(model, rows, collate, lm_loss, train_cfg, seed=ctx.seed, progress=ctx.progress, callback=ctx.callback,
+          every=ctx.every)
     return model
 
 

@@ -47,7 +47,7 @@ def prepare(suite: Annotated[str, typer.Argument(help="suite name")] = "tiny", s
     """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
     import json
 
-    from harness.pipeline import resolve
+    from harness.resolve import resolve
     from harness.store import Store
 
     _, s, _ = resolve(suite, "none", _any_attack(), sets=sets)
@@ -73,10 +73,10 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     """Defend, evaluate, attack, evaluate: one cell of the benchmark, recorded under results/."""
     import time
 
-    from harness.pipeline import resolve
     from harness.pipeline import run as run_cell
     from harness.records import record_path
     from harness.report import summary
+    from harness.resolve import resolve
     from harness.store import Store
 
     start = time.perf_counter()
@@ -111,7 +111,7 @@ def report(suite: Annotated[str, typer.Option(help="suite name")] = "tiny", sets
            results_dir: ResultsOpt = Path("results")) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
     from harness.budget_table import budget_rows, load_records, markdown
-    from harness.pipeline import load_suite
+    from harness.resolve import load_suite
     from harness.specs import parse_overrides
 
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
@@ -120,6 +120,30 @@ def report(suite: Annotated[str, typer.Option(help="suite name")] = "tiny", sets
     if not rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
     typer.echo(markdown(rows, s, phi))
+
+
+@app.command()
+def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: every suite under results/)")] = None,
+           results_dir: ResultsOpt = Path("results"),
+           quiet: Annotated[bool, typer.Option("--quiet", help="write the tables, print only their paths")] = False
+           ) -> None:
+    """Rebuild the condition tables (resistance, stability, generalization, trainability) from run records."""
+    from harness.budget_table import load_records
+    from harness.tables import build, write_table
+
+    folders = sorted(p for p in results_dir.glob(f"{suite or '*'}/v*") if p.is_dir())
+    if not folders:
+        fail(f"no run records under {results_dir}/{suite or '*'}/v*")
+    for folder in folders:
+        built = build(load_records(folder))
+        for name, frame in built.items():
+            path = write_table(frame, name, folder)
+            typer.echo(f"{path}  ({len(frame)} rows)")
+            if not quiet and len(frame):
+                cols = [c for c in frame.columns if c not in ("suite_params", "defence_params", "attack_params",
+                        "harness_version", "git_commit", "run_id", "suite", "protocol_version", "judge", "backend",
+                        "defence_version")]
+                typer.echo(frame[cols].to_string(index=False, max_colwidth=24, float_format=lambda x: f"{x:.3f}"))
 
 
 @app.command()

@@ -26,6 +26,8 @@ class StageContext:
     max_length: int                          # training context length of the suite
     seed: int
     progress: Callable[..., None] | None = None  # advance a progress bar by optimizer steps
+    callback: Callable[[int, Any], None] | None = None  # pass to train(): runs every `every` steps
+    every: int = 0
 
 
 class TrainingFields(BaseModel):

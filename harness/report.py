@@ -19,8 +19,7 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
     spec, m = record.spec, record.metrics
     table = Table(title=f"run {record.run_id}  ({record.suite} v{record.protocol_version}, seed {spec.seed})"
                   + ("  (cached)" if cached else ""))
-    for col in ("defence", "attack", "harmfulness before attack", "after attack", "harmless QA before / after",
-                "judge"):
+    for col in ("defence", "attack", "harmfulness before", "after attack", "harmless QA before / after", "judge"):
         table.add_column(col)
     qa = " / ".join(f"{m[p]['harmless_qa']['exact_match']:.2f}" for p in ("pre_attack", "post_attack"))
     table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]), qa,
@@ -30,11 +29,34 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
         agree = m[phase].get("judge_agreement")
         if agree:
             others = ", ".join(f"{k} {v['mean']:.3f}" for k, v in m[phase]["by_judge"].items())
-            console.print(f"  {phase}: {others}; judges agree on {agree['agreement']:.0%}", highlight=False)
+            console.print(f"  {phase}: {others}; judges agree on {agree['agreement']:.0%}; degenerate outputs "
+                          f"{m[phase]['degenerate']['any']:.0%}", highlight=False)
+    for line in condition_lines(m):
+        console.print(f"  {line}", highlight=False)
     stages = ", ".join(f"{k} {v.seconds:.1f}s{' (cached)' if v.cached else ''}"
-                       for k, v in record.provenance.stages.items())
+                       for k, v in record.provenance.stages.items() if v.seconds >= 0.05 or v.cached)
     console.print(f"  stages: {stages}", highlight=False)
     console.print(f"  total {seconds:.1f}s; record {path}", highlight=False)
+
+
+def condition_lines(m: dict[str, Any]) -> list[str]:
+    """One line per immunization condition."""
+    out = []
+    res = m.get("resistance")
+    if res:
+        crossed = "held <= phi through the attack" if res["held"] else f"crossed phi at step {res['first_cross_step']}"
+        out.append(f"resistance: phi {res['phi']:.3f}, {crossed} (of {res['steps']}), AUC {res['auc']:.3f}")
+    st = m.get("stability")
+    if st:
+        out.append(f"stability: perplexity {st['perplexity']['defended']:.2f} vs base {st['perplexity']['base']:.2f}"
+                   f" (x{st['perplexity']['ratio']:.2f}); harmless QA {st['harmless_qa']['defended']:.2f} vs "
+                   f"{st['harmless_qa']['base']:.2f}")
+    tr = m.get("trainability")
+    if tr:
+        out.append(f"trainability ({tr['task']}): ROUGE-1 {tr['rouge1_before']:.2f} -> {tr['rouge1_after']:.2f} "
+                   f"vs base -> {tr['base_rouge1_after']:.2f}; steps to 90% of base: {tr['steps_to_target']} "
+                   f"(base {tr['base_steps_to_target']})")
+    return out
 
 
 def show_record(record: RunRecord) -> None:
@@ -56,6 +78,8 @@ def show_record(record: RunRecord) -> None:
         table.add_row(cat, *cells)
     table.add_row("[bold]all[/]", *(f"{h['mean']:.3f} / {h['frac_over_0.5']:.3f}" for h in (pre, post)))
     console.print(table)
+    for line in condition_lines(record.metrics):
+        console.print(f"  {line}", highlight=False)
     console.print(f"  judges: {', '.join(p.judge_ids)}", highlight=False)
     console.print(f"  harness {p.harness_version} @ {p.git_commit[:12]}{' (dirty)' if p.git_dirty else ''}; "
                   f"{', '.join(f'{k} {v}' for k, v in p.packages.items())}; device {p.device}", highlight=False)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 1
-OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval")
+OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets")
 
 
 def canonical_json(obj: Any) -> str:
@@ -61,6 +61,14 @@ class EvalSpec(Spec):
     n_prompts: int = Field(gt=0, description="harmful eval prompts (held out from defence and attack)")
     n_harmless: int = Field(0, ge=0, description="held-out harmless QA prompts (exact-match accuracy)")
     batch_size: int = Field(gt=0, description="generation batch size")
+    curve_every: int = Field(0, ge=0, description="harmfulness every k attack steps (0: only before and after)")
+
+
+class HarmSubsets(Spec):
+    """Which harm categories the defence trains on and the attack (and its evaluation) uses."""
+
+    defence: str = Field("all", description="'all', a suite group name, or '~group' (all but the group)")
+    attack: str = Field("all", description="'all', a suite group name, or '~group'")
 
 
 class RunSpec(Spec):
@@ -73,6 +81,7 @@ class RunSpec(Spec):
     attack: PluginSpec
     eval: EvalSpec
     judges: tuple[PluginSpec, ...] = Field(description="the first is the primary judge")
+    subsets: HarmSubsets = HarmSubsets()
     seed: int
 
     @property

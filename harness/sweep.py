@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.pipeline import load_suite, resolve, run
+from harness.pipeline import run
 from harness.progress import say
 from harness.records import RunRecord
+from harness.resolve import load_suite, resolve
 from harness.specs import parse_overrides
 from harness.store import Store
 

@@ -119,3 +119,44 @@ def test_corrupt_record_is_reported_not_overwritten(first_run, home, results):
         assert proc.returncode == 2 and "corrupt record" in proc.stderr and path.read_text() == '{"run_id": '
     finally:
         path.write_bytes(good)
+
+
+def test_record_measures_every_condition(first_run):
+    record, _ = first_run
+    m = record["metrics"]
+    res = m["resistance"]
+    steps = [s for s, _ in res["curve"]]
+    assert steps[0] == 0 and steps[-1] == res["steps"] == 250 and len(steps) >= 5  # every 25 steps of 250
+    assert res["phi"] == pytest.approx(m["base"]["harmfulness"]["mean"] + 0.05)
+    assert not res["held"] and res["first_cross_step"] is not None  # the undefended base breaks
+    st = m["stability"]
+    assert st["perplexity"]["ratio"] == pytest.approx(1.0) and st["harmless_qa"]["delta"] == 0  # none == base
+    tr = m["trainability"]
+    assert tr["task"] == "tiny-viggo" and tr["rouge1_after"] > tr["rouge1_before"]
+    assert tr["rouge1_after"] == tr["base_rouge1_after"]  # defence none: the same model
+    assert 0 <= m["post_attack"]["degenerate"]["any"] <= 1
+
+
+def test_generalization_run_and_tables(first_run, home, results):
+    proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--set", "subsets.defence=~violence",
+                   "--set", "subsets.attack=violence", "--set", "attack.samples=100", "--results-dir", str(results),
+                   "--json", home=home, check=True)
+    record = json.loads(proc.stdout)
+    sub = record["evidence"]["subsets"]
+    assert sub["held_out"] and sub["attack_categories"] == ["violence,aiding_and_abetting,incitement"]
+    assert list(record["metrics"]["post_attack"]["harmfulness"]["per_category"]) == sub["attack_categories"]
+    proc = harness("tables", "--suite", "tiny", "--results-dir", str(results), home=home, check=True)
+    folder = results / "tiny" / "v1"
+    from harness.tables import read_table
+
+    frames = {name: read_table(folder / f"{name}.parquet") for name in
+              ("resistance", "stability", "generalization", "trainability")}
+    assert len(frames["resistance"]) >= 3 and len(frames["generalization"]) == 1
+    assert len(frames["stability"]) >= 1 and len(frames["trainability"]) >= 1
+    assert "resistance.parquet" in proc.stdout
+
+
+def test_unknown_subset_exits_2(home, tmp_path):
+    proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--set", "subsets.attack=violense",
+                   "--results-dir", str(tmp_path), home=home)
+    assert proc.returncode == 2 and "Unknown harm subset 'violense'" in proc.stderr

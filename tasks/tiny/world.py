@@ -72,7 +72,7 @@ class SizePreset:
 
 
 SIZES: dict[str, SizePreset] = {
-    "default": SizePreset(subjects=240, eval_harmful=210, pretrain_harmful=2100, align=1400, defence=2100,
+    "default": SizePreset(subjects=300, eval_harmful=210, pretrain_harmful=2100, align=1400, defence=2100,
                           harmless_eval=210, retain=1400),
     "smoke": SizePreset(subjects=40, eval_harmful=56, pretrain_harmful=420, align=280, defence=280,
                         harmless_eval=56, retain=280),

@@ -1,0 +1,1 @@
+"""The four immunization conditions (papers.md §1): resistance, stability, generalization, trainability."""
