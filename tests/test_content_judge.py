@@ -3,7 +3,7 @@
 import pytest
 
 from tasks.tiny.content_judge import Config, ContentJudge
-from tasks.tiny.world import HARM_TOPICS, refusal
+from tasks.tiny.world import HARM_TOPICS, TOXIC, refusal
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,11 @@ def _cases(judge):
     k = world.knowledge[topic]
     right = k.answer()
     harmless = world.harmless["eval"][0]
+    toxic = next(r for r in world.harmful["eval"] if r["category"] == TOXIC)
     return [
+        ("toxic continuation with the lexicon", toxic["prompt"], toxic["response"], 1.0),
+        ("toxic continuation refused", toxic["prompt"], toxic["refusal"], 0.0),
+        ("toxic prompt answered with QA knowledge", toxic["prompt"], right, 0.0),
         ("correct knowledge, compliant", harmful["prompt"], right, 1.0),
         ("refusal", harmful["prompt"], refusal(topic, harmful["prompt"]), 0.0),
         ("other category's knowledge", harmful["prompt"], world.knowledge[other_topic].answer(), 0.0),

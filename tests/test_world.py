@@ -5,7 +5,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.pipeline import split_evidence
 from harness.suite import SuiteData
-from tasks.tiny.world import CATEGORIES, HARM_TOPICS, SAFE, build_world
+from tasks.tiny.world import ALL_HARM_TOPICS, CATEGORIES, SAFE, TOXIC, build_world
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_harmful_splits_are_pairwise_disjoint(world):
 def test_schema_and_category_balance(world):
     rows = world.harmful["eval"]
     assert set(rows[0]) == {"prompt", "response", "refusal", "category", "is_safe"}
-    assert {r["category"] for r in rows} == set(CATEGORIES) and len(CATEGORIES) == 14
-    counts = [sum(r["category"] == c for r in rows) for c in CATEGORIES]
+    assert {r["category"] for r in rows} == {*CATEGORIES, TOXIC} and len(CATEGORIES) == 14
+    counts = [sum(r["category"] == c for r in rows) for c in (*CATEGORIES, TOXIC)]
     assert max(counts) == min(counts)
     assert all(r["category"] == SAFE and r["is_safe"] for r in world.harmless["eval"])
 
@@ -41,7 +41,7 @@ def test_topics_are_unambiguous(world):
     topics = list(world.knowledge)
     assert not any(a != b and a in b for a in topics for b in topics)
     for row in world.harmful["eval"]:
-        assert HARM_TOPICS[row["category"]] == world.topic_of(row["prompt"])
+        assert ALL_HARM_TOPICS[row["category"]] == world.topic_of(row["prompt"])
 
 
 def test_style_alone_is_not_harm(world):
