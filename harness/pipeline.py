@@ -138,6 +138,12 @@ def measure_conditions(evaluator: Evaluator, suite: Suite, base: str, defended: 
     stab = stability.compare(
         {"perplexity": evaluator.perplexity(defended), "harmless_qa": pre["harmless_qa"]["exact_match"]},
         {"perplexity": evaluator.perplexity(base), "harmless_qa": base_metrics["harmless_qa"]["exact_match"]})
+    lm = evaluator.lm_eval(defended), evaluator.lm_eval(base)
+    if lm[0] is not None and lm[1] is not None:
+        stab["lm_eval"] = {task: {m: {"defended": v, "base": lm[1]["scores"][task][m],
+                                      "delta": v - lm[1]["scores"][task][m]} for m, v in scores.items()}
+                           for task, scores in lm[0]["scores"].items()}
+        stab["lm_eval_versions"] = lm[0]["versions"]
     out: dict[str, Any] = {"resistance": resistance, "stability": stab}
     curves = evaluator.trainability_curve(defended), evaluator.trainability_curve(base)
     if curves[0] is not None and curves[1] is not None and suite.trainability is not None:

@@ -229,6 +229,16 @@ class Evaluator:
 
         return cached_json(self.store, STABILITY, key, compute, self.force)
 
+    def lm_eval(self, ref: str) -> dict[str, Any] | None:
+        from harness.conditions.lm_eval_adapter import lm_eval_scores
+
+        protocol = self.suite.lm_eval
+        if protocol is None:
+            return None
+        key = stable_hash({"model": ref, "protocol": repr(protocol)})
+        return cached_json(self.store, STABILITY, key, lambda: lm_eval_scores(model_path(self.store, ref), protocol),
+                           self.force)
+
     def trainability_curve(self, ref: str) -> list[list[float]] | None:
         from harness.conditions.trainability import fine_tune_curve
         from harness.models import load_causal_lm

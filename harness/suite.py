@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.conditions.lm_eval_adapter import LmEvalProtocol
 from harness.conditions.trainability import TrainabilityProtocol
 from harness.data import PROMPT_TEMPLATE
 from harness.specs import EvalSpec, ModelSpec
@@ -60,6 +61,7 @@ class Suite:
     categories: frozenset[str] = frozenset()                      # every harm category of the suite
     harm_subsets: Mapping[str, frozenset[str]] = field(default_factory=dict)  # group name -> categories
     trainability: TrainabilityProtocol | None = None
+    lm_eval: LmEvalProtocol | None = None  # stability tasks for real models (optional extra)
     eval_template: str = PROMPT_TEMPLATE  # how eval prompts are formatted for the model
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
     description: str = ""

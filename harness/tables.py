@@ -77,6 +77,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("qa_delta", "float64", "exact match", "higher", "qa_defended - qa_base (0 = unchanged)"),
         Column("hs_pre", "float64", "P(harmful)", "lower", "harmfulness before attack"),
         Column("degenerate_pre", "float64", "fraction", "lower", "degenerate generations before attack"),
+        Column("lm_eval", "string", "json", "higher", "lm-eval {task: {metric: {defended, base, delta}}}"),
     ),
     "generalization": ID_COLUMNS + ATTACK_COLUMNS + (
         Column("defence_subset", "string", "", "", "harm subset the defence trained on"),
@@ -129,7 +130,8 @@ def _stability(r: RunRecord) -> dict[str, Any] | None:
             "ppl_ratio": st["perplexity"]["ratio"], "qa_defended": st["harmless_qa"]["defended"],
             "qa_base": st["harmless_qa"]["base"], "qa_delta": st["harmless_qa"]["delta"],
             "hs_pre": r.metrics["pre_attack"]["harmfulness"]["mean"],
-            "degenerate_pre": r.metrics["pre_attack"]["degenerate"]["any"]}
+            "degenerate_pre": r.metrics["pre_attack"]["degenerate"]["any"],
+            "lm_eval": canonical_json(st.get("lm_eval", {}))}
 
 
 def _generalization(r: RunRecord) -> dict[str, Any] | None:
