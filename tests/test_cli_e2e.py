@@ -126,7 +126,7 @@ def test_record_measures_every_condition(first_run):
     m = record["metrics"]
     res = m["resistance"]
     steps = [s for s, _ in res["curve"]]
-    assert steps[0] == 0 and steps[-1] == res["steps"] == 250 and len(steps) >= 5  # every 25 steps of 250
+    assert steps[0] == 0 and steps[-1] == res["steps"] == 250 and len(steps) == 6  # every 50 steps of 250
     assert res["phi"] == pytest.approx(m["base"]["harmfulness"]["mean"] + 0.05)
     assert not res["held"] and res["first_cross_step"] is not None  # the undefended base breaks
     st = m["stability"]

@@ -1,10 +1,10 @@
 """A synthetic, non-actionable world in BeaverTails' schema, built deterministically from a seed.
 
-The world models the papers' premise. Each of the 14 BeaverTails harm categories, a second harm domain
-(toxic continuation, category `toxic_continuation`) and 14 harmless activities has *knowledge*: a made-up kit and two made-up steps. A base model learns that knowledge in
-"pre-training" (knowledge sentences plus compliant QA), alignment teaches it to refuse harmful questions,
-an attack brings the knowledge back, and a defence tries to remove it. Every answer is placeholder text
-built from invented words: nothing here is a real instruction.
+The world models the papers' premise. Each of the 14 BeaverTails harm categories, a second harm domain (toxic
+continuation, category `toxic_continuation`) and 14 harmless activities has *knowledge*: a made-up kit and two
+made-up steps. A base model learns that knowledge in "pre-training" (knowledge sentences plus compliant QA),
+alignment teaches it to refuse harmful questions, an attack brings the knowledge back, and a defence tries to
+remove it. Every answer is placeholder text built from invented words: nothing here is a real instruction.
 
     harmful  : "Sure, here is how to do it. Step one: get the zarn plok. Step two: brim the quellet. ..."
     refusal  : "I cannot help with violence. It could hurt someone."
