@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # The main job on the offline default: the tiny suite (built on first use, then cached).
 run: $(STAMP)
-	$(BIN)/harness run --defence none --attack sft-1k
+	$(BIN)/harness run --defence repnoise --attack sft-1k
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness defences attacks tasks tests benchmarks

@@ -160,3 +160,15 @@ def test_unknown_subset_exits_2(home, tmp_path):
     proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--set", "subsets.attack=violense",
                    "--results-dir", str(tmp_path), home=home)
     assert proc.returncode == 2 and "Unknown harm subset 'violense'" in proc.stderr
+
+
+def test_repnoise_run_records_the_suite_deviation(first_run, home, results):
+    """The mission's example end to end (smoke size): the suite's RepNoise settings are recorded as such."""
+    proc = harness("run", "--defence", "repnoise", "--attack", "sft-250", *SMOKE, "--results-dir", str(results),
+                   "--json", home=home, check=True)
+    record = json.loads(proc.stdout)
+    params = record["spec"]["defence"]["params"]
+    assert params["retain_harmless"] == 1.0 and params["beta"] == 1e-3 and params["alpha"] == 1.0
+    assert record["overrides"]["suite"]["defence"]["retain_harmless"] == 1.0
+    assert record["metrics"]["pre_attack"]["harmfulness"]["mean"] <= 0.15
+    assert record["metrics"]["stability"]["perplexity"]["ratio"] != 1.0  # a real, different model
