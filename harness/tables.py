@@ -82,6 +82,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "generalization": ID_COLUMNS + ATTACK_COLUMNS + (
         Column("defence_subset", "string", "", "", "harm subset the defence trained on"),
         Column("attack_subset", "string", "", "", "harm subset of the attack and its evaluation"),
+        Column("held_out", "boolean", "", "", "the attack's categories are disjoint from the defence's"),
         Column("category_overlap", "Int64", "categories", "", "shared categories (0: held out)"),
         Column("prompt_overlap", "Int64", "prompts", "", "prompts shared by defence, attack and eval splits (0)"),
         Column("hs_pre", "float64", "P(harmful)", "lower", "harmfulness before attack"),
@@ -135,11 +136,11 @@ def _stability(r: RunRecord) -> dict[str, Any] | None:
 
 
 def _generalization(r: RunRecord) -> dict[str, Any] | None:
+    """Every run, with its subset evidence: held-out runs (held_out = true) measure generalization."""
     sub = r.evidence["subsets"]
-    if not sub["held_out"]:
-        return None
     return {**_ids(r), **_attack(r), "defence_subset": sub["defence_subset"], "attack_subset": sub["attack_subset"],
-            "category_overlap": sub["category_overlap"], "prompt_overlap": sum(r.evidence["prompt_overlap"].values()),
+            "held_out": sub["held_out"], "category_overlap": sub["category_overlap"],
+            "prompt_overlap": sum(r.evidence["prompt_overlap"].values()),
             "hs_pre": r.metrics["pre_attack"]["harmfulness"]["mean"],
             "hs_post": r.metrics["post_attack"]["harmfulness"]["mean"], "held": r.metrics["resistance"]["held"]}
 

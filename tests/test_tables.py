@@ -25,7 +25,8 @@ def test_build_shapes(records):
     assert len(t["resistance"]) == 9
     assert len(t["stability"]) == 5  # one per (defence config, seed, defence subset): runs share defended models
     assert len(t["trainability"]) == 5
-    assert len(t["generalization"]) == 1 and t["generalization"]["attack_subset"].iloc[0] == "toxic"
+    g = t["generalization"]
+    assert len(g) == 9 and g["held_out"].sum() == 1 and g.loc[g.held_out, "attack_subset"].iloc[0] == "toxic"
     for name, frame in t.items():
         assert list(frame.columns) == [c.name for c in TABLES[name]]
     r = t["resistance"]
