@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 
-def decoder_layers(model: Any) -> Sequence[Any]:
-    """The transformer blocks of a causal LM (Llama/Qwen2/Mistral: model.layers; GPT-2: transformer.h)."""
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers"):
+def _first_attr(model: Any, paths: Sequence[str], what: str) -> Any:
+    for path in paths:
         obj = model
         try:
             for part in path.split("."):
@@ -24,20 +23,17 @@ def decoder_layers(model: Any) -> Sequence[Any]:
             return obj
         except AttributeError:
             continue
-    raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
+    raise TypeError(f"cannot find the {what} of {type(model).__name__} (looked for {', '.join(paths)})")
+
+
+def decoder_layers(model: Any) -> Sequence[Any]:
+    """The transformer blocks of a causal LM (Llama/Qwen2/Mistral: model.layers; GPT-2: transformer.h)."""
+    return _first_attr(model, ("model.layers", "transformer.h", "gpt_neox.layers"), "decoder layers")
 
 
 def final_norm(model: Any) -> Any:
     """The norm applied before the LM head (model.norm / transformer.ln_f / gpt_neox.final_layer_norm)."""
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
-    raise TypeError(f"cannot find the final norm of {type(model).__name__}")
+    return _first_attr(model, ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"), "final norm")
 
 
 def mlp_modules(model: Any) -> list[Any]:

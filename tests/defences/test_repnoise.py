@@ -87,3 +87,16 @@ def test_every_ablation_gives_a_finite_loss_with_its_terms(tok, model, ctx, abla
     assert torch.isfinite(out.loss)
     assert ("mmd" in out.metrics) == cfg.noise and ("ascent_ce" in out.metrics) == cfg.ascent
     assert ("retain_harmless" in out.metrics) == bool(cfg.retain_harmless)
+
+
+def test_architecture_lookups_cover_gpt2():
+    """RepNoise's hooks work beyond Llama: GPT-2 blocks, MLPs and final norm are found."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.hooks import decoder_layers, final_norm, mlp_modules
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=32, n_positions=32))
+    assert len(decoder_layers(gpt2)) == 2 and len(mlp_modules(gpt2)) == 2
+    assert final_norm(gpt2) is gpt2.transformer.ln_f
+    with pytest.raises(TypeError, match="cannot find the decoder layers"):
+        decoder_layers(torch.nn.Linear(2, 2))
