@@ -1,7 +1,8 @@
 """Harm subsets: which categories a defence trains on and an attack (and its evaluation) uses.
 
-Names come from the suite: "all", a group name (e.g. "violence"), or "~group" for every category except
-the group's (withhold it from the defence). Generalization runs use disjoint subsets; the evidence
+Names come from the suite: "all" (the suite's default categories), a group name (e.g. "violence", or a
+second harm domain such as "toxic_continuation"), or "~group" for every default category except the group's
+(withhold it from the defence). Generalization runs use disjoint subsets; the evidence
 (names, categories, category and prompt overlap) is recorded in every row.
 """
 
@@ -22,7 +23,8 @@ def resolve_subset(name: str, groups: Mapping[str, frozenset[str]], universe: fr
     group = name.removeprefix("~")
     if group not in groups:
         raise UnknownNameError("harm subset", name, [ALL, *groups, *(f"~{g}" for g in groups)])
-    return universe - groups[group] if name.startswith("~") else groups[group] & universe
+    # A group may reach beyond the default universe (e.g. a second harm domain); "~g" stays inside it.
+    return universe - groups[group] if name.startswith("~") else groups[group]
 
 
 def filter_categories(dataset: Any, categories: frozenset[str], what: str) -> Any:
@@ -31,7 +33,7 @@ def filter_categories(dataset: Any, categories: frozenset[str], what: str) -> An
         return None
     keep = [i for i, c in enumerate(dataset["category"]) if c in categories]
     if not keep:
-        raise HarnessError(f"the {what} split has no rows in the harm subset {sorted(categories)}")
+        raise HarnessError(f"the {what} split has no rows in the harm categories {sorted(categories)}")
     return dataset.select(keep) if len(keep) != len(dataset) else dataset
 
 

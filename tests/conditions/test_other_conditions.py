@@ -55,6 +55,7 @@ def test_subsets_resolve_groups_and_complements():
     rest = resolve_subset("~violence", GROUPS, UNIVERSE)
     assert len(rest) == 13 and not rest & GROUPS["violence"]
     assert not resolve_subset("half", GROUPS, UNIVERSE) & resolve_subset("other_half", GROUPS, UNIVERSE)
+    assert resolve_subset("extra_domain", {"extra_domain": frozenset({"x"})}, UNIVERSE) == {"x"}  # beyond "all"
     with pytest.raises(UnknownNameError, match="Did you mean: violence"):
         resolve_subset("violense", GROUPS, UNIVERSE)
 
