@@ -72,10 +72,17 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
         problems.append(str(exc))
     if problems:
         raise ConfigError(" | ".join(problems))
+    from harness.generate import resolve_backend
+
+    # `auto` names no backend: the spec (so the run id and record) holds the one that runs.
+    requested = eval_spec.backend
+    eval_spec = eval_spec.model_copy(update={"backend": resolve_backend(requested)})
     judges = tuple(_plugin_spec("judge", j, dict(params)) for j, params in suite.judges)
     spec = RunSpec(suite=suite_spec, model=suite.model, defence=parts["defence"], attack=parts["attack"],
                    eval=eval_spec, judges=judges, seed=seed)  # type: ignore[arg-type]
-    applied = {"suite": from_suite, "user": {k: v for k, v in overrides.items() if v}}
+    applied: dict[str, Any] = {"suite": from_suite, "user": {k: v for k, v in overrides.items() if v}}
+    if requested != eval_spec.backend:
+        applied["resolved"] = {"eval.backend": f"{requested} -> {eval_spec.backend}"}
     return spec, suite, applied
 
 
