@@ -167,10 +167,11 @@ def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
 # ----------------------------------------------------------------------------- the engine process
 def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
                progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
-               dtype: str = "float32", lora: LoraRequestSpec | None = None,
+               dtype: str = "float32", lora: LoraRequestSpec | None = None, timed_sets: bool = False,
                start_timeout_s: float = START_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Response:
     """Start one engine process for `model_path`, generate every (already formatted) prompt set, wait for it
-    to exit and return its `Response` (outputs, token counts, engine start and generation seconds)."""
+    to exit and return its `Response` (outputs, token counts, engine start and generation seconds).
+    `timed_sets` generates the sets one after another and times each (benchmarks) instead of all at once."""
     require_vllm()
     if not Path(model_path).exists() and Path(model_path).is_absolute():
         raise HarnessError(f"model checkpoint not found: {model_path}")
@@ -178,6 +179,7 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     work = Path(tempfile.mkdtemp(prefix="harness-vllm-"))
     request = Request(model=str(model_path), prompt_sets={k: list(v) for k, v in formatted_sets.items()},
                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, dtype=dtype, lora=lora,
+                      timed_sets=timed_sets,
                       events=str(work / "events.jsonl"), response=str(work / "response.json"),
                       cpu_memory_utilization=CPU_MEMORY_UTILIZATION, gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
     (work / "request.json").write_text(request.model_dump_json())

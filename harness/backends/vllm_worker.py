@@ -44,6 +44,7 @@ class Request(BaseModel):
     cpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on vLLM's CPU platform")
     gpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on a GPU")
     lora: LoraRequestSpec | None = None
+    timed_sets: bool = Field(False, description="generate set by set and time each (benchmarks); else all at once")
     events: str = Field(description="JSON-lines file the worker appends its events to")
     response: str = Field(description="JSON file the worker writes its Response to")
 
@@ -63,6 +64,7 @@ class Response(BaseModel):
     tokens: dict[str, list[int]] = Field(description="set name -> generated token counts")
     engine_start_s: float
     generate_s: float
+    set_seconds: dict[str, float] = Field(default_factory=dict, description="per set, with timed_sets")
     vllm_version: str
     platform: str
     lora: Literal["none", "served", "ignored"] = "none"
@@ -83,23 +85,26 @@ def main(request_path: str) -> None:
         lora_request = LoRARequest("adapter", LORA_ID, req.lora.path)
         canary = _canary(llm, tok, req, lora_request)
         lora = "served" if canary.changed else "ignored"
-    outputs: dict[str, list[str]] = {}
-    tokens: dict[str, list[int]] = {}
+    results: dict[str, list[tuple[str, int]]] = {}
+    set_seconds: dict[str, float] = {}
     start = time.perf_counter()
-    if lora != "ignored":  # an ignored adapter is merged by the caller instead: nothing to generate here
-        names = [n for n, ps in req.prompt_sets.items() for _ in ps]
+    if lora == "ignored":  # the caller merges an ignored adapter instead: nothing to generate here
+        pass
+    elif req.timed_sets:
+        for name, texts in req.prompt_sets.items():
+            t0 = time.perf_counter()
+            results[name] = _generate(llm, tok, texts, sampling, lora_request, progress=emit)
+            set_seconds[name] = round(time.perf_counter() - t0, 4)
+    else:  # every set in one call: vLLM batches across sets
         texts = [t for ps in req.prompt_sets.values() for t in ps]
-        results = _generate(llm, tok, texts, sampling, lora_request, progress=emit)
-        for name, (text, n_tokens) in zip(names, results, strict=True):
-            outputs.setdefault(name, []).append(text)
-            tokens.setdefault(name, []).append(n_tokens)
-        outputs |= {n: [] for n, ps in req.prompt_sets.items() if not ps}
-        tokens |= {n: [] for n, ps in req.prompt_sets.items() if not ps}
+        flat = iter(_generate(llm, tok, texts, sampling, lora_request, progress=emit))
+        results = {name: [next(flat) for _ in ps] for name, ps in req.prompt_sets.items()}
     import vllm
 
-    resp = Response(outputs=outputs, tokens=tokens, engine_start_s=round(engine_start_s, 3),
-                    generate_s=round(time.perf_counter() - start, 3), vllm_version=vllm.__version__,
-                    platform=platform, lora=lora, canary=canary)
+    resp = Response(outputs={n: [text for text, _ in r] for n, r in results.items()},
+                    tokens={n: [k for _, k in r] for n, r in results.items()}, engine_start_s=round(engine_start_s, 3),
+                    generate_s=round(time.perf_counter() - start, 3), set_seconds=set_seconds,
+                    vllm_version=vllm.__version__, platform=platform, lora=lora, canary=canary)
     tmp = Path(req.response + ".tmp")
     tmp.write_text(resp.model_dump_json())
     tmp.replace(req.response)
