@@ -138,12 +138,18 @@ def test_engine_exit_ends_the_wait(tmp_path):
     assert done == [1] and proc.returncode == 0
 
 
-def test_log_tail_prefers_error_lines(tmp_path):
+def test_log_tail_quotes_the_root_cause_and_the_last_error(tmp_path):
     log = tmp_path / "engine.log"
+    log.write_text("INFO a\n(Worker pid=7) ERROR 11-28 00:26:55 [x.py:953] Traceback (most recent call last):\n"
+                   "(Worker pid=7) ERROR 11-28 00:26:55 [x.py:953] safetensors._safetensors_rust.SafetensorError: "
+                   "Error while deserializing header: header too large\n"
+                   "Exception: WorkerProc initialization failed\nRuntimeError: Engine core initialization failed\n")
+    assert vllm_backend._log_tail(log) == ("safetensors._safetensors_rust.SafetensorError: Error while deserializing "
+                                           "header: header too large | RuntimeError: Engine core initialization failed")
     log.write_text("INFO a\nTraceback (most recent call last):\nRuntimeError: boom\nINFO b\n")
     assert vllm_backend._log_tail(log) == "RuntimeError: boom"
-    log.write_text("INFO a\nINFO b\n")
-    assert vllm_backend._log_tail(log) == "INFO a | INFO b"
+    log.write_text("INFO a\nINFO b\nINFO c\nINFO d\n")
+    assert vllm_backend._log_tail(log) == "INFO b | INFO c | INFO d"
 
 
 def test_adapter_folder_is_checked(tmp_path):

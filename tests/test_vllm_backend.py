@@ -60,7 +60,7 @@ def test_engine_start_failure_is_one_line_with_the_engine_error(smoke_base, tmp_
         run_engine(broken, {"x": [format_prompt("How?")]}, max_new_tokens=4, start_timeout_s=300)
     msg = str(exc.value)
     assert "\n" not in msg and "vLLM engine for" in msg and "failed (exit" in msg and "full log:" in msg, msg
-    assert "safetensor" in msg.lower() or "header" in msg.lower(), msg
+    assert "SafetensorError: Error while deserializing header" in msg, msg  # the root cause, not the wrapper
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -92,7 +92,7 @@ def train_adapter(base, out, steps: int):
     return lora, tok
 
 
-def test_lora_is_served_and_changes_outputs_like_peft(smoke_base, prompt_sets, tmp_path):
+def test_lora_is_served_and_changes_outputs_like_peft(smoke_base, prompt_sets, hf_outputs, tmp_path):
     lora, tok = train_adapter(smoke_base, tmp_path / "adapter", steps=30)
     sets = {"harmful": prompt_sets["harmful"][:24], "harmless": prompt_sets["harmless"][:24]}
     expected = {k: generate_with_model(lora, tok, v, max_new_tokens=MAX_NEW, batch_size=64) for k, v in sets.items()}
@@ -100,9 +100,11 @@ def test_lora_is_served_and_changes_outputs_like_peft(smoke_base, prompt_sets, t
     assert serving.mode == "served" and serving.reason == ""
     assert serving.canary.n == 8 and serving.canary.changed >= 1
     same, n = identical(expected, out)
-    print(f"\nvllm LoRA vs hf+peft identical: {same}/{n}; canary changed {serving.canary.changed}/8")
+    unchanged, _ = identical({k: hf_outputs[k][:24] for k in sets}, out)
+    print(f"\nvllm LoRA vs hf+peft identical: {same}/{n}; vs the base: {n - unchanged}/{n} changed; "
+          f"canary changed {serving.canary.changed}/8")
     assert same >= 0.95 * n
-    assert sum(TARGET in t for t in out["harmful"] + out["harmless"]) >= 12  # the adapter took effect
+    assert n - unchanged >= 0.9 * n and any(TARGET in t for t in out["harmful"] + out["harmless"])
 
 
 def test_lora_with_no_effect_is_merged_and_says_why(smoke_base, prompt_sets, hf_outputs, tmp_path):

@@ -43,7 +43,8 @@ START_TIMEOUT_S = 900.0  # engine start (model load, KV-cache profiling, compila
 IDLE_TIMEOUT_S = 900.0   # after start: longest wait for the next finished prompt
 CPU_MEMORY_UTILIZATION = 0.2  # vLLM-cpu: share of RAM for weights + KV cache; higher fails next to the harness
 GPU_MEMORY_UTILIZATION = 0.85
-LOG_TAIL = 3
+LOG_TAIL = 3  # log lines quoted when the log holds no exception
+EXCEPTION = re.compile(r"\b[A-Za-z_][\w.]*(Error|Exception|Interrupt): .+")  # "safetensors...SafetensorError: ..."
 
 
 # ----------------------------------------------------------------------------- availability
@@ -236,10 +237,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _log_tail(log_path: Path) -> str:
-    """The engine log's last error lines (or last lines), joined into one line."""
+    """The engine log's errors in one line: the first exception raised (the root cause: vLLM re-raises it
+    from its engine-core process as a generic one) and the last; or its last lines when it has none."""
     lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.search(r"Error|Exception|error:", ln)]
-    return " | ".join((errors or lines)[-LOG_TAIL:]) or "(empty log)"
+    errors = [m.group(0) for ln in lines if (m := EXCEPTION.search(ln))]
+    if errors:
+        return " | ".join(dict.fromkeys([errors[0], errors[-1]]))
+    return " | ".join(lines[-LOG_TAIL:]) or "(empty log)"
 
 
 def _release_parent_gpu_memory() -> None:

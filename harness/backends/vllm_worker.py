@@ -199,12 +199,16 @@ def _progress_bar(emit: Any) -> Any:
 
     class EventBar(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # vLLM also wraps iterables (rendering, adding requests) in bars of this factory: only the bar it
+            # updates by hand, "Processed prompts", counts finished prompts.
+            self.reports = (args[0] if args else kwargs.get("iterable")) is None
             kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 (closed with the bar)
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
             out = super().update(n)
-            emit(event="progress", n=n)
+            if self.reports:
+                emit(event="progress", n=n)
             return out
 
         def close(self) -> None:
