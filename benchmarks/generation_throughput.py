@@ -51,7 +51,7 @@ def prompt_plan(size: str, sizes: list[int], repeats: int) -> dict[str, list[str
 
 
 def run_hf(base: Path, plan: dict[str, list[str]], max_new_tokens: int, batch_size: int
-           ) -> tuple[float, dict[str, float], dict[str, list[str]]]:
+           ) -> tuple[float, dict[str, float], dict[str, list[str]], str]:
     from harness.generate import generate_with_model
     from harness.models import load_causal_lm
 
@@ -63,11 +63,11 @@ def run_hf(base: Path, plan: dict[str, list[str]], max_new_tokens: int, batch_si
         t0 = time.perf_counter()
         outputs[name] = generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         seconds[name] = time.perf_counter() - t0
-    return start_s, seconds, outputs
+    return start_s, seconds, outputs, f"hf: start = loading the checkpoint ({start_s:.2f} s), batch size {batch_size}"
 
 
 def run_vllm(base: Path, plan: dict[str, list[str]], max_new_tokens: int
-             ) -> tuple[float, dict[str, float], dict[str, list[str]]]:
+             ) -> tuple[float, dict[str, float], dict[str, list[str]], str]:
     from harness.backends.vllm_backend import run_engine
     from harness.data import format_prompt
 
@@ -75,9 +75,10 @@ def run_vllm(base: Path, plan: dict[str, list[str]], max_new_tokens: int
     start = time.perf_counter()
     resp = run_engine(base, formatted, max_new_tokens=max_new_tokens, timed_sets=True)
     wall = time.perf_counter() - start
-    print(f"vllm engine process: {wall:.1f} s wall in all (start {resp.engine_start_s:.1f} s, generation "
-          f"{resp.generate_s:.1f} s), vLLM {resp.vllm_version} on {resp.platform}", file=sys.stderr)
-    return resp.engine_start_s, resp.set_seconds, resp.outputs
+    note = (f"vllm engine process: {wall:.1f} s wall in all (engine start {resp.engine_start_s:.1f} s, generation "
+            f"{resp.generate_s:.1f} s, the rest process start-up and shutdown); vLLM {resp.vllm_version} on "
+            f"{resp.platform}")
+    return resp.engine_start_s, resp.set_seconds, resp.outputs, note
 
 
 def main() -> None:
@@ -111,7 +112,7 @@ def main() -> None:
     print(f"{'backend':<8}{'start s':>9}{'prompts':>9}{'gen s':>9}{'prompts/s':>11}{'tokens/s':>10}"
           f"{'start+gen s':>13}{'same':>8}")
     for n in sizes:
-        for backend, (start_s, seconds, outputs) in results.items():
+        for backend, (start_s, seconds, outputs, _) in results.items():
             names = [f"{n}#{r}" for r in range(args.repeats)]
             gen_s = statistics.median(seconds[k] for k in names)
             tokens = statistics.median(n_tokens(outputs[k]) for k in names)
@@ -119,6 +120,8 @@ def main() -> None:
             same = sum(a == b for k in names for a, b in zip(hf_out[k], outputs[k], strict=True)) / (n * len(names))
             print(f"{backend:<8}{start_s:>9.1f}{n:>9}{gen_s:>9.2f}{n / gen_s:>11.1f}{tokens / gen_s:>10.0f}"
                   f"{start_s + gen_s:>13.1f}{same:>8.1%}")
+    for *_, note in results.values():
+        print(note)
 
 
 if __name__ == "__main__":
