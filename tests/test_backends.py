@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,64 @@ def test_adapter_folder_is_checked(tmp_path):
         vllm_backend._lora_rank(tmp_path)
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
     assert vllm_backend._lora_rank(tmp_path) == 4
+
+
+# ----------------------------------------------------------------------------- LoRA: serve or merge
+@pytest.fixture
+def fake_engine(monkeypatch, tmp_path):
+    """generate_vllm_lora's decisions without vLLM: run_engine and merge_lora are scripted."""
+    from harness.backends.vllm_worker import Canary, Response
+
+    calls = []
+
+    def run_engine(model_path, formatted, *, lora=None, **kwargs):
+        calls.append(("engine", str(model_path), lora))
+        if lora is not None and calls_outcome["served"] == "fail":
+            raise HarnessError("vLLM engine for base failed (exit 1): ValueError: vLLM does not yet support DoRA.")
+        served = lora is not None and calls_outcome["served"] == "served"
+        return Response(outputs={k: [f"{model_path}:{t}" for t in v] for k, v in formatted.items()},
+                        tokens={k: [1] * len(v) for k, v in formatted.items()}, engine_start_s=1, generate_s=1,
+                        vllm_version="0.32.0", platform="cpu",
+                        lora="none" if lora is None else ("served" if served else "ignored"),
+                        canary=None if lora is None else Canary(n=len(lora.canary), changed=int(served) * 2,
+                                                                max_logprob_delta=0.0))
+
+    def merge_lora(base, adapter, out):
+        calls.append(("merge", str(base), str(adapter)))
+        return Path("merged")
+
+    calls_outcome = {"served": "served"}
+    monkeypatch.setattr(vllm_backend, "require_vllm", lambda: "0.32.0")
+    monkeypatch.setattr(vllm_backend, "run_engine", run_engine)
+    monkeypatch.setattr(vllm_backend, "merge_lora", merge_lora)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    return calls, calls_outcome, adapter
+
+
+def test_lora_served_when_the_canary_changes(fake_engine):
+    calls, _, adapter = fake_engine
+    out, serving = vllm_backend.generate_vllm_lora(Path("base"), adapter, {"a": ["q1", "q2"], "b": ["q3"]},
+                                                   max_new_tokens=4, n_canary=2)
+    assert serving.mode == "served" and serving.canary.changed == 2 and len(calls) == 1
+    assert calls[0][2].canary == ["Question: q1\nAnswer:", "Question: q2\nAnswer:"] and calls[0][2].rank == 8
+    assert out == {"a": ["base:Question: q1\nAnswer:", "base:Question: q2\nAnswer:"],
+                   "b": ["base:Question: q3\nAnswer:"]}
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("ignored", "changed none of 1 canary outputs"),
+    ("fail", "vLLM could not serve the adapter: vLLM engine for base failed (exit 1): ValueError: vLLM does not yet"),
+    ("rank", "rank 1024 is above vLLM's largest LoRA rank 512"),
+])
+def test_lora_merged_when_not_served(fake_engine, case, reason):
+    calls, outcome, adapter = fake_engine
+    outcome["served"] = case
+    if case == "rank":
+        (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 1024}')
+    out, serving = vllm_backend.generate_vllm_lora(Path("base"), adapter, {"a": ["q1"]}, max_new_tokens=4,
+                                                   canary_prompts=["c"])
+    assert serving.mode == "merged" and reason in serving.reason
+    assert [c[0] for c in calls] == (["merge", "engine"] if case == "rank" else ["engine", "merge", "engine"])
+    assert calls[-1][2] is None and out == {"a": ["merged:Question: q1\nAnswer:"]}

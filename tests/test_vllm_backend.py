@@ -64,7 +64,7 @@ def test_engine_start_failure_is_one_line_with_the_engine_error(smoke_base, tmp_
 
 
 # ----------------------------------------------------------------------------- LoRA
-def train_adapter(base, out, steps: int):
+def train_adapter(base, out, steps: int, **lora_args):
     """A rank-8 LoRA on every projection, trained with peft for `steps` steps to answer TARGET (0: untrained,
     so its B matrices are zero and it changes nothing)."""
     peft = pytest.importorskip("peft")
@@ -76,7 +76,7 @@ def train_adapter(base, out, steps: int):
     torch.manual_seed(0)
     model, tok = load_causal_lm(base)
     lora = peft.get_peft_model(model, peft.LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.0,
+        r=8, lora_alpha=16, lora_dropout=0.0, **lora_args,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     rows = [{"prompt": f"How do I do thing number {i}?", "response": TARGET} for i in range(32)]
     collate = SFTCollator(tok, max_length=64)
@@ -116,6 +116,17 @@ def test_lora_with_no_effect_is_merged_and_says_why(smoke_base, prompt_sets, hf_
     assert serving.canary.changed == 0 and serving.canary.max_logprob_delta <= 1e-4
     assert json.loads(serving.model_dump_json())["mode"] == "merged"  # storable in a record
     same, n = identical({"harmful": hf_outputs["harmful"][:16]}, out)  # merged zero adapter = the base
+    assert same >= 0.95 * n
+
+
+def test_lora_vllm_cannot_serve_is_merged_like_peft(smoke_base, prompt_sets, tmp_path):
+    lora, tok = train_adapter(smoke_base, tmp_path / "adapter", steps=10, use_dora=True)  # vLLM has no DoRA
+    sets = {"harmful": prompt_sets["harmful"][:16]}
+    expected = {"harmful": generate_with_model(lora, tok, sets["harmful"], max_new_tokens=MAX_NEW, batch_size=64)}
+    out, serving = generate_vllm_lora(smoke_base, tmp_path / "adapter", sets, max_new_tokens=MAX_NEW)
+    assert serving.mode == "merged" and serving.canary is None
+    assert "vLLM could not serve the adapter" in serving.reason and "DoRA" in serving.reason
+    same, n = identical(expected, out)
     assert same >= 0.95 * n
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backends.vllm_worker import Canary, LoraRequestSpec, Request, Response
+from harness.backends.vllm_worker import LORA_RANKS, Canary, LoraRequestSpec, Request, Response
 from harness.data import PROMPT_TEMPLATE, format_prompt
 from harness.errors import HarnessError
 
@@ -124,12 +124,13 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     lora = LoraRequestSpec(path=str(Path(adapter_path).resolve()), rank=rank,
                            canary=[format_prompt(q, template) for q in canary])
     formatted = _format(prompt_sets, template)
-    result = None
-    try:
-        result = run_engine(base_path, formatted, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
-                            temperature=temperature, lora=lora)
-    except HarnessError as exc:
-        reason = f"vLLM could not serve the adapter: {exc}"
+    result, reason = None, f"rank {rank} is above vLLM's largest LoRA rank {LORA_RANKS[-1]}"
+    if rank <= LORA_RANKS[-1]:
+        try:
+            result = run_engine(base_path, formatted, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
+                                temperature=temperature, lora=lora)
+        except HarnessError as exc:  # e.g. "ValueError: vLLM does not yet support DoRA."
+            reason = f"vLLM could not serve the adapter: {exc}"
     if result is not None and result.lora == "served":
         return result.outputs, LoraServing(mode="served", canary=result.canary)
     if result is not None:
@@ -209,12 +210,12 @@ def _wait(proc: subprocess.Popen, events: Path, log_path: Path, progress: Callab
     while True:
         exited = proc.poll() is not None
         if events.exists():
-            with events.open() as handle:
+            with events.open("rb") as handle:
                 handle.seek(offset)
-                for line in iter(handle.readline, ""):
-                    if not line.endswith("\n"):
+                for line in iter(handle.readline, b""):
+                    if not line.endswith(b"\n"):
                         break  # a line still being written: read it next time
-                    offset += len(line.encode())
+                    offset += len(line)
                     event = json.loads(line)
                     ready, last = ready or event["event"] == "ready", time.monotonic()
                     if event["event"] == "progress" and progress:
