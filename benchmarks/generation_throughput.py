@@ -32,22 +32,26 @@ def base_model(size: str, home: Path | None) -> Path:
     return Path(resolve_ref(suite.model.id, store))
 
 
-def prompt_plan(size: str, sizes: list[int], repeats: int) -> dict[str, list[str]]:
-    """{'64#0': prompts, ...}: disjoint prompts (harmful and harmless mixed) for every size and repeat."""
+def prompt_plan(size: str, sizes: list[int], repeats: int) -> tuple[dict[str, list[str]], str]:
+    """{'64#0': prompts, ...} for every size and repeat (harmful and harmless questions mixed): disjoint sets
+    where the world has enough distinct questions, else each set a random sample of them."""
     from harness import registry
 
     task = registry.get("task", "tiny-harmful-qa")
-    splits = task.fn(task.config(seed=0, size=size))
-    pool = sorted(set(splits["harmful_attack"]["prompt"]) | set(splits["harmless_pretrain"]["prompt"]))
+    pool = sorted({p for split in task.fn(task.config(seed=0, size=size)).values() for p in split["prompt"]})
     random.Random(0).shuffle(pool)
-    need = 8 + repeats * sum(sizes)
-    if need > len(pool):
-        sys.exit(f"need {need} distinct prompts, the {size} world has {len(pool)}: lower --sizes or --repeats")
+    if max(sizes) > len(pool):
+        sys.exit(f"the {size} world has {len(pool)} distinct questions, fewer than {max(sizes)}: lower --sizes")
+    disjoint = 8 + repeats * sum(sizes) <= len(pool)
     plan, at = {"warmup": pool[:8]}, 8
     for n in sizes:
         for r in range(repeats):
-            plan[f"{n}#{r}"], at = pool[at:at + n], at + n
-    return plan
+            if disjoint:
+                plan[f"{n}#{r}"], at = pool[at:at + n], at + n
+            else:
+                plan[f"{n}#{r}"] = random.Random(n * 1000 + r).sample(pool, n)
+    note = "sets disjoint" if disjoint else f"sets sampled from {len(pool)} questions (they overlap)"
+    return plan, note
 
 
 def run_hf(base: Path, plan: dict[str, list[str]], max_new_tokens: int, batch_size: int
@@ -96,7 +100,7 @@ def main() -> None:
     from harness.models import device_name, load_tokenizer
 
     base = base_model(args.size, args.home)
-    plan = prompt_plan(args.size, sizes, args.repeats)
+    plan, plan_note = prompt_plan(args.size, sizes, args.repeats)
     tok = load_tokenizer(base)
     results = {"hf": run_hf(base, plan, args.max_new_tokens, args.batch_size)}
     if installed_version() is None:
@@ -108,7 +112,7 @@ def main() -> None:
         return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
     print(f"tiny base ({args.size}) at {base}; greedy, max_new_tokens {args.max_new_tokens}; device {device_name()}; "
-          f"load average {os.getloadavg()[0]:.1f}; median of {args.repeats}")
+          f"load average {os.getloadavg()[0]:.1f}; median of {args.repeats}; {plan_note}")
     print(f"{'backend':<8}{'start s':>9}{'prompts':>9}{'gen s':>9}{'prompts/s':>11}{'tokens/s':>10}"
           f"{'start+gen s':>13}{'same':>8}")
     for n in sizes:
