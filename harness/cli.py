@@ -65,7 +65,8 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
         suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
         seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
         sets: SetOpt = None,
-        backend: Annotated[str | None, typer.Option(help="generation backend (default: the suite's)")] = None,
+        backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
+                                                         "else hf); default: the suite's")] = None,
         results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
         force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON on stdout")] = False,

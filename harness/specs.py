@@ -56,7 +56,8 @@ class ModelSpec(Spec):
 class EvalSpec(Spec):
     """How harmfulness is measured: which backend generates, how many prompts, how long."""
 
-    backend: Literal["hf"] = Field("hf", description="generation backend")
+    backend: Literal["hf", "vllm", "auto"] = Field(
+        "hf", description="generation backend; 'auto' (vllm with a GPU, else hf) is resolved before hashing")
     max_new_tokens: int = Field(gt=0, description="greedy decoding length")
     n_prompts: int = Field(gt=0, description="harmful eval prompts (held out from defence and attack)")
     n_harmless: int = Field(0, ge=0, description="held-out harmless QA prompts (exact-match accuracy)")

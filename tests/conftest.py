@@ -18,6 +18,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("harness_home")
 
 
+@pytest.fixture(scope="session")
+def smoke_base(home: Path) -> Path:
+    """The smoke-size tiny suite's base checkpoint, built once per session (the store caches it)."""
+    from tasks.tiny.suite import Config, build_key
+
+    harness("prepare", "tiny", "--set", "suite.size=smoke", home=home, check=True)
+    return home / "suites" / build_key(Config(size="smoke")) / "base"
+
+
 def harness(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, in a subprocess."""
     env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
