@@ -44,7 +44,7 @@ install-vllm: $(STAMP)
 
 # The main job on the offline default: the tiny suite (built on first use, then cached).
 run: $(STAMP)
-	$(BIN)/harness run --defence repnoise --attack sft-1k
+	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness defences attacks tasks tests benchmarks
