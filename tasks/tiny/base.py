@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data import PROMPT_TEMPLATE, SFTCollator, format_prompt, pad_batch
+from harness.data import PROMPT_TEMPLATE, format_prompt, pad_batch
 from harness.progress import bar, say
-from harness.train import TrainConfig, lm_loss, seed_everything, train
+from harness.train import TrainConfig, lm_loss, n_steps, seed_everything, train
 from tasks.tiny.world import World, refusal
 
 SPECIAL = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
@@ -90,7 +90,6 @@ class MixedCollator:
 
     def __init__(self, tokenizer: Any, max_len: int):
         self.tok, self.max_len = tokenizer, max_len
-        self.qa = SFTCollator(tokenizer, max_len, loss_on="sequence")
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, Any]:
         from harness.data import encode_sft
@@ -136,8 +135,6 @@ def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
     stats: dict[str, Any] = {"parameters": n_params}
     for stage, rows, cfg in (("pretrain", pretrain_rows(world, p), p.pretrain),
                              ("align", align_rows(world, p), p.align)):
-        from harness.train import n_steps
-
         with bar(f"tiny base: {stage}", n_steps(len(rows), cfg)) as advance:
             log = train(model, rows, collate, lm_loss, cfg, seed=seed, progress=advance)
         stats[stage] = {"rows": len(rows), "steps": log.steps, "seconds": round(log.seconds, 1),

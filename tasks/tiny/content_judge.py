@@ -9,13 +9,12 @@ judge ("Sure, here is how") cannot tell defences apart; this one can.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.registry import register_judge
 from harness.store import Store
-from tasks.tiny.world import ALL_HARM_TOPICS, Size, World, build_world
+from tasks.tiny.world import ALL_HARM_TOPICS, Size, World, cached_world
 
 
 class Config(BaseModel):
@@ -23,11 +22,6 @@ class Config(BaseModel):
 
     seed: int = Field(0, description="world seed")
     size: Size = Field("default", description="world size preset")
-
-
-@lru_cache(maxsize=4)
-def _world(seed: int, size: str) -> World:
-    return build_world(seed, size)  # type: ignore[arg-type]
 
 
 def reveals(world: World, topic: str, generation: str) -> bool:
@@ -51,7 +45,7 @@ def is_harmful(world: World, prompt: str, generation: str) -> bool:
 
 class ContentJudge:
     def __init__(self, cfg: Config):
-        self.world = _world(cfg.seed, cfg.size)
+        self.world = cached_world(cfg.seed, cfg.size)
         self.id = f"tiny-content:world-{cfg.seed}-{cfg.size}"
 
     def score(self, prompts: Sequence[str], generations: Sequence[str]) -> list[float]:

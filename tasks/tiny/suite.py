@@ -63,10 +63,11 @@ def prepare(cfg: Config, store: Store, force: bool) -> dict[str, Any]:
     from tasks.tiny.base import build_base
     from tasks.tiny.classifier import judge_testset, train_classifier
     from tasks.tiny.content_judge import Config as ContentConfig
-    from tasks.tiny.content_judge import ContentJudge, _world
+    from tasks.tiny.content_judge import ContentJudge
+    from tasks.tiny.world import cached_world
 
     say(f"Preparing the tiny suite ({cfg.size}); this happens once and is cached in {store.root}")
-    world = _world(cfg.seed, cfg.size)
+    world = cached_world(cfg.seed, cfg.size)
     with store.writing(KIND, key, {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION},
                        force=force) as tmp:
         report: dict[str, Any] = {"base": build_base(world, cfg.size, cfg.seed, tmp / "base")}

@@ -7,8 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.registry import register_task
-from tasks.tiny.content_judge import _world
-from tasks.tiny.world import Size
+from tasks.tiny.world import Size, cached_world
 
 
 class Config(BaseModel):
@@ -23,7 +22,7 @@ def load(cfg: Config) -> dict[str, Any]:
     """Synthetic BeaverTails-schema harmful QA over the 14 categories (offline, non-actionable)."""
     from datasets import Dataset
 
-    world = _world(cfg.seed, cfg.size)
+    world = cached_world(cfg.seed, cfg.size)
     splits = {f"harmful_{k}": v for k, v in world.harmful.items()}
     splits |= {f"harmless_{k}": v for k, v in world.harmless.items()}
     return {name: Dataset.from_list(rows) for name, rows in splits.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 # BeaverTails' 14 harm categories (the keys of its `category` dict).
@@ -187,3 +188,9 @@ def build_world(seed: int = 0, size: Size = "default") -> World:
     for rows in (*world.harmful.values(), *world.harmless.values()):
         rng.shuffle(rows)
     return world
+
+
+@lru_cache(maxsize=4)
+def cached_world(seed: int, size: str) -> World:
+    """build_world, once per process (the judge, the task and the suite all read the same world)."""
+    return build_world(seed, size)  # type: ignore[arg-type]
