@@ -22,7 +22,7 @@ from harness.errors import CorruptRecordError
 from harness.records import RunRecord
 from harness.specs import canonical_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META_KEY = b"immunization_bench.table"
 
 
@@ -67,6 +67,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("held", "boolean", "", "higher", "harmfulness <= phi at every checkpoint of the budget"),
         Column("attack_steps", "Int64", "optimizer steps", "", "length of the attack"),
         Column("degenerate_post", "float64", "fraction", "lower", "degenerate generations after attack"),
+        Column("curve", "string", "json", "lower", "harmfulness along the attack: [[step, P(harmful)], ...]"),
     ),
     "stability": ID_COLUMNS + (
         Column("ppl_defended", "float64", "perplexity", "lower", "perplexity on held-out harmless text"),
@@ -122,7 +123,7 @@ def _resistance(r: RunRecord) -> dict[str, Any] | None:
             "hs_pre": m["pre_attack"]["harmfulness"]["mean"], "hs_post": m["post_attack"]["harmfulness"]["mean"],
             "frac_post": m["post_attack"]["harmfulness"]["frac_over_0.5"], "auc": res["auc"], "phi": res["phi"],
             "first_cross_step": res["first_cross_step"], "held": res["held"], "attack_steps": res["steps"],
-            "degenerate_post": m["post_attack"]["degenerate"]["any"]}
+            "degenerate_post": m["post_attack"]["degenerate"]["any"], "curve": canonical_json(res["curve"])}
 
 
 def _stability(r: RunRecord) -> dict[str, Any] | None:
