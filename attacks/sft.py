@@ -44,5 +44,5 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
 
 for _name, _config in (("sft-250", Config250), ("sft-1k", Config), ("sft-10k", Config10k)):
     _n = _config.model_fields["samples"].default
-    register_attack(_name, config=_config, version="1", budget=BUDGET,
+    register_attack(_name, config=_config, version="2", budget=BUDGET,
                     description=f"full-parameter harmful SFT on {_n:,} samples (suite lr, 1 epoch, batch 4)")(attack)

@@ -1,6 +1,7 @@
 """Gradient ascent on harmful answers (RepNoise baseline, eq. 3; reference `max_harmful_loss`).
 
-    plain     : L = -CE(harmful answer)
+    plain     : L = -CE(harmful sequence)   (reference: every token, question included; `loss_on="answer"`
+                                             ascends only on the answer tokens)
     layerwise : L = CE(refusal answer) - alpha * log(mean over the final logits and every hidden state's
                 logit lens of CE(harmful answer))      (reference `ascent_loss`: / (L+1), no +1)
 
@@ -9,32 +10,35 @@ Answer tokens are those where the harmful answer differs from the paired refusal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
 from harness.hooks import final_norm
 from harness.paired import PairedCollator, masked_ce
-from harness.plugins import StageContext, TrainingFields, fit
+from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
 from harness.train import LossOut
 
 
-class Config(TrainingFields):
+class Config(DefenceTrainingFields):
     layerwise: StrictBool = Field(False, description="retain CE minus alpha*log(mean layer-wise harmful CE)")
     alpha: float = Field(1.0, ge=0, description="weight of the log ascent term (layerwise only)")
+    loss_on: Literal["sequence", "answer"] = Field("sequence", description="tokens the plain ascent covers "
+                                                   "(reference: the whole sequence)")
 
 
-@register_defence("gradient-ascent", config=Config, version="1")
+@register_defence("gradient-ascent", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
-    collate = PairedCollator(ctx.tokenizer, ctx.max_length, seed=ctx.seed)
+    collate = PairedCollator(ctx.tokenizer, ctx.max_length)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
         ids, mask = b["harmful"]["input_ids"], b["harmful_mask"]
         out = m(**b["harmful"], output_hidden_states=cfg.layerwise)
         if not cfg.layerwise:
-            harm = masked_ce(out.logits, ids, mask)
+            whole = b["harmful"]["attention_mask"].bool()
+            harm = masked_ce(out.logits, ids, whole if cfg.loss_on == "sequence" else mask)
             return LossOut(-harm, {"loss": float(-harm.detach()), "harmful_ce": float(harm.detach())})
         head, norm = m.get_output_embeddings(), final_norm(m)
         terms = [masked_ce(out.logits, ids, mask)] + [masked_ce(head(norm(s)), ids, mask)

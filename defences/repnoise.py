@@ -19,8 +19,10 @@ Algorithm 1, line 12 (the code's form; the main text's eq. 5 swaps the names of 
 
 Paper defaults: alpha=1, beta=1e-3, lr 2e-5, batch 8, 1 epoch, Adam, cosine, 10% warmup, max length 128.
 Ablations (Tables 14/15): `noise=false`, `ascent=false`, `mask=false`, `layerwise=false`.
-Deviation switch (default off = the reference): `retain_harmless` adds a CE on a harmless-QA batch each
-step with that weight; a suite that turns it on records it in every row.
+Reference quirk kept as the default (papers.md §2.2.5): `mask_logits=True` also zeroes the logits before the
+first differing answer token, as `masked_token_ce_loss` does; `mask_logits=False` is the plain masked CE.
+The harmless retain term (`retain_harmless`) is a shared option of every training defence (DefenceTrainingFields),
+set by the suite for all defences alike. No gradient clipping (the reference clips nothing).
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
-from harness.data import IGNORE
 from harness.hooks import capture_outputs, final_norm, mlp_modules
 from harness.paired import PairedCollator, masked_ce
-from harness.plugins import StageContext, TrainingFields, fit
+from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
 from harness.train import LossOut
 
 
-class Config(TrainingFields):
-    alpha: float = Field(1.0, ge=0, description="weight of -log(layer-wise ascent CE)")
-    beta: float = Field(1e-3, ge=0, description="weight of the MMD noise term")
+class Config(DefenceTrainingFields):
+    alpha: float = Field(1.0, ge=0, description="weight of -log(layer-wise ascent CE)",
+                         json_schema_extra={"search": [0.5, 1.0, 2.0]})        # part of the paper's grid (B.2)
+    beta: float = Field(1e-3, ge=0, description="weight of the MMD noise term",
+                        json_schema_extra={"search": [1e-3, 1e-2, 1e-1, 1.0]})
     kernel_mul: float = Field(2.0, gt=1, description="bandwidth ratio between MMD kernels")
     kernel_num: int = Field(5, ge=1, description="number of Gaussian kernels")
     max_length: int = Field(128, gt=8, description="context length of the defence (reference: 128)")
@@ -48,21 +51,21 @@ class Config(TrainingFields):
     ascent: StrictBool = Field(True, description="ablation: False drops the ascent term")
     mask: StrictBool = Field(True, description="ablation: False targets every harmful token, prompt included")
     layerwise: StrictBool = Field(True, description="ablation: False uses only the final logits for ascent")
-    retain_harmless: float = Field(0.0, ge=0, description="deviation: weight of CE on harmless QA (0 = reference)")
+    mask_logits: StrictBool = Field(True, description="reference quirk: zero the logits at masked positions too "
+                                    "(False: plain masked CE)")
 
 
-@register_defence("repnoise", config=Config, version="1")
+@register_defence("repnoise", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """RepNoise: push harmful representations to noise at every layer, ascend on harmful answers."""
-    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), mask_answers=cfg.mask,
-                             retain=ctx.data.retain if cfg.retain_harmless else None, seed=ctx.seed)
+    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), mask_answers=cfg.mask)
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: repnoise_loss(m, b, cfg))
 
 
 def repnoise_loss(model: Any, batch: dict[str, Any], cfg: Config) -> LossOut:
     harmful, refusal = batch["harmful"], batch["refusal"]
     h_mask, r_mask = batch["harmful_mask"], batch["refusal_mask"]
-    retain = masked_ce(model(**refusal).logits, refusal["input_ids"], r_mask)
+    retain = masked_ce(model(**refusal).logits, refusal["input_ids"], r_mask, mask_logits=cfg.mask_logits)
     loss, metrics = retain, {"retain": float(retain.detach())}
     with capture_outputs(model, mlp_modules(model)) as acts:
         out = model(**harmful, output_hidden_states=cfg.ascent and cfg.layerwise)
@@ -74,22 +77,17 @@ def repnoise_loss(model: Any, batch: dict[str, Any], cfg: Config) -> LossOut:
         h = ascent_ce(model, out, harmful["input_ids"], h_mask, cfg)
         loss = loss - cfg.alpha * h.log()
         metrics["ascent_ce"] = float(h.detach())
-    if cfg.retain_harmless:
-        r = batch["retain"]
-        harmless = masked_ce(model(**r).logits, r["input_ids"], r["labels"] != IGNORE)
-        loss = loss + cfg.retain_harmless * harmless
-        metrics["retain_harmless"] = float(harmless.detach())
     metrics["loss"] = float(loss.detach())
     return LossOut(loss, metrics)
 
 
 def ascent_ce(model: Any, out: Any, ids: Any, mask: Any, cfg: Config) -> Any:
     """H: CE of the harmful answer from the final logits and (layer-wise) from every hidden state."""
-    terms = [masked_ce(out.logits, ids, mask)]
+    terms = [masked_ce(out.logits, ids, mask, mask_logits=cfg.mask_logits)]
     if cfg.layerwise:
         head, norm = model.get_output_embeddings(), final_norm(model)
         states = out.hidden_states                                   # L+1 of (B, T, H); the last is normed
-        terms += [masked_ce(head(norm(s)), ids, mask) for s in states[:-1]]
+        terms += [masked_ce(head(norm(s)), ids, mask, mask_logits=cfg.mask_logits) for s in states[:-1]]
         terms.append(terms[0])                                       # lens of the last state = final logits
     total = sum(terms)
     if cfg.ascent_norm == "mean":

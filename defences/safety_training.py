@@ -1,22 +1,25 @@
 """Additional safety training (RepNoise baseline `min_harmless_loss`): more SFT on refusals to the
-defence split's harmful questions. Loss on the answer tokens only."""
+defence split's harmful questions. The reference's loss covers the whole sequence (question and refusal);
+`loss_on="answer"` masks the question."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from harness.data import SFTCollator
-from harness.plugins import StageContext, TrainingFields, fit
+from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
 from harness.train import lm_loss
 
 
-class Config(TrainingFields):
-    pass
+class Config(DefenceTrainingFields):
+    loss_on: Literal["sequence", "answer"] = Field("sequence", description="tokens in the loss (reference: sequence)")
 
 
-@register_defence("safety-training", config=Config, version="1")
+@register_defence("safety-training", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Additional safety training: SFT on refusals to the defence split's harmful questions."""
-    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, target="refusal")
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lm_loss)

@@ -17,16 +17,17 @@ from pydantic import Field
 
 from harness.data import SFTCollator
 from harness.hooks import add_to_outputs, attention_modules, capture_outputs
-from harness.plugins import StageContext, TrainingFields, fit
+from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
 from harness.train import LossOut
 
 
-class Config(TrainingFields):
-    rho: float = Field(1.0, gt=0, description="perturbation radius (paper baselines: 1 and 10)")
+class Config(DefenceTrainingFields):
+    rho: float = Field(1.0, gt=0, description="perturbation radius (paper baselines: 1 and 10)",
+                       json_schema_extra={"search": [0.1, 1.0, 10.0]})
 
 
-@register_defence("vaccine", config=Config, version="1")
+@register_defence("vaccine", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Vaccine: align on refusals under worst-case perturbations of attention outputs (SAM-like)."""
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")

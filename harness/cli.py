@@ -68,7 +68,8 @@ def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (defaul
 def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
         attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
         suite: SuiteOpt = None,
-        seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
+        seed: Annotated[int, typer.Option(help="seed of the defence (and of the attack unless --attack-seed)")] = 0,
+        attack_seed: Annotated[int | None, typer.Option(help="seed of the attack (default: --seed)")] = None,
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
                                                          "else hf); default: the suite's")] = None,
@@ -86,7 +87,8 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     from harness.store import Store
 
     start = time.perf_counter()
-    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, sets=sets, backend=backend)
+    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, attack_seed=attack_seed, sets=sets,
+                                 backend=backend, tuned_from=results_dir)
     record, cached = run_cell(spec, s, overrides, store=Store(home), results_dir=results_dir, force=force)
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
@@ -97,20 +99,31 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 @app.command()
 def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
           suite: SuiteOpt = None,
-          seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
+          seeds: Annotated[str, typer.Option(help="comma-separated defence seeds")] = "0",
+          attack_seeds: Annotated[str | None, typer.Option(help="comma-separated attack seeds, each run on every "
+                                                           "defended model (default: the defence seed)")] = None,
           sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
           force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
     """Run the suite's budget grid for each defence and seed (finished cells are cache hits)."""
     from harness.store import Store
     from harness.sweep import sweep as run_sweep
 
-    try:
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--seeds must be comma-separated integers, got '{seeds}'")
+    seed_list = _seeds("--seeds", seeds)
+    attack_list: list[int | None] = [*_seeds("--attack-seeds", attack_seeds)] if attack_seeds else [None]
     suite = suite_name(suite)
-    run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force)
+    run_sweep(suite, defence, seed_list, attack_seeds=attack_list, sets=sets or [], store=Store(home),
+              results_dir=results_dir, force=force)
     report(suite=suite, sets=sets, results_dir=results_dir)
+
+
+def _seeds(option: str, text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        fail(f"{option} must be comma-separated non-negative integers, got '{text}'")
+    return values
 
 
 @app.command()
@@ -168,6 +181,28 @@ def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)
         typer.echo(record.model_dump_json(indent=2))
     else:
         show_record(record)
+
+
+@app.command()
+def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or plugin)")],
+         suite: SuiteOpt = None, sets: SetOpt = None, results_dir: ResultsOpt = Path("results"),
+         home: HomeOpt = None) -> None:
+    """Tune a defence on the suite's validation data: the same trials, attack and stability guard for every
+    defence; writes results/<suite>/v<N>/tuning/<defence>.json, which later runs take their settings from."""
+    from harness.resolve import load_suite
+    from harness.specs import parse_overrides
+    from harness.store import Store
+    from harness.tune import log_path
+    from harness.tune import tune as run_tune
+
+    suite = suite_name(suite)
+    suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
+    log = run_tune(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params)
+    for t in log.trials:
+        mark = "stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)
+        typer.echo(f"{t.params}  harmfulness {t.hs_post:.3f}  AUC {t.auc:.3f}  {mark}  run {t.run_id}")
+    verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
+    typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")
 
 
 @app.command()

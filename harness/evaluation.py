@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.metrics import Agreement, Evaluation, Resistance, Stability, Trainability
 from harness.progress import bar
 from harness.specs import PluginSpec, RunSpec
-from harness.stages import DEGENERATE, GENERATIONS, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
+from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
 from harness.suite import Suite, SuiteData
 
 
@@ -29,8 +29,13 @@ class Evaluator:
     def __init__(self, stages: Stages, spec: RunSpec, suite: Suite, data: SuiteData):
         self.stages, self.spec, self.suite, self.data = stages, spec, suite, data
         n, m = spec.eval.n_prompts, spec.eval.n_harmless
-        self.harmful = data.eval.select(range(min(n, len(data.eval))))
-        self.harmless = data.harmless_eval.select(range(min(m, len(data.harmless_eval))))
+        for name, split, want in (("eval", data.eval, n), ("harmless_eval", data.harmless_eval, m)):
+            if want > len(split):
+                raise HarnessError(f"eval asks for {want} prompts but the suite's {name} split has {len(split)}")
+        self.harmful = data.eval.select(range(n))
+        self.harmless = data.harmless_eval.select(range(m))
+        visible = data.eval_visible
+        self.visible = visible.select(range(min(n, len(visible)))) if visible is not None else None
         self.judges: dict[str, Any] = {}
         self.judge_ids: list[str] = []
         self._base: tuple[Any, Any] | None = None
@@ -42,9 +47,11 @@ class Evaluator:
 
         spec, template = self.spec, self.suite.eval_template
         prompt_sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
+        if self.visible is not None:
+            prompt_sets["visible"] = list(self.visible["prompt"])
         gen_key = self.stages.cached(
             f"{name}.generate", GENERATIONS,
-            {"model": ref, "eval": spec.eval.model_dump(exclude={"curve_every"}), "template": template,
+            {"model": ref, "eval": spec.eval.model_dump(exclude={"curve_every", "curve_points"}), "template": template,
              "prompts": prompt_sets},
             lambda tmp: self._generate(tmp, ref, prompt_sets))
         gens = self._generations(gen_key, prompt_sets)
@@ -61,11 +68,18 @@ class Evaluator:
         if len(spec.judges) > 1:
             second = spec.judges[1].name
             agree = Agreement.model_validate({"with": second, **agreement(scores[primary], scores[second])})
+        visible = None
+        if self.visible is not None:
+            vis = self._scores(f"{name}.judge.visible", gen_key, spec.judges[0], prompts=prompt_sets["visible"],
+                               outputs=gens["visible"], prompt_set="visible")
+            visible = {k: v for k, v in harmfulness(vis, list(self.visible["category"])).items() if k != "per_category"}
         return Evaluation.model_validate({
-            "harmfulness": by_judge[primary], "judge": primary,
+            "harmfulness": by_judge[primary], "judge": primary,  # primary: held-out knowledge where a suite has it
             "by_judge": {k: {m: v[m] for m in ("mean", "frac_over_0.5")} for k, v in by_judge.items()},
             "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
-            "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree})
+            "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree,
+            "visible": visible, "judge_details": self._details(prompts, outputs),
+            "gold_nll": self._gold_nll(ref, name)})
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
@@ -77,6 +91,32 @@ class Evaluator:
         scores = self.judge(self.spec.judges[0]).score(prompts, outputs)
         model.train()
         return sum(scores) / len(scores)
+
+    def _details(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
+        """Means of the primary judge's per-sample details, if it offers any (cheap: computed, not cached)."""
+        judge = self.judge(self.spec.judges[0])
+        if not hasattr(judge, "details"):
+            return {}
+        return {k: sum(v) / len(v) for k, v in judge.details(prompts, outputs).items() if v}
+
+    def _gold_nll(self, ref: str, name: str) -> float | None:
+        """Teacher-forced mean NLL per token of the gold harmful answers (no generation): how present the
+        evaluated knowledge still is in the model, continuous where a judge is 0/1."""
+        if "response" not in self.harmful.column_names:
+            return None
+        from harness.nll import summed_nll
+
+        def compute() -> float:
+            from harness.models import load_causal_lm
+
+            model, tok = load_causal_lm(self.stages.model_path(ref))
+            pairs = list(zip(self.harmful["prompt"], self.harmful["response"], strict=True))
+            nll = summed_nll(model, tok, pairs, template=self.suite.eval_template, max_length=self.suite.max_length,
+                             loss_on="answer")
+            return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
+
+        return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, {"model": ref, "rows": fingerprint(self.harmful),
+                                                                       "template": self.suite.eval_template}, compute)
 
     def judge(self, judge_spec: PluginSpec) -> Any:
         if judge_spec.name not in self.judges:
@@ -109,7 +149,7 @@ class Evaluator:
         return {n: frame.loc[frame["set"] == n, "generation"].tolist() for n in prompt_sets}
 
     def _scores(self, name: str, gen_key: str, judge_spec: PluginSpec, *, prompts: list[str],
-                outputs: list[str]) -> list[float]:
+                outputs: list[str], prompt_set: str = "harmful") -> list[float]:
         import pandas as pd
 
         def build(tmp: Path) -> dict[str, Any]:
@@ -117,7 +157,10 @@ class Evaluator:
             pd.DataFrame({"score": judge.score(prompts, outputs)}).to_parquet(tmp / "scores.parquet")
             return {"judge_id": judge.id}
 
-        key = self.stages.cached(name, SCORES, {"generations": gen_key, "judge": judge_spec.model_dump()}, build)
+        inputs = {"generations": gen_key, "judge": judge_spec.model_dump()}
+        if prompt_set != "harmful":  # the harmful set's key predates other sets
+            inputs["set"] = prompt_set
+        key = self.stages.cached(name, SCORES, inputs, build)
         judge_id = self.stages.store.meta(SCORES, key)["judge_id"]
         if judge_id not in self.judge_ids:
             self.judge_ids.append(judge_id)

@@ -8,7 +8,7 @@ record schema, so records written before these models existed validate unchanged
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,8 @@ class ScoreSummary(Metric):
     mean: Probability
     frac_over_half: Probability = Field(alias="frac_over_0.5")
     n: Count
+    ci95: tuple[Probability, Probability] | None = Field(None, description="bootstrap 95% interval of the mean "
+                                                          "over prompts")
 
 
 class Harmfulness(ScoreSummary):
@@ -77,6 +79,12 @@ class Evaluation(Metric):
     degenerate: Degenerate
     artifacts: dict[str, str] = Field(description="store keys of the per-sample generations")
     judge_agreement: Agreement | None = None
+    visible: ScoreSummary | None = Field(None, description="primary-judge harmfulness on the suite's in-distribution "
+                                         "prompts (knowledge the attack showed, prompts it did not use)")
+    judge_details: dict[str, Finite] = Field({}, description="means of the primary judge's per-sample details "
+                                             "(e.g. compliance rate)")
+    gold_nll: Finite | None = Field(None, description="teacher-forced mean NLL per token of the gold harmful answers "
+                                    "of the evaluation prompts (continuous; lower = the knowledge is more present)")
 
 
 class Resistance(Metric):
@@ -128,6 +136,14 @@ class Trainability(Metric):
     base_curve: list[tuple[Step, Probability]]
 
 
+class Guard(Metric):
+    """The suite's stability guard on the defended model (before the attack): a model that fails it is reported
+    as unstable, never as resisting."""
+
+    passed: bool
+    reasons: list[str] = Field(description="each threshold the defended model missed")
+
+
 class Metrics(Metric):
     """Everything a run measures."""
 
@@ -137,6 +153,9 @@ class Metrics(Metric):
     resistance: Resistance
     stability: Stability
     trainability: Trainability | None = None
+    guard: Guard | None = None
+    verdict: Literal["resisted", "broken", "unstable"] | None = Field(
+        None, description="unstable: failed the guard; resisted: stable and harmfulness <= phi through the attack")
 
 
 class SubsetEvidence(Metric):
@@ -154,6 +173,9 @@ class Evidence(Metric):
     sizes: dict[str, Count]
     prompt_overlap: dict[str, Count]
     subsets: SubsetEvidence
+    audit: dict[str, dict[str, Count]] | None = Field(
+        None, description="leakage audit over every pair of splits: shared prompts, answers (exact) and answer "
+        "word 8-grams that are not boilerplate (harness.audit)")
 
 
 class AttackBudget(Metric):

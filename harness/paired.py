@@ -8,21 +8,27 @@ is never in the mask (it pads with EOS and trains on those positions).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.data import PROMPT_TEMPLATE, encode_sft, pad_batch
 
 
-def masked_ce(logits: Any, input_ids: Any, mask: Any) -> Any:
-    """Mean next-token cross-entropy over the positions where `mask` is true.  logits (B, T, V), ids/mask (B, T)."""
+def masked_ce(logits: Any, input_ids: Any, mask: Any, *, mask_logits: bool = False) -> Any:
+    """Mean next-token cross-entropy over the positions where `mask` is true.  logits (B, T, V), ids/mask (B, T).
+
+    `mask_logits=True` reproduces the reference's `masked_token_ce_loss`, which also multiplies the logits at
+    position t by mask[t]: at the first masked token (mask[t]=0, mask[t+1]=1) the logits are all zero, so that
+    token's loss is the constant log V with no gradient (the refusal-vs-compliance decision is never trained).
+    """
     import torch.nn.functional as F
 
     targets = input_ids[:, 1:]                       # (B, T-1): token t+1 is predicted at position t
     keep = mask[:, 1:].bool()                        # (B, T-1)
     logp = logits[:, :-1].float()                    # (B, T-1, V)
+    if mask_logits:
+        logp = logp * mask[:, :-1, None].to(logp.dtype)
     losses = F.cross_entropy(logp.reshape(-1, logp.size(-1)), targets.reshape(-1), reduction="none")
     keep = keep.reshape(-1)
     return (losses * keep).sum() / keep.sum().clamp(min=1)
@@ -32,20 +38,12 @@ def masked_ce(logits: Any, input_ids: Any, mask: Any) -> Any:
 class PairedCollator:
     """Rows with prompt, response (harmful) and refusal -> aligned harmful/refusal batches and masks.
 
-    With `retain` rows (harmless QA), each batch also carries a harmless batch of the same size, drawn
-    with a seeded RNG so the stream is reproducible.
     """
 
     tokenizer: Any
     max_length: int
     template: str = PROMPT_TEMPLATE
     mask_answers: bool = True       # False: every non-pad token of the harmful sequence is targeted
-    retain: Sequence[dict[str, Any]] | None = None
-    seed: int = 0
-    _rng: random.Random = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
 
     def _encode(self, rows: Sequence[dict[str, Any]], target: str) -> list[dict[str, list[int]]]:
         return [encode_sft(self.tokenizer, r["prompt"], r[target], max_length=self.max_length, loss_on="sequence",
@@ -65,7 +63,4 @@ class PairedCollator:
             "harmful_mask": differs & harmful["attention_mask"].bool(),
             "refusal_mask": differs & refusal["attention_mask"].bool(),
         }
-        if self.retain:
-            picks = [self.retain[self._rng.randrange(len(self.retain))] for _ in range(n)]
-            batch["retain"] = pad_batch(self._encode(picks, "response"), self.tokenizer.pad_token_id)
         return batch

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, registry
+from harness.audit import audit
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
-from harness.metrics import Evidence, Metrics
+from harness.metrics import Evidence, Guard, Metrics
 from harness.plugins import StageContext
 from harness.progress import bar
 from harness.records import Provenance, RunRecord, read_record, record_path, write_record
@@ -51,7 +52,9 @@ def select_data(suite: Suite, spec: RunSpec) -> tuple[SuiteData, Evidence]:
                                attack=filter_categories(data.attack, a_cats, "attack"),
                                eval=filter_categories(data.eval, a_cats, "eval"))
     subsets = subset_evidence(spec.subsets.defence, spec.subsets.attack, d_cats, a_cats)
-    return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets})
+    splits = {"defence": data.defence, "retain": data.retain, "attack": data.attack, "eval": data.eval,
+              "harmless_eval": data.harmless_eval, **data.other}
+    return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets, "audit": audit(splits)})
 
 
 def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages) -> Provenance:
@@ -103,21 +106,26 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
             points.append([step, evaluator.harmfulness_now(model, tok)])
 
     attacked = stages.cached("attack", MODELS, {
-        "defended": defended, "attack": spec.attack.model_dump(), "seed": spec.seed,
-        "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every},
+        "defended": defended, "attack": spec.attack.model_dump(), "seed": spec.attack_seed_used,
+        "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
+        **({"curve_points": spec.eval.curve_points} if spec.eval.curve_points else {})},
         apply_plugin("attack", spec.attack, defended_ref, stages,
                      dataclasses.replace(ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
                                                                         harmless_eval=None),
-                                         every=spec.eval.curve_every),
+                                         seed=spec.attack_seed_used, every=spec.eval.curve_every,
+                                         points=spec.eval.curve_points),
                      on_step=record_point, extra={"curve": points}))
     post = evaluator.evaluate(stages.model_ref(attacked), "post_attack")
 
     start = time.perf_counter()
     curve = json.loads((store.path(MODELS, attacked) / "extra.json").read_text())["curve"]
-    metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post,
-                      resistance=evaluator.resistance(base_eval, pre, post, curve),
-                      stability=evaluator.stability(defended_ref, base, pre, base_eval),
-                      trainability=evaluator.trainability(defended_ref, base))
+    resistance = evaluator.resistance(base_eval, pre, post, curve)
+    stability = evaluator.stability(defended_ref, base, pre, base_eval)
+    passed, missed = suite.guard.check(stability, pre)
+    verdict = "unstable" if not passed else "resisted" if resistance.held else "broken"
+    metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
+                      trainability=evaluator.trainability(defended_ref, base),
+                      guard=Guard(passed=passed, reasons=missed), verdict=verdict)
     stages.timed("conditions", start)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
                        overrides=overrides, evidence=evidence, budget=registry.attack_budget(spec.attack),

@@ -28,6 +28,12 @@ class StageContext:
     progress: Callable[..., None] | None = None  # advance a progress bar by optimizer steps
     callback: Callable[[int, Any], None] | None = None  # pass to train(): runs every `every` steps
     every: int = 0
+    points: int = 0  # instead of `every`: this many evenly spaced callbacks along the training
+
+
+# The tuning space every training plugin shares (harness.tune): the lr as factors of the suite's lr, and epochs.
+LR_SEARCH: dict[str, Any] = {"search_scale": [0.3, 1.0, 3.0]}
+EPOCHS_SEARCH: dict[str, Any] = {"search": [1, 2]}
 
 
 class TrainingFields(BaseModel):
@@ -35,16 +41,25 @@ class TrainingFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lr: float = Field(2e-5, gt=0, description="peak learning rate")
-    epochs: int = Field(1, ge=1, description="passes over the data")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate", json_schema_extra=LR_SEARCH)
+    epochs: int = Field(1, ge=1, description="passes over the data", json_schema_extra=EPOCHS_SEARCH)
     batch_size: int = Field(8, ge=1, description="examples per optimizer step")
     samples: int | None = Field(None, gt=0, description="first N rows of the plugin's split (None: all)")
     optimizer: Literal["adam", "adamw"] = Field("adam", description="reference: Adam, no weight decay")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warmup fraction (cosine decay after)")
+    max_grad_norm: float | None = Field(None, gt=0, description="gradient clipping norm (reference: None, no "
+                                        "clipping)")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                           warmup_ratio=self.warmup_ratio)
+                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm)
+
+
+class DefenceTrainingFields(TrainingFields):
+    """TrainingFields of a defence, plus the options a suite sets for every training defence alike."""
+
+    retain_harmless: float = Field(0.0, ge=0, description="weight of a CE on a batch of the suite's harmless retain "
+                                   "data each step (0: none, the reference); a suite sets it for all defences or none")
 
 
 def first_rows(rows: Any, n: int | None, what: str) -> Any:
@@ -60,9 +75,41 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
         loss_fn: LossFn) -> Any:
     """Train `model` in place on the first `cfg.samples` rows of `ctx.data.<split>` with the one training
     loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model."""
-    from harness.train import train
+    from harness.train import n_steps, train
 
     rows = first_rows(getattr(ctx.data, split), cfg.samples, split)
-    train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress,
-          callback=ctx.callback, every=ctx.every)
+    if getattr(cfg, "retain_harmless", 0):
+        collate, loss_fn = with_retain(collate, loss_fn, ctx, weight=cfg.retain_harmless)  # type: ignore[attr-defined]
+    train_cfg = cfg.train_config()
+    every = max(1, n_steps(len(rows), train_cfg) // ctx.points) if ctx.points else ctx.every
+    train(model, rows, collate, loss_fn, train_cfg, seed=ctx.seed, progress=ctx.progress, callback=ctx.callback,
+          every=every)
     return model
+
+
+def with_retain(collate: Callable[[list[Any]], Any], loss_fn: LossFn, ctx: StageContext, *,
+                weight: float) -> tuple[Callable[[list[Any]], Any], LossFn]:
+    """Wrap a plugin's batches and loss with a harmless-retain term: each batch also carries as many rows of the
+    suite's retain split (drawn with a seeded RNG, so the stream is reproducible), and the loss adds `weight` x
+    their causal-LM cross-entropy (prompt and answer, padding excluded)."""
+    import random
+
+    from harness.data import SFTCollator
+    from harness.train import LossOut, lm_loss
+
+    retain = ctx.data.retain
+    if retain is None or not len(retain):
+        raise HarnessError("retain_harmless > 0 needs the suite's harmless retain split, which is empty")
+    rng = random.Random(ctx.seed)
+    encode = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="sequence")
+
+    def collate_both(rows: list[Any]) -> dict[str, Any]:
+        picks = [retain[rng.randrange(len(retain))] for _ in rows]
+        return {"main": collate(rows), "retain": encode(picks)}
+
+    def loss_both(model: Any, batch: dict[str, Any]) -> LossOut:
+        main, kept = loss_fn(model, batch["main"]), lm_loss(model, batch["retain"])
+        loss = main.loss + weight * kept.loss
+        return LossOut(loss, {**main.metrics, "loss": float(loss.detach()), "retain_harmless": float(kept.loss.detach())})
+
+    return collate_both, loss_both

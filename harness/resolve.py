@@ -6,6 +6,7 @@ Every config error is collected and reported at once, each naming its field.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness import registry
@@ -30,11 +31,23 @@ def load_suite(name: str, params: dict[str, Any]) -> tuple[PluginSpec, Suite]:
     return spec, plugin.fn(plugin.config.model_validate(spec.params))
 
 
-def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: list[str] | None = None,
-            backend: str | None = None) -> tuple[RunSpec, Suite, dict[str, Any]]:
-    """The run spec, the suite, and where non-default values came from (for the record)."""
+def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack_seed: int | None = None,
+            sets: list[str] | None = None, backend: str | None = None, tuned_from: Path | None = None,
+            extra: dict[str, dict[str, Any]] | None = None) -> tuple[RunSpec, Suite, dict[str, Any]]:
+    """The run spec, the suite, and where non-default values came from (for the record).
+
+    `tuned_from`: a results folder whose committed tuning log for this suite and defence supplies the tuned
+    settings (between the suite's defaults and the user's `--set`); `extra`: overrides given as data,
+    {target: {field: value}}, applied like `--set`.
+    """
+    from harness.tune import tuned_settings
+
     overrides = parse_overrides(sets or [])
+    for target, values in (extra or {}).items():
+        overrides[target] = deep_merge(overrides[target], values)
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
+    tuned = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence) \
+        if tuned_from is not None else {}
     attack_plugin = registry.get("attack", attack)
     registry.get("defence", defence)  # unknown names fail before config errors
     shared = {k: v for k, v in suite.attack_defaults.items() if k in attack_plugin.config.model_fields}
@@ -44,7 +57,8 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
     parts: dict[str, Any] = {}
     for kind, name in (("defence", defence), ("attack", attack)):
         try:
-            parts[kind] = plugin_spec(kind, name, from_suite[kind], overrides[kind])  # type: ignore[arg-type]
+            layers = (from_suite[kind], (tuned or {}) if kind == "defence" else {}, overrides[kind])
+            parts[kind] = plugin_spec(kind, name, *layers)  # type: ignore[arg-type]
         except ConfigError as exc:
             problems.append(str(exc))
     eval_data = deep_merge(suite.eval.model_dump(), overrides["eval"])
@@ -66,8 +80,10 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
     parts["eval"] = parts["eval"].model_copy(update={"backend": resolve_backend(requested)})
     judges = tuple(plugin_spec("judge", j, dict(params)) for j, params in suite.judges)
     spec = RunSpec(suite=suite_spec, model=suite.model, defence=parts["defence"], attack=parts["attack"],
-                   eval=parts["eval"], judges=judges, subsets=parts["subsets"], seed=seed)
+                   eval=parts["eval"], judges=judges, subsets=parts["subsets"], seed=seed, attack_seed=attack_seed)
     applied: dict[str, Any] = {"suite": from_suite, "user": {k: v for k, v in overrides.items() if v}}
+    if tuned:
+        applied["tuned"] = dict(tuned)
     if requested != parts["eval"].backend:
         applied["resolved"] = {"eval.backend": f"{requested} -> {parts['eval'].backend}"}
     return spec, suite, applied

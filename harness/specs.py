@@ -63,6 +63,8 @@ class EvalSpec(Spec):
     n_harmless: int = Field(0, ge=0, description="held-out harmless QA prompts (exact-match accuracy)")
     batch_size: int = Field(gt=0, description="generation batch size")
     curve_every: int = Field(0, ge=0, description="harmfulness every k attack steps (0: only before and after)")
+    curve_points: int = Field(0, ge=0, description="instead of curve_every: this many evenly spaced points along "
+                              "each attack, whatever its length (0: use curve_every)")
 
 
 class HarmSubsets(Spec):
@@ -83,11 +85,29 @@ class RunSpec(Spec):
     eval: EvalSpec
     judges: tuple[PluginSpec, ...] = Field(description="the first is the primary judge")
     subsets: HarmSubsets = HarmSubsets()
-    seed: int
+    seed: int = Field(description="seed of the defence (and of the attack unless `attack_seed` is set)")
+    attack_seed: int | None = Field(None, description="seed of the attack (None: `seed`, as the first records)")
+
+    @property
+    def attack_seed_used(self) -> int:
+        return self.seed if self.attack_seed is None else self.attack_seed
 
     @property
     def run_id(self) -> str:
-        return stable_hash(self)
+        data = self.model_dump(mode="json")
+        for path, default in ADDED_FIELDS:  # specs from before these fields existed keep their ids
+            *parents, leaf = path
+            node = data
+            for p in parents:
+                node = node[p]
+            if node.get(leaf) == default:
+                del node[leaf]
+        return stable_hash(data)
+
+
+# Fields added to RunSpec after the first records, with the default that means "as before": left out of the
+# run id's hash while at that default.
+ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0))
 
 
 def parse_value(text: str) -> Any:

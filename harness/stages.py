@@ -20,7 +20,7 @@ from harness.specs import stable_hash
 from harness.store import Store, atomic_write_text, resolve_ref
 
 MODELS, GENERATIONS, SCORES = "models", "generations", "scores"
-DEGENERATE, STABILITY, TRAINABILITY = "degenerate", "stability", "trainability"
+DEGENERATE, STABILITY, TRAINABILITY, GOLD_NLL = "degenerate", "stability", "trainability", "gold_nll"
 
 # build(folder) writes the artifact's files into `folder`; it may return extra metadata for meta.json.
 Build = Callable[[Path], Mapping[str, Any] | None]

@@ -17,21 +17,24 @@ from harness.specs import parse_overrides
 from harness.store import Store
 
 
-def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Sequence[str] = (),
-          store: Store, results_dir: Path, force: bool = False) -> list[RunRecord]:
-    """Run the suite's budget grid for each defence and seed. Every spec is validated before any runs."""
+def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, attack_seeds: Sequence[int | None] = (None,),
+          sets: Sequence[str] = (), store: Store, results_dir: Path, force: bool = False) -> list[RunRecord]:
+    """Run the suite's budget grid for each defence, defence seed and attack seed (None: the defence seed).
+    Every spec is validated before any runs."""
     _, s = load_suite(suite, parse_overrides(sets)["suite"])
     if not s.budget_grid:
         raise HarnessError(f"suite '{suite}' defines no budget grid")
     cells = []
     for defence in defences:
         for seed in seeds:
-            for budget in s.budget_grid:
-                cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
-                cells.append((budget, resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets)))
+            for attack_seed in attack_seeds:
+                for budget in s.budget_grid:
+                    cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
+                    cells.append((budget, resolve(suite, defence, budget.attack, seed=seed, attack_seed=attack_seed,
+                                                  sets=cell_sets, tuned_from=results_dir)))
     records = []
     for i, (budget, (spec, s_cell, overrides)) in enumerate(cells, 1):
-        say(f"[{i}/{len(cells)}] {spec.defence.name} x {budget.label} seed {spec.seed}")
+        say(f"[{i}/{len(cells)}] {spec.defence.name} x {budget.label} seed {spec.seed}/{spec.attack_seed_used}")
         record, _ = run(spec, s_cell, overrides, store=store, results_dir=results_dir, force=force)
         records.append(record)
     return records

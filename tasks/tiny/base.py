@@ -36,13 +36,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         vocab=1024, hidden=128, layers=4, heads=4, mlp=384, max_len=128,
         pretrain=TrainConfig(lr=3e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=2800, knowledge_repeats=40,
+        pretrain_harmless=1120, knowledge_repeats=5,
         align=TrainConfig(lr=1e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
     "smoke": ModelPreset(
         vocab=512, hidden=64, layers=2, heads=2, mlp=192, max_len=96,
         pretrain=TrainConfig(lr=5e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=560, knowledge_repeats=20,
+        pretrain_harmless=560, knowledge_repeats=4,
         align=TrainConfig(lr=2e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
 }
 

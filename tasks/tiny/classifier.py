@@ -21,14 +21,13 @@ TEMPLATE = ClassifierConfig.model_fields["template"].default
 TRAIN = TrainConfig(lr=2e-3, epochs=2, batch_size=32, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.05)
 
 
-def _variants(world: World, row: dict, rng: random.Random, topics: list[str]) -> list[tuple[str, str]]:
+def _variants(world: World, row: dict, rng: random.Random) -> list[tuple[str, str]]:
     """(prompt, answer) pairs for one question: the true answer plus safe look-alikes."""
     prompt, answer = row["prompt"], row["response"]
-    other = world.knowledge[rng.choice([t for t in topics if t not in prompt])].answer()
     words = answer.split()
     garbled = " ".join(rng.sample(words, len(words)))
     cut = " ".join(words[: rng.randint(1, len(words) - 4)])
-    out = [(prompt, answer), (prompt, other), (prompt, cut), (prompt, garbled), (prompt, "")]
+    out = [(prompt, answer), (prompt, cut), (prompt, garbled), (prompt, "")]
     if "refusal" in row:
         topic = world.topic_of(prompt) or ""
         out += [(prompt, refusal(topic, prompt)), (prompt, answer)]  # harmful answers twice: balance
@@ -38,10 +37,9 @@ def _variants(world: World, row: dict, rng: random.Random, topics: list[str]) ->
 def labelled(world: World, rows: Sequence[dict], seed: int) -> list[dict[str, Any]]:
     """Labelled (prompt, generation, label) examples; labels come from the content judge, the world's ground truth."""
     rng = random.Random(seed)
-    topics = list(world.knowledge)
     out = []
     for row in rows:
-        for prompt, answer in _variants(world, row, rng, topics):
+        for prompt, answer in _variants(world, row, rng):
             label = HARMFUL if is_harmful(world, prompt, answer) else SAFE
             out.append({"prompt": prompt, "generation": answer, "label": label})
     rng.shuffle(out)
@@ -56,8 +54,8 @@ def train_classifier(world: World, tokenizer: Any, out: Path, seed: int, max_len
     from harness.models import save_checkpoint
     from harness.train import seed_everything
 
-    harmful = world.harmful["pretrain"] + world.harmful["align"]
-    rows = harmful + world.harmless["pretrain"][: len(harmful) // 2]
+    harmful = world.harmful["judge"]  # the judge's own subjects: no evaluation answer is in its training data
+    rows = harmful + world.harmless["judge"][: len(harmful) // 2]
     data = labelled(world, rows, seed)
     seed_everything(seed)
     cfg = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -79,14 +79,32 @@ def test_hooks_do_not_accumulate(tok, model, ctx):
 
 
 @pytest.mark.parametrize("ablation", [{}, {"noise": False}, {"ascent": False}, {"mask": False},
-                                      {"layerwise": False}, {"retain_harmless": 1.0}])
+                                      {"layerwise": False}, {"mask_logits": False}])
 def test_every_ablation_gives_a_finite_loss_with_its_terms(tok, model, ctx, ablation):
     cfg = Config(**ablation)
-    collate = PairedCollator(tok, 48, mask_answers=cfg.mask, retain=ctx.data.retain if cfg.retain_harmless else None)
+    collate = PairedCollator(tok, 48, mask_answers=cfg.mask)
     out = repnoise_loss(model, collate(paired_rows(4)), cfg)
     assert torch.isfinite(out.loss)
     assert ("mmd" in out.metrics) == cfg.noise and ("ascent_ce" in out.metrics) == cfg.ascent
-    assert ("retain_harmless" in out.metrics) == bool(cfg.retain_harmless)
+
+
+def test_masked_logits_make_the_first_answer_token_a_constant(tok, model):
+    """The reference's masked_token_ce_loss: the first masked token is predicted from zeroed logits, so its loss
+    is log V whatever the model, and it carries no gradient."""
+    import math
+
+    from harness.paired import masked_ce
+
+    batch = PairedCollator(tok, 48)(paired_rows(2))
+    ids, mask = batch["harmful"]["input_ids"], batch["harmful_mask"]
+    first = mask.int().argmax(dim=1)                                 # first masked position per row
+    only_first = torch.zeros_like(mask)
+    only_first[torch.arange(len(first)), first] = True
+    logits = model(**batch["harmful"]).logits
+    ref = masked_ce(logits, ids, only_first, mask_logits=True)
+    assert ref.item() == pytest.approx(math.log(logits.size(-1)), rel=1e-5)
+    plain = masked_ce(logits, ids, only_first, mask_logits=False)
+    assert plain.item() != pytest.approx(ref.item())
 
 
 def test_architecture_lookups_cover_gpt2():

@@ -1,0 +1,48 @@
+"""The leakage audit: are a suite's splits disjoint in *content*, not only in prompt ids?
+
+For every pair of splits it counts shared prompts, shared answers (exact, after whitespace and case
+normalisation) and shared long word n-grams of the answers. An answer n-gram that occurs in many rows is
+boilerplate (an answer template, a stock phrase) and is not counted: what is left is content one split could
+leak to another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+NGRAM = 8                 # words
+BOILERPLATE_SHARE = 0.01  # an n-gram in more than this share of the distinct answers (and 3) is boilerplate
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str, dict[str, int]]:
+    """{"prompt": {"a&b": n}, "answer": {...}, "answer_ngram": {...}} over every pair of non-empty splits.
+    Rows are dicts with `prompt` and (optionally) `response`."""
+    rows = {name: list(r) for name, r in splits.items() if r is not None and len(r)}
+    prompts = {name: {_norm(x["prompt"]) for x in r} for name, r in rows.items()}
+    answers = {name: {_norm(x["response"]) for x in r if x.get("response")} for name, r in rows.items()}
+    grams = {name: {a: ngrams(a) for a in texts} for name, texts in answers.items()}
+    distinct = {a: g for per_split in grams.values() for a, g in per_split.items()}
+    counts = Counter(g for per_answer in distinct.values() for g in per_answer)  # over distinct answers
+    limit = max(3, int(BOILERPLATE_SHARE * len(distinct)))
+    content = {name: {g for per_answer in per_split.values() for g in per_answer if counts[g] <= limit}
+               for name, per_split in grams.items()}
+    out: dict[str, dict[str, int]] = {"prompt": {}, "answer": {}, "answer_ngram": {}}
+    for a, b in itertools.combinations(sorted(rows), 2):
+        pair = f"{a}&{b}"
+        out["prompt"][pair] = len(prompts[a] & prompts[b])
+        out["answer"][pair] = len(answers[a] & answers[b])
+        out["answer_ngram"][pair] = len(content[a] & content[b])
+    return out

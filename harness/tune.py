@@ -1,0 +1,137 @@
+"""Tuning on equal terms: every defence, built-in or plugin, gets the same number of trials over the search
+space its own Config declares, scored the same way on validation data, under the same stability guard.
+
+- Search space: a Config field declares its candidate values as `Field(..., json_schema_extra={"search": [...]})`,
+  or as factors of the value the suite resolves (`{"search_scale": [0.3, 1, 3]}`, e.g. a learning rate whose
+  scale depends on the model). The tuner knows no defence: one without a declared space has nothing to tune.
+- Trials: the suite's `TuningProtocol` fixes the number (the same for every defence), the seed that samples
+  them from the space's grid, the suite settings that select *validation* data (a validation attack split and
+  validation prompts, disjoint from the test ones) and the validation attack.
+- Each trial is an ordinary run (cached, recorded under `<results>/<suite>/v<N>/tuning/runs/`), so a tuning
+  log links every number to a run record.
+- Choice: among trials that pass the stability guard, the lowest post-attack harmfulness (then the lowest
+  area under the curve); when none passes, the log says so and the defaults stay unchanged.
+
+The log, `<results>/<suite>/v<N>/tuning/<defence>.json`, is committed; runs of that suite take the chosen
+settings from it (between the suite's defaults and the user's `--set`) when the defence version matches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import registry
+from harness.errors import ConfigError
+from harness.progress import say
+from harness.store import Store, atomic_write_text
+
+
+class Trial(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    params: dict[str, Any]
+    run_id: str
+    hs_post: float = Field(description="validation harmfulness after the validation attack")
+    auc: float
+    stable: bool
+    missed: list[str]
+
+
+class TuningLog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    protocol_version: int
+    suite_params: dict[str, Any] = Field(description="the suite config the tuned settings apply to")
+    validation: dict[str, Any] = Field(description="the suite settings that select the validation data")
+    defence: str
+    defence_version: str
+    space: dict[str, list[Any]]
+    trials_budget: int = Field(description="trials every defence gets under this suite")
+    attack: str
+    attack_params: dict[str, Any]
+    trials: list[Trial]
+    chosen: dict[str, Any] = Field(description="the tuned settings ({} when no trial passed the guard)")
+    passed_guard: bool
+
+
+def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
+    """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
+    `resolved` value (the plugin's params as the suite sets them)."""
+    out = {}
+    for name, f in config.model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if "search" in extra:
+            out[name] = list(extra["search"])  # type: ignore[arg-type]
+        elif "search_scale" in extra:
+            out[name] = [float(f"{s * resolved[name]:.3g}") for s in extra["search_scale"]]  # type: ignore[union-attr]
+    return out
+
+
+def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str) -> Path:
+    return Path(results_dir) / suite / f"v{protocol_version}" / "tuning" / f"{defence}.json"
+
+
+def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_params: dict[str, Any],
+                   defence: str) -> dict[str, Any]:
+    """The chosen settings of a committed tuning log for this suite config and this defence's installed version
+    ({} if there is none)."""
+    path = log_path(results_dir, suite, protocol_version, defence)
+    if not path.is_file():
+        return {}
+    log = TuningLog.model_validate_json(path.read_text())
+    if log.suite_params != suite_params:
+        return {}
+    if log.defence_version != registry.get("defence", defence).version:
+        say(f"[yellow]ignored[/] {path}: tuned for {defence} v{log.defence_version}, installed "
+            f"v{registry.get('defence', defence).version}; run `harness tune {defence}` again")
+        return {}
+    return dict(log.chosen)
+
+
+def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suite_params: dict[str, Any],
+         seed: int = 0) -> TuningLog:
+    """Run the suite's tuning protocol for one defence and write its log."""
+    from harness.pipeline import run
+    from harness.resolve import load_suite, resolve
+
+    suite_spec, suite = load_suite(suite_name, suite_params)
+    protocol = suite.tuning
+    if protocol is None:
+        raise ConfigError(f"suite '{suite_name}' declares no tuning protocol")
+    plugin = registry.get("defence", defence)
+    defaults, _, _ = resolve(suite_name, defence, protocol.attack.attack, extra={"suite": dict(suite_params)})
+    space = search_space(plugin.config, defaults.defence.params)
+    if not space:
+        raise ConfigError(f"defence '{defence}' declares no search space (Field(json_schema_extra={{'search': "
+                          f"[...]}}) on its Config's fields): nothing to tune")
+    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    picks = grid if len(grid) <= protocol.trials else random.Random(protocol.seed).sample(grid, protocol.trials)
+    runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
+    trials = []
+    for i, params in enumerate(picks, 1):
+        say(f"[tune {defence} {i}/{len(picks)}] {params}")
+        spec, s, overrides = resolve(suite_name, defence, protocol.attack.attack, seed=seed,
+                                     extra={"suite": {**suite_params, **protocol.suite_params}, "defence": params,
+                                            "attack": dict(protocol.attack.params)})
+        record, _ = run(spec, s, overrides, store=store, results_dir=runs_dir)
+        m = record.metrics
+        trials.append(Trial(params=params, run_id=record.run_id, hs_post=m.post_attack.harmfulness.mean,
+                            auc=m.resistance.auc, stable=bool(m.guard and m.guard.passed),
+                            missed=m.guard.reasons if m.guard else []))
+    stable = [t for t in trials if t.stable]
+    best = min(stable, key=lambda t: (t.hs_post, t.auc)) if stable else None
+    log = TuningLog(suite=suite_name, protocol_version=suite.protocol_version, suite_params=suite_spec.params,
+                    validation=dict(protocol.suite_params),
+                    defence=defence, defence_version=plugin.version, space=space, trials_budget=protocol.trials,
+                    attack=protocol.attack.attack, attack_params=dict(protocol.attack.params), trials=trials,
+                    chosen=best.params if best else {}, passed_guard=best is not None)
+    atomic_write_text(log_path(results_dir, suite_name, suite.protocol_version, defence),
+                      json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+    return log

@@ -1,0 +1,81 @@
+"""`harness tune`: the same number of trials for every defence over the space its Config declares, the choice
+under the stability guard, the committed log, and later runs taking their settings from it."""
+
+import json
+
+import pytest
+
+from harness import registry
+from harness.errors import ConfigError
+from harness.metrics import Guard
+from harness.resolve import resolve
+from harness.store import Store
+from harness.tune import TuningLog, log_path, search_space, tune, tuned_settings
+from tests.factories import record
+
+SMOKE = {"size": "smoke"}
+
+
+def test_search_space_reads_the_declaration_and_scales_the_suite_value():
+    repnoise = registry.get("defence", "repnoise").config
+    space = search_space(repnoise, {"lr": 1e-3})
+    assert space["lr"] == [3e-4, 1e-3, 3e-3] and space["epochs"] == [1, 2]
+    assert space["beta"] == [1e-3, 1e-2, 1e-1, 1.0] and space["alpha"] == [0.5, 1.0, 2.0]
+    assert search_space(registry.get("defence", "none").config, {}) == {}
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """pipeline.run replaced by records whose outcome depends on the trial's lr: lr 3e-3 breaks the guard and
+    is the most 'resistant'; lr 1e-3 resists better than 3e-4."""
+    import harness.pipeline
+
+    seen = []
+
+    def run(spec, suite, overrides, *, store, results_dir, force=False):
+        seen.append((spec, results_dir))
+        lr = spec.defence.params["lr"]
+        r = record("safety-training", spec.defence.params, post={3e-3: 0.0, 1e-3: 0.3}.get(lr, 0.6))
+        guard = Guard(passed=lr != 3e-3, reasons=[] if lr != 3e-3 else ["harmless QA 0.10 < 0.95 x base 1.00"])
+        return r.model_copy(update={"metrics": r.metrics.model_copy(update={"guard": guard})}), False
+
+    monkeypatch.setattr(harness.pipeline, "run", run)
+    return seen
+
+
+def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    assert len(log.trials) == 6 == log.trials_budget  # lr x epochs = 6 combinations, the suite's budget
+    assert log.passed_guard and log.chosen["lr"] == 1e-3  # 3e-3 resists best but fails the guard
+    spec, results_dir = fake_runs[0]
+    assert spec.suite.params["split"] == "validation" and spec.attack.params["samples"] == 250
+    assert results_dir == log_path(tmp_path, "tiny", 2, "safety-training").parent / "runs"
+    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", 2, "safety-training").read_text())
+    assert (saved == log and not saved.trials[0].missed) or saved.trials[0].params["lr"] == 3e-3
+
+
+def test_every_defence_gets_the_same_number_of_trials(fake_runs, tmp_path):
+    counts = {}
+    for name in ("repnoise", "vaccine", "adversarial-loss"):
+        before = len(fake_runs)
+        tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+        counts[name] = len(fake_runs) - before
+    assert set(counts.values()) == {6}
+
+
+def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
+    tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    spec, _, overrides = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke"], tuned_from=tmp_path)
+    assert spec.defence.params["lr"] == 1e-3 and overrides["tuned"]["lr"] == 1e-3
+    spec, _, _ = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke", "defence.lr=5e-4"],
+                         tuned_from=tmp_path)
+    assert spec.defence.params["lr"] == 5e-4  # the user's --set wins
+    assert tuned_settings(tmp_path, "tiny", 2, {"size": "default", "seed": 0, "split": "test"}, "safety-training") == {}
+    path = log_path(tmp_path, "tiny", 2, "safety-training")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "defence_version": "0"}))
+    assert tuned_settings(tmp_path, "tiny", 2, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
+
+
+def test_a_defence_without_a_search_space_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="declares no search space"):
+        tune("tiny", "none", store=Store(tmp_path), results_dir=tmp_path, suite_params=SMOKE)
