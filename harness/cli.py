@@ -148,6 +148,17 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
 
 
 @app.command()
+def leaderboard(results_dir: Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ tables")]
+                = Path("results"),
+                out: Annotated[Path, typer.Option(help="writes <out>/site/ and <out>/LEADERBOARD.md")]
+                = Path("leaderboard")) -> None:
+    """Build the static leaderboard site and LEADERBOARD.md from the committed condition tables."""
+    from leaderboard.build import build_leaderboard
+
+    typer.echo(str(build_leaderboard(results_dir, out)))
+
+
+@app.command()
 def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
          results_dir: ResultsOpt = Path("results"),
          as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:
