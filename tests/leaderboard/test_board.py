@@ -22,7 +22,8 @@ def board_of(tables: dict) -> object:
 
 
 def row(board, name: str, **settings):
-    rows = [r for r in board.rows if r.key.name == name and all(r.key.settings.get(k) == v for k, v in settings.items())]
+    rows = [r for r in board.rows
+            if r.key.name == name and all(r.key.settings.get(k) == v for k, v in settings.items())]
     assert len(rows) == 1, [r.key for r in board.rows]
     return rows[0]
 
