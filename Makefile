@@ -57,7 +57,7 @@ test: $(STAMP) $(VLLM) lint browser
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -q && apt-get install -y -q chromium chromium-driver) \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
 	      || echo "chromium install failed: the leaderboard's browser tests will skip"; \
 	  else \
 	    echo "chromium missing and not root: the leaderboard's browser tests will skip (apt-get install chromium)"; \
