@@ -5,14 +5,18 @@ Built-in and third-party plugins are found the same way: each name is an entry p
 looked up, and a plugin that fails to import breaks only the runs that use it.
 
     @register_defence("repnoise", config=Config, version="1")
-    def defend(model, data, cfg, ctx): ...
+    def defend(model, cfg, ctx): ...
+
+An attack declares which of its config fields measure its strength in the benchmark's budget dimensions
+(`budget={"samples": "samples", "lr": "lr"}`, dimensions as in `harness.metrics.AttackBudget`); tables and
+reports read a budget through that declaration, never through a field name of their own.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +44,7 @@ class Plugin:
     config: type[BaseModel]
     version: str
     description: str
+    budget: Mapping[str, str] = field(default_factory=dict)  # budget dimension -> config field (attacks)
 
     @property
     def module(self) -> str:
@@ -49,18 +54,27 @@ class Plugin:
 _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 
-def register(kind: Kind, name: str, *, config: type[BaseModel], version: str,
-             description: str | None = None) -> Callable[[F], F]:
+def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
+             budget: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
+    from harness.metrics import AttackBudget
+
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}")
+    budget = dict(budget or {})
+    if budget and kind != "attack":
+        raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
+    bad = [f"{d}->{f}" for d, f in budget.items() if d not in AttackBudget.model_fields or f not in config.model_fields]
+    if bad:
+        raise PluginLoadError(f"attack '{name}' declares an invalid budget {bad}: dimensions are "
+                              f"{', '.join(AttackBudget.model_fields)}, fields must be in its Config")
 
     def decorate(fn: F) -> F:
         existing = _registry[kind].get(name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
             raise PluginLoadError(f"{kind} '{name}' is registered twice ({existing.module} and {fn.__module__})")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc)
+        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget)
         return fn
 
     return decorate
@@ -115,6 +129,17 @@ def get(kind: Kind, name: str) -> Plugin:
     return _registry[kind][name]
 
 
+def default_name(kind: Kind) -> str:
+    """The plugin a command uses when none is named: declared by a distribution as an entry point named after
+    the kind in the group `harness.defaults` (e.g. `suite = "tiny"`), read from metadata without importing."""
+    declared = {ep.value for ep in entry_points(group="harness.defaults") if ep.name == kind}
+    if len(declared) != 1:
+        found = f"several ({', '.join(sorted(declared))})" if declared else "no declaration"
+        raise HarnessError(f"no {kind} named and no single default {kind} declared (found {found}); "
+                           f"name one (see `harness list {kind}s`)")
+    return declared.pop()
+
+
 def describe(kind: Kind) -> list[tuple[str, str]]:
     """(name, one-line description) for every plugin of `kind`; broken plugins say why."""
     rows = []
@@ -125,3 +150,11 @@ def describe(kind: Kind) -> list[tuple[str, str]]:
         except HarnessError as exc:
             rows.append((name, f"BROKEN: {exc}"))
     return rows
+
+
+def attack_budget(spec: Any) -> Any:
+    """The `AttackBudget` of a resolved attack spec (`PluginSpec`), read through the attack's declaration."""
+    from harness.metrics import AttackBudget
+
+    plugin = get("attack", spec.name)
+    return AttackBudget(**{dim: spec.params.get(fld) for dim, fld in plugin.budget.items()})

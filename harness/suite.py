@@ -64,6 +64,7 @@ class Suite:
     lm_eval: LmEvalProtocol | None = None  # stability tasks for real models (optional extra)
     eval_template: str = PROMPT_TEMPLATE  # how eval prompts are formatted for the model
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
+    reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
     description: str = ""
 
     def subset(self, name: str) -> frozenset[str]:
