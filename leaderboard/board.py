@@ -44,18 +44,22 @@ class DefenceKey:
 
 @dataclass(frozen=True)
 class Budget:
+    """(attack, lr, samples) and, where the tables carry it, epochs: what the attacker spends."""
+
     attack: str
     lr: float
     samples: int | None
+    epochs: int | None
     label: str
 
     @property
     def id(self) -> str:
-        return budget_id(self.attack, self.lr, self.samples)
+        return f"{self.attack}|{self.lr!r}|{self.samples}|{self.epochs}"
 
     @property
     def description(self) -> str:
-        return f"attack {self.attack}, lr {self.lr:g}, {self.samples} samples"
+        epochs = f", {self.epochs} epoch(s)" if self.epochs is not None else ""
+        return f"attack {self.attack}, lr {self.lr:g}, {self.samples} samples{epochs}"
 
 
 @dataclass
@@ -154,14 +158,24 @@ def _split_main(frames: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 def _budgets(resistance: Any) -> list[Budget]:
+    """The main grid's budgets, weakest lr first; epochs enter the label only where they differ."""
     if resistance is None or not len(resistance):
         return []
-    triples = sorted({(a, float(lr), None if _missing(s) else int(s))
-                      for a, lr, s in resistance[["attack", "attack_lr", "attack_samples"]].itertuples(index=False)},
-                     key=lambda t: (math.isnan(t[1]), t[1], t[2] or 0, t[0]))
-    labels = [budget_label(a, lr, s) for a, lr, s in triples]
-    return [Budget(a, lr, s, f"{a} {label}" if labels.count(label) > 1 else label)
-            for (a, lr, s), label in zip(triples, labels, strict=True)]
+    budgets = sorted({_budget_of(r) for r in resistance.to_dict("records")},
+                     key=lambda b: (math.isnan(b.lr), b.lr, b.samples or 0, b.epochs or 0, b.attack))
+    several_epochs = len({b.epochs for b in budgets}) > 1
+    labels = [b.label + (f"×{b.epochs}ep" if several_epochs and b.epochs is not None else "") for b in budgets]
+    return [Budget(b.attack, b.lr, b.samples, b.epochs, f"{b.attack} {label}" if labels.count(label) > 1 else label)
+            for b, label in zip(budgets, labels, strict=True)]
+
+
+def _budget_of(row: dict[str, Any]) -> Budget:
+    """A table row's budget (its label without the disambiguation _budgets adds)."""
+    samples = None if _missing(row["attack_samples"]) else int(row["attack_samples"])
+    epochs = row.get("attack_epochs")  # optional: tables before the budget declaration have no epochs
+    epochs = None if epochs is None or _missing(epochs) else int(epochs)
+    lr = float(row["attack_lr"])
+    return Budget(str(row["attack"]), lr, samples, epochs, budget_label(row["attack"], lr, samples))
 
 
 def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budget]) -> Row:
@@ -286,7 +300,7 @@ def _curves(resistance: Any) -> Any:
     if resistance is not None:
         for r in resistance.itertuples(index=False):
             key = DefenceKey(str(r.defence), str(r.defence_version), str(r.defence_params))
-            budget = budget_id(r.attack, float(r.attack_lr), None if _missing(r.attack_samples) else r.attack_samples)
+            budget = _budget_of(r._asdict()).id
             for step, hs in json.loads(r.curve):
                 rows.append((key, budget, _seed_label(r._asdict()), int(step), float(hs), r.run_id))
     return pd.DataFrame(rows, columns=["key", "budget", "seed", "step", "hs", "run_id"])
@@ -312,16 +326,7 @@ def _of(frame: Any, key: DefenceKey) -> Any:
 def _in_budget(frame: Any, budget: Budget) -> Any:
     if frame is None:
         return None
-    lr = frame["attack_lr"]
-    same_lr = lr.isna() if math.isnan(budget.lr) else lr == budget.lr
-    samples = frame["attack_samples"]
-    same_samples = samples.isna() if budget.samples is None else (samples == budget.samples).fillna(False)
-    return frame[(frame["attack"] == budget.attack) & same_lr & same_samples]
-
-
-def budget_id(attack: str, lr: float, samples: Any) -> str:
-    """A budget's stable identity across tables and plots (labels are for reading, ids for joining)."""
-    return f"{attack}|{lr!r}|{None if samples is None else int(samples)}"
+    return frame[[_budget_of(r).id == budget.id for r in frame.to_dict("records")]]
 
 
 def _seed_labels(frame: Any) -> set[str]:

@@ -143,3 +143,16 @@ def test_number_formats():
     assert budget_label("sft", float("nan"), 250) == "sft@250"
     assert [format_value(v, "ratio") for v in (1.0, 0.99248, 853.1, 6.29e20)] == ["1.00", "0.992", "853", "6.29e20"]
     assert format_value(-0.003, "delta") == "0.00" and format_value(-0.25, "delta") == "-0.25"
+
+
+def test_epochs_join_the_budget_where_the_tables_carry_them(tables):
+    res = tables["resistance"]
+    res["attack_epochs"] = 1
+    seed0_high = (res["attack_lr"] == 1e-3) & (res["seed"] == 0)
+    res.loc[seed0_high, "attack_epochs"] = 3  # one more budget: 1e-3 at 3 epochs (seed 0 only)
+    board = board_of(tables)
+    assert [b.label for b in board.budgets] == ["1e-4@250×1ep", "1e-3@250×1ep", "1e-3@250×3ep"]
+    assert [row(board, "none").cells[f"budget:{b.id}"].n for b in board.budgets] == [3, 2, 1]
+    for name, frame in tables.items():  # tables from before the budget declaration have no epochs column
+        tables[name] = frame.drop(columns=["attack_epochs"], errors="ignore")
+    assert [b.label for b in board_of(tables).budgets] == ["1e-4@250", "1e-3@250"]
