@@ -231,3 +231,20 @@ def describe(kind: Kind) -> list[tuple[str, str]]:
         except HarnessError as exc:
             rows.append((name, f"BROKEN: {exc}"))
     return rows
+
+
+def inventory(kinds: Iterable[Kind] = KINDS) -> list[tuple[str, ...]]:
+    """(kind, name, version, distribution, source file) of every plugin; a broken one gives
+    (kind, name, 'BROKEN', why, ''). Imports plugin modules (they must not import torch at module level)."""
+    rows: list[tuple[str, ...]] = []
+    for kind in kinds:
+        for name in names(kind):
+            try:
+                plugin = get(kind, name)
+            except HarnessError as exc:
+                rows.append((kind, name, "BROKEN", str(exc), ""))
+                continue
+            dist = distribution_of(plugin)
+            rows.append((kind, name, plugin.version, " ".join(dist) if dist else "(no distribution)",
+                         source_file(plugin)))
+    return rows
