@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
                                                   "(targets: suite, defence, attack, eval)")]
+SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
+                                                "`harness list suites`)")]
 ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
 HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
                                               "~/.cache/immunization-bench")]
@@ -24,6 +26,11 @@ HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HAR
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def suite_name(given: str | None) -> str:
+    """The suite a command runs: the one given, or the default a distribution declares."""
+    return given or registry.default_name("suite")
 
 
 @app.command("list")
@@ -67,6 +74,8 @@ def plugins(ctx: typer.Context,
 def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harness plugins --kind defence)")],
                   sets: Annotated[list[str] | None, typer.Option("--set", help="defence.FIELD=VALUE: check a "
                                                                  "non-default config")] = None,
+                  suite: Annotated[str | None, typer.Option(help="suite whose check configuration runs it "
+                                                            "(default: the default suite, tiny at smoke size)")] = None,
                   home: HomeOpt = None,
                   seed: Annotated[int, typer.Option(help="seed of both runs")] = 0) -> None:
     """Conformance check of a defence on the smoke-size tiny suite: one PASS/FAIL line per rule.
@@ -76,34 +85,32 @@ def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harnes
     from harness.conformance import check
 
     failed = False
-    for result in check(name, sets=sets or [], home=home, seed=seed):
+    for result in check(name, suite_name=suite_name(suite), sets=sets or [], home=home, seed=seed):
         typer.echo(result.line())
         failed |= result.ok is False
     raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
-def prepare(suite: Annotated[str, typer.Argument(help="suite name")] = "tiny", sets: SetOpt = None,
+def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
+            = None, sets: SetOpt = None,
             home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
     """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
     import json
 
-    from harness.resolve import resolve
+    from harness.resolve import load_suite
+    from harness.specs import parse_overrides
     from harness.store import Store
 
-    _, s, _ = resolve(suite, "none", _any_attack(), sets=sets)
+    _, s = load_suite(suite_name(suite), parse_overrides(sets or [])["suite"])
     report = s.prepare(Store(home), force)
     typer.echo(json.dumps(report, indent=2))
-
-
-def _any_attack() -> str:
-    return registry.names("attack")[0]
 
 
 @app.command()
 def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
         attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
-        suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+        suite: SuiteOpt = None,
         seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
@@ -122,7 +129,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     from harness.store import Store
 
     start = time.perf_counter()
-    spec, s, overrides = resolve(suite, defence, attack, seed=seed, sets=sets, backend=backend)
+    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, sets=sets, backend=backend)
     record, cached = run_cell(spec, s, overrides, store=Store(home), results_dir=results_dir, force=force)
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
@@ -132,7 +139,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 @app.command()
 def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
-          suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+          suite: SuiteOpt = None,
           seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
           sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
           force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
@@ -144,18 +151,21 @@ def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat 
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got '{seeds}'")
+    suite = suite_name(suite)
     run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force)
     report(suite=suite, sets=sets, results_dir=results_dir)
 
 
 @app.command()
-def report(suite: Annotated[str, typer.Option(help="suite name")] = "tiny", sets: SetOpt = None,
+def report(suite: SuiteOpt = None, sets: SetOpt = None,
            results_dir: ResultsOpt = Path("results")) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
-    from harness.budget_table import budget_rows, load_records, markdown
+    from harness.budget_table import budget_rows, markdown
+    from harness.records import load_records
     from harness.resolve import load_suite
     from harness.specs import parse_overrides
 
+    suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_dir / suite / f"v{s.protocol_version}"
     rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
@@ -170,7 +180,7 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
            quiet: Annotated[bool, typer.Option("--quiet", help="write the tables, print only their paths")] = False
            ) -> None:
     """Rebuild the condition tables (resistance, stability, generalization, trainability) from run records."""
-    from harness.budget_table import load_records
+    from harness.records import load_records
     from harness.tables import build, write_table
 
     folders = sorted(p for p in results_dir.glob(f"{suite or '*'}/v*") if p.is_dir())
@@ -201,6 +211,28 @@ def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)
         typer.echo(record.model_dump_json(indent=2))
     else:
         show_record(record)
+
+
+@app.command()
+def schema(check: Annotated[bool, typer.Option("--check", help="exit 1 if the committed schema file is stale")]
+           = False) -> None:
+    """Write the run record's JSON Schema (schemas/run-record.schema.json) from the typed record models."""
+    import json
+
+    from harness.records import SCHEMA_FILE, record_schema
+
+    text = json.dumps(record_schema(), indent=2, sort_keys=True) + "\n"
+    if check:
+        current = SCHEMA_FILE.read_text() if SCHEMA_FILE.is_file() else ""
+        if current != text:
+            typer.echo(f"{SCHEMA_FILE} is stale: run `harness schema`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{SCHEMA_FILE} is up to date")
+        return
+    from harness.store import atomic_write_text
+
+    atomic_write_text(SCHEMA_FILE, text)
+    typer.echo(str(SCHEMA_FILE))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -292,9 +292,11 @@ def deterministic(a: Attempt, b: Attempt) -> Result:
 # ----------------------------------------------------------------------------- the command
 
 
-def check(name: str, *, sets: list[str], home: Path | None, seed: int = 0) -> Iterator[Result]:
-    """Every check of defence `name`, in order. Bad input (unknown name, bad --set) raises HarnessError before
-    the first result, so the CLI prints one line and exits 2 before any work.
+def check(name: str, *, suite_name: str, sets: list[str], home: Path | None, seed: int = 0) -> Iterator[Result]:
+    """Every check of defence `name` on the suite's check configuration (`Suite.check_params`: the tiny
+    suite's smoke size), in order. Bad input (unknown name, bad --set, a suite without a check
+    configuration) raises HarnessError before the first result, so the CLI prints one line and exits 2
+    before any work.
 
     The store: `home`, else $HARNESS_HOME, else a temporary one (the smoke suite builds in about a minute)."""
     import os
@@ -306,14 +308,17 @@ def check(name: str, *, sets: list[str], home: Path | None, seed: int = 0) -> It
     overrides = parse_overrides(sets)
     other = sorted(t for t, v in overrides.items() if v and t != "defence")
     if other:
-        raise HarnessError(f"plugins check takes only defence.FIELD=VALUE overrides (it runs the smoke-size tiny "
-                           f"suite); got {', '.join(other)}")
+        raise HarnessError(f"plugins check takes only defence.FIELD=VALUE overrides (it runs the suite's check "
+                           f"configuration); got {', '.join(other)}")
+    _, full = load_suite(suite_name, {})
+    if full.check_params is None:
+        raise HarnessError(f"suite '{suite_name}' declares no check configuration (Suite.check_params)")
+    _, suite = load_suite(suite_name, dict(full.check_params))
     try:
         plugin = registry.get("defence", name)  # an unknown name raises UnknownNameError: bad input
     except PluginLoadError as exc:
         yield Result("loads", False, str(exc))
         return
-    _, suite = load_suite("tiny", {"size": "smoke"})
     values = suite.defaults_for("defence", name, plugin.config.model_fields)
     if overrides["defence"]:
         values = deep_merge(values, overrides["defence"])

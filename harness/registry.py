@@ -9,7 +9,11 @@ another module's entry point declares (e.g. an outside `defend` under the name '
 `PluginLoadError` naming both sides: never a silent "last one wins".
 
     @register_defence("repnoise", config=Config, version="1")
-    def defend(model, data, cfg, ctx): ...
+    def defend(model, cfg, ctx): ...
+
+An attack declares which of its config fields measure its strength in the benchmark's budget dimensions
+(`budget={"samples": "samples", "lr": "lr"}`, dimensions as in `harness.metrics.AttackBudget`); tables and
+reports read a budget through that declaration, never through a field name of their own.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from importlib.metadata import entry_points, packages_distributions, version
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points, packages_distributions
+from importlib.metadata import version as dist_version
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -46,6 +51,7 @@ class Plugin:
     config: type[BaseModel]
     version: str
     description: str
+    budget: Mapping[str, str] = field(default_factory=dict)  # budget dimension -> config field (attacks)
 
     @property
     def module(self) -> str:
@@ -72,11 +78,20 @@ class Declaration:
 _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 
-def register(kind: Kind, name: str, *, config: type[BaseModel], version: str,
-             description: str | None = None) -> Callable[[F], F]:
+def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
+             budget: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
+    from harness.metrics import AttackBudget
+
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}")
+    budget = dict(budget or {})
+    if budget and kind != "attack":
+        raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
+    bad = [f"{d}->{f}" for d, f in budget.items() if d not in AttackBudget.model_fields or f not in config.model_fields]
+    if bad:
+        raise PluginLoadError(f"attack '{name}' declares an invalid budget {bad}: dimensions are "
+                              f"{', '.join(AttackBudget.model_fields)}, fields must be in its Config")
 
     def decorate(fn: F) -> F:
         owners = _declarations(kind).get(name, [])
@@ -89,7 +104,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str,
             raise PluginLoadError(f"{kind} '{name}' is registered twice: by {_origin(existing.module)} and by "
                                   f"{_origin(fn.__module__)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc)
+        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget)
         return fn
 
     return decorate
@@ -164,7 +179,7 @@ def _origin(module: str) -> str:
                 if d.owns(module) and d.distribution:
                     return f"module '{module}' (distribution {d.distribution} {d.dist_version})"
     dists = packages_distributions().get(module.split(".")[0], [])
-    where = ", ".join(f"{d} {version(d)}" for d in dists) or "no installed distribution"
+    where = ", ".join(f"{d} {dist_version(d)}" for d in dists) or "no installed distribution"
     return f"module '{module}' ({where})"
 
 
@@ -221,6 +236,17 @@ def source_file(plugin: Plugin) -> str:
     return getattr(sys.modules.get(plugin.module), "__file__", None) or ""
 
 
+def default_name(kind: Kind) -> str:
+    """The plugin a command uses when none is named: declared by a distribution as an entry point named after
+    the kind in the group `harness.defaults` (e.g. `suite = "tiny"`), read from metadata without importing."""
+    declared = {ep.value for ep in entry_points(group="harness.defaults") if ep.name == kind}
+    if len(declared) != 1:
+        found = f"several ({', '.join(sorted(declared))})" if declared else "no declaration"
+        raise HarnessError(f"no {kind} named and no single default {kind} declared (found {found}); "
+                           f"name one (see `harness list {kind}s`)")
+    return declared.pop()
+
+
 def describe(kind: Kind) -> list[tuple[str, str]]:
     """(name, one-line description) for every plugin of `kind`; broken plugins say why."""
     rows = []
@@ -248,3 +274,11 @@ def inventory(kinds: Iterable[Kind] = KINDS) -> list[tuple[str, ...]]:
             rows.append((kind, name, plugin.version, " ".join(dist) if dist else "(no distribution)",
                          source_file(plugin)))
     return rows
+
+
+def attack_budget(spec: Any) -> Any:
+    """The `AttackBudget` of a resolved attack spec (`PluginSpec`), read through the attack's declaration."""
+    from harness.metrics import AttackBudget
+
+    plugin = get("attack", spec.name)
+    return AttackBudget(**{dim: spec.params.get(fld) for dim, fld in plugin.budget.items()})

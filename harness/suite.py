@@ -67,6 +67,10 @@ class Suite:
     lm_eval: LmEvalProtocol | None = None  # stability tasks for real models (optional extra)
     eval_template: str = PROMPT_TEMPLATE  # how eval prompts are formatted for the model
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
+    reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
+    # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:
+    # the suite offers none, and plugins are checked on another suite.
+    check_params: Mapping[str, Any] | None = None
     description: str = ""
 
     def defaults_for(self, kind: str, name: str, fields: Iterable[str]) -> dict[str, Any]:

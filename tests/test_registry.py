@@ -114,3 +114,42 @@ def test_cli_help_and_list_do_not_import_torch(args):
             "    pass\nassert 'torch' not in sys.modules, 'torch was imported'\nprint('OK')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr
+
+
+def test_attack_budget_is_read_through_the_declaration(monkeypatch):
+    """An attack whose fields have other names still fills the budget columns of the tables."""
+    from pydantic import BaseModel
+
+    from harness.specs import PluginSpec
+    from harness.tables import build
+    from tests.factories import record
+
+    class Config(BaseModel):
+        n_examples: int = 10
+        step_size: float = 1e-3
+
+    monkeypatch.setitem(registry._registry["attack"], "odd-attack", None)
+    registry.register("attack", "odd-attack", config=Config, version="1",
+                      budget={"samples": "n_examples", "lr": "step_size"})(lambda m, c, x: m)
+    spec = PluginSpec(name="odd-attack", version="1", params={"n_examples": 40, "step_size": 2e-4})
+    budget = registry.attack_budget(spec)
+    assert (budget.samples, budget.lr, budget.epochs) == (40, 2e-4, None)
+    r = record()
+    r = r.model_copy(update={"spec": r.spec.model_copy(update={"attack": spec}), "budget": budget})
+    row = build([r])["resistance"].iloc[0]
+    assert (row.attack_samples, row.attack_lr, row.attack) == (40, 2e-4, "odd-attack")
+
+
+@pytest.mark.parametrize("budget", [{"samples": "nope"}, {"batch": "n"}])
+def test_an_invalid_budget_declaration_is_refused(budget):
+    from pydantic import BaseModel
+
+    class Config(BaseModel):
+        n: int = 1
+
+    with pytest.raises(PluginLoadError, match="invalid budget"):
+        registry.register("attack", "bad-budget", config=Config, version="1", budget=budget)(lambda m, c, x: m)
+
+
+def test_default_suite_comes_from_metadata_not_the_core():
+    assert registry.default_name("suite") in registry.names("suite")

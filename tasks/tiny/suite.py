@@ -125,5 +125,7 @@ def tiny(cfg: Config) -> Suite:
         trainability=TrainabilityProtocol(task="tiny-viggo", template=VIGGO_TEMPLATE, max_new_tokens=48, every=20,
                                           train=TrainConfig(lr=1e-3, epochs=3, batch_size=8)),
         degenerate_max_ppl=1000.0,
+        reference_defence="none",
+        check_params={"size": "smoke"},
         description=tiny.__doc__ or "",
     )
