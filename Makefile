@@ -47,10 +47,12 @@ run: $(STAMP)
 	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness defences attacks tasks tests benchmarks
+	$(BIN)/ruff check harness defences attacks tasks tests benchmarks examples
 
+# CI: lint, every test, then the committed results as a submitter's are checked (schema, run ids, tables).
 test: $(STAMP) $(VLLM) lint
 	$(BIN)/pytest -q
+	$(BIN)/harness validate results
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_times.py

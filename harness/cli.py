@@ -199,6 +199,20 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
 
 
 @app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a results folder (results/, results/<suite>/v<N>/) or one "
+                                                      "record file")] = Path("results")) -> None:
+    """Check run records against the record schema, recompute each run id from its spec, and check that the
+    committed tables match the records. Exit 0 if all is valid, 1 if anything is not, 2 for a bad path."""
+    from harness.validate import validate as validate_results
+
+    failed = False
+    for finding in validate_results(path):
+        typer.echo(finding.line())
+        failed |= not finding.ok
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
 def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
          results_dir: ResultsOpt = Path("results"),
          as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:
