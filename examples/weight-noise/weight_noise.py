@@ -42,6 +42,7 @@ def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     if cfg.retain:
         examples += [{"prompt": r["prompt"], "response": r["response"]} for r in ctx.data.retain]
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer")
+    # Two splits in one pass, so the one training loop is called directly (one split: harness.plugins.fit).
     train(model, examples, collate, lm_loss, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
     return model
 
