@@ -110,13 +110,16 @@ def config_checks(plugin: registry.Plugin, suite_values: dict[str, Any]) -> list
 
 
 def _hashable(cfg: BaseModel | None) -> Result:
+    """Frozen (a defence cannot change the values its run id was computed from) and canonical JSON (the run
+    id is the hash of the spec's canonical JSON, so NaN or a non-JSON value has no run id)."""
     if cfg is None:
         return Result("config hashable", None, "no valid Config to hash")
+    if not type(cfg).model_config.get("frozen"):
+        return Result("config hashable", False, "the Config is not frozen (model_config needs frozen=True)")
     try:
-        hash(cfg)
         stable_hash(cfg)
     except (TypeError, ValueError) as exc:
-        return Result("config hashable", False, f"{_first_line(exc)} (use frozen=True and JSON-able fields)")
+        return Result("config hashable", False, f"{_first_line(exc)} (its values must be canonical JSON)")
     return Result("config hashable", True)
 
 
@@ -245,10 +248,13 @@ def run_checks(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, base: Path
 
 
 def _shapes(model: Any) -> dict[str, tuple[Any, Any]]:
+    """Name -> (shape, dtype) of every tensor a checkpoint would hold."""
     return {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()}
 
 
 def architecture(run: Attempt) -> Result:
+    """The attack and the evaluation load the defended model as the base's architecture: same class, same
+    tensors (names, shapes, dtypes)."""
     if run.result is None:
         return Result("same architecture", True, "returned None: the input model, unchanged")
     got, want = run.result, run.model
@@ -261,6 +267,7 @@ def architecture(run: Attempt) -> Result:
 
 
 def saves_and_loads(run: Attempt, base: Path) -> Result:
+    """The pipeline stores the defended model as a checkpoint and every later stage loads it back."""
     import torch
 
     from harness.models import load_causal_lm, load_tokenizer, save_checkpoint
@@ -277,6 +284,7 @@ def saves_and_loads(run: Attempt, base: Path) -> Result:
 
 
 def deterministic(a: Attempt, b: Attempt) -> Result:
+    """A cached defended model stands for every re-run of its spec: the same seed must give the same weights."""
     import torch
 
     name = "same seed, same weights"
@@ -290,8 +298,6 @@ def deterministic(a: Attempt, b: Attempt) -> Result:
 
 
 # ----------------------------------------------------------------------------- the command
-
-
 def check(name: str, *, suite_name: str, sets: list[str], home: Path | None, seed: int = 0) -> Iterator[Result]:
     """Every check of defence `name` on the suite's check configuration (`Suite.check_params`: the tiny
     suite's smoke size), in order. Bad input (unknown name, bad --set, a suite without a check
@@ -333,6 +339,9 @@ def check(name: str, *, suite_name: str, sets: list[str], home: Path | None, see
     cfg = plugin.config.model_validate(values)
     with tempfile.TemporaryDirectory(prefix="harness-check-home-") as tmp:
         root = home or (None if "HARNESS_HOME" in os.environ else Path(tmp))
+        if root == Path(tmp):
+            yield Result("", None, f"store: a temporary one, deleted afterwards ({tmp}); --home DIR keeps the "
+                                   "suite's build for the next check")
         yield from _run_on_suite(plugin, cfg, suite, root, seed)
 
 
