@@ -47,10 +47,12 @@ run: $(STAMP)
 	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness defences attacks tasks leaderboard tests benchmarks
+	$(BIN)/ruff check harness defences attacks tasks leaderboard tests benchmarks examples
 
+# CI: lint, every test, then the committed results as a submitter's are checked (schema, run ids, tables).
 test: $(STAMP) $(VLLM) lint browser
 	$(BIN)/pytest -q
+	$(BIN)/harness validate results
 
 # The leaderboard's browser tests drive Debian's chromium. Installed with apt-get only when running as root
 # (CI); elsewhere, or if the install fails, the browser tests skip and say why.

@@ -65,6 +65,7 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages) -> Provenanc
     plugins |= {f"judge:{j.name}": j.version for j in spec.judges}
     return Provenance(harness_version=__version__, git_commit=commit, git_dirty=dirty, python=python_version(),
                       platform=platform_name(), packages=package_versions(), plugins=plugins, judge_ids=judge_ids,
+                      plugin_distributions=registry.distributions(plugins),
                       backend=spec.eval.backend, seed=spec.seed, device=device_name(), stages=stages.info,
                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
