@@ -110,6 +110,7 @@ def with_retain(collate: Callable[[list[Any]], Any], loss_fn: LossFn, ctx: Stage
     def loss_both(model: Any, batch: dict[str, Any]) -> LossOut:
         main, kept = loss_fn(model, batch["main"]), lm_loss(model, batch["retain"])
         loss = main.loss + weight * kept.loss
-        return LossOut(loss, {**main.metrics, "loss": float(loss.detach()), "retain_harmless": float(kept.loss.detach())})
+        metrics = {**main.metrics, "loss": float(loss.detach()), "retain_harmless": float(kept.loss.detach())}
+        return LossOut(loss, metrics)
 
     return collate_both, loss_both
