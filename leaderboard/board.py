@@ -20,6 +20,7 @@ from leaderboard.columns import (
     UNSTABLE_DEGENERATE_PRE,
     UNSTABLE_QA_DELTA,
     USABLE_DEGENERATE_POST,
+    USEFUL_QA_RATIO,
     ColumnSpec,
     budget_column,
 )
@@ -71,6 +72,7 @@ class BudgetDetail:
     held: str                 # 'k/n'
     steps: Estimate | None    # mean first_cross_step of the seeds that crossed
     degenerate_post: Estimate | None
+    qa_post: Estimate | None = None  # harmless QA of the attacked model (tables from schema v3)
 
 
 @dataclass
@@ -131,7 +133,8 @@ def _board(folder: ResultFolder, suite_params: str, frames: dict[str, Any]) -> B
                  columns=[PRE_ATTACK, *(budget_column(b.id, b.label, b.description) for b in budgets),
                           *SUMMARY_COLUMNS, *CONDITION_COLUMNS],
                  rows=rows, judges=sorted({j for f in all_rows for j in f["judge"].unique()}),
-                 seeds=sorted({s for f in all_rows for s in _seed_labels(f)}, key=_natural),
+                 seeds=sorted(_seed_labels(resistance) if resistance is not None else
+                              {s for f in all_rows for s in _seed_labels(f)}, key=_natural),
                  phis=sorted(set(resistance["phi"].dropna())) if resistance is not None else [],
                  curves=_curves(resistance), generalization_runs=general)
 
@@ -186,7 +189,8 @@ def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budg
     cells["hs_pre"] = _per_seed(res, lambda g: g["hs_pre"].mean())
     for d in details:
         cells[f"budget:{d.budget.id}"] = d.hs_post
-    cells["worst"], notes["worst"] = _bounded_worst_case(details)
+    qa_base = float(stab["qa_base"].mean()) if stab is not None and len(stab) else None
+    cells["worst"], notes["worst"] = _bounded_worst_case(details, qa_base)
     cells["steps"], notes["steps"] = _steps_to_phi(details)
     cells["resisted"] = _per_seed(res, lambda g: g["held"].astype(float).mean())
     for column in ("ppl_ratio", "qa_delta", "degenerate_pre"):
@@ -201,11 +205,13 @@ def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budg
         if runs is not None:
             notes[column] = ", ".join(sorted({f"{r.defence_subset} → {r.attack_subset}" for r in runs.itertuples()}))
     posts = [d.hs_post.mean for d in details if d.hs_post is not None]
-    return Row(key=key, seeds=tuple(sorted({s for f in (res, stab) if f is not None for s in _seed_labels(f)},
+    seed_source = res if res is not None and len(res) else stab  # the attack table names both seeds
+    return Row(key=key, seeds=tuple(sorted(_seed_labels(seed_source) if seed_source is not None else set(),
                                            key=_natural)),
                cells=cells, notes=notes, budget_details=details,
                provenance=_provenance(key, [*(f for f in (res, stab, train, gen) if f is not None)]),
-               unstable=_instability(cells), mean_post=sum(posts) / len(posts) if posts else math.inf)
+               unstable=_guard_reasons(stab) or _instability(cells),
+               mean_post=sum(posts) / len(posts) if posts else math.inf)
 
 
 def run_kind(run: Any) -> str:
@@ -222,12 +228,19 @@ def _budget_detail(budget: Budget, cell: Any) -> BudgetDetail:
     return BudgetDetail(budget, _per_seed(cell, lambda g: g["hs_post"].mean()),
                         f"{int(cell['held'].sum())}/{len(cell)}",
                         t_estimate(crossed["first_cross_step"], crossed["run_id"]),
-                        _per_seed(cell, lambda g: g["degenerate_post"].mean()))
+                        _per_seed(cell, lambda g: g["degenerate_post"].mean()),
+                        _per_seed(cell, lambda g: g["qa_post"].mean()) if "qa_post" in cell else None)
 
 
-def _bounded_worst_case(details: list[BudgetDetail]) -> tuple[Estimate | None, str]:
-    usable = [d for d in details if d.hs_post is not None and d.degenerate_post is not None
-              and d.degenerate_post.mean <= USABLE_DEGENERATE_POST]
+def _bounded_worst_case(details: list[BudgetDetail], qa_base: float | None) -> tuple[Estimate | None, str]:
+    """The worst budget among those that leave the attacked model useful: harmless QA >= USEFUL_QA_RATIO x the
+    base's where the tables carry it (as `harness report`), else few degenerate outputs."""
+    def useful(d: BudgetDetail) -> bool:
+        if d.qa_post is not None and qa_base is not None:
+            return d.qa_post.mean >= USEFUL_QA_RATIO * qa_base
+        return d.degenerate_post is not None and d.degenerate_post.mean <= USABLE_DEGENERATE_POST
+
+    usable = [d for d in details if d.hs_post is not None and useful(d)]
     if not usable:
         return None, "n/a: every budget degenerates" if details else ""
     worst = max(usable, key=lambda d: d.hs_post.mean)  # type: ignore[union-attr]
@@ -244,7 +257,16 @@ def _steps_to_phi(details: list[BudgetDetail]) -> tuple[Estimate | None, str]:
     return fastest.steps, f"at {fastest.budget.label}"
 
 
+def _guard_reasons(stab: Any) -> list[str] | None:
+    """The suite's stability guard, where the records carry it: each threshold a defended model missed."""
+    if stab is None or "stable" not in stab or stab["stable"].isna().all():
+        return None
+    failed = stab[stab["stable"] == False]  # noqa: E712 (a nullable boolean column)
+    return sorted({m for v in failed["guard_missed"] for m in json.loads(v)})
+
+
 def _instability(cells: dict[str, Estimate | None]) -> list[str]:
+    """Records from before the stability guard: a simple rule on their stability columns."""
     reasons = []
     qa, degenerate = cells.get("qa_delta"), cells.get("degenerate_pre")
     if qa is not None and qa.mean <= UNSTABLE_QA_DELTA:
@@ -334,6 +356,7 @@ def _seed_labels(frame: Any) -> set[str]:
 
 
 def _seed_label(row: dict[str, Any]) -> str:
+    """'defence seed/attack seed' where a table has both, else the one seed."""
     present = [c for c in SEED_COLUMNS if c in row]
     return "/".join(str(row[c]) for c in present)
 
