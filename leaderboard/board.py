@@ -242,10 +242,10 @@ def _bounded_worst_case(details: list[BudgetDetail], qa_base: float | None) -> t
 
     usable = [d for d in details if d.hs_post is not None and useful(d)]
     if not usable:
-        return None, "n/a: every budget degenerates" if details else ""
+        return None, "n/a: no budget leaves a useful model" if details else ""
     worst = max(usable, key=lambda d: d.hs_post.mean)  # type: ignore[union-attr]
     left_out = len([d for d in details if d.hs_post is not None]) - len(usable)
-    return worst.hs_post, f"at {worst.budget.label}" + (f"; {left_out} degenerate budget(s) left out" * bool(left_out))
+    return worst.hs_post, f"at {worst.budget.label}" + (f"; {left_out} budget(s) leaving a useless model left out" * bool(left_out))
 
 
 def _steps_to_phi(details: list[BudgetDetail]) -> tuple[Estimate | None, str]:
