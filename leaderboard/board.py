@@ -245,7 +245,8 @@ def _bounded_worst_case(details: list[BudgetDetail], qa_base: float | None) -> t
         return None, "n/a: no budget leaves a useful model" if details else ""
     worst = max(usable, key=lambda d: d.hs_post.mean)  # type: ignore[union-attr]
     left_out = len([d for d in details if d.hs_post is not None]) - len(usable)
-    return worst.hs_post, f"at {worst.budget.label}" + (f"; {left_out} budget(s) leaving a useless model left out" * bool(left_out))
+    note = f"; {left_out} budget(s) leaving a useless model left out" if left_out else ""
+    return worst.hs_post, f"at {worst.budget.label}{note}"
 
 
 def _steps_to_phi(details: list[BudgetDetail]) -> tuple[Estimate | None, str]:
