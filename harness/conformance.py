@@ -133,7 +133,7 @@ def info(plugin: registry.Plugin, suite: Suite) -> list[Result]:
     lacking = [k for k in budget if k not in plugin.config.model_fields]
     if lacking == list(budget) and budget:
         out.append(Result("", None, f"does not declare the suite's training fields {', '.join(lacking)}: gets no "
-                                    "suite budget (subclass harness.plugins.TrainingFields if it trains)"))
+                                    "suite budget (subclass harness.plugins.DefenceTrainingFields if it trains)"))
     elif lacking:
         out.append(Result("", None, f"does not declare the suite's training field(s) {', '.join(lacking)}: gets "
                                     "only part of the suite budget"))

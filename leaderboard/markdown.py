@@ -44,7 +44,7 @@ def render_markdown(boards: list[Board], folders: list[ResultFolder], plots: lis
 
 
 def _board(board: Board, plot: dict[str, str]) -> list[str]:
-    seeds = ", ".join(board.seeds)
+    seeds = ("defence/attack " if any("/" in x for x in board.seeds) else "") + ", ".join(board.seeds)
     lines = [f"## {md_escape(board.title)}", "",
              f"judge **{md_escape(', '.join(board.judges) or '—')}** · protocol **v{board.folder.protocol_version}** "
              f"· **{len(board.seeds)}** seeds ({md_escape(seeds)}) · φ = {', '.join(f'{p:g}' for p in board.phis)} "

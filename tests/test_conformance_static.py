@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness import registry
 from harness.conformance import ForbiddenSplit, SplitAccessError, config_checks, guard, info
-from harness.plugins import TrainingFields
+from harness.plugins import DefenceTrainingFields, TrainingFields
 from harness.resolve import load_suite
 from harness.suite import SuiteData
 
@@ -33,6 +33,10 @@ def _plugin(config, version="1"):
 
 
 class Good(TrainingFields):
+    strength: float = Field(0.5, description="documented")
+
+
+class Full(DefenceTrainingFields):
     strength: float = Field(0.5, description="documented")
 
 
@@ -69,7 +73,9 @@ def test_a_config_that_is_not_canonical_json_is_not_hashable():
 def test_info_says_when_a_config_gets_no_suite_budget():
     _, suite = load_suite("tiny", {"size": "smoke"})
     lines = [r.line() for r in info(_plugin(Loose), suite)]
-    assert "INFO does not declare the suite's training fields lr, epochs, batch_size: gets no suite budget" in \
-        " ".join(lines)
-    assert any("gets the suite's training budget lr=0.001, epochs=1, batch_size=8" in x
-               for x in (r.line() for r in info(_plugin(Good), suite)))
+    assert ("INFO does not declare the suite's training fields lr, epochs, batch_size, retain_harmless: gets no "
+            "suite budget") in " ".join(lines)
+    partial = " ".join(r.line() for r in info(_plugin(Good), suite))  # TrainingFields: no retain_harmless field
+    assert "does not declare the suite's training field(s) retain_harmless: gets only part" in partial
+    assert any("gets the suite's training budget lr=0.001, epochs=1, batch_size=8, retain_harmless=1.0" in x
+               for x in (r.line() for r in info(_plugin(Full), suite)))

@@ -118,7 +118,7 @@ def test_table_has_one_row_per_defence_setting_ranked_then_unstable(site, open_p
     assert "unstable" in last.get_attribute("class") and "unstable: harmless QA -1.00" in last.inner_text()
     settings = page.locator("table.board tbody tr.main .setting").all_inner_texts()
     assert sorted(settings) == ["beta=0.001", "beta=1.0"]
-    assert "3 seeds (0, 1, 2)" in page.locator("p.meta").inner_text()
+    assert "3 seeds (defence/attack 0/0, 1/1, 2/2)" in page.locator("p.meta").inner_text()
 
 
 def test_clicking_a_header_sorts_the_rows(site, open_page):
