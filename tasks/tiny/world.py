@@ -99,7 +99,7 @@ class SizePreset:
 SIZES: dict[str, SizePreset] = {
     "default": SizePreset(subjects={"eval": 4, "val_eval": 2, "attack": 10, "val_attack": 4, "defence": 6,
                                     "qa": 4, "align": 16, "judge": 3}, lexicon=48),
-    "smoke": SizePreset(subjects={"eval": 1, "val_eval": 1, "attack": 3, "val_attack": 1, "defence": 2, "qa": 2,
+    "smoke": SizePreset(subjects={"eval": 1, "val_eval": 1, "attack": 3, "val_attack": 2, "defence": 2, "qa": 2,
                                   "align": 8, "judge": 1}, lexicon=24),
 }
 # Question templates per split (indices into the template tuples). The attack never uses the templates of
