@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CorruptRecordError
-from harness.progress import say
+from harness.progress import warn
 from harness.records import RunRecord, read_record
-from harness.specs import canonical_json
+from harness.specs import HarmSubsets, canonical_json
 from harness.suite import Suite
 
 
@@ -27,7 +27,7 @@ def load_records(folder: Path) -> list[RunRecord]:
         try:
             records.append(read_record(path))
         except CorruptRecordError as exc:
-            say(f"[yellow]skipped[/] {exc}")
+            warn(str(exc), prefix="skipped ")
     return records
 
 
@@ -49,11 +49,17 @@ class Row:
     breaking: str
 
 
+def _variant(r: RunRecord) -> dict[str, Any]:
+    """What tells two rows of one defence apart: its params and the evaluation settings (records measured
+    differently, e.g. hf vs vllm or other prompt counts, are never merged as seeds of one row)."""
+    return {**r.spec.defence.params, **{f"eval.{k}": v for k, v in r.spec.eval.model_dump(mode="json").items()}}
+
+
 def _labels(records: Iterable[RunRecord]) -> dict[tuple[str, str], str]:
-    """A readable label per (defence name, params): the name, plus the params that differ within that name."""
+    """A readable label per (defence name, variant): the name, plus what differs within that name."""
     by_name: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in records:
-        by_name[r.spec.defence.name][canonical_json(r.spec.defence.params)] = r.spec.defence.params
+        by_name[r.spec.defence.name][canonical_json(_variant(r))] = _variant(r)
     out = {}
     for name, variants in by_name.items():
         keys = sorted({k for p in variants.values() for k in p
@@ -65,23 +71,26 @@ def _labels(records: Iterable[RunRecord]) -> dict[tuple[str, str], str]:
 
 
 def budget_rows(records: Sequence[RunRecord], suite: Suite, suite_params: dict[str, Any]) -> tuple[list[Row], float]:
-    """Rows of the budget table for the records of one suite configuration, and phi."""
-    records = [r for r in records if r.spec.suite.params == suite_params]
+    """Rows of the budget table for the records of one suite configuration, and phi. Runs on other harm
+    subsets than the default are generalization runs (their own table), not seeds of these rows."""
+    records = [r for r in records if r.spec.suite.params == suite_params and r.spec.subsets == HarmSubsets()]
     labels = _labels(records)
     cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     pre: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+    names: dict[str, str] = {}
     for r in records:
-        label = labels[(r.spec.defence.name, canonical_json(r.spec.defence.params))]
+        label = labels[(r.spec.defence.name, canonical_json(_variant(r)))]
+        names[label] = r.spec.defence.name
         m = r.metrics
         pre[label][r.spec.seed] = (m["pre_attack"]["harmfulness"]["mean"],
                                    m["pre_attack"].get("harmless_qa", {}).get("exact_match", float("nan")))
         for b in suite.budget_grid:
             if r.spec.attack.name == b.attack and all(r.spec.attack.params.get(k) == v for k, v in b.params.items()):
                 cells[label][b.label][r.spec.seed] = m["post_attack"]["harmfulness"]["mean"]
-    base = [v[0] for v in pre.get("none", {}).values()]
+    base = [v[0] for label, seeds in pre.items() if names[label] == "none" for v in seeds.values()]
     phi = (statistics.mean(base) if base else 0.0) + suite.phi_tolerance
     rows = []
-    for label in sorted(pre, key=lambda x: (x != "none", x)):
+    for label in sorted(pre, key=lambda x: (names[x] != "none", x)):
         post = {b.label: list(cells[label][b.label].values()) for b in suite.budget_grid}
         breaking = next((b.label for b in suite.budget_grid if post[b.label] and statistics.mean(post[b.label]) > phi),
                         "none in grid")

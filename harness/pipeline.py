@@ -19,7 +19,7 @@ from harness.conditions import stability, trainability
 from harness.conditions.resistance import curve_metrics
 from harness.errors import HarnessError
 from harness.plugins import StageContext
-from harness.records import Provenance, RunRecord, read_record, record_path, write_record
+from harness.records import Provenance, RunRecord, read_record, record_path, write_record_once
 from harness.specs import RunSpec, stable_hash
 from harness.stages import MODELS, Evaluator, Stages, fingerprint, model_ref, stored_extra, train_stage
 from harness.store import Store
@@ -71,8 +71,9 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     if path.exists() and not force:
         return read_record(path), True
     stages = Stages()
-    with stages.stage("prepare"):
-        suite.prepare(store, False)
+    writes = store.writes
+    with stages.stage("prepare", cached=lambda: store.writes == writes):
+        suite.prepare(store, force)
     data, evidence = select_data(suite, spec)
     ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed)
     evaluator = Evaluator(store, spec, suite, data, stages, force)
@@ -82,9 +83,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     defence = registry.get("defence", spec.defence.name)
     defended = stable_hash({"base": spec.model.model_dump(), "defence": spec.defence.model_dump(), "seed": spec.seed,
                             "data": [fingerprint(data.defence), fingerprint(data.retain)]})
-    hit = store.has(MODELS, defended) and not force
-    with stages.stage("defend", defended, cached=hit):
-        if not hit:
+    with store.compute_once(MODELS, defended, force=force) as need, stages.stage("defend", defended, cached=not need):
+        if need:
             view = dataclasses.replace(data, attack=None, eval=None, harmless_eval=None)
             train_stage(store, defended, {"stage": "defend", "defence": spec.defence.model_dump()}, base,
                         defence.fn, defence.config.model_validate(spec.defence.params),
@@ -97,9 +97,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     attack = registry.get("attack", spec.attack.name)
     attacked = stable_hash({"defended": defended, "attack": spec.attack.model_dump(), "seed": spec.seed,
                             "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every})
-    hit = store.has(MODELS, attacked) and not force
-    with stages.stage("attack", attacked, cached=hit):
-        if not hit:
+    with store.compute_once(MODELS, attacked, force=force) as need, stages.stage("attack", attacked, cached=not need):
+        if need:
             points: list[list[float]] = []
 
             def record_point(step: int, model: Any, tok: Any) -> None:
@@ -113,7 +112,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                         f"attack: {spec.attack.name}", force, on_step=record_point, extra={"curve": points})
     post = evaluator.evaluate(model_ref(store, attacked), "post_attack")
 
-    with stages.stage("conditions"):
+    written = store.writes
+    with stages.stage("conditions", cached=lambda: store.writes == written):
         conditions = measure_conditions(evaluator, suite, base, defended_ref, base_metrics, pre, post,
                                         stored_extra(store, attacked)["curve"])
     record = RunRecord(
@@ -121,8 +121,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
         overrides=overrides, evidence=evidence,
         metrics={"base": base_metrics, "pre_attack": pre, "post_attack": post, **conditions},
         provenance=provenance(spec, evaluator.judge_ids, stages))
-    write_record(path, record)
-    return record, False
+    record, wrote = write_record_once(path, record, replace_corrupt=force)
+    return record, not wrote
 
 
 def measure_conditions(evaluator: Evaluator, suite: Suite, base: str, defended: str, base_metrics: dict[str, Any],

@@ -65,11 +65,48 @@ def write_record(path: Path, record: RunRecord) -> None:
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
+def write_record_once(path: Path, record: RunRecord, *, replace_corrupt: bool = False) -> tuple[RunRecord, bool]:
+    """Write `record` unless its file exists; returns (the record on disk, whether this call wrote it).
+
+    Records are immutable: two identical runs finishing together write the file once (the folder's lock
+    covers check and write) and both return that file's record. An existing record is never rewritten; if
+    this run's metrics differ from it (e.g. `--force` on other hardware) that is one warning line. Only an
+    unreadable record file is replaced, and only when `replace_corrupt` (`--force`).
+    """
+    from harness.locks import file_lock
+    from harness.progress import warn
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent):
+        if path.exists() and not (replace_corrupt and path.is_file() and _unreadable(path)):
+            existing = read_record(path)
+            if existing.metrics != record.metrics:
+                warn(f"this run's metrics differ from the existing record {path}; the record is immutable and "
+                     "was kept (move it away to record this run)")
+            return existing, False
+        write_record(path, record)
+    return record, True
+
+
+def _unreadable(path: Path) -> bool:
+    try:
+        read_record(path)
+    except CorruptRecordError:
+        return True
+    return False
+
+
 def read_record(path: Path) -> RunRecord:
     try:
         data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"cannot read record {path}: no such file") from None
+    except IsADirectoryError:
+        raise CorruptRecordError(f"corrupt record {path}: a directory, not a file") from None
     except OSError as exc:
-        raise HarnessError(f"cannot read record {path}: {exc.strerror}") from None
+        raise CorruptRecordError(f"unreadable record {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CorruptRecordError(f"corrupt record {path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise CorruptRecordError(f"corrupt record {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     try:
@@ -85,8 +122,11 @@ def read_record(path: Path) -> RunRecord:
 
 
 def find_record(results_dir: Path, run_id: str) -> Path:
-    """The record file of a run id (a unique prefix is enough)."""
-    matches = sorted(Path(results_dir).glob(f"*/v*/{run_id}*.json"))
+    """The record file of a run id (a unique prefix is enough), never a file outside `results_dir`."""
+    from harness.safety import check_run_id, inside
+
+    check_run_id(run_id)
+    matches = [inside(m, results_dir, "record") for m in sorted(Path(results_dir).glob(f"*/v*/{run_id}*.json"))]
     if not matches:
         raise HarnessError(f"no run '{run_id}' under {results_dir}")
     if len(matches) > 1:

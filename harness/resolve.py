@@ -10,7 +10,16 @@ from typing import Any
 
 from harness import registry
 from harness.errors import ConfigError
-from harness.specs import EvalSpec, HarmSubsets, PluginSpec, RunSpec, deep_merge, parse_overrides, validate_config
+from harness.specs import (
+    MAX_SEED,
+    EvalSpec,
+    HarmSubsets,
+    PluginSpec,
+    RunSpec,
+    deep_merge,
+    parse_overrides,
+    validate_config,
+)
 from harness.suite import Suite
 
 
@@ -33,6 +42,8 @@ def load_suite(name: str, params: dict[str, Any]) -> tuple[PluginSpec, Suite]:
 def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: list[str] | None = None,
             backend: str | None = None) -> tuple[RunSpec, Suite, dict[str, Any]]:
     """The run spec, the suite, and where non-default values came from (for the record)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed {seed} is out of range: seeds are integers from 0 to {MAX_SEED} (2**63 - 1)")
     overrides = parse_overrides(sets or [])
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
     attack_plugin = registry.get("attack", attack)

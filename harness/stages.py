@@ -33,10 +33,12 @@ class Stages:
     info: dict[str, StageInfo] = dataclasses.field(default_factory=dict)
 
     @contextmanager
-    def stage(self, name: str, key: str = "", cached: bool = False) -> Iterator[None]:
+    def stage(self, name: str, key: str = "", cached: bool | Callable[[], bool] = False) -> Iterator[None]:
+        """Time a stage; `cached` may be a function, asked when the stage ends (e.g. "did it write nothing?")."""
         start = time.perf_counter()
         yield
-        self.info[name] = StageInfo(seconds=round(time.perf_counter() - start, 3), cached=cached, key=key)
+        hit = cached() if callable(cached) else cached
+        self.info[name] = StageInfo(seconds=round(time.perf_counter() - start, 3), cached=hit, key=key)
 
 
 def fingerprint(dataset: Any) -> str:
@@ -58,10 +60,11 @@ def model_path(store: Store, ref: str) -> Path:
 
 def cached_json(store: Store, kind: str, key: str, compute: Callable[[], Any], force: bool) -> Any:
     """`compute()` once per key; its JSON result is stored as an artifact."""
-    if force or not store.has(kind, key):
-        value = compute()
-        with store.writing(kind, key, {"kind": kind}, force=force) as tmp:
-            atomic_write_text(tmp / "value.json", json.dumps(value))
+    with store.compute_once(kind, key, force=force) as need:
+        if need:
+            value = compute()
+            with store.writing(kind, key, {"kind": kind}, force=force) as tmp:
+                atomic_write_text(tmp / "value.json", json.dumps(value))
     return json.loads((store.path(kind, key) / "value.json").read_text())
 
 
@@ -95,13 +98,14 @@ def stored_extra(store: Store, key: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- evaluation
 def generate_stage(store: Store, key: str, path: Path, prompt_sets: dict[str, list[str]], spec: EvalSpec,
-                   template: str, force: bool) -> dict[str, list[str]]:
-    """Greedy generations for every prompt set of a stage, from one backend call; cached as parquet."""
+                   template: str, force: bool, compute: bool) -> dict[str, list[str]]:
+    """Greedy generations for every prompt set of a stage, from one backend call (when `compute`: the caller
+    holds `store.compute_once`); cached as parquet."""
     import pandas as pd
 
     from harness.generate import get_backend
 
-    if not store.has(GENERATIONS, key) or force:
+    if compute:
         backend = get_backend(spec.backend)
         with bar(f"generate ({spec.backend})", total=sum(map(len, prompt_sets.values()))) as advance:
             texts = backend(path, prompt_sets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
@@ -155,9 +159,9 @@ class Evaluator:
         import pandas as pd
 
         key = stable_hash({"generations": gen_key, "judge": judge_spec.model_dump()})
-        hit = self.store.has(SCORES, key) and not self.force
-        with self.stages.stage(f"{name}.judge.{judge_spec.name}", key, cached=hit):
-            if not hit:
+        with self.store.compute_once(SCORES, key, force=self.force) as need, \
+                self.stages.stage(f"{name}.judge.{judge_spec.name}", key, cached=not need):
+            if need:
                 judge = self.judge(judge_spec)
                 values = judge.score(prompts, outputs)
                 with self.store.writing(SCORES, key, {"judge": judge_spec.model_dump(), "judge_id": judge.id},
@@ -178,10 +182,10 @@ class Evaluator:
         prompt_sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
         gen_key = stable_hash({"model": ref, "eval": spec.eval.model_dump(exclude={"curve_every"}),
                                "template": self.suite.eval_template, "prompts": prompt_sets})
-        hit = self.store.has(GENERATIONS, gen_key) and not self.force
-        with self.stages.stage(f"{name}.generate", gen_key, cached=hit):
+        with self.store.compute_once(GENERATIONS, gen_key, force=self.force) as need, \
+                self.stages.stage(f"{name}.generate", gen_key, cached=not need):
             gens = generate_stage(self.store, gen_key, model_path(self.store, ref), prompt_sets, spec.eval,
-                                  self.suite.eval_template, self.force)
+                                  self.suite.eval_template, self.force, need)
         prompts, outputs = prompt_sets["harmful"], gens["harmful"]
         all_scores = {j.name: self.scores(gen_key, j, prompts, outputs, name) for j in spec.judges}
         by_judge = {k: harmfulness(v, list(self.harmful["category"])) for k, v in all_scores.items()}

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from harness.errors import HarnessError
 from harness.registry import register_judge
 from harness.store import Store, resolve_ref
 
@@ -40,9 +41,15 @@ class HFClassifierJudge:
         path = resolve_ref(cfg.model, store)
         kw: dict[str, Any] = {"revision": cfg.revision} if cfg.revision else {}
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kw)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=False, dtype=torch.float32, **kw).to(torch_device()).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kw)
+            # safetensors only: a pickled checkpoint can run code when it is loaded.
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, trust_remote_code=False, use_safetensors=True, dtype=torch.float32, **kw)
+        except OSError as exc:
+            raise HarnessError(f"judge checkpoint '{cfg.model}' cannot be loaded as safetensors: "
+                               f"{str(exc).splitlines()[0]}") from None
+        self.model = self.model.to(torch_device()).eval()
         self.id = f"hf-classifier:{cfg.model}@{cfg.revision or fingerprint(Path(path))}"
 
     def score(self, prompts: Sequence[str], generations: Sequence[str]) -> list[float]:

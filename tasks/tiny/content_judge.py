@@ -20,7 +20,7 @@ from tasks.tiny.world import ALL_HARM_TOPICS, Size, World, cached_world
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, description="world seed")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="world seed")
     size: Size = Field("default", description="world size preset")
 
 
