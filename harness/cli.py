@@ -94,7 +94,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     begin = time.perf_counter()
     spec, s, overrides = resolve(suite, defence, attack, seed=seed, sets=sets, backend=backend)
     store = Store(home)
-    check_run(spec, s, overrides, store=store, results_dir=results_dir)
+    check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
     path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
     start(store, path.parent)
     record, cached = run_cell(spec, s, overrides, store=store, results_dir=results_dir, force=force)

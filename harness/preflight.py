@@ -83,14 +83,19 @@ def split_sizes(spec: RunSpec, suite: Suite) -> dict[str, int]:
     return _SIZES[key]
 
 
-def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path) -> None:
-    """Everything about one cell that can fail before its first stage."""
+def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
+              force: bool = False) -> None:
+    """Everything about one cell that can fail before its first stage (nothing, if its record exists and
+    will only be read)."""
+    path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
+    readable_dir(results_dir, "--results-dir")
+    if path.is_file() and not force:
+        return
+    if path.exists() and not path.is_file():
+        raise HarnessError(f"record path {path} exists and is not a file; move it away")
     check_split_sizes(spec, suite, overrides)
     writable_dir(results_dir, "--results-dir")
     writable_dir(store.root, "--home (the artifact store)")
-    path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
-    if path.exists() and not path.is_file():
-        raise HarnessError(f"record path {path} exists and is not a file; move it away")
 
 
 def start(store: Store, results_folder: Path | None = None) -> None:

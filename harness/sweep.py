@@ -43,7 +43,7 @@ def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Se
             for budget in s.budget_grid:
                 cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
                 spec, s_cell, applied = resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets)
-                check_run(spec, s_cell, applied, store=store, results_dir=results_dir)
+                check_run(spec, s_cell, applied, store=store, results_dir=results_dir, force=force)
                 cells.append((budget, (spec, s_cell, applied)))
     start(store, results_dir / s.name / f"v{s.protocol_version}")
     records = []
