@@ -136,6 +136,7 @@ def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
             assert proc.returncode == -signal.SIGKILL
         kills.append(fired)
     record, _ = finish(proc)
+    print(f"{len(kills)} interruptions, then a clean finish: {kills}")
     assert record["metrics"] == pair["records"][0]["metrics"]
     assert sum(k.startswith("computing") for k in kills) >= 4, kills
     assert sum(k.startswith("boundary") for k in kills) >= 4, kills

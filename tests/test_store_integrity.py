@@ -174,3 +174,47 @@ def test_store_refs_stay_inside_the_store_and_name_damage(tmp_path):
     (folder / "judge" / "model.safetensors").write_bytes(b"w")
     with pytest.raises(HarnessError, match=r"suites/s1 is damaged .*--force"):
         resolve_ref("store:suites/s1/judge", Store(tmp_path))
+
+
+def test_a_damaged_suite_build_is_rebuilt_and_force_reaches_it(tmp_path, monkeypatch):
+    from tasks.tiny import suite as tiny
+
+    builds: list[bool] = []
+
+    def fake_build(cfg, store, key, force):  # the real one trains for a minute; the wiring is what is tested
+        builds.append(force)
+        with store.writing(tiny.KIND, key, {}, force=force) as tmp:
+            (tmp / "base").mkdir()
+            (tmp / "base" / "model.safetensors").write_bytes(b"w" * 64)
+            (tmp / "report.json").write_text(json.dumps({"n": len(builds)}))
+        return {"n": len(builds)}
+
+    monkeypatch.setattr(tiny, "_build", fake_build)
+    cfg = tiny.Config(size="smoke")
+    folder = Store(tmp_path).path(tiny.KIND, tiny.build_key(cfg))
+    assert tiny.prepare(cfg, Store(tmp_path), False) == {"n": 1}
+    assert tiny.prepare(cfg, Store(tmp_path), False) == {"n": 1}  # cached
+    (folder / "base" / "model.safetensors").write_bytes(b"w")      # truncated base
+    assert tiny.prepare(cfg, Store(tmp_path), False) == {"n": 2}
+    (folder / "report.json").unlink()                              # deleted report
+    assert tiny.prepare(cfg, Store(tmp_path), False) == {"n": 3}
+    assert tiny.prepare(cfg, Store(tmp_path), True) == {"n": 4} and builds == [False, False, False, True]
+
+
+def test_run_force_reaches_the_suite_prepare(tmp_path):
+    from harness.pipeline import run
+    from harness.suite import Suite
+    from tests.factories import EVAL, MODEL, record
+
+    class Prepared(Exception):
+        pass
+
+    def prepare(store, force):
+        raise Prepared(force)
+
+    suite = Suite(name="t", protocol_version=1, model=MODEL, judges=(), eval=EVAL, max_length=16, prepare=prepare,
+                  data=lambda: None)
+    for force in (False, True):
+        with pytest.raises(Prepared) as exc:
+            run(record().spec, suite, {}, store=Store(tmp_path / "home"), results_dir=tmp_path, force=force)
+        assert exc.value.args == (force,)
