@@ -15,6 +15,7 @@ once, the others wait for it and reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,10 +58,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _remove(path: Path) -> None:
+    """Best effort: cleaning up after a killed run must never fail the run that cleans."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 class Store:
@@ -228,7 +231,8 @@ class Store:
                 name = entry.name
                 if not (name.startswith(".") and name.endswith((".tmp", ".old"))):
                     continue
-                with try_lock(self.lock_path(kind_dir.name, name[1:].split(".", 1)[0])) as free:
+                with contextlib.suppress(OSError), \
+                        try_lock(self.lock_path(kind_dir.name, name[1:].split(".", 1)[0])) as free:
                     if free:
                         _remove(entry)
                         removed += 1
@@ -252,7 +256,7 @@ def clean_results_temp(folder: Path) -> int:
             if not (name.startswith(".") and name.endswith(".tmp")) or not entry.is_file():
                 continue
             if ".json." in name or time.time() - entry.stat().st_mtime > STALE_SECONDS:
-                entry.unlink(missing_ok=True)
+                _remove(entry)
                 removed += 1
     return removed
 
