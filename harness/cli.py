@@ -6,6 +6,7 @@ Ctrl-C is one line saying how to resume and exit 130. Tracebacks are for bugs.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> Any:
             typer.echo(f"error: {escape_controls(message)}", err=True)
         code = exc.exit_code if message else 0  # no message: a group called bare, its help already printed
     if code == 130:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting must not add a traceback
         typer.echo(INTERRUPTED, err=True)
     if code:
         sys.exit(code)

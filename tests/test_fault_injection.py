@@ -86,12 +86,12 @@ def test_identical_concurrent_runs_compute_each_stage_once_and_write_one_record(
     assert set(keys) == {(k, a) for k, a in Store(pair["home"]).artifacts() if k != "suites"}
 
 
-def _computing(home: Path) -> str | None:
-    """The artifact whose lock another process holds (it is computing or writing it), if any."""
-    for lock in (home / ".locks").glob("*/*.lock"):
+def _computing(home: Path, kind: str) -> str | None:
+    """The artifact of `kind` whose lock another process holds (it is computing or writing it), if any."""
+    for lock in (home / ".locks" / kind).glob("*.lock"):
         with try_lock(lock) as free:
             if not free:
-                return f"{lock.parent.name}/{lock.stem}"
+                return f"{kind}/{lock.stem}"
     return None
 
 
@@ -103,17 +103,23 @@ def _boundaries(home: Path) -> set[str]:
 
 
 def kill_when(proc: subprocess.Popen, home: Path, trigger: str, sig: int) -> tuple[str | None, str]:
-    """Send `sig` once `trigger` happens ("computing": mid-stage; "boundary": a stage just finished).
-    Returns what fired (None if the run finished first) and the run's stderr."""
+    """Send `sig` once `trigger` happens ("boundary": a stage just finished; a kind: an artifact of that kind is
+    being computed, i.e. mid-stage). Returns what fired (None if the run finished first) and its stderr."""
     seen = _boundaries(home)
     while proc.poll() is None:
-        fired = _computing(home) if trigger == "computing" else next(iter(sorted(_boundaries(home) - seen)), None)
+        fired = (next(iter(sorted(_boundaries(home) - seen)), None) if trigger == "boundary"
+                 else _computing(home, trigger))
         if fired is not None:
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=120)
-            return f"{trigger} {fired}", err
+            return f"{'boundary' if trigger == 'boundary' else 'computing'} {fired}", err
         time.sleep(0.05)
     return None, ""
+
+
+# Mid-stage targets in pipeline order: defend, the base's evaluation, attack, post-attack evaluation,
+# then the conditions (stability's perplexity, trainability's fine-tune); a boundary kill after each.
+MID_STAGE = ("models", "generations", "models", "generations", "stability", "trainability")
 
 
 def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
@@ -124,9 +130,9 @@ def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half")
     kills = []
-    for attempt in range(16):
+    for attempt in range(2 * len(MID_STAGE) + 4):
         proc = start(home, results)
-        trigger = ("computing", "boundary")[attempt % 2]
+        trigger = MID_STAGE[attempt // 2] if attempt % 2 == 0 and attempt // 2 < len(MID_STAGE) else "boundary"
         fired, err = kill_when(proc, home, trigger, signal.SIGINT if attempt == 0 else signal.SIGKILL)
         if fired is None:
             break
@@ -138,8 +144,9 @@ def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
     record, _ = finish(proc)
     print(f"{len(kills)} interruptions, then a clean finish: {kills}")
     assert record["metrics"] == pair["records"][0]["metrics"]
-    assert sum(k.startswith("computing") for k in kills) >= 4, kills
-    assert sum(k.startswith("boundary") for k in kills) >= 4, kills
+    mid = [k.split()[1] for k in kills if k.startswith("computing")]
+    assert [m.split("/")[0] for m in mid] == list(MID_STAGE) and len(set(mid)) == len(mid), kills  # both models
+    assert sum(k.startswith("boundary") for k in kills) >= len(MID_STAGE), kills
     assert not any(p.exists() for p in stale)
     leftovers = [p for p in home.glob("*/.*") if p.parent.name != ".locks"] + list(results.glob("*/*/.*"))
     assert leftovers == []
