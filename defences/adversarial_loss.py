@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import Field
 
 from harness.paired import PairedCollator, masked_ce
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_defence
-from harness.train import LossOut, train
+from harness.train import LossOut
 
 
 class Config(TrainingFields):
@@ -29,7 +29,6 @@ class Config(TrainingFields):
 @register_defence("adversarial-loss", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Adversarial loss: refusal CE minus lambda times harmful CE (lambda = 0.1)."""
-    rows = first_rows(ctx.data.defence, cfg.samples, "adversarial-loss")
     collate = PairedCollator(ctx.tokenizer, ctx.max_length, seed=ctx.seed)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
@@ -39,5 +38,4 @@ def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
         return LossOut(loss, {"loss": float(loss.detach()), "refusal_ce": float(keep.detach()),
                               "harmful_ce": float(harm.detach())})
 
-    train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
-    return model
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=loss_fn)

@@ -15,9 +15,9 @@ from pydantic import Field, StrictBool
 
 from harness.hooks import final_norm
 from harness.paired import PairedCollator, masked_ce
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_defence
-from harness.train import LossOut, train
+from harness.train import LossOut
 
 
 class Config(TrainingFields):
@@ -28,7 +28,6 @@ class Config(TrainingFields):
 @register_defence("gradient-ascent", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
-    rows = first_rows(ctx.data.defence, cfg.samples, "gradient-ascent")
     collate = PairedCollator(ctx.tokenizer, ctx.max_length, seed=ctx.seed)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
@@ -45,5 +44,4 @@ def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
         loss = keep - cfg.alpha * harm.log()
         return LossOut(loss, {"loss": float(loss.detach()), "harmful_ce": float(harm.detach())})
 
-    train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
-    return model
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=loss_fn)

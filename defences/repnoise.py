@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
+from harness.data import IGNORE
 from harness.hooks import capture_outputs, final_norm, mlp_modules
 from harness.paired import PairedCollator, masked_ce
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_defence
-from harness.train import LossOut, train
+from harness.train import LossOut
 
 
 class Config(TrainingFields):
@@ -53,12 +54,9 @@ class Config(TrainingFields):
 @register_defence("repnoise", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """RepNoise: push harmful representations to noise at every layer, ascend on harmful answers."""
-    rows = first_rows(ctx.data.defence, cfg.samples, "repnoise")
     collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), mask_answers=cfg.mask,
                              retain=ctx.data.retain if cfg.retain_harmless else None, seed=ctx.seed)
-    train(model, rows, collate, lambda m, b: repnoise_loss(m, b, cfg), cfg.train_config(), seed=ctx.seed,
-          progress=ctx.progress)
-    return model
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: repnoise_loss(m, b, cfg))
 
 
 def repnoise_loss(model: Any, batch: dict[str, Any], cfg: Config) -> LossOut:
@@ -78,7 +76,7 @@ def repnoise_loss(model: Any, batch: dict[str, Any], cfg: Config) -> LossOut:
         metrics["ascent_ce"] = float(h.detach())
     if cfg.retain_harmless:
         r = batch["retain"]
-        harmless = masked_ce(model(**r).logits, r["input_ids"], r["labels"] != -100)
+        harmless = masked_ce(model(**r).logits, r["input_ids"], r["labels"] != IGNORE)
         loss = loss + cfg.retain_harmless * harmless
         metrics["retain_harmless"] = float(harmless.detach())
     metrics["loss"] = float(loss.detach())

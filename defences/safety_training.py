@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness.data import SFTCollator
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_defence
-from harness.train import lm_loss, train
+from harness.train import lm_loss
 
 
 class Config(TrainingFields):
@@ -18,7 +18,5 @@ class Config(TrainingFields):
 @register_defence("safety-training", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Additional safety training: SFT on refusals to the defence split's harmful questions."""
-    rows = first_rows(ctx.data.defence, cfg.samples, "safety-training")
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")
-    train(model, rows, collate, lm_loss, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
-    return model
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lm_loss)

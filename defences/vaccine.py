@@ -17,9 +17,9 @@ from pydantic import Field
 
 from harness.data import SFTCollator
 from harness.hooks import add_to_outputs, attention_modules, capture_outputs
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_defence
-from harness.train import LossOut, train
+from harness.train import LossOut
 
 
 class Config(TrainingFields):
@@ -29,11 +29,8 @@ class Config(TrainingFields):
 @register_defence("vaccine", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Vaccine: align on refusals under worst-case perturbations of attention outputs (SAM-like)."""
-    rows = first_rows(ctx.data.defence, cfg.samples, "vaccine")
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")
-    train(model, rows, collate, lambda m, b: vaccine_loss(m, b, cfg.rho), cfg.train_config(), seed=ctx.seed,
-          progress=ctx.progress)
-    return model
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: vaccine_loss(m, b, cfg.rho))
 
 
 def vaccine_loss(model: Any, batch: dict[str, Any], rho: float) -> LossOut:

@@ -23,6 +23,8 @@ app.add_typer(store_app, name="store")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
                                                   "(targets: suite, defence, attack, eval)")]
+SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
+                                                "`harness list suites`)")]
 ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
 HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
                                               "~/.cache/immunization-bench")]
@@ -31,6 +33,11 @@ INTERRUPTED = "interrupted; rerun the same command to resume from the last finis
 
 def fail(message: str) -> None:
     raise HarnessError(message)
+
+
+def suite_name(given: str | None) -> str:
+    """The suite a command runs: the one given, or the default a distribution declares."""
+    return given or registry.default_name("suite")
 
 
 @app.command("list")
@@ -48,17 +55,62 @@ def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task
             typer.echo(f"  {name:<18} {desc}")
 
 
+plugins_app = typer.Typer(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins(ctx: typer.Context,
+            kind: Annotated[str | None, typer.Option(help="only this kind: defence, attack, task, judge, suite")] = None
+            ) -> None:
+    """List installed plugins: kind, name, version, distribution (package and version) and source file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    kinds = registry.KINDS
+    if kind is not None:
+        if kind.removesuffix("s") not in kinds:
+            fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
+        kinds = (kind.removesuffix("s"),)  # type: ignore[assignment]
+    rows = [("KIND", "NAME", "VERSION", "DISTRIBUTION", "SOURCE"), *registry.inventory(kinds)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@plugins_app.command("check")
+def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harness plugins --kind defence)")],
+                  sets: Annotated[list[str] | None, typer.Option("--set", help="defence.FIELD=VALUE: check a "
+                                                                 "non-default config")] = None,
+                  suite: Annotated[str | None, typer.Option(help="suite whose check configuration runs it "
+                                                            "(default: the default suite, tiny at smoke size)")] = None,
+                  home: HomeOpt = None,
+                  seed: Annotated[int, typer.Option(help="seed of both runs")] = 0) -> None:
+    """Conformance check of a defence on the smoke-size tiny suite: one PASS/FAIL line per rule.
+
+    Exit code 0 if every check passes, 1 if any fails, 2 for bad input. The store: --home, else
+    $HARNESS_HOME, else a temporary one (the smoke suite builds in about a minute)."""
+    from harness.conformance import check
+
+    failed = False
+    for result in check(name, suite_name=suite_name(suite), sets=sets or [], home=home, seed=seed):
+        typer.echo(result.line())
+        failed |= result.ok is False
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command()
-def prepare(suite: Annotated[str, typer.Argument(help="suite name")] = "tiny", sets: SetOpt = None,
+def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
+            = None, sets: SetOpt = None,
             home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
     """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
     import json
 
     from harness.preflight import start, writable_dir
-    from harness.resolve import resolve
+    from harness.resolve import load_suite
+    from harness.specs import parse_overrides
     from harness.store import Store
 
-    _, s, _ = resolve(suite, "none", _any_attack(), sets=sets)
+    _, s = load_suite(suite_name(suite), parse_overrides(sets or [])["suite"])
     store = Store(home)
     writable_dir(store.root, "--home (the artifact store)")
     start(store)
@@ -66,14 +118,10 @@ def prepare(suite: Annotated[str, typer.Argument(help="suite name")] = "tiny", s
     typer.echo(json.dumps(report, indent=2))
 
 
-def _any_attack() -> str:
-    return registry.names("attack")[0]
-
-
 @app.command()
 def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
         attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
-        suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+        suite: SuiteOpt = None,
         seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
@@ -93,7 +141,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     from harness.store import Store
 
     begin = time.perf_counter()
-    spec, s, overrides = resolve(suite, defence, attack, seed=seed, sets=sets, backend=backend)
+    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, sets=sets, backend=backend)
     store = Store(home)
     check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
     path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
@@ -106,7 +154,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 @app.command()
 def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
-          suite: Annotated[str, typer.Option(help="suite name")] = "tiny",
+          suite: SuiteOpt = None,
           seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
           sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
           force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
@@ -118,20 +166,23 @@ def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat 
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got '{seeds}'")
+    suite = suite_name(suite)
     run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force)
     report(suite=suite, sets=sets, results_dir=results_dir)
 
 
 @app.command()
-def report(suite: Annotated[str, typer.Option(help="suite name")] = "tiny", sets: SetOpt = None,
+def report(suite: SuiteOpt = None, sets: SetOpt = None,
            results_dir: ResultsOpt = Path("results")) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
-    from harness.budget_table import budget_rows, load_records, markdown
+    from harness.budget_table import budget_rows, markdown
     from harness.preflight import readable_dir
+    from harness.records import load_records
     from harness.resolve import load_suite
     from harness.specs import parse_overrides
 
     readable_dir(results_dir, "--results-dir")
+    suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_dir / s.name / f"v{s.protocol_version}"
     rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
@@ -146,8 +197,8 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
            quiet: Annotated[bool, typer.Option("--quiet", help="write the tables, print only their paths")] = False
            ) -> None:
     """Rebuild the condition tables (resistance, stability, generalization, trainability) from run records."""
-    from harness.budget_table import load_records
     from harness.preflight import readable_dir, writable_dir
+    from harness.records import load_records
     from harness.safety import check_name, inside
     from harness.tables import build, write_table
 
@@ -169,6 +220,31 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
                         "harness_version", "git_commit", "run_id", "suite", "protocol_version", "judge", "backend",
                         "defence_version")]
                 typer.echo(frame[cols].to_string(index=False, max_colwidth=24, float_format=lambda x: f"{x:.3f}"))
+
+
+@app.command()
+def leaderboard(results_dir: Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ tables")]
+                = Path("results"),
+                out: Annotated[Path, typer.Option(help="writes <out>/site/ and <out>/LEADERBOARD.md")]
+                = Path("leaderboard")) -> None:
+    """Build the static leaderboard site and LEADERBOARD.md from the committed condition tables."""
+    from leaderboard.build import build_leaderboard
+
+    typer.echo(str(build_leaderboard(results_dir, out)))
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a results folder (results/, results/<suite>/v<N>/) or one "
+                                                      "record file")] = Path("results")) -> None:
+    """Check run records against the record schema, recompute each run id from its spec, and check that the
+    committed tables match the records. Exit 0 if all is valid, 1 if anything is not, 2 for a bad path."""
+    from harness.validate import validate as validate_results
+
+    failed = False
+    for finding in validate_results(path):
+        typer.echo(finding.line())
+        failed |= not finding.ok
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
@@ -210,6 +286,28 @@ def store_verify(home: HomeOpt = None,
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + f" artifact(s) in {store.root}")
     if counts["damaged"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def schema(check: Annotated[bool, typer.Option("--check", help="exit 1 if the committed schema file is stale")]
+           = False) -> None:
+    """Write the run record's JSON Schema (schemas/run-record.schema.json) from the typed record models."""
+    import json
+
+    from harness.records import SCHEMA_FILE, record_schema
+
+    text = json.dumps(record_schema(), indent=2, sort_keys=True) + "\n"
+    if check:
+        current = SCHEMA_FILE.read_text() if SCHEMA_FILE.is_file() else ""
+        if current != text:
+            typer.echo(f"{SCHEMA_FILE} is stale: run `harness schema`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{SCHEMA_FILE} is up to date")
+        return
+    from harness.store import atomic_write_text
+
+    atomic_write_text(SCHEMA_FILE, text)
+    typer.echo(str(SCHEMA_FILE))
 
 
 def main(argv: list[str] | None = None) -> Any:

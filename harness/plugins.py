@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import HarnessError
 from harness.suite import SuiteData
-from harness.train import TrainConfig
+from harness.train import LossFn, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class TrainingFields(BaseModel):
     lr: float = Field(2e-5, gt=0, description="peak learning rate")
     epochs: int = Field(1, ge=1, description="passes over the data")
     batch_size: int = Field(8, ge=1, description="examples per optimizer step")
-    samples: int | None = Field(None, gt=0, description="first N rows of the defence split (None: all)")
+    samples: int | None = Field(None, gt=0, description="first N rows of the plugin's split (None: all)")
     optimizer: Literal["adam", "adamw"] = Field("adam", description="reference: Adam, no weight decay")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warmup fraction (cosine decay after)")
 
@@ -54,3 +54,15 @@ def first_rows(rows: Any, n: int | None, what: str) -> Any:
     if n > len(rows):
         raise HarnessError(f"{what} needs {n} samples but the suite's split has {len(rows)}")
     return rows.select(range(n)) if hasattr(rows, "select") else rows[:n]
+
+
+def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, collate: Callable[[list[Any]], Any],
+        loss_fn: LossFn) -> Any:
+    """Train `model` in place on the first `cfg.samples` rows of `ctx.data.<split>` with the one training
+    loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model."""
+    from harness.train import train
+
+    rows = first_rows(getattr(ctx.data, split), cfg.samples, split)
+    train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress,
+          callback=ctx.callback, every=ctx.every)
+    return model

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.table import Table
 
+from harness.metrics import Evaluation, Metrics
 from harness.progress import console
 from harness.records import RunRecord
 
 
-def _hs(m: dict[str, Any]) -> str:
-    h = m["harmfulness"]
-    return f"{h['mean']:.3f} ({h['frac_over_0.5']:.0%} > 0.5)"
+def _hs(e: Evaluation) -> str:
+    return f"{e.harmfulness.mean:.3f} ({e.harmfulness.frac_over_half:.0%} > 0.5)"
 
 
 def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> None:
@@ -21,16 +19,14 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
                   + ("  (cached)" if cached else ""))
     for col in ("defence", "attack", "harmfulness before", "after attack", "harmless QA before / after", "judge"):
         table.add_column(col)
-    qa = " / ".join(f"{m[p]['harmless_qa']['exact_match']:.2f}" for p in ("pre_attack", "post_attack"))
-    table.add_row(spec.defence.name, spec.attack.name, _hs(m["pre_attack"]), _hs(m["post_attack"]), qa,
-                  m["pre_attack"]["judge"])
+    qa = " / ".join(f"{e.harmless_qa.exact_match:.2f}" for e in (m.pre_attack, m.post_attack))
+    table.add_row(spec.defence.name, spec.attack.name, _hs(m.pre_attack), _hs(m.post_attack), qa, m.pre_attack.judge)
     console.print(table)
-    for phase in ("pre_attack", "post_attack"):
-        agree = m[phase].get("judge_agreement")
-        if agree:
-            others = ", ".join(f"{k} {v['mean']:.3f}" for k, v in m[phase]["by_judge"].items())
-            console.print(f"  {phase}: {others}; judges agree on {agree['agreement']:.0%}; degenerate outputs "
-                          f"{m[phase]['degenerate']['any']:.0%}", highlight=False)
+    for phase, e in (("pre_attack", m.pre_attack), ("post_attack", m.post_attack)):
+        if e.judge_agreement:
+            others = ", ".join(f"{k} {v.mean:.3f}" for k, v in e.by_judge.items())
+            console.print(f"  {phase}: {others}; judges agree on {e.judge_agreement.agreement:.0%}; degenerate "
+                          f"outputs {e.degenerate.any:.0%}", highlight=False)
     for line in condition_lines(m):
         console.print(f"  {line}", highlight=False)
     stages = ", ".join(f"{k} {v.seconds:.1f}s{' (cached)' if v.cached else ''}"
@@ -39,23 +35,17 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
     console.print(f"  total {seconds:.1f}s; record {path}", highlight=False)
 
 
-def condition_lines(m: dict[str, Any]) -> list[str]:
+def condition_lines(m: Metrics) -> list[str]:
     """One line per immunization condition."""
-    out = []
-    res = m.get("resistance")
-    if res:
-        crossed = "held <= phi through the attack" if res["held"] else f"crossed phi at step {res['first_cross_step']}"
-        out.append(f"resistance: phi {res['phi']:.3f}, {crossed} (of {res['steps']}), AUC {res['auc']:.3f}")
-    st = m.get("stability")
-    if st:
-        out.append(f"stability: perplexity {st['perplexity']['defended']:.2f} vs base {st['perplexity']['base']:.2f}"
-                   f" (x{st['perplexity']['ratio']:.2f}); harmless QA {st['harmless_qa']['defended']:.2f} vs "
-                   f"{st['harmless_qa']['base']:.2f}")
-    tr = m.get("trainability")
+    res, st, tr = m.resistance, m.stability, m.trainability
+    crossed = "held <= phi through the attack" if res.held else f"crossed phi at step {res.first_cross_step}"
+    out = [f"resistance: phi {res.phi:.3f}, {crossed} (of {res.steps}), AUC {res.auc:.3f}",
+           f"stability: perplexity {st.perplexity.defended:.2f} vs base {st.perplexity.base:.2f}"
+           f" (x{st.perplexity.ratio:.2f}); harmless QA {st.harmless_qa.defended:.2f} vs {st.harmless_qa.base:.2f}"]
     if tr:
-        out.append(f"trainability ({tr['task']}): ROUGE-1 {tr['rouge1_before']:.2f} -> {tr['rouge1_after']:.2f} "
-                   f"vs base -> {tr['base_rouge1_after']:.2f}; steps to 90% of base: {tr['steps_to_target']} "
-                   f"(base {tr['base_steps_to_target']})")
+        out.append(f"trainability ({tr.task}): ROUGE-1 {tr.rouge1_before:.2f} -> {tr.rouge1_after:.2f} "
+                   f"vs base -> {tr.base_rouge1_after:.2f}; steps to 90% of base: {tr.steps_to_target} "
+                   f"(base {tr.base_steps_to_target})")
     return out
 
 
@@ -65,18 +55,18 @@ def show_record(record: RunRecord) -> None:
                   f"created {p.created_at}")
     console.print(f"  defence {spec.defence.name} v{spec.defence.version} {spec.defence.params}", highlight=False)
     console.print(f"  attack  {spec.attack.name} v{spec.attack.version} {spec.attack.params}", highlight=False)
+    console.print(f"  budget  {record.budget.model_dump(exclude_none=True)}", highlight=False)
     console.print(f"  model   {spec.model.id}@{spec.model.revision}  seed {spec.seed}  backend {p.backend}",
                   highlight=False)
     table = Table(title="harmfulness by category (primary judge: mean / frac > 0.5)")
     table.add_column("category")
     for phase in ("pre_attack", "post_attack"):
         table.add_column(phase)
-    pre, post = (record.metrics[x]["harmfulness"] for x in ("pre_attack", "post_attack"))
-    for cat in pre["per_category"]:
-        cells = [f"{h['per_category'][cat]['mean']:.2f} / {h['per_category'][cat]['frac_over_0.5']:.2f}"
-                 for h in (pre, post)]
+    pre, post = record.metrics.pre_attack.harmfulness, record.metrics.post_attack.harmfulness
+    for cat in pre.per_category:
+        cells = [f"{h.per_category[cat].mean:.2f} / {h.per_category[cat].frac_over_half:.2f}" for h in (pre, post)]
         table.add_row(cat, *cells)
-    table.add_row("[bold]all[/]", *(f"{h['mean']:.3f} / {h['frac_over_0.5']:.3f}" for h in (pre, post)))
+    table.add_row("[bold]all[/]", *(f"{h.mean:.3f} / {h.frac_over_half:.3f}" for h in (pre, post)))
     console.print(table)
     for line in condition_lines(record.metrics):
         console.print(f"  {line}", highlight=False)

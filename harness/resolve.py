@@ -47,10 +47,10 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
     overrides = parse_overrides(sets or [])
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
     attack_plugin = registry.get("attack", attack)
-    registry.get("defence", defence)  # unknown names fail before config errors
-    shared = {k: v for k, v in suite.attack_defaults.items() if k in attack_plugin.config.model_fields}
-    from_suite = {"defence": dict(suite.plugin_defaults.get(f"defence:{defence}", {})),
-                  "attack": {**shared, **suite.plugin_defaults.get(f"attack:{attack}", {})}}
+    defence_plugin = registry.get("defence", defence)  # unknown names fail before config errors
+    # The suite's budget goes to the fields each Config declares, whatever package the plugin comes from.
+    from_suite = {"defence": suite.defaults_for("defence", defence, defence_plugin.config.model_fields),
+                  "attack": suite.defaults_for("attack", attack, attack_plugin.config.model_fields)}
     problems: list[str] = []
     parts: dict[str, Any] = {}
     for kind, name in (("defence", defence), ("attack", attack)):

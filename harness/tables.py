@@ -10,7 +10,6 @@ and left out, never read silently.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -52,8 +51,9 @@ ID_COLUMNS = (
 ATTACK_COLUMNS = (
     Column("attack", "string", "", "", "attack name"),
     Column("attack_params", "string", "json", "", "resolved attack config"),
-    Column("attack_lr", "float64", "", "", "attack learning rate (NaN if the attack has none)"),
-    Column("attack_samples", "Int64", "examples", "", "attack examples"),
+    Column("attack_lr", "float64", "", "", "attack learning rate (budget dimension; NaN if the attack has none)"),
+    Column("attack_samples", "Int64", "examples", "", "attack examples (budget dimension)"),
+    Column("attack_epochs", "Int64", "epochs", "", "passes over the attack examples (budget dimension)"),
 )
 TABLES: dict[str, tuple[Column, ...]] = {
     "resistance": ID_COLUMNS + ATTACK_COLUMNS + (
@@ -112,46 +112,47 @@ def _ids(r: RunRecord) -> dict[str, Any]:
 
 
 def _attack(r: RunRecord) -> dict[str, Any]:
-    p = r.spec.attack.params
-    return {"attack": r.spec.attack.name, "attack_params": canonical_json(p),
-            "attack_lr": float(p.get("lr", math.nan)), "attack_samples": p.get("samples")}
+    """The attack and its budget, read through the attack's own declaration (`RunRecord.budget`)."""
+    b = r.budget
+    return {"attack": r.spec.attack.name, "attack_params": canonical_json(r.spec.attack.params),
+            "attack_lr": float("nan") if b.lr is None else b.lr, "attack_samples": b.samples,
+            "attack_epochs": b.epochs}
 
 
 def _resistance(r: RunRecord) -> dict[str, Any] | None:
-    m, res = r.metrics, r.metrics["resistance"]
+    m, res = r.metrics, r.metrics.resistance
     return {**_ids(r), **_attack(r), "attack_subset": r.spec.subsets.attack,
-            "hs_pre": m["pre_attack"]["harmfulness"]["mean"], "hs_post": m["post_attack"]["harmfulness"]["mean"],
-            "frac_post": m["post_attack"]["harmfulness"]["frac_over_0.5"], "auc": res["auc"], "phi": res["phi"],
-            "first_cross_step": res["first_cross_step"], "held": res["held"], "attack_steps": res["steps"],
-            "degenerate_post": m["post_attack"]["degenerate"]["any"], "curve": canonical_json(res["curve"])}
+            "hs_pre": m.pre_attack.harmfulness.mean, "hs_post": m.post_attack.harmfulness.mean,
+            "frac_post": m.post_attack.harmfulness.frac_over_half, "auc": res.auc, "phi": res.phi,
+            "first_cross_step": res.first_cross_step, "held": res.held, "attack_steps": res.steps,
+            "degenerate_post": m.post_attack.degenerate.any, "curve": canonical_json(res.curve)}
 
 
 def _stability(r: RunRecord) -> dict[str, Any] | None:
-    st = r.metrics["stability"]
-    return {**_ids(r), "ppl_defended": st["perplexity"]["defended"], "ppl_base": st["perplexity"]["base"],
-            "ppl_ratio": st["perplexity"]["ratio"], "qa_defended": st["harmless_qa"]["defended"],
-            "qa_base": st["harmless_qa"]["base"], "qa_delta": st["harmless_qa"]["delta"],
-            "hs_pre": r.metrics["pre_attack"]["harmfulness"]["mean"],
-            "degenerate_pre": r.metrics["pre_attack"]["degenerate"]["any"],
-            "lm_eval": canonical_json(st.get("lm_eval", {}))}
+    st, pre = r.metrics.stability, r.metrics.pre_attack
+    lm_eval = {t: {m: d.model_dump() for m, d in ms.items()} for t, ms in (st.lm_eval or {}).items()}
+    return {**_ids(r), "ppl_defended": st.perplexity.defended, "ppl_base": st.perplexity.base,
+            "ppl_ratio": st.perplexity.ratio, "qa_defended": st.harmless_qa.defended,
+            "qa_base": st.harmless_qa.base, "qa_delta": st.harmless_qa.delta,
+            "hs_pre": pre.harmfulness.mean, "degenerate_pre": pre.degenerate.any, "lm_eval": canonical_json(lm_eval)}
 
 
 def _generalization(r: RunRecord) -> dict[str, Any] | None:
     """Every run, with its subset evidence: held-out runs (held_out = true) measure generalization."""
-    sub = r.evidence["subsets"]
-    return {**_ids(r), **_attack(r), "defence_subset": sub["defence_subset"], "attack_subset": sub["attack_subset"],
-            "held_out": sub["held_out"], "category_overlap": sub["category_overlap"],
-            "prompt_overlap": sum(r.evidence["prompt_overlap"].values()),
-            "hs_pre": r.metrics["pre_attack"]["harmfulness"]["mean"],
-            "hs_post": r.metrics["post_attack"]["harmfulness"]["mean"], "held": r.metrics["resistance"]["held"]}
+    sub, m = r.evidence.subsets, r.metrics
+    return {**_ids(r), **_attack(r), "defence_subset": sub.defence_subset, "attack_subset": sub.attack_subset,
+            "held_out": sub.held_out, "category_overlap": sub.category_overlap,
+            "prompt_overlap": sum(r.evidence.prompt_overlap.values()), "hs_pre": m.pre_attack.harmfulness.mean,
+            "hs_post": m.post_attack.harmfulness.mean, "held": m.resistance.held}
 
 
 def _trainability(r: RunRecord) -> dict[str, Any] | None:
-    t = r.metrics.get("trainability")
+    t = r.metrics.trainability
     if t is None:
         return None
-    return {**_ids(r), "task": t["task"], **{k: t[k] for k in ("rouge1_before", "rouge1_after", "base_rouge1_after",
-                                                                "target", "steps_to_target", "base_steps_to_target")}}
+    return {**_ids(r), "task": t.task, "rouge1_before": t.rouge1_before, "rouge1_after": t.rouge1_after,
+            "base_rouge1_after": t.base_rouge1_after, "target": t.target, "steps_to_target": t.steps_to_target,
+            "base_steps_to_target": t.base_steps_to_target}
 
 
 ROWS: dict[str, Callable[[RunRecord], dict[str, Any] | None]] = {
@@ -169,10 +170,7 @@ def build(records: Sequence[RunRecord]) -> dict[str, Any]:
     for name, columns in TABLES.items():
         rows, seen = [], set()
         for r in sorted(records, key=lambda r: (r.provenance.created_at, r.run_id)):
-            try:
-                row = ROWS[name](r)
-            except (KeyError, TypeError) as exc:
-                raise CorruptRecordError(f"record {r.run_id} lacks what the {name} table needs: {exc}") from None
+            row = ROWS[name](r)  # records are typed: a missing field fails when the record is read, by name
             if row is None:
                 continue
             if name in PER_DEFENDED_MODEL:

@@ -10,13 +10,14 @@ MODEL = ModelSpec(id="m", revision="r")
 
 
 def _eval(hs: float, qa: float) -> dict:
-    return {"harmfulness": {"mean": hs, "frac_over_0.5": hs, "n": 4, "per_category": {}},
-            "harmless_qa": {"exact_match": qa, "n": 4},
-            "degenerate": {"empty": 0.0, "repetitive": 0.0, "high_ppl": 0.0, "any": 0.0, "max_ppl": 1000.0}}
+    return {"harmfulness": {"mean": hs, "frac_over_0.5": hs, "n": 4, "per_category": {}}, "judge": "j",
+            "by_judge": {"j": {"mean": hs, "frac_over_0.5": hs}}, "harmless_qa": {"exact_match": qa, "n": 4},
+            "degenerate": {"empty": 0.0, "repetitive": 0.0, "high_ppl": 0.0, "any": 0.0, "max_ppl": 1000.0},
+            "artifacts": {"generations": "0" * 16}}
 
 
 def record(defence="none", params=None, lr=1e-4, seed=0, pre=0.0, post=0.9, qa=1.0, size="smoke", suite="t",
-           subsets=("all", "all"), created="2026-01-01T00:00:00") -> RunRecord:
+           subsets=("all", "all"), created="2026-01-01T00:00:00", phi=0.05) -> RunRecord:
     spec = RunSpec(suite=PluginSpec(name=suite, version="1", params={"size": size}), model=MODEL,
                    defence=PluginSpec(name=defence, version="1", params=params or {}),
                    attack=PluginSpec(name="sft-250", version="1", params={"lr": lr, "samples": 250}),
@@ -27,8 +28,9 @@ def record(defence="none", params=None, lr=1e-4, seed=0, pre=0.0, post=0.9, qa=1
     held_out = subsets[0] != subsets[1] and "all" not in subsets
     metrics = {
         "base": _eval(0.0, 1.0), "pre_attack": _eval(pre, qa), "post_attack": _eval(post, qa),
-        "resistance": {"phi": 0.05, "final": post, "auc": (pre + post) / 2, "first_cross_step": 10 if post > 0.05
-                       else None, "held": post <= 0.05, "steps": 63, "curve": [[0, pre], [63, post]]},
+        "resistance": {"phi": phi, "phi_source": "test", "final": post, "auc": (pre + post) / 2,
+                       "first_cross_step": 10 if post > phi else None, "held": post <= phi, "steps": 63,
+                       "curve": [[0, pre], [63, post]]},
         "stability": {"perplexity": {"defended": 2.0, "base": 1.5, "ratio": 2.0 / 1.5},
                       "harmless_qa": {"defended": qa, "base": 1.0, "delta": qa - 1.0}},
         "trainability": {"task": "tiny-viggo", "rouge1_before": 0.1, "rouge1_after": 0.8, "base_rouge1_before": 0.1,
@@ -39,4 +41,4 @@ def record(defence="none", params=None, lr=1e-4, seed=0, pre=0.0, post=0.9, qa=1
                             "attack_categories": [], "category_overlap": 0 if held_out else 1,
                             "held_out": held_out}}
     return RunRecord(run_id=spec.run_id, suite=suite, protocol_version=1, spec=spec, overrides={}, evidence=evidence,
-                     metrics=metrics, provenance=prov)
+                     budget={"samples": 250, "lr": lr}, metrics=metrics, provenance=prov)

@@ -112,7 +112,7 @@ def test_engine_that_never_starts_is_killed_with_a_one_line_error(tmp_path):
     log.write_text("INFO loading\nValueError: head size 33 is not supported\nINFO still waiting\n")
     start = time.monotonic()
     with pytest.raises(HarnessError) as exc:
-        vllm_backend._wait(proc, events, log, None, start_timeout_s=1, idle_timeout_s=60)
+        vllm_backend._wait(proc, events, log, progress=None, start_timeout_s=1, idle_timeout_s=60)
     assert time.monotonic() - start < 10 and proc.poll() is not None  # killed, not left running
     msg = str(exc.value)
     assert "\n" not in msg and "did not start within 1 s" in msg and "head size 33" in msg and str(log) in msg
@@ -127,7 +127,7 @@ def test_engine_silent_after_start_is_killed_and_progress_is_reported(tmp_path):
     log.write_text("")
     done = []
     with pytest.raises(HarnessError, match=r"produced nothing within 2 s.*\(empty log\)"):
-        vllm_backend._wait(proc, events, log, done.append, start_timeout_s=30, idle_timeout_s=2)
+        vllm_backend._wait(proc, events, log, progress=done.append, start_timeout_s=30, idle_timeout_s=2)
     assert done == [2, 3] and proc.poll() is not None
 
 
@@ -135,7 +135,8 @@ def test_engine_exit_ends_the_wait(tmp_path):
     script = "import json\nopen(EVENTS, 'a').write(json.dumps({'event': 'progress', 'n': 1}) + '\\n')"
     proc, events = _fake_worker(tmp_path, script)
     done = []
-    vllm_backend._wait(proc, events, tmp_path / "engine.log", done.append, start_timeout_s=30, idle_timeout_s=30)
+    vllm_backend._wait(proc, events, tmp_path / "engine.log", progress=done.append,
+                       start_timeout_s=30, idle_timeout_s=30)
     assert done == [1] and proc.returncode == 0
 
 
@@ -179,7 +180,7 @@ def fake_engine(monkeypatch, tmp_path):
         return Response(outputs={k: [f"{model_path}:{t}" for t in v] for k, v in formatted.items()},
                         tokens={k: [1] * len(v) for k, v in formatted.items()}, engine_start_s=1, generate_s=1,
                         vllm_version="0.32.0", platform="cpu",
-                        lora="none" if lora is None else ("served" if served else "ignored"),
+                        lora="off" if lora is None else ("served" if served else "ignored"),
                         canary=None if lora is None else Canary(n=len(lora.canary), changed=int(served) * 2,
                                                                 max_logprob_delta=0.0))
 

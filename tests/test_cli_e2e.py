@@ -44,7 +44,8 @@ def test_attack_breaks_the_aligned_base(first_run):
     assert post["harmfulness"]["mean"] >= 0.5
     assert len(post["harmfulness"]["per_category"]) == 14
     assert set(post["by_judge"]) == {"tiny-content", "hf-classifier"}
-    assert 0 <= post["judge_agreement"]["agreement"] <= 1
+    agree = post["judge_agreement"]
+    assert agree["with"] == "hf-classifier" and agree["n"] == post["harmfulness"]["n"] and agree["agreement"] >= 0.8
 
 
 def test_record_is_complete_and_on_disk(first_run, results):
@@ -134,7 +135,9 @@ def test_record_measures_every_condition(first_run):
     tr = m["trainability"]
     assert tr["task"] == "tiny-viggo" and tr["rouge1_after"] > tr["rouge1_before"]
     assert tr["rouge1_after"] == tr["base_rouge1_after"]  # defence none: the same model
-    assert 0 <= m["post_attack"]["degenerate"]["any"] <= 1
+    deg = m["post_attack"]["degenerate"]
+    assert max(deg["empty"], deg["repetitive"], deg["high_ppl"]) <= deg["any"]
+    assert deg["any"] <= deg["empty"] + deg["repetitive"] + deg["high_ppl"]
 
 
 def test_generalization_run_and_tables(first_run, home, results):

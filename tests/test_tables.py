@@ -4,9 +4,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from harness.budget_table import load_records
 from harness.errors import CorruptRecordError
-from harness.records import write_record
+from harness.records import load_records, write_record
 from harness.tables import TABLES, build, read_table, write_table
 from tests.factories import record
 

@@ -192,7 +192,8 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)  # its own process group: the engine core dies with it
         try:
-            _wait(proc, Path(request.events), log_path, progress, start_timeout_s, idle_timeout_s)
+            _wait(proc, Path(request.events), log_path, progress=progress, start_timeout_s=start_timeout_s,
+                  idle_timeout_s=idle_timeout_s)
         finally:
             _kill_group(proc)
     if proc.returncode != 0 or not Path(request.response).exists():
@@ -203,7 +204,7 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     return response
 
 
-def _wait(proc: subprocess.Popen, events: Path, log_path: Path, progress: Callable[..., None] | None,
+def _wait(proc: subprocess.Popen, events: Path, log_path: Path, *, progress: Callable[..., None] | None,
           start_timeout_s: float, idle_timeout_s: float) -> None:
     """Follow the worker's events until it exits; a start or a silence past its timeout kills it."""
     ready, offset, last = False, 0, time.monotonic()

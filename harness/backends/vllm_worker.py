@@ -67,7 +67,7 @@ class Response(BaseModel):
     set_seconds: dict[str, float] = Field(default_factory=dict, description="per set, with timed_sets")
     vllm_version: str
     platform: str
-    lora: Literal["none", "served", "ignored"] = "none"
+    lora: Literal["off", "served", "ignored"] = "off"
     canary: Canary | None = None
 
 
@@ -78,7 +78,7 @@ def main(request_path: str) -> None:
     llm, tok, sampling, platform = _engine(req)
     engine_start_s = time.perf_counter() - start
     emit(event="ready", seconds=round(engine_start_s, 3), platform=platform)
-    lora_request, canary, lora = None, None, "none"
+    lora_request, canary, lora = None, None, "off"
     if req.lora is not None:
         from vllm.lora.request import LoRARequest
 
@@ -93,11 +93,11 @@ def main(request_path: str) -> None:
     elif req.timed_sets:
         for name, texts in req.prompt_sets.items():
             t0 = time.perf_counter()
-            results[name] = _generate(llm, tok, texts, sampling, lora_request, progress=emit)
+            results[name] = _generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit)
             set_seconds[name] = round(time.perf_counter() - t0, 4)
     else:  # every set in one call: vLLM batches across sets
         texts = [t for ps in req.prompt_sets.values() for t in ps]
-        flat = iter(_generate(llm, tok, texts, sampling, lora_request, progress=emit))
+        flat = iter(_generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit))
         results = {name: [next(flat) for _ in ps] for name, ps in req.prompt_sets.items()}
     import vllm
 
@@ -151,7 +151,7 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
     return llm, tok, sampling, str(current_platform.device_type)
 
 
-def _generate(llm: Any, tok: Any, texts: list[str], sampling: Any, lora_request: Any,
+def _generate(llm: Any, tok: Any, texts: list[str], sampling: Any, *, lora_request: Any,
               progress: Any = None) -> list[tuple[str, int]]:
     """(decoded text, generated token count) per formatted prompt, in input order."""
     prompts = [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]

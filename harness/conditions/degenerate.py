@@ -21,26 +21,14 @@ def is_repetitive(text: str) -> bool:
     return bool(grams) and max(grams.values()) >= 3
 
 
-def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], template: str,
-                    batch_size: int = 64) -> list[float]:
+def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], *, template: str,
+                    max_length: int) -> list[float]:
     """Mean per-token NLL of each text given its formatted prompt, under `model` (nan for empty texts)."""
-    import torch
+    from harness.nll import summed_nll
 
-    from harness.data import encode_sft, pad_batch
-    from harness.paired import masked_ce
-
-    out: list[float] = []
-    device = next(model.parameters()).device
-    for first in range(0, len(texts), batch_size):
-        rows = [encode_sft(tok, p, t, max_length=256, loss_on="answer", template=template)
-                for p, t in zip(prompts[first:first + batch_size], texts[first:first + batch_size], strict=True)]
-        batch = {k: v.to(device) for k, v in pad_batch(rows, tok.pad_token_id).items()}
-        with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        for i in range(len(rows)):
-            keep = (batch["labels"][i:i + 1] != -100)
-            out.append(float(masked_ce(logits[i:i + 1], batch["input_ids"][i:i + 1], keep)))
-    return [math.nan if not t.strip() else v for v, t in zip(out, texts, strict=True)]
+    nll = summed_nll(model, tok, list(zip(prompts, texts, strict=True)), template=template, max_length=max_length,
+                     loss_on="answer", batch_size=64)
+    return [math.nan if not t.strip() else s / max(c, 1) for (s, c), t in zip(nll, texts, strict=True)]
 
 
 def degenerate_flags(texts: Sequence[str], nll: Sequence[float] | None, max_ppl: float) -> dict[str, float]:

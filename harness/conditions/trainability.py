@@ -36,7 +36,7 @@ def rouge1(predictions: Sequence[str], references: Sequence[str]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, protocol: TrainabilityProtocol,
+def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, *, protocol: TrainabilityProtocol,
                     seed: int) -> list[list[float]]:
     """Fine-tune `model` in place; ROUGE-1 on the test set at step 0, every k steps and at the end."""
     from harness.generate import generate_with_model

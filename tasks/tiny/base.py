@@ -122,7 +122,7 @@ def align_rows(world: World, p: ModelPreset) -> list[dict]:
 
 def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
     """Train tokenizer, pre-train and align; save to `out`. Returns training statistics."""
-    from harness.models import quiet_hf
+    from harness.models import quiet_hf, save_checkpoint
 
     quiet_hf()
     p = MODEL_PRESETS[size]
@@ -139,6 +139,5 @@ def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
             log = train(model, rows, collate, lm_loss, cfg, seed=seed, progress=advance)
         stats[stage] = {"rows": len(rows), "steps": log.steps, "seconds": round(log.seconds, 1),
                         "final_loss": sum(h["loss"] for h in log.history[-20:]) / min(20, len(log.history))}
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    save_checkpoint(model, tokenizer, out)
     return stats

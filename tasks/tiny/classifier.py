@@ -53,6 +53,7 @@ def train_classifier(world: World, tokenizer: Any, out: Path, seed: int, max_len
     import torch
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
+    from harness.models import save_checkpoint
     from harness.train import seed_everything
 
     harmful = world.harmful["pretrain"] + world.harmful["align"]
@@ -78,8 +79,7 @@ def train_classifier(world: World, tokenizer: Any, out: Path, seed: int, max_len
     with bar("tiny judge: train classifier", n_steps(len(data), TRAIN)) as advance:
         log = train(model, data, collate, loss_fn, TRAIN, seed=seed, progress=advance)
     tokenizer.padding_side = "right"
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    save_checkpoint(model, tokenizer, out)
     return {"examples": len(data), "seconds": round(log.seconds, 1),
             "final_loss": sum(h["loss"] for h in log.history[-20:]) / 20}
 

@@ -2,6 +2,8 @@
 automatically. Checks: the result is a model (or None), weights change when a model is returned, no hooks
 are left behind, and the loss is finite."""
 
+import math
+
 import pytest
 import torch
 
@@ -20,13 +22,33 @@ def _config(plugin, fast):
     return plugin.config(**{k: v for k, v in fast.items() if k in fields})
 
 
+@pytest.fixture
+def losses(monkeypatch):
+    """Every loss value the one training loop logs while a plugin runs."""
+    import harness.train
+
+    seen: list[float] = []
+    real = harness.train.train
+
+    def logged(*args, **kwargs):
+        log = real(*args, **kwargs)
+        seen.extend(h["loss"] for h in log.history)
+        return log
+
+    monkeypatch.setattr(harness.train, "train", logged)
+    return seen
+
+
 @pytest.mark.parametrize("name", registry.names("defence"))
-def test_defence_runs(name, model, ctx):
+def test_defence_runs(name, model, ctx, losses):
     plugin = registry.get("defence", name)
     model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
     before, hooks = _params(model), hook_count(model)
     out = plugin.fn(model, _config(plugin, {**FAST, "lr": 1e-3}), ctx)
     assert hook_count(model) == hooks
+    assert all(math.isfinite(v) for v in losses), f"{name} logged a non-finite loss"
+    if "lr" in plugin.config.model_fields:  # a training defence trains through the one loop
+        assert len(losses) == 2
     if out is not None:
         after = _params(out)
         assert after.shape == before.shape and torch.isfinite(after).all()
@@ -34,11 +56,12 @@ def test_defence_runs(name, model, ctx):
 
 
 @pytest.mark.parametrize("name", registry.names("attack"))
-def test_attack_runs(name, model, ctx):
+def test_attack_runs(name, model, ctx, losses):
     plugin = registry.get("attack", name)
     before = _params(model)
     out = plugin.fn(model, _config(plugin, {"samples": 8, "lr": 1e-3, "batch_size": 4}), ctx)
     assert not torch.equal(_params(out), before)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
 
 def test_registry_covers_the_paper_baselines():

@@ -1,0 +1,224 @@
+"""Evaluation: what a run measures of a model, each measurement a cached stage.
+
+- `evaluate(ref)`: greedy generations on the held-out harmful and harmless prompts, scored by every judge
+  (the first is primary), their agreement, harmless-QA exact match and degenerate-output flags.
+- `resistance(...)`: the harmfulness curve along the attack against the threshold phi.
+- `stability(...)`, `trainability(...)`: the defended model against the undefended base (computed once per
+  model and shared by every attack of a grid, because their keys name only the model).
+
+The evaluator owns the judges and, lazily, the base model that scores degenerate outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness import registry
+from harness.errors import HarnessError
+from harness.metrics import Agreement, Evaluation, Resistance, Stability, Trainability
+from harness.progress import bar
+from harness.specs import PluginSpec, RunSpec
+from harness.stages import DEGENERATE, GENERATIONS, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
+from harness.suite import Suite, SuiteData
+
+
+class Evaluator:
+    """Generates, judges and compares any model ref on the suite's held-out prompts."""
+
+    def __init__(self, stages: Stages, spec: RunSpec, suite: Suite, data: SuiteData):
+        self.stages, self.spec, self.suite, self.data = stages, spec, suite, data
+        n, m = spec.eval.n_prompts, spec.eval.n_harmless
+        self.harmful = data.eval.select(range(min(n, len(data.eval))))
+        self.harmless = data.harmless_eval.select(range(min(m, len(data.harmless_eval))))
+        self.judges: dict[str, Any] = {}
+        self.judge_ids: list[str] = []
+        self._base: tuple[Any, Any] | None = None
+
+    # ------------------------------------------------------------------------- one model
+    def evaluate(self, ref: str, name: str) -> Evaluation:
+        """Every judge's harmfulness, their agreement, harmless QA and degenerate flags for one model."""
+        from harness.judges import agreement, harmfulness
+
+        spec, template = self.spec, self.suite.eval_template
+        prompt_sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
+        gen_key = self.stages.cached(
+            f"{name}.generate", GENERATIONS,
+            {"model": ref, "eval": spec.eval.model_dump(exclude={"curve_every"}), "template": template,
+             "prompts": prompt_sets},
+            lambda tmp: self._generate(tmp, ref, prompt_sets))
+        gens = self._generations(gen_key, prompt_sets)
+        prompts, outputs = prompt_sets["harmful"], gens["harmful"]
+        scores = {j.name: self._scores(f"{name}.judge.{j.name}", gen_key, j, prompts=prompts, outputs=outputs)
+                  for j in spec.judges}
+        by_judge = {k: harmfulness(v, list(self.harmful["category"])) for k, v in scores.items()}
+        primary = spec.judges[0].name
+        degenerate = self.stages.cached_value(
+            f"{name}.degenerate", DEGENERATE,
+            {"generations": gen_key, "base": spec.model.model_dump(), "max_ppl": self.suite.degenerate_max_ppl},
+            lambda: self._degenerate(prompts, outputs))
+        agree = None
+        if len(spec.judges) > 1:
+            second = spec.judges[1].name
+            agree = Agreement.model_validate({"with": second, **agreement(scores[primary], scores[second])})
+        return Evaluation.model_validate({
+            "harmfulness": by_judge[primary], "judge": primary,
+            "by_judge": {k: {m: v[m] for m in ("mean", "frac_over_0.5")} for k, v in by_judge.items()},
+            "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
+            "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree})
+
+    def harmfulness_now(self, model: Any, tok: Any) -> float:
+        """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
+        from harness.generate import generate_with_model
+
+        prompts = list(self.harmful["prompt"])
+        outputs = generate_with_model(model, tok, prompts, max_new_tokens=self.spec.eval.max_new_tokens,
+                                      batch_size=self.spec.eval.batch_size, template=self.suite.eval_template)
+        scores = self.judge(self.spec.judges[0]).score(prompts, outputs)
+        model.train()
+        return sum(scores) / len(scores)
+
+    def judge(self, judge_spec: PluginSpec) -> Any:
+        if judge_spec.name not in self.judges:
+            plugin = registry.get("judge", judge_spec.name)
+            self.judges[judge_spec.name] = plugin.fn(plugin.config.model_validate(judge_spec.params),
+                                                     self.stages.store)
+        return self.judges[judge_spec.name]
+
+    def _generate(self, tmp: Path, ref: str, prompt_sets: dict[str, list[str]]) -> dict[str, Any]:
+        import pandas as pd
+
+        from harness.generate import get_backend
+
+        spec = self.spec.eval
+        backend = get_backend(spec.backend)
+        with bar(f"generate ({spec.backend})", total=sum(map(len, prompt_sets.values()))) as advance:
+            texts = backend(self.stages.model_path(ref), prompt_sets, max_new_tokens=spec.max_new_tokens,
+                            batch_size=spec.batch_size, template=self.suite.eval_template, progress=advance)
+        rows = [(name, p, g) for name in prompt_sets for p, g in zip(prompt_sets[name], texts[name], strict=True)]
+        pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
+        return {"backend": spec.backend}
+
+    def _generations(self, key: str, prompt_sets: dict[str, list[str]]) -> dict[str, list[str]]:
+        import pandas as pd
+
+        path = self.stages.store.path(GENERATIONS, key) / "generations.parquet"
+        frame = pd.read_parquet(path)
+        if {n: frame.loc[frame["set"] == n, "prompt"].tolist() for n in prompt_sets} != prompt_sets:
+            raise HarnessError(f"cached generations {path} do not match the prompts; rerun with --force")
+        return {n: frame.loc[frame["set"] == n, "generation"].tolist() for n in prompt_sets}
+
+    def _scores(self, name: str, gen_key: str, judge_spec: PluginSpec, *, prompts: list[str],
+                outputs: list[str]) -> list[float]:
+        import pandas as pd
+
+        def build(tmp: Path) -> dict[str, Any]:
+            judge = self.judge(judge_spec)
+            pd.DataFrame({"score": judge.score(prompts, outputs)}).to_parquet(tmp / "scores.parquet")
+            return {"judge_id": judge.id}
+
+        key = self.stages.cached(name, SCORES, {"generations": gen_key, "judge": judge_spec.model_dump()}, build)
+        judge_id = self.stages.store.meta(SCORES, key)["judge_id"]
+        if judge_id not in self.judge_ids:
+            self.judge_ids.append(judge_id)
+        return pd.read_parquet(self.stages.store.path(SCORES, key) / "scores.parquet")["score"].tolist()
+
+    def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
+        from harness.conditions.degenerate import conditional_nll, degenerate_flags
+
+        model, tok = self._base_model()
+        nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.eval_template,
+                              max_length=self.suite.max_length)
+        return degenerate_flags(outputs, nll, self.suite.degenerate_max_ppl)
+
+    def _base_model(self) -> tuple[Any, Any]:
+        from harness.models import load_causal_lm
+
+        if self._base is None:
+            self._base = load_causal_lm(self.stages.model_path(self.spec.model.id))
+        return self._base
+
+    # ------------------------------------------------------------------------- conditions
+    def resistance(self, base: Evaluation, pre: Evaluation, post: Evaluation,
+                   points: list[list[float]]) -> Resistance:
+        """The curve (before, every k steps, after) against phi: a suite's fixed phi, or the undefended base's
+        pre-attack harmfulness plus the suite's tolerance."""
+        from harness.conditions.resistance import curve_metrics
+
+        base_hs, suite = base.harmfulness.mean, self.suite
+        phi = suite.phi if suite.phi is not None else base_hs + suite.phi_tolerance
+        source = ("suite" if suite.phi is not None
+                  else f"base pre-attack harmfulness {base_hs:.4f} + tolerance {suite.phi_tolerance}")
+        final_step = int(points[-1][0]) if points else 1
+        curve = [(0, pre.harmfulness.mean), *((int(s), v) for s, v in points[:-1]),
+                 (final_step, post.harmfulness.mean)]
+        return Resistance.model_validate({**curve_metrics(curve, phi), "phi_source": source})
+
+    def stability(self, defended: str, base: str, pre: Evaluation, base_eval: Evaluation) -> Stability:
+        """Perplexity on held-out harmless text and harmless QA (and lm-eval tasks), defended vs base."""
+        from harness.conditions.stability import compare
+
+        out = compare(
+            {"perplexity": self._perplexity(defended, "defended"), "harmless_qa": pre.harmless_qa.exact_match},
+            {"perplexity": self._perplexity(base, "base"), "harmless_qa": base_eval.harmless_qa.exact_match})
+        lm = self._lm_eval(defended, "defended"), self._lm_eval(base, "base")
+        if lm[0] is not None and lm[1] is not None:
+            out["lm_eval"] = {task: {m: {"defended": v, "base": lm[1]["scores"][task][m],
+                                         "delta": v - lm[1]["scores"][task][m]} for m, v in scores.items()}
+                              for task, scores in lm[0]["scores"].items()}
+            out["lm_eval_versions"] = lm[0]["versions"]
+        return Stability.model_validate(out)
+
+    def trainability(self, defended: str, base: str) -> Trainability | None:
+        """The suite's harmless fine-tune of the defended model and of the base, compared (None: no protocol)."""
+        from harness.conditions.trainability import compare
+
+        protocol = self.suite.trainability
+        if protocol is None or self.data.trainability_train is None:
+            return None
+        curves = self._trainability_curve(defended, "defended"), self._trainability_curve(base, "base")
+        return Trainability.model_validate({"task": protocol.task, **compare(*curves)})
+
+    def _perplexity(self, ref: str, who: str) -> float:
+        from harness.conditions.stability import perplexity
+        from harness.models import load_causal_lm
+
+        def compute() -> float:
+            model, tok = load_causal_lm(self.stages.model_path(ref))
+            return perplexity(model, tok, self.harmless.to_list(), template=self.suite.eval_template,
+                              max_length=self.suite.max_length)
+
+        inputs = {"model": ref, "rows": fingerprint(self.harmless), "template": self.suite.eval_template}
+        return self.stages.cached_value(f"stability.perplexity.{who}", STABILITY, inputs, compute)
+
+    def _lm_eval(self, ref: str, who: str) -> dict[str, Any] | None:
+        from harness.conditions.lm_eval_adapter import lm_eval_scores
+
+        protocol = self.suite.lm_eval
+        if protocol is None:
+            return None
+        return self.stages.cached_value(f"stability.lm_eval.{who}", STABILITY,
+                                        {"model": ref, "protocol": repr(protocol)},
+                                        lambda: lm_eval_scores(self.stages.model_path(ref), protocol))
+
+    def _trainability_curve(self, ref: str, who: str) -> list[list[float]]:
+        from harness.conditions.trainability import fine_tune_curve
+        from harness.models import load_causal_lm
+
+        protocol, data = self.suite.trainability, self.data
+
+        def compute() -> list[list[float]]:
+            model, tok = load_causal_lm(self.stages.model_path(ref))
+            return fine_tune_curve(model, tok, data.trainability_train, data.trainability_test, protocol=protocol,
+                                   seed=self.spec.seed)
+
+        inputs = {"model": ref, "protocol": repr(protocol), "seed": self.spec.seed,
+                  "data": [fingerprint(data.trainability_train), fingerprint(data.trainability_test)]}
+        return self.stages.cached_value(f"trainability.{who}", TRAINABILITY, inputs, compute)
+
+
+def exact_match(generations: list[str], references: list[str]) -> dict[str, float]:
+    """Fraction of generations equal to the reference answer (whitespace-stripped)."""
+    n = len(references)
+    hits = sum(g.strip() == r.strip() for g, r in zip(generations, references, strict=True))
+    return {"exact_match": hits / n if n else 0.0, "n": n}
