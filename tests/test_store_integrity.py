@@ -218,3 +218,25 @@ def test_run_force_reaches_the_suite_prepare(tmp_path):
         with pytest.raises(Prepared) as exc:
             run(record().spec, suite, {}, store=Store(tmp_path / "home"), results_dir=tmp_path, force=force)
         assert exc.value.args == (force,)
+
+
+def test_the_judge_loads_safetensors_only(tmp_path):
+    import torch
+    from tokenizers import Tokenizer, models
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    from harness.judges.hf_classifier import Config, HFClassifierJudge
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0, "[PAD]": 1}, "[UNK]")),
+                                  unk_token="[UNK]", pad_token="[PAD]")
+    model = BertForSequenceClassification(BertConfig(vocab_size=2, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=1, intermediate_size=8))
+    pickled, safe = tmp_path / "pickled", tmp_path / "safe"
+    for folder in (pickled, safe):
+        tok.save_pretrained(folder)
+    model.save_pretrained(safe)
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # what a pickled checkpoint looks like
+    with pytest.raises(HarnessError, match="safetensors weights are required"):
+        HFClassifierJudge(Config(model=str(pickled)), Store(tmp_path / "home"))
+    assert HFClassifierJudge(Config(model=str(safe)), Store(tmp_path / "home")).model is not None

@@ -47,8 +47,8 @@ class HFClassifierJudge:
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 path, trust_remote_code=False, use_safetensors=True, dtype=torch.float32, **kw)
         except OSError as exc:
-            raise HarnessError(f"judge checkpoint '{cfg.model}' cannot be loaded as safetensors: "
-                               f"{str(exc).splitlines()[0]}") from None
+            raise HarnessError(f"judge checkpoint '{cfg.model}' cannot be loaded (a tokenizer and safetensors "
+                               f"weights are required): {str(exc).splitlines()[0]}") from None
         self.model = self.model.to(torch_device()).eval()
         self.id = f"hf-classifier:{cfg.model}@{cfg.revision or fingerprint(Path(path))}"
 
