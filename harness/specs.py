@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 1
-OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets")
+OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets", "model")
 
 
 def canonical_json(obj: Any) -> str:

@@ -18,7 +18,7 @@ from harness.store import Store
 
 
 def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Sequence[str] = (),
-          store: Store, results_dir: Path, force: bool = False) -> list[RunRecord]:
+          store: Store, results_dir: Path, force: bool = False, model: str | None = None) -> list[RunRecord]:
     """Run the suite's budget grid for each defence and seed. Every spec is validated before any runs."""
     _, s = load_suite(suite, parse_overrides(sets)["suite"])
     if not s.budget_grid:
@@ -28,7 +28,8 @@ def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Se
         for seed in seeds:
             for budget in s.budget_grid:
                 cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
-                cells.append((budget, resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets)))
+                cells.append((budget, resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets,
+                                              model=model)))
     records = []
     for i, (budget, (spec, s_cell, overrides)) in enumerate(cells, 1):
         say(f"[{i}/{len(cells)}] {spec.defence.name} x {budget.label} seed {spec.seed}")

@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.vllm_worker import LORA_RANKS, Canary, LoraRequestSpec, Request, Response
-from harness.data import PROMPT_TEMPLATE, format_prompt
+from harness.data import PROMPT_TEMPLATE, PromptFormat, as_format
 from harness.errors import HarnessError
 
 MIN_VERSION = (0, 10)  # the V1 engine: token-id prompts, LoRARequest, tqdm factories
@@ -87,13 +87,15 @@ def gpu_vllm_available() -> bool:
 
 # ----------------------------------------------------------------------------- the backend
 def generate_vllm(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
-                  batch_size: int, template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None,
-                  seed: int = 0, temperature: float = 0.0) -> dict[str, list[str]]:
+                  batch_size: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                  progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
+                  dtype: str = "float32", trust_remote_code: bool = False) -> dict[str, list[str]]:
     """Continuations of every prompt set (raw questions) from one engine, in input order; greedy unless
     `temperature` > 0 (then sampled with `seed`). `batch_size` is unused: vLLM schedules its own batches."""
     del batch_size
-    return run_engine(model_path, _format(prompt_sets, template), max_new_tokens=max_new_tokens,
-                      progress=progress, seed=seed, temperature=temperature).outputs
+    formatted = _format(prompt_sets, template, model_path, trust_remote_code=trust_remote_code)
+    return run_engine(model_path, formatted, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
+                      temperature=temperature, dtype=dtype, trust_remote_code=trust_remote_code).outputs
 
 
 class LoraServing(BaseModel):
@@ -107,7 +109,7 @@ class LoraServing(BaseModel):
 
 
 def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *,
-                       max_new_tokens: int, template: str = PROMPT_TEMPLATE,
+                       max_new_tokens: int, template: str | PromptFormat = PROMPT_TEMPLATE,
                        progress: Callable[..., None] | None = None, canary_prompts: Sequence[str] | None = None,
                        n_canary: int = 8, seed: int = 0, temperature: float = 0.0,
                        ) -> tuple[dict[str, list[str]], LoraServing]:
@@ -122,8 +124,8 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     if not canary:
         raise HarnessError("LoRA canary check needs at least one prompt")
     lora = LoraRequestSpec(path=str(Path(adapter_path).resolve()), rank=rank,
-                           canary=[format_prompt(q, template) for q in canary])
-    formatted = _format(prompt_sets, template)
+                           canary=_format({"canary": canary}, template, base_path)["canary"])
+    formatted = _format(prompt_sets, template, base_path)
     result, reason = None, f"rank {rank} is above vLLM's largest LoRA rank {LORA_RANKS[-1]}"
     if rank <= LORA_RANKS[-1]:
         try:
@@ -167,9 +169,10 @@ def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the engine process
-def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
+def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str | list[int]]], *, max_new_tokens: int,
                progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
-               dtype: str = "float32", lora: LoraRequestSpec | None = None, timed_sets: bool = False,
+               dtype: str = "float32", trust_remote_code: bool = False, lora: LoraRequestSpec | None = None,
+               timed_sets: bool = False,
                start_timeout_s: float = START_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Response:
     """Start one engine process for `model_path`, generate every (already formatted) prompt set, wait for it
     to exit and return its `Response` (outputs, token counts, engine start and generation seconds).
@@ -180,7 +183,8 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     _release_parent_gpu_memory()
     work = Path(tempfile.mkdtemp(prefix="harness-vllm-"))
     request = Request(model=str(model_path), prompt_sets={k: list(v) for k, v in formatted_sets.items()},
-                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, dtype=dtype, lora=lora,
+                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, dtype=dtype,
+                      trust_remote_code=trust_remote_code, lora=lora,
                       timed_sets=timed_sets,
                       events=str(work / "events.jsonl"), response=str(work / "response.json"),
                       cpu_memory_utilization=CPU_MEMORY_UTILIZATION, gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
@@ -261,8 +265,13 @@ def _release_parent_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _format(prompt_sets: Mapping[str, Sequence[str]], template: str) -> dict[str, list[str]]:
-    return {name: [format_prompt(q, template) for q in qs] for name, qs in prompt_sets.items()}
+def _format(prompt_sets: Mapping[str, Sequence[str]], template: str | PromptFormat, model_path: Path, *,
+            trust_remote_code: bool = False) -> dict[str, list[str | list[int]]]:
+    """Every question as the token ids the suite's prompt format gives (the `hf` backend's ids)."""
+    from harness.models import load_tokenizer
+
+    fmt, tok = as_format(template), load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    return {name: [fmt.prompt_ids(tok, q) for q in qs] for name, qs in prompt_sets.items()}
 
 
 def _lora_rank(adapter_path: Path) -> int:
