@@ -106,10 +106,16 @@ def hub_snapshot(repo: str, revision: str | None, *, remote_code: bool = False) 
                                  local_files_only=offline())
     except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
         where = "in the local Hugging Face cache (HF_HUB_OFFLINE=1)" if offline() else "on the hub"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_sentence(exc)
         raise HarnessError(f"model '{repo}'{f' revision {revision}' if revision else ''} not found {where} and "
-                           f"no such local folder ({type(exc).__name__}: {detail[:200]})") from None
+                           f"no such local folder ({type(exc).__name__}{': ' + detail if detail else ''})") from None
     return Path(path)
+
+
+def first_sentence(exc: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's message, on one line."""
+    text = " ".join(str(exc).split())
+    return text.split(". ")[0][:limit]
 
 
 def load_config(ckpt: Checkpoint, *, remote_code: bool) -> Any:
@@ -119,7 +125,7 @@ def load_config(ckpt: Checkpoint, *, remote_code: bool) -> Any:
         return AutoConfig.from_pretrained(str(ckpt.path), trust_remote_code=remote_code)
     except Exception as exc:  # a config transformers cannot read, or code it would need to run
         raise HarnessError(f"cannot read the config of {ckpt.id}: {type(exc).__name__}: "
-                           f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+                           f"{first_sentence(exc)}") from None
 
 
 def _check_files(ckpt: Checkpoint) -> None:
