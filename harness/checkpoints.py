@@ -144,15 +144,23 @@ def _supported(config: Any, mapping_names: dict[str, Any], auto_class: str, *, r
     return remote_code and auto_class in (getattr(config, "auto_map", None) or {})
 
 
+def _heads(config: Any, suffixes: tuple[str, ...]) -> bool:
+    """Whether the saved weights carry the head we load (an unlisted architecture gets the benefit of doubt)."""
+    archs = getattr(config, "architectures", None) or []
+    return not archs or any(a.endswith(suffixes) for a in archs)
+
+
 def check_causal_lm(ckpt: Checkpoint, *, remote_code: bool) -> Any:
     """Validate a causal LM checkpoint; returns its config. One clear line per failure."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     config = load_config(ckpt, remote_code=remote_code)
+    archs = ", ".join(getattr(config, "architectures", None) or []) or "no architectures listed"
     if not _supported(config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "AutoModelForCausalLM", remote_code=remote_code):
-        archs = ", ".join(getattr(config, "architectures", None) or []) or "no architectures listed"
         raise HarnessError(f"{ckpt.id} is not a causal LM: its config is '{config.model_type}' ({archs}), which "
                            "AutoModelForCausalLM does not support")
+    if not _heads(config, ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
+        raise HarnessError(f"{ckpt.id} is not a causal LM: its weights are {archs} (no language-model head)")
     _check_files(ckpt)
     return config
 
@@ -165,6 +173,9 @@ def check_classifier(ckpt: Checkpoint, *, remote_code: bool = False) -> Any:
     if not _supported(config, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
                       "AutoModelForSequenceClassification", remote_code=remote_code):
         raise HarnessError(f"{ckpt.id} is not a sequence classifier: its config is '{config.model_type}'")
+    if not _heads(config, ("ForSequenceClassification",)):
+        archs = ", ".join(config.architectures)
+        raise HarnessError(f"{ckpt.id} is not a sequence classifier: its weights are {archs} (no classification head)")
     _check_files(ckpt)
     return config
 

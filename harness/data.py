@@ -87,8 +87,8 @@ def _chat(tok: Any, messages: list[dict[str, str]], *, generation_prompt: bool) 
     from harness.errors import HarnessError
 
     if not getattr(tok, "chat_template", None):
-        raise HarnessError(f"prompt format 'chat' needs a tokenizer with a chat template; "
-                           f"{getattr(tok, 'name_or_path', 'this tokenizer')} has none (use the plain format)")
+        name = getattr(tok, "name_or_path", "") or "of this model"
+        raise HarnessError(f"prompt format 'chat': the tokenizer {name} has no chat template (use the plain format)")
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 

@@ -140,8 +140,13 @@ def build(train: Sequence[Row], test: Sequence[Row], sizes: Sizes) -> tuple[dict
     ev["train_rows_dropped_shared_with_eval"] = len(harmful_train) - len(candidates)
     groups = by_prompt(candidates)
     prompts = list(groups)
+    if len(candidates) < sizes.defence + sizes.attack or len(prompts) < 2:
+        raise HarnessError(f"BeaverTails defence and attack need {sizes.defence} + {sizes.attack} harmful rows but "
+                           f"{len(candidates)} are left over {len(prompts)} prompts once the evaluation's are set "
+                           "aside; lower suite.defence_candidates / suite.attack_size (or suite.eval_size)")
     random.Random(sizes.seed).shuffle(prompts)
-    n_defence = round(len(prompts) * sizes.defence / (sizes.defence + sizes.attack))
+    share = round(len(prompts) * sizes.defence / (sizes.defence + sizes.attack))
+    n_defence = min(max(share, 1), len(prompts) - 1)
     defence_groups = {p: groups[p] for p in prompts[:n_defence]}
     defence_answers = {r["response"] for g in defence_groups.values() for r in g}
     attack_groups = {p: [r for r in groups[p] if r["response"] not in defence_answers] for p in prompts[n_defence:]}
