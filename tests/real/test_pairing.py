@@ -61,7 +61,7 @@ def test_harmless_answers_of_the_model_become_refusals(tmp_path, ckpts):
     SCORED.clear()
     (paired, counts), stages = pair(tmp_path, ckpts["llama"])
     questions = list(dict.fromkeys(rows()["prompt"]))
-    assert SCORED == questions  # each distinct question generated and judged once
+    assert questions == SCORED  # each distinct question generated and judged once
     own = generate_hf(ckpts["llama"], {"q": questions}, max_new_tokens=5, batch_size=32)["q"]
     expected = {q: a for q, a in zip(questions, own, strict=True) if int(q.split()[-1][:-1]) % 2 == 0 and a.strip()}
     assert expected and set(paired["prompt"]) == set(expected)
@@ -76,7 +76,7 @@ def test_harmless_answers_of_the_model_become_refusals(tmp_path, ckpts):
 def test_keep_truncates_and_too_few_is_an_error(tmp_path, ckpts):
     (paired, counts), _ = pair(tmp_path, ckpts["llama"], keep=3)
     assert len(paired) == 3 and counts["pairing_rows"] == 3
-    with pytest.raises(HarnessError, match="refusal pairing kept .* 100 are needed"):
+    with pytest.raises(HarnessError, match=r"refusal pairing kept .* 100 are needed"):
         pair(tmp_path, ckpts["llama"], keep=100)
     with pytest.raises(HarnessError, match="refusal pairing kept 0 of 12 defence rows"):
         pair(tmp_path, ckpts["llama"], harmful_if="all")

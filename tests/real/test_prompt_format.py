@@ -110,7 +110,7 @@ def test_fit_refuses_a_collator_in_another_format(toks):
     from harness.train import lm_loss
 
     tok = toks["qwen"]
-    with pytest.raises(HarnessError, match="pass template=ctx.template"):
+    with pytest.raises(HarnessError, match=r"pass template=ctx\.template"):
         fit(causal_lm("llama", tok), _ctx(tok, CHAT), split="attack", cfg=TrainingFields(samples=2),
             collate=SFTCollator(tok, 32), loss_fn=lm_loss)
 
@@ -130,3 +130,15 @@ def test_generation_feeds_the_formats_prompt_ids(toks, monkeypatch):
     monkeypatch.setattr(model, "generate", spy)
     generate_with_model(model, tok, [Q], max_new_tokens=2, batch_size=1, template=PLAIN)
     assert seen == [PLAIN.prompt_ids(tok, Q)] and seen[0][0] == tok.bos_token_id
+
+
+def test_the_vllm_engine_formats_as_hf_does(toks):
+    from harness.backends.vllm_worker import Request, _ids
+
+    tok = toks["llama"]
+    assert _ids(tok, Q, PLAIN) == PLAIN.prompt_ids(tok, Q) and _ids(tok, Q, PLAIN)[0] == tok.bos_token_id
+    assert _ids(toks["qwen"], Q, CHAT) == CHAT.prompt_ids(toks["qwen"], Q)
+    assert _ids(tok, "Question: x", None) == tok("Question: x", add_special_tokens=False)["input_ids"]
+    request = Request(model="m", prompt_sets={"a": [Q]}, prompt_format=CHAT, max_new_tokens=1,
+                      cpu_memory_utilization=0.2, gpu_memory_utilization=0.8, events="e", response="r")
+    assert Request.model_validate_json(request.model_dump_json()).prompt_format == CHAT  # crosses the process
