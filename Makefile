@@ -8,7 +8,7 @@ VLLM   := $(VENV)/.vllm-tried
 # exist"); the harness needs none of them.
 VLLM_BREAKS := torchvision torchaudio torchcodec
 
-.PHONY: install install-vllm run test lint bench bench-generate clean
+.PHONY: install install-vllm run test lint bench bench-generate clean leaderboard browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,28 @@ run: $(STAMP)
 	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness defences attacks tasks tests benchmarks
+	$(BIN)/ruff check harness defences attacks tasks leaderboard tests benchmarks examples
 
-test: $(STAMP) $(VLLM) lint
+# CI: lint, every test, then the committed results as a submitter's are checked (schema, run ids, tables).
+test: $(STAMP) $(VLLM) lint browser
 	$(BIN)/pytest -q
+	$(BIN)/harness validate results
+
+# The leaderboard's browser tests drive Debian's chromium. Installed with apt-get only when running as root
+# (CI); elsewhere, or if the install fails, the browser tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+	      || echo "chromium install failed: the leaderboard's browser tests will skip"; \
+	  else \
+	    echo "chromium missing and not root: the leaderboard's browser tests will skip (apt-get install chromium)"; \
+	  fi; \
+	fi
+
+# Static site + LEADERBOARD.md from the committed condition tables (never re-runs anything).
+leaderboard: $(STAMP)
+	$(BIN)/harness leaderboard
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_times.py

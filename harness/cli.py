@@ -50,6 +50,49 @@ def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task
             typer.echo(f"  {name:<18} {desc}")
 
 
+plugins_app = typer.Typer(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins(ctx: typer.Context,
+            kind: Annotated[str | None, typer.Option(help="only this kind: defence, attack, task, judge, suite")] = None
+            ) -> None:
+    """List installed plugins: kind, name, version, distribution (package and version) and source file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    kinds = registry.KINDS
+    if kind is not None:
+        if kind.removesuffix("s") not in kinds:
+            fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
+        kinds = (kind.removesuffix("s"),)  # type: ignore[assignment]
+    rows = [("KIND", "NAME", "VERSION", "DISTRIBUTION", "SOURCE"), *registry.inventory(kinds)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@plugins_app.command("check")
+def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harness plugins --kind defence)")],
+                  sets: Annotated[list[str] | None, typer.Option("--set", help="defence.FIELD=VALUE: check a "
+                                                                 "non-default config")] = None,
+                  suite: Annotated[str | None, typer.Option(help="suite whose check configuration runs it "
+                                                            "(default: the default suite, tiny at smoke size)")] = None,
+                  home: HomeOpt = None,
+                  seed: Annotated[int, typer.Option(help="seed of both runs")] = 0) -> None:
+    """Conformance check of a defence on the smoke-size tiny suite: one PASS/FAIL line per rule.
+
+    Exit code 0 if every check passes, 1 if any fails, 2 for bad input. The store: --home, else
+    $HARNESS_HOME, else a temporary one (the smoke suite builds in about a minute)."""
+    from harness.conformance import check
+
+    failed = False
+    for result in check(name, suite_name=suite_name(suite), sets=sets or [], home=home, seed=seed):
+        typer.echo(result.line())
+        failed |= result.ok is False
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command()
 def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
             = None, model: ModelOpt = None, sets: SetOpt = None,
@@ -160,6 +203,31 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
                         "harness_version", "git_commit", "run_id", "suite", "protocol_version", "judge", "backend",
                         "defence_version")]
                 typer.echo(frame[cols].to_string(index=False, max_colwidth=24, float_format=lambda x: f"{x:.3f}"))
+
+
+@app.command()
+def leaderboard(results_dir: Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ tables")]
+                = Path("results"),
+                out: Annotated[Path, typer.Option(help="writes <out>/site/ and <out>/LEADERBOARD.md")]
+                = Path("leaderboard")) -> None:
+    """Build the static leaderboard site and LEADERBOARD.md from the committed condition tables."""
+    from leaderboard.build import build_leaderboard
+
+    typer.echo(str(build_leaderboard(results_dir, out)))
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a results folder (results/, results/<suite>/v<N>/) or one "
+                                                      "record file")] = Path("results")) -> None:
+    """Check run records against the record schema, recompute each run id from its spec, and check that the
+    committed tables match the records. Exit 0 if all is valid, 1 if anything is not, 2 for a bad path."""
+    from harness.validate import validate as validate_results
+
+    failed = False
+    for finding in validate_results(path):
+        typer.echo(finding.line())
+        failed |= not finding.ok
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

@@ -238,9 +238,9 @@ class Evaluator:
 
         protocol = self.suite.trainability
         plugin = registry.get("attack", protocol.then_attack)
-        shared = {k: v for k, v in self.suite.attack_defaults.items() if k in plugin.config.model_fields}
+        defaults = self.suite.defaults_for("attack", plugin.name, plugin.config.model_fields)
         cfg = validate_config(f"trainability attack '{plugin.name}'", plugin.config,
-                              {**shared, **protocol.then_attack_params})
+                              {**defaults, **protocol.then_attack_params})
         before = self.harmfulness_now(model, tok)
         ctx = StageContext(tokenizer=tok, data=dataclasses.replace(self.data, defence=None, retain=None, eval=None,
                                                                    harmless_eval=None),

@@ -123,6 +123,7 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: Loade
     plugins |= {f"judge:{j.name}": j.version for j in spec.judges}
     return Provenance(harness_version=__version__, git_commit=commit, git_dirty=dirty, python=python_version(),
                       platform=platform_name(), packages=package_versions(), plugins=plugins, judge_ids=judge_ids,
+                      plugin_distributions=registry.distributions(plugins),
                       backend=spec.eval.backend, seed=spec.seed, device=device_name(), stages=stages.info, model=model,
                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -150,8 +151,9 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
         "base": spec.model.model_dump(), "defence": spec.defence.model_dump(), "seed": spec.seed,
         "data": [fingerprint(data.defence), fingerprint(data.retain)]},
         apply_plugin("defence", spec.defence, base, stages,
-                     dataclasses.replace(ctx, data=dataclasses.replace(data, attack=None, eval=None,
-                                                                        harmless_eval=None))))
+                     dataclasses.replace(ctx, data=dataclasses.replace(data, attack=None, eval=None, harmless_eval=None,
+                                                                        trainability_train=None,
+                                                                        trainability_test=None))))
     defended_ref = stages.model_ref(defended)
     base_eval = evaluator.evaluate(base, "base")
     pre = evaluator.evaluate(defended_ref, "pre_attack")
@@ -168,7 +170,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
         "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every},
         apply_plugin("attack", spec.attack, defended_ref, stages,
                      dataclasses.replace(ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
-                                                                        harmless_eval=None),
+                                                                        harmless_eval=None, trainability_train=None,
+                                                                        trainability_test=None),
                                          every=spec.eval.curve_every),
                      on_step=record_point, extra={"curve": points}))
     post = evaluator.evaluate(stages.model_ref(attacked), "post_attack")

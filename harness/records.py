@@ -59,6 +59,7 @@ class Provenance(BaseModel):
     platform: str
     packages: dict[str, str]
     plugins: dict[str, str] = Field(description="'kind:name' -> version, for every plugin the run used")
+    plugin_distributions: dict[str, str] = Field({}, description="'kind:name' -> 'distribution==version' providing it")
     judge_ids: list[str]
     backend: str
     seed: int

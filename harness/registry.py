@@ -4,6 +4,10 @@ Built-in and third-party plugins are found the same way: each name is an entry p
 `harness.<kind>s` whose value is the module that registers it. Nothing is imported until a name is
 looked up, and a plugin that fails to import breaks only the runs that use it.
 
+A name has one owner. Two distributions declaring the same name, or a module registering a name that
+another module's entry point declares (e.g. an outside `defend` under the name 'repnoise'), is a
+`PluginLoadError` naming both sides: never a silent "last one wins".
+
     @register_defence("repnoise", config=Config, version="1")
     def defend(model, cfg, ctx): ...
 
@@ -15,9 +19,12 @@ reports read a budget through that declaration, never through a field name of th
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import entry_points, packages_distributions
+from importlib.metadata import version as dist_version
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -54,6 +61,23 @@ class Plugin:
         return self.fn.__module__
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """One entry point: the name, the module it names, and the distribution that declares it."""
+
+    name: str
+    module: str
+    distribution: str   # '' when the entry point has no distribution metadata
+    dist_version: str
+
+    def owns(self, module: str) -> bool:
+        """A module registers under this declaration if it is the named module or inside that package."""
+        return module == self.module or module.startswith(self.module + ".")
+
+    def __str__(self) -> str:
+        return f"{self.distribution or '(unknown distribution)'} {self.dist_version} (module {self.module})".strip()
+
+
 _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 
@@ -73,9 +97,15 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                               f"{', '.join(AttackBudget.model_fields)}, fields must be in its Config")
 
     def decorate(fn: F) -> F:
+        owners = _declarations(kind).get(name, [])
+        if owners and not any(d.owns(fn.__module__) for d in owners):
+            raise PluginLoadError(
+                f"{kind} '{name}' is registered by {_origin(fn.__module__)}, but the name belongs to "
+                f"{' and '.join(map(str, owners))}: a plugin cannot replace another; choose a new name")
         existing = _registry[kind].get(name)
-        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
-            raise PluginLoadError(f"{kind} '{name}' is registered twice ({existing.module} and {fn.__module__})")
+        if existing is not None and (existing.module, existing.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise PluginLoadError(f"{kind} '{name}' is registered twice: by {_origin(existing.module)} and by "
+                                  f"{_origin(fn.__module__)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check)
         return fn
@@ -103,33 +133,110 @@ def register_suite(name: str, **kw: Any) -> Callable[[F], F]:
     return register("suite", name, **kw)
 
 
-def _entry_points(kind: Kind) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=group(kind))}
+def _path_state() -> tuple[tuple[str, float], ...]:
+    """sys.path with each folder's mtime: installing or removing a distribution changes it."""
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime))
+        except OSError:
+            out.append((entry, -1.0))
+    return tuple(out)
+
+
+_declared: dict[Kind, tuple[Any, dict[str, list[Declaration]]]] = {}  # kind -> (path state, declarations)
+
+
+def _declarations(kind: Kind) -> dict[str, list[Declaration]]:
+    """Every entry point of a kind's group, by name: a list, so that two distributions claiming one name are
+    seen (a dict keyed by name would keep the last silently). importlib.metadata already lists each
+    distribution once, even where an editable install is also visible as an egg-info in the working tree.
+    Cached per state of sys.path (parsing every distribution's entry points on each lookup costs ~3 ms)."""
+    state = _path_state()
+    if kind not in _declared or _declared[kind][0] != state:
+        _declared[kind] = (state, _scan(kind))
+    return _declared[kind][1]
+
+
+def _scan(kind: Kind) -> dict[str, list[Declaration]]:
+    out: dict[str, list[Declaration]] = {}
+    for ep in entry_points(group=group(kind)):
+        dist = ep.dist
+        decl = Declaration(ep.name, ep.value.split(":")[0].strip(), dist.name if dist else "",
+                           dist.version if dist else "")
+        out.setdefault(ep.name, []).append(decl)
+    return out
+
+
+def _conflict(kind: Kind, name: str, decls: list[Declaration]) -> PluginLoadError:
+    return PluginLoadError(f"{kind} '{name}' is declared by {len(decls)} distributions: "
+                           f"{' and '.join(map(str, decls))}; a name must have one owner: uninstall one of them "
+                           "or rename its plugin")
+
+
+def _origin(module: str) -> str:
+    """'module M (distribution D V)' for error messages: which package a registering module came from."""
+    for kind in KINDS:
+        for decls in _declarations(kind).values():
+            for d in decls:
+                if d.owns(module) and d.distribution:
+                    return f"module '{module}' (distribution {d.distribution} {d.dist_version})"
+    dists = packages_distributions().get(module.split(".")[0], [])
+    where = ", ".join(f"{d} {dist_version(d)}" for d in dists) or "no installed distribution"
+    return f"module '{module}' ({where})"
 
 
 def names(kind: Kind) -> list[str]:
     """Every name of `kind` known without importing anything: entry points plus already registered."""
-    return sorted(set(_entry_points(kind)) | set(_registry[kind]))
+    return sorted(set(_declarations(kind)) | set(_registry[kind]))
 
 
 def get(kind: Kind, name: str) -> Plugin:
     """Look up a plugin, importing its module on first use. Unknown or broken plugins raise HarnessError."""
+    decls = _declarations(kind).get(name, [])
+    if len(decls) > 1:
+        raise _conflict(kind, name, decls)
     if name in _registry[kind]:
         return _registry[kind][name]
-    eps = _entry_points(kind)
-    if name not in eps:
+    if not decls:
         raise UnknownNameError(kind, name, names(kind))
-    ep = eps[name]
+    module = decls[0].module
     try:
-        importlib.import_module(ep.value.split(":")[0])
+        importlib.import_module(module)
     except HarnessError:
         raise
     except Exception as exc:  # a broken plugin: report it, never hide it
         raise PluginLoadError(
-            f"{kind} '{name}' failed to load from '{ep.value}': {type(exc).__name__}: {exc}") from exc
+            f"{kind} '{name}' failed to load from '{module}': {type(exc).__name__}: {exc}") from exc
     if name not in _registry[kind]:
-        raise PluginLoadError(f"{kind} '{name}': module '{ep.value}' loaded but registers no {kind} '{name}'")
+        raise PluginLoadError(f"{kind} '{name}': module '{module}' loaded but registers no {kind} '{name}'")
     return _registry[kind][name]
+
+
+def distribution_of(plugin: Plugin) -> tuple[str, str] | None:
+    """(distribution name, version) of the installed package whose entry point provides a plugin, or None
+    (a plugin registered without an entry point, e.g. in a test or a notebook)."""
+    for d in _declarations(plugin.kind).get(plugin.name, []):
+        if d.owns(plugin.module) and d.distribution:
+            return d.distribution, d.dist_version
+    return None
+
+
+def distributions(keys: Iterable[str]) -> dict[str, str]:
+    """'kind:name' -> 'distribution==version' for each (loaded) plugin key that comes from a distribution:
+    the record's answer to "which package, at which version, provided this plugin"."""
+    out = {}
+    for key in keys:
+        kind, _, name = key.partition(":")
+        found = distribution_of(get(kind, name))  # type: ignore[arg-type]
+        if found is not None:
+            out[key] = f"{found[0]}=={found[1]}"
+    return out
+
+
+def source_file(plugin: Plugin) -> str:
+    """The file of the module that registered a plugin ('' for one defined interactively)."""
+    return getattr(sys.modules.get(plugin.module), "__file__", None) or ""
 
 
 def default_name(kind: Kind) -> str:
@@ -152,6 +259,23 @@ def describe(kind: Kind) -> list[tuple[str, str]]:
             rows.append((name, f"{plugin.description}  [v{plugin.version}]"))
         except HarnessError as exc:
             rows.append((name, f"BROKEN: {exc}"))
+    return rows
+
+
+def inventory(kinds: Iterable[Kind] = KINDS) -> list[tuple[str, ...]]:
+    """(kind, name, version, distribution, source file) of every plugin; a broken one gives
+    (kind, name, 'BROKEN', why, ''). Imports plugin modules (they must not import torch at module level)."""
+    rows: list[tuple[str, ...]] = []
+    for kind in kinds:
+        for name in names(kind):
+            try:
+                plugin = get(kind, name)
+            except HarnessError as exc:
+                rows.append((kind, name, "BROKEN", str(exc), ""))
+                continue
+            dist = distribution_of(plugin)
+            rows.append((kind, name, plugin.version, " ".join(dist) if dist else "(no distribution)",
+                         source_file(plugin)))
     return rows
 
 

@@ -108,9 +108,9 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
     protocol = suite.trainability
     if protocol is not None and protocol.then_attack is not None:  # the suite's own attack, checked up front
         attack = registry.get("attack", protocol.then_attack)
-        shared = {k: v for k, v in suite.attack_defaults.items() if k in attack.config.model_fields}
+        defaults = suite.defaults_for("attack", attack.name, attack.config.model_fields)
         validate_config(f"trainability attack '{attack.name}'", attack.config,
-                        {**shared, **protocol.then_attack_params}, prefix="suite.")
+                        {**defaults, **protocol.then_attack_params}, prefix="suite.")
     model_spec = resolve_model(suite, overrides.get("model", {}), model)
     return Base(suite_spec, suite, model_spec, judges, eval_spec, resolved)
 
@@ -121,10 +121,10 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, sets: 
     overrides = parse_overrides(sets or [])
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
     attack_plugin = registry.get("attack", attack)
-    registry.get("defence", defence)  # unknown names fail before config errors
-    shared = {k: v for k, v in suite.attack_defaults.items() if k in attack_plugin.config.model_fields}
-    from_suite = {"defence": dict(suite.plugin_defaults.get(f"defence:{defence}", {})),
-                  "attack": {**shared, **suite.plugin_defaults.get(f"attack:{attack}", {})}}
+    defence_plugin = registry.get("defence", defence)  # unknown names fail before config errors
+    # The suite's budget goes to the fields each Config declares, whatever package the plugin comes from.
+    from_suite = {"defence": suite.defaults_for("defence", defence, defence_plugin.config.model_fields),
+                  "attack": suite.defaults_for("attack", attack, attack_plugin.config.model_fields)}
     problems: list[str] = []
     parts: dict[str, Any] = {}
     for kind, name in (("defence", defence), ("attack", attack)):

@@ -9,7 +9,7 @@ how refusals are paired with harmful answers when the data has none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +56,13 @@ class Suite:
     max_length: int                  # training context length
     prepare: Callable[[Store, bool], dict[str, Any]]
     data: Callable[[], SuiteData]
-    # Shared attack hyper-parameters (e.g. lr, epochs, batch_size): applied to the fields an attack's
-    # Config declares; recorded in the run spec like any other value.
+    # Shared hyper-parameters (e.g. lr, epochs, batch_size), applied to the fields a plugin's Config
+    # declares, whatever its name or package: every defence that trains (e.g. whose Config subclasses
+    # harness.plugins.TrainingFields) gets the same budget. Recorded in the run spec like any other value.
     attack_defaults: Mapping[str, Any] = field(default_factory=dict)
-    # Per-plugin overrides keyed "<kind>:<name>", e.g. "defence:repnoise" -> {"beta": 0.01}.
+    defence_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Per-plugin overrides keyed "<kind>:<name>", e.g. "defence:repnoise" -> {"beta": 0.01}; applied after
+    # the shared ones. A plugin from outside cannot be named here in advance: prefer shared defaults.
     plugin_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     budget_grid: tuple[Budget, ...] = ()  # the attacks a sweep runs, weakest first (lr, then samples)
     phi: float | None = None     # fixed threshold; None: pre-attack harmfulness of the base + tolerance
@@ -73,7 +76,17 @@ class Suite:
     pairing: RefusalPairing | None = None  # the defence split has no refusals: pair them (harness.pairing)
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
     reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
+    # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:
+    # the suite offers none, and plugins are checked on another suite.
+    check_params: Mapping[str, Any] | None = None
     description: str = ""
+
+    def defaults_for(self, kind: str, name: str, fields: Iterable[str]) -> dict[str, Any]:
+        """The values this suite sets for a defence or attack: its shared defaults for the fields the
+        plugin's Config declares, then any per-plugin defaults."""
+        shared = {"defence": self.defence_defaults, "attack": self.attack_defaults}.get(kind, {})
+        declared = set(fields)
+        return {**{k: v for k, v in shared.items() if k in declared}, **self.plugin_defaults.get(f"{kind}:{name}", {})}
 
     def subset(self, name: str) -> frozenset[str]:
         """Categories of a harm-subset name ('all', a group, or '~group')."""

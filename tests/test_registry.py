@@ -1,13 +1,15 @@
 import subprocess
 import sys
 import tomllib
-from importlib.metadata import EntryPoint
+from importlib import metadata
 
 import pytest
 
 from harness import registry
 from harness.errors import PluginLoadError, UnknownNameError
 from tests.conftest import REPO
+
+BENCH = metadata.version("immunization-bench")
 
 
 def test_unknown_name_suggests_and_lists():
@@ -17,25 +19,33 @@ def test_unknown_name_suggests_and_lists():
     assert "Unknown attack 'sft-1K'" in msg and "Did you mean: sft-1k" in msg and "Available:" in msg
 
 
+def _builtin_names(kind):
+    """Names the installed immunization-bench distribution declares (outside plugins may be installed too)."""
+    return {n for n, decls in registry._declarations(kind).items() if decls[0].distribution == "immunization-bench"}
+
+
 def test_entry_points_equal_decorated_plugins():
     """pyproject's entry points and the decorators are one source of truth: every name loads and registers."""
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
     total = 0
     for kind in registry.KINDS:
         names = set(declared[registry.group(kind)])
-        assert names == set(registry.names(kind)), kind  # installed metadata is current
+        assert names == _builtin_names(kind), kind  # installed metadata is current
         for name in names:
-            assert registry.get(kind, name).name == name
-        assert set(registry._registry[kind]) == names, f"decorated {kind}s differ from entry points"
+            plugin = registry.get(kind, name)
+            assert plugin.name == name and registry.distribution_of(plugin)[0] == "immunization-bench"
+        builtin = {n for n, p in registry._registry[kind].items() if p.module.split(".")[0] in
+                   ("defences", "attacks", "tasks", "harness")}
+        assert builtin == names, f"decorated {kind}s differ from entry points"
         total += len(names)
     assert total >= 7
 
 
 def test_broken_plugin_fails_only_its_lookup(monkeypatch):
-    fake = EntryPoint(name="broken", value="tests.fixtures.broken_plugin", group="harness.defences")
-    real = registry._entry_points
-    monkeypatch.setattr(registry, "_entry_points",
-                        lambda kind: {**real(kind), "broken": fake} if kind == "defence" else real(kind))
+    fake = registry.Declaration("broken", "tests.fixtures.broken_plugin", "broken-dist", "1")
+    real = registry._declarations
+    monkeypatch.setattr(registry, "_declarations",
+                        lambda kind: {**real(kind), "broken": [fake]} if kind == "defence" else real(kind))
     with pytest.raises(PluginLoadError, match=r"defence 'broken' failed to load.*RuntimeError: boom"):
         registry.get("defence", "broken")
     assert registry.get("defence", "none").name == "none"
@@ -43,20 +53,62 @@ def test_broken_plugin_fails_only_its_lookup(monkeypatch):
     assert rows["broken"].startswith("BROKEN:") and "v1" in rows["none"]
 
 
-def test_duplicate_registration_is_an_error():
+def _fn(module, qualname="defend"):
+    """A plugin function as another module would define it (every defence's function is named `defend`)."""
+    def fn(): ...
+    fn.__module__, fn.__qualname__ = module, qualname
+    return fn
+
+
+def test_same_name_from_another_module_is_an_error():
+    """The old check compared only __qualname__, so an outside `defend` silently replaced a built-in's."""
     from pydantic import BaseModel
 
-    def a(): ...
+    registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin"))
+    try:
+        registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin"))  # a reload
+        with pytest.raises(PluginLoadError, match=r"registered twice: by module 'pkg_one.plugin'.*'pkg_two.plugin'"):
+            registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_two.plugin"))
+        with pytest.raises(PluginLoadError, match="registered twice"):
+            registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin", "other"))
+        assert registry._registry["judge"]["dup-test"].module == "pkg_one.plugin"
+    finally:
+        del registry._registry["judge"]["dup-test"]
 
-    def b(): ...
 
-    registry.register("judge", "dup-test", config=BaseModel, version="1")(a)
-    with pytest.raises(PluginLoadError, match="registered twice"):
-        registry.register("judge", "dup-test", config=BaseModel, version="1")(b)
-    del registry._registry["judge"]["dup-test"]
+def test_a_module_cannot_register_a_name_another_package_declares():
+    """Even before the built-in is imported: the entry point says who owns 'repnoise'."""
+    from pydantic import BaseModel
+
+    with pytest.raises(PluginLoadError) as exc:
+        registry.register("defence", "repnoise", config=BaseModel, version="1")(_fn("outside_pkg.defence"))
+    msg = str(exc.value)
+    assert "module 'outside_pkg.defence'" in msg and f"immunization-bench {BENCH} (module defences.repnoise)" in msg
+    assert registry.get("defence", "repnoise").module == "defences.repnoise"
 
 
-@pytest.mark.parametrize("args", [["list"], ["--help"], ["run", "--help"]])
+def test_two_distributions_declaring_one_name_fail_its_lookup_only(monkeypatch):
+    real = registry._declarations
+    twins = [registry.Declaration("twin", "dist_a_mod", "dist-a", "1.0"),
+             registry.Declaration("twin", "dist_b_mod", "dist-b", "2.0")]
+    monkeypatch.setattr(registry, "_declarations",
+                        lambda kind: {**real(kind), "twin": twins} if kind == "defence" else real(kind))
+    with pytest.raises(PluginLoadError, match=r"declared by 2 distributions: dist-a 1.0 .*and dist-b 2.0"):
+        registry.get("defence", "twin")
+    rows = dict(registry.describe("defence"))
+    assert rows["twin"].startswith("BROKEN:") and "dist-a" in rows["twin"] and "dist-b" in rows["twin"]
+    assert rows["none"].endswith("[v1]")
+
+
+def test_plugin_inventory_names_distribution_and_source():
+    rows = {(r[0], r[1]): r for r in registry.inventory()}
+    _, _, version, dist, source = rows[("defence", "repnoise")]
+    assert version == "1" and dist == f"immunization-bench {BENCH}" and source.endswith("defences/repnoise.py")
+    assert rows[("attack", "sft-1k")][4].endswith("attacks/sft.py")
+
+
+@pytest.mark.parametrize("args", [["list"], ["--help"], ["run", "--help"], ["plugins"], ["plugins", "check", "--help"],
+                                  ["validate", "--help"]])
 def test_cli_help_and_list_do_not_import_torch(args):
     code = ("import sys\nfrom harness.cli import main\ntry:\n    main(" + repr(args) + ")\nexcept SystemExit:\n"
             "    pass\nassert 'torch' not in sys.modules, 'torch was imported'\nprint('OK')")

@@ -1,0 +1,84 @@
+"""Read what the leaderboard is built from: the condition tables of each results/<suite>/v<N>/ folder.
+
+Numbers come only from tables that pass `harness.tables.read_table`. Run records are opened for one reason:
+to list the invalid ones as excluded, with the reason, so nothing that fails validation disappears silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.tables import TABLES, read_table
+
+VERSION_DIR = re.compile(r"v(\d+)")
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Something left out of the numbers, and why (shown on the page and in LEADERBOARD.md)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class ResultFolder:
+    """One results/<suite>/v<N>/ folder: its readable tables, what was excluded, the valid record ids."""
+
+    suite: str
+    protocol_version: int
+    path: Path
+    tables: dict[str, Any] = field(default_factory=dict)
+    exclusions: list[Exclusion] = field(default_factory=list)
+    valid_record_ids: set[str] = field(default_factory=set)
+    invalid_record_ids: set[str] = field(default_factory=set)
+
+    @property
+    def stale_record_ids(self) -> list[str]:
+        """Valid records that no table holds: the tables predate them (rebuild with `harness tables`)."""
+        if "resistance" not in self.tables:
+            return []
+        return sorted(self.valid_record_ids - set(self.tables["resistance"]["run_id"]))
+
+
+def result_folders(results_dir: Path) -> list[Path]:
+    """Every <suite>/v<N>/ folder under results_dir that holds a table or a record, in name order."""
+    folders = [p for p in sorted(Path(results_dir).glob("*/v*")) if p.is_dir() and VERSION_DIR.fullmatch(p.name)]
+    return [p for p in folders if any(p.glob("*.parquet")) or any(p.glob("*.json"))]
+
+
+def load_folder(folder: Path) -> ResultFolder:
+    """Read the four tables (each failure becomes an exclusion) and list invalid records."""
+    version = VERSION_DIR.fullmatch(folder.name)
+    assert version is not None  # result_folders() only yields v<N> folders
+    loaded = ResultFolder(folder.parent.name, int(version.group(1)), folder)
+    for name in TABLES:
+        path = folder / f"{name}.parquet"
+        if not path.exists():
+            loaded.exclusions.append(Exclusion(str(path), "table missing (build it with `harness tables`)"))
+            continue
+        try:
+            loaded.tables[name] = read_table(path)
+        except HarnessError as exc:
+            loaded.exclusions.append(Exclusion(str(path), str(exc)))
+    _check_records(folder, loaded)
+    # An excluded record is excluded everywhere: its rows (tables built before it broke) leave the numbers too.
+    for name, frame in loaded.tables.items():
+        loaded.tables[name] = frame[~frame["run_id"].isin(loaded.invalid_record_ids)].reset_index(drop=True)
+    return loaded
+
+
+def _check_records(folder: Path, loaded: ResultFolder) -> None:
+    """Validate each record only to report the invalid ones; no number is read from a record."""
+    from harness.records import read_record
+
+    for path in sorted(folder.glob("*.json")):
+        try:
+            loaded.valid_record_ids.add(read_record(path).run_id)
+        except HarnessError as exc:
+            loaded.invalid_record_ids.add(path.stem)
+            loaded.exclusions.append(Exclusion(str(path), str(exc)))

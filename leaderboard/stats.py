@@ -1,0 +1,50 @@
+"""Estimates with 95% confidence intervals.
+
+The seed is the unit of replication: a cell is the mean over seeds of a per-seed value, with a Student-t
+interval, mean ± t(0.975, n-1) * s / sqrt(n). With 2-5 seeds a bootstrap would understate the spread, and
+the t-interval is what a reader can recompute from the tables by hand. One seed gives no interval.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95% half-width (None for n = 1) and the run ids it was computed from."""
+
+    mean: float
+    half_width: float | None
+    n: int
+    run_ids: tuple[str, ...] = ()
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        if self.half_width is None:
+            return None
+        return self.mean - self.half_width, self.mean + self.half_width
+
+
+def t_estimate(values: Iterable[float | None], run_ids: Iterable[str] = ()) -> Estimate | None:
+    """Mean and 95% t-interval of the finite values; None when there are none (the cell shows n/a)."""
+    finite = [float(v) for v in values if v is not None and _is_finite(v)]
+    if not finite:
+        return None
+    ids = tuple(sorted(set(run_ids)))
+    if len(finite) == 1:
+        return Estimate(finite[0], None, 1, ids)
+    from scipy.stats import t  # lazy: scipy.stats costs a second to import
+
+    half = float(t.ppf(0.975, len(finite) - 1)) * statistics.stdev(finite) / math.sqrt(len(finite))
+    return Estimate(statistics.fmean(finite), half, len(finite), ids)
+
+
+def _is_finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False  # pandas NA and friends

@@ -1,0 +1,52 @@
+"""A small results folder (records and the tables built from them) with the cases the leaderboard must handle:
+two settings of one defence, a generalization run, a defence named like a script, a broken (unstable)
+defence, and an invalid record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.records import write_record
+from harness.tables import build, write_table
+from tests.factories import record
+
+SCRIPT_NAME = "<script>alert(1)</script>"
+INVALID_RECORD = "deadbeefdeadbeef.json"
+SEEDS = (0, 1, 2)
+
+
+def fixture_records() -> list:
+    """Post-attack harmfulness per (defence, lr) varies a little by seed so intervals are not all zero."""
+    posts = {("none", "{}"): (1.0, 1.0), ("repnoise", "beta1"): (0.02, 0.6), ("repnoise", "beta0"): (0.5, 0.9),
+             (SCRIPT_NAME, "{}"): (0.3, 0.4), ("broken-qa", "{}"): (0.0, 0.0)}
+    params = {"{}": {}, "beta1": {"beta": 1.0}, "beta0": {"beta": 0.001}}
+    records = []
+    for (name, setting), (low, high) in posts.items():
+        qa = 0.0 if name == "broken-qa" else 1.0
+        for seed in SEEDS:
+            for lr, post in ((1e-4, low), (1e-3, high)):
+                records.append(record(name, params[setting], lr, seed, 0.0, min(1.0, post + 0.01 * seed), qa=qa,
+                                      created=f"2026-01-01T00:00:0{seed}"))
+    records.append(record("repnoise", {"beta": 1.0}, 1e-4, 0, 0.0, 0.03, subsets=("~violence", "violence"),
+                          created="2026-01-02T00:00:00"))
+    return records
+
+
+def write_results(root: Path) -> Path:
+    """results/<suite>/v1/ with every record, its four tables and one invalid record; returns the folder."""
+    folder = root / "t" / "v1"
+    records = fixture_records()
+    for r in records:
+        write_record(folder / f"{r.run_id}.json", r)
+    for name, frame in build(records).items():
+        write_table(frame, name, folder)
+    (folder / INVALID_RECORD).write_text('{"run_id": "deadbeefdeadbeef", "torn')
+    return folder
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    write_results(tmp_path / "results")
+    return tmp_path / "results"

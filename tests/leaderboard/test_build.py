@@ -1,0 +1,133 @@
+"""`harness leaderboard` end to end on a fixture results folder: what it writes, where, and how it fails."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leaderboard.build import MARKER, build_leaderboard, markdown_for
+from tests.leaderboard.conftest import INVALID_RECORD
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing", "is not a folder"), ("empty", "no results under"), ("foreign-site", "was not built by harness")])
+def test_bad_input_is_one_line_and_exit_2_before_any_write(tmp_path, results_dir, setup, message):
+    out = tmp_path / "out"
+    results = {"missing": tmp_path / "nonexistent", "empty": tmp_path / "empty", "foreign-site": results_dir}[setup]
+    if setup == "empty":
+        results.mkdir()
+    if setup == "foreign-site":
+        (out / "site").mkdir(parents=True)
+        (out / "site" / "mine.txt").write_text("keep me")
+    before = tree(tmp_path)
+    proc = cli("--results-dir", str(results), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert tree(tmp_path) == before
+
+
+def test_cli_builds_without_torch_and_writes_only_under_out(tmp_path, results_dir):
+    out = tmp_path / "out"
+    before = tree(results_dir)
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    main(['leaderboard', '--results-dir', sys.argv[1], "
+            "'--out', sys.argv[2]])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('OK')")
+    proc = subprocess.run([sys.executable, "-c", code, str(results_dir), str(out)], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr
+    assert tree(results_dir) == before
+    assert {p.name for p in tmp_path.iterdir()} == {"out", "results"}
+    assert {p.name for p in out.iterdir()} == {"site", "LEADERBOARD.md"}  # no staging folder left behind
+    site = {p.relative_to(out / "site").as_posix() for p in (out / "site").rglob("*") if p.is_file()}
+    assert {"index.html", "assets/style.css", "assets/leaderboard.js", "defence/none.html", MARKER} <= site
+    assert len([p for p in site if p.startswith("plots/")]) == 2 + 5  # curves, scatter, one per defence setting
+
+
+def test_strings_from_plugins_and_records_are_escaped(tmp_path, results_dir):
+    build_leaderboard(results_dir, tmp_path / "out")
+    site = tmp_path / "out" / "site"
+    pages = [site / "index.html", *(site / "defence").glob("*.html")]
+    assert len(pages) == 5  # none, repnoise, broken-qa, the script-named one, index
+    for page in pages:
+        assert "<script>alert" not in page.read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "index.html").read_text()
+    for plot in (site / "plots").glob("*.svg"):
+        assert "<script" not in plot.read_text()
+    markdown = (tmp_path / "out" / "LEADERBOARD.md").read_text()
+    assert "<script>" not in markdown and "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+
+
+def test_defences_not_installed_still_get_a_page(tmp_path, results_dir):
+    build_leaderboard(results_dir, tmp_path / "out")
+    pages = {p.name: p.read_text() for p in (tmp_path / "out" / "site" / "defence").glob("*.html")}
+    assert "not installed" in pages["broken-qa.html"]
+    assert "RepNoise" in pages["repnoise.html"] and "not installed" not in pages["repnoise.html"]  # the docstring
+    script_page = [text for name, text in pages.items() if name.startswith("script-alert-1-script-")]
+    assert len(script_page) == 1 and "not installed" in script_page[0]
+
+
+def test_excluded_record_is_listed_with_its_reason(tmp_path, results_dir):
+    build_leaderboard(results_dir, tmp_path / "out")
+    for text in ((tmp_path / "out" / "site" / "index.html").read_text(),
+                 (tmp_path / "out" / "LEADERBOARD.md").read_text()):
+        assert INVALID_RECORD in text and "not valid JSON" in text
+
+
+def test_rebuild_is_byte_identical_and_replaces_the_old_site(tmp_path, results_dir):
+    out = tmp_path / "out"
+    build_leaderboard(results_dir, out)
+    first = tree(out)
+    (out / "site" / "stale.html").write_text("from an older build")
+    build_leaderboard(results_dir, out)
+    assert tree(out) == first
+
+
+def test_record_links_resolve_to_the_records(tmp_path, results_dir):
+    import re
+
+    build_leaderboard(results_dir, tmp_path / "out")
+    page = tmp_path / "out" / "site" / "defence" / "repnoise.html"
+    links = set(re.findall(r'href="([^"]+\.json)"', page.read_text()))
+    assert len(links) == 3 * 2 * 2 + 1  # 2 settings x 2 budgets x 3 seeds + the held-out run
+    assert all((page.parent / link).resolve().is_file() for link in links)
+
+
+def test_committed_leaderboard_md_is_current():
+    """LEADERBOARD.md is derived from results/: after the tables change, run `make leaderboard`."""
+    committed = (REPO / "leaderboard" / "LEADERBOARD.md").read_text()
+    cwd = os.getcwd()
+    os.chdir(REPO)  # paths in the file are relative to the repository root
+    try:
+        fresh = markdown_for(Path("results"))
+    finally:
+        os.chdir(cwd)
+    assert committed == fresh, "leaderboard/LEADERBOARD.md is stale: run `make leaderboard`"
+
+
+
+def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
+    (results_dir / "t" / "v1" / "tuning").mkdir()
+    (results_dir / "t" / "v1" / "tuning" / "none.md").write_text("lr sweep: <b>1e-3</b> kept")
+    build_leaderboard(results_dir, tmp_path / "out")
+    pages = tmp_path / "out" / "site" / "defence"
+    assert "lr sweep: &lt;b&gt;1e-3&lt;/b&gt; kept" in (pages / "none.html").read_text()
+    assert "None recorded" in (pages / "repnoise.html").read_text()
