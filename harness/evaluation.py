@@ -6,7 +6,7 @@
 - `stability(...)`, `trainability(...)`: the defended model against the undefended base (computed once per
   model and shared by every attack of a grid, because their keys name only the model).
 
-The evaluator owns the judges and, lazily, the base model that scores degenerate outputs.
+The evaluator owns the judges; the base model that scores degenerate outputs is loaded for each scoring.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ class Evaluator:
         self.harmless = data.harmless_eval.select(range(min(m, len(data.harmless_eval))))
         self.judges: dict[str, Any] = {}
         self.judge_ids: list[str] = []
-        self._base: tuple[Any, Any] | None = None
 
     # ------------------------------------------------------------------------- one model
     def evaluate(self, ref: str, name: str) -> Evaluation:
@@ -127,15 +126,11 @@ class Evaluator:
     def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
         from harness.conditions.degenerate import conditional_nll, degenerate_flags
 
-        model, tok = self._base_model()
+        # Loaded for this scoring only: a 7B base held through the attack would not leave room to train.
+        model, tok = self.stages.load(self.spec.model.id)
         nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.prompt,
                               max_length=self.suite.max_length)
         return degenerate_flags(outputs, nll, self.suite.degenerate_max_ppl)
-
-    def _base_model(self) -> tuple[Any, Any]:
-        if self._base is None:
-            self._base = self.stages.load(self.spec.model.id)
-        return self._base
 
     def _loading(self) -> dict[str, Any]:
         """What, besides a model ref, decides a model's outputs: the base model's spec (its revision and dtype,
