@@ -28,7 +28,7 @@ class Config(TrainingFields):
 @register_defence("gradient-ascent", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
-    collate = PairedCollator(ctx.tokenizer, ctx.max_length, seed=ctx.seed)
+    collate = PairedCollator(ctx.tokenizer, ctx.max_length, template=ctx.template, seed=ctx.seed)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
         ids, mask = b["harmful"]["input_ids"], b["harmful_mask"]

@@ -54,8 +54,9 @@ class Config(TrainingFields):
 @register_defence("repnoise", config=Config, version="1")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """RepNoise: push harmful representations to noise at every layer, ascend on harmful answers."""
-    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), mask_answers=cfg.mask,
-                             retain=ctx.data.retain if cfg.retain_harmless else None, seed=ctx.seed)
+    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), template=ctx.template,
+                             mask_answers=cfg.mask, retain=ctx.data.retain if cfg.retain_harmless else None,
+                             seed=ctx.seed)
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: repnoise_loss(m, b, cfg))
 
 

@@ -22,7 +22,9 @@ store_app = typer.Typer(no_args_is_help=True, help="Inspect the artifact store."
 app.add_typer(store_app, name="store")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
-                                                  "(targets: suite, defence, attack, eval)")]
+                                                  "(targets: suite, defence, attack, eval, subsets, model)")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="base model: a hub id or a local checkpoint folder "
+                                              "(default: the suite's); pin with --set model.revision=...")]
 SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
                                                 "`harness list suites`)")]
 ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
@@ -100,28 +102,31 @@ def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harnes
 
 @app.command()
 def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
-            = None, sets: SetOpt = None,
+            = None, model: ModelOpt = None, sets: SetOpt = None,
             home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
-    """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
+    """Build what a suite needs (the tiny suite's base model and judge; paired refusals of a real suite's
+    model); cached, automatic on first run."""
     import json
 
+    from harness.pipeline import prepare as prepare_suite
     from harness.preflight import start, writable_dir
-    from harness.resolve import load_suite
+    from harness.resolve import resolve_base
     from harness.specs import parse_overrides
     from harness.store import Store
 
-    _, s = load_suite(suite_name(suite), parse_overrides(sets or [])["suite"])
+    base = resolve_base(suite_name(suite), parse_overrides(sets or []), model=model)
     store = Store(home)
     writable_dir(store.root, "--home (the artifact store)")
     start(store)
-    report = s.prepare(store, force)
+    report = prepare_suite(base.suite, model=base.model, judges=base.judges, eval_spec=base.eval, store=store,
+                           force=force)
     typer.echo(json.dumps(report, indent=2))
 
 
 @app.command()
 def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
         attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
-        suite: SuiteOpt = None,
+        suite: SuiteOpt = None, model: ModelOpt = None,
         seed: Annotated[int, typer.Option(help="seed of the defence and the attack")] = 0,
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
@@ -141,7 +146,8 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     from harness.store import Store
 
     begin = time.perf_counter()
-    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, sets=sets, backend=backend)
+    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, sets=sets, backend=backend,
+                                 model=model)
     store = Store(home)
     check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
     path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
@@ -154,7 +160,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 @app.command()
 def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
-          suite: SuiteOpt = None,
+          suite: SuiteOpt = None, model: ModelOpt = None,
           seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
           sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
           force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
@@ -167,7 +173,8 @@ def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat 
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got '{seeds}'")
     suite = suite_name(suite)
-    run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force)
+    run_sweep(suite, defence, seed_list, sets=sets or [], store=Store(home), results_dir=results_dir, force=force,
+              model=model)
     report(suite=suite, sets=sets, results_dir=results_dir)
 
 

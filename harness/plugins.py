@@ -3,7 +3,9 @@
     defend(model, cfg, ctx) -> model | None     # None: "the input model, unchanged" (nothing is saved)
     attack(model, cfg, ctx) -> model
 
-Plugins train with `harness.train.train` and read data only from `ctx.data`.
+Plugins train with `harness.train.train` and read data only from `ctx.data`. They format questions with
+`ctx.template`, the suite's prompt format, exactly as the evaluation does: collators take it, and `fit`
+refuses a collator whose format differs from it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.data import PLAIN, PromptFormat, as_format
 from harness.errors import HarnessError
 from harness.suite import SuiteData
 from harness.train import LossFn, TrainConfig
@@ -28,6 +31,7 @@ class StageContext:
     progress: Callable[..., None] | None = None  # advance a progress bar by optimizer steps
     callback: Callable[[int, Any], None] | None = None  # pass to train(): runs every `every` steps
     every: int = 0
+    template: PromptFormat = PLAIN               # the suite's prompt format: give it to every collator
 
 
 class TrainingFields(BaseModel):
@@ -62,6 +66,10 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
     loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model."""
     from harness.train import train
 
+    used = getattr(collate, "template", None)
+    if used is not None and as_format(used) != ctx.template:
+        raise HarnessError(f"{type(collate).__name__} formats prompts as {as_format(used)!r} but the suite's prompt "
+                           f"format is {ctx.template!r}: pass template=ctx.template to the collator")
     rows = first_rows(getattr(ctx.data, split), cfg.samples, split)
     train(model, rows, collate, loss_fn, cfg.train_config(), seed=ctx.seed, progress=ctx.progress,
           callback=ctx.callback, every=ctx.every)

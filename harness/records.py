@@ -37,6 +37,18 @@ class StageInfo(BaseModel):
     key: str = Field("", description="artifact key in the store ('' for stages that store nothing)")
 
 
+class LoadedModel(BaseModel):
+    """The base model a run loaded: its name, the revision found, where it came from and how it was loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="hub id, absolute local path, or store:<path> (built by the suite)")
+    revision: str = Field(description="hub commit hash, 'local-<fingerprint>' of a folder, or the suite's build key")
+    source: Literal["hub", "local", "store"]
+    dtype: str = Field(description="the dtype every model of the run was loaded in")
+    trust_remote_code: bool = Field(description="whether checkpoint code was allowed to run (suite opt-in)")
+
+
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +66,7 @@ class Provenance(BaseModel):
     device: str
     stages: dict[str, StageInfo]
     created_at: str
+    model: LoadedModel | None = Field(None, description="what was loaded as the base model (absent in early records)")
 
 
 class RunRecord(BaseModel):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 1
-OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets")
+OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets", "model")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes < 2**64, numpy's is taken mod 2**32; JSON readers handle int64
 
 

@@ -24,7 +24,7 @@ from harness.store import Store
 
 
 def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Sequence[str] = (),
-          store: Store, results_dir: Path, force: bool = False) -> list[RunRecord]:
+          store: Store, results_dir: Path, force: bool = False, model: str | None = None) -> list[RunRecord]:
     """Run the suite's budget grid for each defence and seed. Every spec is validated before any runs."""
     if not seeds:
         raise HarnessError("--seeds names no seed: give comma-separated integers, e.g. --seeds 0,1,2")
@@ -42,7 +42,8 @@ def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, sets: Se
         for seed in seeds:
             for budget in s.budget_grid:
                 cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
-                spec, s_cell, applied = resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets)
+                spec, s_cell, applied = resolve(suite, defence, budget.attack, seed=seed, sets=cell_sets,
+                                                model=model)
                 check_run(spec, s_cell, applied, store=store, results_dir=results_dir, force=force)
                 cells.append((budget, (spec, s_cell, applied)))
     start(store, results_dir / s.name / f"v{s.protocol_version}")
