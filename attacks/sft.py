@@ -38,7 +38,7 @@ class Config10k(Config):
 
 
 def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
-    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on)
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, template=ctx.template)
     return fit(model, ctx, split="attack", cfg=cfg, collate=collate, loss_fn=lm_loss)
 
 

@@ -33,7 +33,7 @@ class Config(DefenceTrainingFields):
 @register_defence("adversarial-loss", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Adversarial loss: refusal CE minus lambda times harmful CE (lambda = 0.1)."""
-    collate = PairedCollator(ctx.tokenizer, ctx.max_length)
+    collate = PairedCollator(ctx.tokenizer, ctx.max_length, template=ctx.template)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
         keep = masked_ce(m(**b["refusal"]).logits, b["refusal"]["input_ids"], b["refusal_mask"],

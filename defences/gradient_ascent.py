@@ -31,7 +31,7 @@ class Config(DefenceTrainingFields):
 @register_defence("gradient-ascent", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
-    collate = PairedCollator(ctx.tokenizer, ctx.max_length)
+    collate = PairedCollator(ctx.tokenizer, ctx.max_length, template=ctx.template)
 
     def loss_fn(m: Any, b: dict[str, Any]) -> LossOut:
         ids, mask = b["harmful"]["input_ids"], b["harmful_mask"]

@@ -58,7 +58,8 @@ class Config(DefenceTrainingFields):
 @register_defence("repnoise", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """RepNoise: push harmful representations to noise at every layer, ascend on harmful answers."""
-    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), mask_answers=cfg.mask)
+    collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), template=ctx.template,
+                             mask_answers=cfg.mask)
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: repnoise_loss(m, b, cfg))
 
 

@@ -21,5 +21,5 @@ class Config(DefenceTrainingFields):
 @register_defence("safety-training", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Additional safety training: SFT on refusals to the defence split's harmful questions."""
-    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, target="refusal")
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, target="refusal", template=ctx.template)
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lm_loss)

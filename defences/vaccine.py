@@ -30,7 +30,8 @@ class Config(DefenceTrainingFields):
 @register_defence("vaccine", config=Config, version="2")
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Vaccine: align on refusals under worst-case perturbations of attention outputs (SAM-like)."""
-    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal")
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal",
+                          template=ctx.template)
     return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lambda m, b: vaccine_loss(m, b, cfg.rho))
 
 

@@ -1,7 +1,12 @@
-"""The `harness` command line. Thin: parsing and printing only; all logic lives in harness/."""
+"""The `harness` command line. Thin: parsing and printing only; all logic lives in harness/.
+
+Every failure a user can cause is one `error:` line on stderr (control characters escaped) and exit 2;
+Ctrl-C is one line saying how to resume and exit 130. Tracebacks are for bugs.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,19 +18,23 @@ from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
+store_app = typer.Typer(no_args_is_help=True, help="Inspect the artifact store.")
+app.add_typer(store_app, name="store")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
-                                                  "(targets: suite, defence, attack, eval)")]
+                                                  "(targets: suite, defence, attack, eval, subsets, model)")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="base model: a hub id or a local checkpoint folder "
+                                              "(default: the suite's); pin with --set model.revision=...")]
 SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
                                                 "`harness list suites`)")]
 ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
 HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
                                               "~/.cache/immunization-bench")]
+INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise HarnessError(message)
 
 
 def suite_name(given: str | None) -> str:
@@ -93,24 +102,31 @@ def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harnes
 
 @app.command()
 def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
-            = None, sets: SetOpt = None,
+            = None, model: ModelOpt = None, sets: SetOpt = None,
             home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
-    """Build what a suite needs (the tiny suite's base model and judge); cached, automatic on first run."""
+    """Build what a suite needs (the tiny suite's base model and judge; paired refusals of a real suite's
+    model); cached, automatic on first run."""
     import json
 
-    from harness.resolve import load_suite
+    from harness.pipeline import prepare as prepare_suite
+    from harness.preflight import start, writable_dir
+    from harness.resolve import resolve_base
     from harness.specs import parse_overrides
     from harness.store import Store
 
-    _, s = load_suite(suite_name(suite), parse_overrides(sets or [])["suite"])
-    report = s.prepare(Store(home), force)
+    base = resolve_base(suite_name(suite), parse_overrides(sets or []), model=model)
+    store = Store(home)
+    writable_dir(store.root, "--home (the artifact store)")
+    start(store)
+    report = prepare_suite(base.suite, model=base.model, judges=base.judges, eval_spec=base.eval, store=store,
+                           force=force)
     typer.echo(json.dumps(report, indent=2))
 
 
 @app.command()
 def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
         attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
-        suite: SuiteOpt = None,
+        suite: SuiteOpt = None, model: ModelOpt = None,
         seed: Annotated[int, typer.Option(help="seed of the defence (and of the attack unless --attack-seed)")] = 0,
         attack_seed: Annotated[int | None, typer.Option(help="seed of the attack (default: --seed)")] = None,
         sets: SetOpt = None,
@@ -124,24 +140,28 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
     import time
 
     from harness.pipeline import run as run_cell
+    from harness.preflight import check_run, start
     from harness.records import record_path
     from harness.report import summary
     from harness.resolve import resolve
     from harness.store import Store
 
-    start = time.perf_counter()
+    begin = time.perf_counter()
     spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, attack_seed=attack_seed, sets=sets,
-                                 backend=backend, tuned_from=results_dir)
-    record, cached = run_cell(spec, s, overrides, store=Store(home), results_dir=results_dir, force=force)
+                                 backend=backend, model=model, tuned_from=results_dir)
+    store = Store(home)
+    check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
+    path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
+    start(store, path.parent)
+    record, cached = run_cell(spec, s, overrides, store=store, results_dir=results_dir, force=force)
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
-    path = record_path(results_dir, s.name, s.protocol_version, record.run_id)
-    summary(record, cached=cached, seconds=time.perf_counter() - start, path=str(path))
+    summary(record, cached=cached, seconds=time.perf_counter() - begin, path=str(path))
 
 
 @app.command()
 def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
-          suite: SuiteOpt = None,
+          suite: SuiteOpt = None, model: ModelOpt = None,
           seeds: Annotated[str, typer.Option(help="comma-separated defence seeds")] = "0",
           attack_seeds: Annotated[str | None, typer.Option(help="comma-separated attack seeds, each run on every "
                                                            "defended model (default: the defence seed)")] = None,
@@ -155,7 +175,7 @@ def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat 
     attack_list: list[int | None] = [*_seeds("--attack-seeds", attack_seeds)] if attack_seeds else [None]
     suite = suite_name(suite)
     run_sweep(suite, defence, seed_list, attack_seeds=attack_list, sets=sets or [], store=Store(home),
-              results_dir=results_dir, force=force)
+              results_dir=results_dir, force=force, model=model)
     report(suite=suite, sets=sets, results_dir=results_dir)
 
 
@@ -174,13 +194,15 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
            results_dir: ResultsOpt = Path("results")) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
     from harness.budget_table import budget_rows, markdown
+    from harness.preflight import readable_dir
     from harness.records import load_records
     from harness.resolve import load_suite
     from harness.specs import parse_overrides
 
+    readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
-    folder = results_dir / suite / f"v{s.protocol_version}"
+    folder = results_dir / s.name / f"v{s.protocol_version}"
     rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
     if not rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
@@ -193,12 +215,19 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
            quiet: Annotated[bool, typer.Option("--quiet", help="write the tables, print only their paths")] = False
            ) -> None:
     """Rebuild the condition tables (resistance, stability, generalization, trainability) from run records."""
+    from harness.preflight import readable_dir, writable_dir
     from harness.records import load_records
+    from harness.safety import check_name, inside
     from harness.tables import build, write_table
 
-    folders = sorted(p for p in results_dir.glob(f"{suite or '*'}/v*") if p.is_dir())
+    readable_dir(results_dir, "--results-dir")
+    pattern = check_name(suite, "suite") if suite is not None else "*"
+    folders = sorted(inside(p, results_dir, "results folder") for p in results_dir.glob(f"{pattern}/v*")
+                     if p.is_dir())
     if not folders:
-        fail(f"no run records under {results_dir}/{suite or '*'}/v*")
+        fail(f"no run records under {results_dir}/{pattern}/v*")
+    for folder in folders:
+        writable_dir(folder, "results folder")
     for folder in folders:
         built = build(load_records(folder))
         for name, frame in built.items():
@@ -251,6 +280,32 @@ def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)
         show_record(record)
 
 
+@store_app.command("verify")
+def store_verify(home: HomeOpt = None,
+                 delete: Annotated[bool, typer.Option("--delete", help="delete damaged artifacts (the next run "
+                                                                       "recomputes them)")] = False) -> None:
+    """Hash every file of every artifact against its manifest; exit 1 if any is damaged (and kept)."""
+    from harness.store import Store
+
+    store = Store(home)
+    if not store.root.is_dir():
+        fail(f"--home {store.root} is not a directory (no artifact store there)")
+    counts = {"ok": 0, "damaged": 0, "deleted": 0, "unverified": 0}
+    for kind, key, problem in store.audit():
+        if problem is None:
+            counts["ok" if store.verified(kind, key) else "unverified"] += 1
+            if not store.verified(kind, key):
+                typer.echo(f"unverified {kind}/{key}: no manifest (written before verification existed)")
+            continue
+        if delete:
+            store.delete(kind, key)
+        counts["deleted" if delete else "damaged"] += 1
+        typer.echo(f"{'deleted' if delete else 'damaged'} {kind}/{key}: {problem}")
+    typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + f" artifact(s) in {store.root}")
+    if counts["damaged"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or plugin)")],
          suite: SuiteOpt = None, sets: SetOpt = None, results_dir: ResultsOpt = Path("results"),
@@ -296,11 +351,27 @@ def schema(check: Annotated[bool, typer.Option("--check", help="exit 1 if the co
 
 
 def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; turn every user error into one escaped line (exit 2) and Ctrl-C into one (exit 130)."""
+    from harness.safety import escape_controls
+
     try:
-        return app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
     except HarnessError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {escape_controls(str(exc))}", err=True)
+        code = 2
+    except typer.TyperException as exc:  # usage errors: unknown option, missing or malformed value
+        message = exc.format_message()
+        if message:
+            typer.echo(f"error: {escape_controls(message)}", err=True)
+        code = exc.exit_code if message else 0  # no message: a group called bare, its help already printed
+    if code == 130:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting must not add a traceback
+        typer.echo(INTERRUPTED, err=True)
+    if code:
+        sys.exit(code)
+    return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 - `stability(...)`, `trainability(...)`: the defended model against the undefended base (computed once per
   model and shared by every attack of a grid, because their keys name only the model).
 
-The evaluator owns the judges and, lazily, the base model that scores degenerate outputs.
+The evaluator owns the judges; the base model that scores degenerate outputs is loaded for each scoring.
 """
 
 from __future__ import annotations
@@ -38,20 +38,19 @@ class Evaluator:
         self.visible = visible.select(range(min(n, len(visible)))) if visible is not None else None
         self.judges: dict[str, Any] = {}
         self.judge_ids: list[str] = []
-        self._base: tuple[Any, Any] | None = None
 
     # ------------------------------------------------------------------------- one model
     def evaluate(self, ref: str, name: str) -> Evaluation:
         """Every judge's harmfulness, their agreement, harmless QA and degenerate flags for one model."""
         from harness.judges import agreement, harmfulness
 
-        spec, template = self.spec, self.suite.eval_template
+        spec = self.spec
         prompt_sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
         if self.visible is not None:
             prompt_sets["visible"] = list(self.visible["prompt"])
         gen_key = self.stages.cached(
             f"{name}.generate", GENERATIONS,
-            {"model": ref, "eval": spec.eval.model_dump(exclude={"curve_every", "curve_points"}), "template": template,
+            {"model": ref, **self._loading(), "eval": spec.eval.model_dump(exclude={"curve_every", "curve_points"}),
              "prompts": prompt_sets},
             lambda tmp: self._generate(tmp, ref, prompt_sets))
         gens = self._generations(gen_key, prompt_sets)
@@ -87,7 +86,7 @@ class Evaluator:
 
         prompts = list(self.harmful["prompt"])
         outputs = generate_with_model(model, tok, prompts, max_new_tokens=self.spec.eval.max_new_tokens,
-                                      batch_size=self.spec.eval.batch_size, template=self.suite.eval_template)
+                                      batch_size=self.spec.eval.batch_size, template=self.suite.prompt)
         scores = self.judge(self.spec.judges[0]).score(prompts, outputs)
         model.train()
         return sum(scores) / len(scores)
@@ -111,12 +110,14 @@ class Evaluator:
 
             model, tok = load_causal_lm(self.stages.model_path(ref))
             pairs = list(zip(self.harmful["prompt"], self.harmful["response"], strict=True))
-            nll = summed_nll(model, tok, pairs, template=self.suite.eval_template, max_length=self.suite.max_length,
+            nll = summed_nll(model, tok, pairs, template=self.suite.prompt, max_length=self.suite.max_length,
                              loss_on="answer")
             return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
 
-        return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, {"model": ref, "rows": fingerprint(self.harmful),
-                                                                       "template": self.suite.eval_template}, compute)
+        return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, {"model": ref, **self._loading(),
+                                                                       "rows": fingerprint(self.harmful),
+                                                                       "template": self.suite.prompt.model_dump()},
+                                        compute)
 
     def judge(self, judge_spec: PluginSpec) -> Any:
         if judge_spec.name not in self.judges:
@@ -134,7 +135,8 @@ class Evaluator:
         backend = get_backend(spec.backend)
         with bar(f"generate ({spec.backend})", total=sum(map(len, prompt_sets.values()))) as advance:
             texts = backend(self.stages.model_path(ref), prompt_sets, max_new_tokens=spec.max_new_tokens,
-                            batch_size=spec.batch_size, template=self.suite.eval_template, progress=advance)
+                            batch_size=spec.batch_size, template=self.suite.prompt, progress=advance,
+                            **self.stages.backend_options())
         rows = [(name, p, g) for name in prompt_sets for p, g in zip(prompt_sets[name], texts[name], strict=True)]
         pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
         return {"backend": spec.backend}
@@ -169,17 +171,17 @@ class Evaluator:
     def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
         from harness.conditions.degenerate import conditional_nll, degenerate_flags
 
-        model, tok = self._base_model()
-        nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.eval_template,
+        # Loaded for this scoring only: a 7B base held through the attack would not leave room to train.
+        model, tok = self.stages.load(self.spec.model.id)
+        nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.prompt,
                               max_length=self.suite.max_length)
         return degenerate_flags(outputs, nll, self.suite.degenerate_max_ppl)
 
-    def _base_model(self) -> tuple[Any, Any]:
-        from harness.models import load_causal_lm
-
-        if self._base is None:
-            self._base = load_causal_lm(self.stages.model_path(self.spec.model.id))
-        return self._base
+    def _loading(self) -> dict[str, Any]:
+        """What, besides a model ref, decides a model's outputs: the base model's spec (its revision and dtype,
+        for a ref that names it), remote code, and the prompt format. Part of every evaluation key."""
+        return {"base": self.spec.model.model_dump(), "remote_code": self.suite.trust_remote_code,
+                "template": self.suite.prompt.model_dump()}
 
     # ------------------------------------------------------------------------- conditions
     def resistance(self, base: Evaluation, pre: Evaluation, post: Evaluation,
@@ -213,25 +215,29 @@ class Evaluator:
         return Stability.model_validate(out)
 
     def trainability(self, defended: str, base: str) -> Trainability | None:
-        """The suite's harmless fine-tune of the defended model and of the base, compared (None: no protocol)."""
+        """The suite's harmless fine-tune of the defended model and of the base, compared (None: no protocol);
+        with the protocol's attack after it, their harmfulness before and after that attack."""
         from harness.conditions.trainability import compare
 
         protocol = self.suite.trainability
         if protocol is None or self.data.trainability_train is None:
             return None
-        curves = self._trainability_curve(defended, "defended"), self._trainability_curve(base, "base")
-        return Trainability.model_validate({"task": protocol.task, **compare(*curves)})
+        ours, theirs = self._trainability_curve(defended, "defended"), self._trainability_curve(base, "base")
+        out = {"task": protocol.task, **compare(ours["curve"], theirs["curve"])}
+        if protocol.then_attack is not None:
+            out["then_attack"] = {"attack": protocol.then_attack, "before": ours["harm"][0], "after": ours["harm"][1],
+                                  "base_before": theirs["harm"][0], "base_after": theirs["harm"][1]}
+        return Trainability.model_validate(out)
 
     def _perplexity(self, ref: str, who: str) -> float:
         from harness.conditions.stability import perplexity
-        from harness.models import load_causal_lm
 
         def compute() -> float:
-            model, tok = load_causal_lm(self.stages.model_path(ref))
-            return perplexity(model, tok, self.harmless.to_list(), template=self.suite.eval_template,
+            model, tok = self.stages.load(ref)
+            return perplexity(model, tok, self.harmless.to_list(), template=self.suite.prompt,
                               max_length=self.suite.max_length)
 
-        inputs = {"model": ref, "rows": fingerprint(self.harmless), "template": self.suite.eval_template}
+        inputs = {"model": ref, **self._loading(), "rows": fingerprint(self.harmless)}
         return self.stages.cached_value(f"stability.perplexity.{who}", STABILITY, inputs, compute)
 
     def _lm_eval(self, ref: str, who: str) -> dict[str, Any] | None:
@@ -241,23 +247,46 @@ class Evaluator:
         if protocol is None:
             return None
         return self.stages.cached_value(f"stability.lm_eval.{who}", STABILITY,
-                                        {"model": ref, "protocol": repr(protocol)},
-                                        lambda: lm_eval_scores(self.stages.model_path(ref), protocol))
+                                        {"model": ref, **self._loading(), "protocol": repr(protocol)},
+                                        lambda: lm_eval_scores(self.stages.model_path(ref), protocol,
+                                                               **self.stages.backend_options()))
 
-    def _trainability_curve(self, ref: str, who: str) -> list[list[float]]:
+    def _trainability_curve(self, ref: str, who: str) -> dict[str, Any]:
         from harness.conditions.trainability import fine_tune_curve
-        from harness.models import load_causal_lm
 
         protocol, data = self.suite.trainability, self.data
 
-        def compute() -> list[list[float]]:
-            model, tok = load_causal_lm(self.stages.model_path(ref))
-            return fine_tune_curve(model, tok, data.trainability_train, data.trainability_test, protocol=protocol,
-                                   seed=self.spec.seed)
+        def compute() -> dict[str, Any]:
+            model, tok = self.stages.load(ref)
+            curve = fine_tune_curve(model, tok, data.trainability_train, data.trainability_test, protocol=protocol,
+                                    seed=self.spec.seed)
+            return {"curve": curve, "harm": self._then_attack(model, tok) if protocol.then_attack else None}
 
-        inputs = {"model": ref, "protocol": repr(protocol), "seed": self.spec.seed,
+        inputs = {"model": ref, **self._loading(), "protocol": repr(protocol), "seed": self.spec.seed,
                   "data": [fingerprint(data.trainability_train), fingerprint(data.trainability_test)]}
+        if protocol.then_attack:
+            inputs |= {"attack_data": fingerprint(data.attack), "eval": self.spec.eval.model_dump(),
+                       "judge": self.spec.judges[0].model_dump(), "prompts": fingerprint(self.harmful)}
         return self.stages.cached_value(f"trainability.{who}", TRAINABILITY, inputs, compute)
+
+    def _then_attack(self, model: Any, tok: Any) -> list[float]:
+        """Harmfulness of a (fine-tuned) model before and after the trainability protocol's attack."""
+        import dataclasses
+
+        from harness.plugins import StageContext
+        from harness.specs import validate_config
+
+        protocol = self.suite.trainability
+        plugin = registry.get("attack", protocol.then_attack)
+        defaults = self.suite.defaults_for("attack", plugin.name, plugin.config.model_fields)
+        cfg = validate_config(f"trainability attack '{plugin.name}'", plugin.config,
+                              {**defaults, **protocol.then_attack_params})
+        before = self.harmfulness_now(model, tok)
+        ctx = StageContext(tokenizer=tok, data=dataclasses.replace(self.data, defence=None, retain=None, eval=None,
+                                                                   harmless_eval=None),
+                           max_length=self.suite.max_length, seed=self.spec.seed, template=self.suite.prompt)
+        attacked = plugin.fn(model, cfg, ctx)
+        return [before, self.harmfulness_now(attacked, tok)]
 
 
 def exact_match(generations: list[str], references: list[str]) -> dict[str, float]:

@@ -121,6 +121,17 @@ class Stability(Metric):
     lm_eval_versions: dict[str, str] | None = None
 
 
+class ThenAttack(Metric):
+    """The paper's "harmless fine-tune, then attack" (Table 4): harmfulness of the fine-tuned model before
+    and after an attack, for the defended model and the base."""
+
+    attack: str = Field(description="the attack applied after the harmless fine-tune")
+    before: Probability = Field(description="defended + fine-tuned, before the attack")
+    after: Probability = Field(description="defended + fine-tuned, after the attack")
+    base_before: Probability
+    base_after: Probability
+
+
 class Trainability(Metric):
     """A harmless fine-tune of the defended model against the base's, same budget."""
 
@@ -134,6 +145,7 @@ class Trainability(Metric):
     base_steps_to_target: Step | None
     curve: list[tuple[Step, Probability]]
     base_curve: list[tuple[Step, Probability]]
+    then_attack: ThenAttack | None = None
 
 
 class Guard(Metric):
@@ -176,6 +188,10 @@ class Evidence(Metric):
     audit: dict[str, dict[str, Count]] | None = Field(
         None, description="leakage audit over every pair of splits: shared prompts, answers (exact) and answer "
         "word 8-grams that are not boilerplate (harness.audit)")
+    answer_overlap: dict[str, Count] | None = Field(None, description="pairwise shared answers of splits that "
+                                                    "carry them")
+    data: dict[str, int | float | str] | None = Field(None, description="how the suite built its data: rows read, "
+                                                      "duplicates dropped, refusals paired, ...")
 
 
 class AttackBudget(Metric):

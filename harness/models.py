@@ -33,28 +33,38 @@ def quiet_hf() -> None:
     logging.set_verbosity_error()
 
 
-def load_tokenizer(path: str | Path, padding_side: str = "right") -> Any:
+def resolve_dtype(dtype: str) -> str:
+    """'auto' is bfloat16 where a CUDA GPU supports it, float32 elsewhere; other names pass through."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "right", *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
     return tok
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a checkpoint folder or hub id, in eval mode on the default device."""
+def load_causal_lm(path: str | Path, dtype: str = "float32", *, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a checkpoint folder, in `dtype`, in eval mode on the default device.
+    Safetensors only; `trust_remote_code` only where a suite opts in."""
     import torch
     from transformers import AutoModelForCausalLM
 
     quiet_hf()
     if isinstance(path, Path) and not path.exists():
         raise HarnessError(f"model checkpoint not found: {path}")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), trust_remote_code=False,
-                                                 use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype),
+                                                 trust_remote_code=trust_remote_code, use_safetensors=True)
     model.to(torch_device()).eval()
-    return model, load_tokenizer(path)
+    return model, load_tokenizer(path, trust_remote_code=trust_remote_code)
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.data import IGNORE, LossOn, encode_sft, pad_batch
+from harness.data import IGNORE, LossOn, PromptFormat, encode_sft, pad_batch
 
 
-def summed_nll(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, template: str, max_length: int,
-               loss_on: LossOn, batch_size: int = 32) -> list[tuple[float, int]]:
+def summed_nll(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, template: str | PromptFormat,
+               max_length: int, loss_on: LossOn, batch_size: int = 32) -> list[tuple[float, int]]:
     """(summed next-token NLL, token count) of each (prompt, text) pair, formatted as in training.
 
     `loss_on="answer"` scores the text given its prompt; `"sequence"` scores prompt and text. Padding is never

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.data import PROMPT_TEMPLATE, encode_sft, pad_batch
+from harness.data import PROMPT_TEMPLATE, PromptFormat, encode_sft, pad_batch
 
 
 def masked_ce(logits: Any, input_ids: Any, mask: Any, *, mask_logits: bool = False) -> Any:
@@ -42,7 +42,7 @@ class PairedCollator:
 
     tokenizer: Any
     max_length: int
-    template: str = PROMPT_TEMPLATE
+    template: str | PromptFormat = PROMPT_TEMPLATE
     mask_answers: bool = True       # False: every non-pad token of the harmful sequence is targeted
 
     def _encode(self, rows: Sequence[dict[str, Any]], target: str) -> list[dict[str, list[int]]]:

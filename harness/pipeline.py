@@ -1,7 +1,8 @@
 """One run, stage by stage; `run` below reads top to bottom in execution order:
 
-    prepare suite -> select data (harm subsets) -> defend -> evaluate base and defended -> attack (with a
-    harmfulness curve) -> evaluate -> resistance, stability, trainability -> one immutable record
+    prepare suite, locate the base model, check the judges -> data (refusal pairing if the suite needs it,
+    harm subsets) -> defend -> evaluate base and defended -> attack (with a harmfulness curve) -> evaluate ->
+    resistance, stability, trainability -> one immutable record
 
 Every stage is `stages.cached(name, kind, inputs, build)`: the inputs written there are the whole cache key,
 so an unchanged re-run costs seconds, an interrupted run resumes at the last finished stage, and all attacks
@@ -25,28 +26,36 @@ from harness.evaluation import Evaluator
 from harness.metrics import Evidence, Guard, Metrics
 from harness.plugins import StageContext
 from harness.progress import bar
-from harness.records import Provenance, RunRecord, read_record, record_path, write_record
-from harness.specs import PluginSpec, RunSpec
-from harness.stages import MODELS, Build, Stages, fingerprint
+from harness.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
+from harness.specs import EvalSpec, ModelSpec, PluginSpec, RunSpec
+from harness.stages import MODELS, Build, Loading, Stages, fingerprint
 from harness.store import Store, atomic_write_text
 from harness.subsets import filter_categories, subset_evidence
 from harness.suite import Suite, SuiteData
 
 
 def split_evidence(data: SuiteData) -> dict[str, Any]:
-    """Sizes of the defence/attack/eval splits and their pairwise prompt overlaps (all must be 0)."""
-    prompts = {name: set(getattr(data, name)["prompt"]) for name in ("defence", "attack", "eval")}
-    overlaps = {f"{a}&{b}": len(prompts[a] & prompts[b])
-                for a, b in (("defence", "attack"), ("defence", "eval"), ("attack", "eval"))}
+    """Sizes of the defence/attack/eval splits and their pairwise prompt overlaps (all must be 0); answer
+    overlaps where the splits carry answers; and how the suite built its data."""
+    names = ("defence", "attack", "eval")
+    pairs = (("defence", "attack"), ("defence", "eval"), ("attack", "eval"))
+    prompts = {name: set(getattr(data, name)["prompt"]) for name in names}
+    overlaps = {f"{a}&{b}": len(prompts[a] & prompts[b]) for a, b in pairs}
     bad = {k: v for k, v in overlaps.items() if v}
     if bad:
         raise HarnessError(f"suite splits overlap in prompts: {bad}; defence, attack and eval must be disjoint")
-    return {"sizes": {n: len(p) for n, p in prompts.items()}, "prompt_overlap": overlaps}
+    out: dict[str, Any] = {"sizes": {n: len(p) for n, p in prompts.items()}, "prompt_overlap": overlaps}
+    answers = {n: set(getattr(data, n)["response"]) for n in names if "response" in getattr(data, n).column_names}
+    out["answer_overlap"] = {f"{a}&{b}": len(answers[a] & answers[b]) for a, b in pairs
+                             if a in answers and b in answers}
+    if data.evidence:
+        out["data"] = dict(data.evidence)
+    return out
 
 
-def select_data(suite: Suite, spec: RunSpec) -> tuple[SuiteData, Evidence]:
+def select_data(suite: Suite, spec: RunSpec, data: SuiteData | None = None) -> tuple[SuiteData, Evidence]:
     """The suite's data restricted to the run's harm subsets, with the evidence that the splits are disjoint."""
-    data = suite.data()
+    data = data if data is not None else suite.data()
     d_cats, a_cats = suite.subset(spec.subsets.defence), suite.subset(spec.subsets.attack)
     data = dataclasses.replace(data, defence=filter_categories(data.defence, d_cats, "defence"),
                                attack=filter_categories(data.attack, a_cats, "attack"),
@@ -57,7 +66,56 @@ def select_data(suite: Suite, spec: RunSpec) -> tuple[SuiteData, Evidence]:
     return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets, "audit": audit(splits)})
 
 
-def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages) -> Provenance:
+def locate_base(model: ModelSpec, suite: Suite, stages: Stages) -> LoadedModel:
+    """Find the base model's folder (a hub snapshot at the spec's commit, a local folder with the spec's
+    fingerprint, or the suite's store path) and bind its id to it; what was loaded, for the provenance."""
+    from harness.checkpoints import locate
+
+    if model.revision == "store" or model.id.startswith("store:"):
+        source, path = "store", stages.model_path(model.id)
+    else:
+        ckpt = locate(model.id, revision=model.revision, store=stages.store, remote_code=suite.trust_remote_code)
+        source, path = ckpt.source, ckpt.path
+        stages.bind(model.id, path)
+    return LoadedModel(id=model.id, revision=model.revision, source=source, dtype=model.dtype,
+                       trust_remote_code=suite.trust_remote_code)
+
+
+def check_judges(judges: tuple[PluginSpec, ...], store: Store) -> None:
+    """Every judge that can check its config (checkpoint, label, tokens) does so now, before any work."""
+    for judge in judges:
+        plugin = registry.get("judge", judge.name)
+        if plugin.check is not None:
+            plugin.check(plugin.config.model_validate(judge.params), store)
+
+
+def suite_data(suite: Suite, stages: Stages, *, model: ModelSpec, judge: PluginSpec, backend: str) -> SuiteData:
+    """The suite's data; where the suite pairs refusals itself, its defence split with the base model's own
+    harmless answers as refusals (a cached stage, built once by `harness prepare`)."""
+    from harness.pairing import pair_refusals
+
+    data = suite.data()
+    if suite.pairing is None:
+        return data
+    paired, counts = pair_refusals(stages, data.defence, protocol=suite.pairing, model=model, judge=judge,
+                                   backend=backend, prompt=suite.prompt)
+    return dataclasses.replace(data, defence=paired, evidence={**data.evidence, **counts})
+
+
+def prepare(suite: Suite, *, model: ModelSpec, judges: tuple[PluginSpec, ...], eval_spec: EvalSpec, store: Store,
+            force: bool = False) -> dict[str, Any]:
+    """`harness prepare`: build what the suite needs, check the base model and judges, pair refusals."""
+    report = dict(suite.prepare(store, force))
+    stages = Stages(store, force=force, loading=Loading(model.dtype, suite.trust_remote_code))
+    report["model"] = locate_base(model, suite, stages).model_dump()
+    check_judges(judges, store)
+    if suite.pairing is not None:
+        data = suite_data(suite, stages, model=model, judge=judges[0], backend=eval_spec.backend)
+        report["pairing"] = {k: v for k, v in data.evidence.items() if k.startswith("pairing_")}
+    return report
+
+
+def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: LoadedModel) -> Provenance:
     """Versions, commit, machine and stage timings of a run."""
     from harness.models import device_name
     from harness.provenance import git_state, package_versions, platform_name, python_version
@@ -69,7 +127,7 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages) -> Provenanc
     return Provenance(harness_version=__version__, git_commit=commit, git_dirty=dirty, python=python_version(),
                       platform=platform_name(), packages=package_versions(), plugins=plugins, judge_ids=judge_ids,
                       plugin_distributions=registry.distributions(plugins),
-                      backend=spec.eval.backend, seed=spec.seed, device=device_name(), stages=stages.info,
+                      backend=spec.eval.backend, seed=spec.seed, device=device_name(), stages=stages.info, model=model,
                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -79,12 +137,15 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
     if path.exists() and not force:
         return read_record(path), True
-    stages = Stages(store, force=force)
-    start = time.perf_counter()
-    suite.prepare(store, False)
-    stages.timed("prepare", start)
-    data, evidence = select_data(suite, spec)
-    ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed)
+    stages = Stages(store, force=force, loading=Loading(spec.model.dtype, suite.trust_remote_code))
+    start, writes = time.perf_counter(), store.writes
+    suite.prepare(store, force)  # --force rebuilds the suite's own artifacts too
+    loaded = locate_base(spec.model, suite, stages)
+    check_judges(spec.judges, store)
+    stages.timed("prepare", start, cached=store.writes == writes)
+    data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
+                                                         backend=spec.eval.backend))
+    ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed, template=suite.prompt)
     evaluator = Evaluator(stages, spec, suite, data)
     base = spec.model.id
 
@@ -120,7 +181,7 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                      on_step=record_point, extra={"curve": points}))
     post = evaluator.evaluate(stages.model_ref(attacked), "post_attack")
 
-    start = time.perf_counter()
+    start, writes = time.perf_counter(), store.writes
     curve = json.loads((store.path(MODELS, attacked) / "extra.json").read_text())["curve"]
     resistance = evaluator.resistance(base_eval, pre, post, curve)
     stability = evaluator.stability(defended_ref, base, pre, base_eval)
@@ -129,12 +190,12 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
                       trainability=evaluator.trainability(defended_ref, base),
                       guard=Guard(passed=passed, reasons=missed), verdict=verdict)
-    stages.timed("conditions", start)
+    stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
                        overrides=overrides, evidence=evidence, budget=registry.attack_budget(spec.attack),
-                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages))
-    write_record(path, record)
-    return record, False
+                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, loaded))
+    record, wrote = write_record_once(path, record, replace_corrupt=force)
+    return record, not wrote
 
 
 def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, stages: Stages, ctx: StageContext,
@@ -150,9 +211,9 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
     cfg = plugin.config.model_validate(plugin_spec.params)
 
     def build(tmp: Path) -> dict[str, Any] | None:
-        from harness.models import load_causal_lm, save_checkpoint
+        from harness.models import save_checkpoint
 
-        model, tok = load_causal_lm(stages.model_path(source_ref))
+        model, tok = stages.load(source_ref)
         callback = (lambda step, m: on_step(step, m, tok)) if on_step else None
         with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
             result = plugin.fn(model, cfg, dataclasses.replace(ctx, tokenizer=tok, progress=advance, callback=callback))

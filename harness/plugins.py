@@ -3,7 +3,9 @@
     defend(model, cfg, ctx) -> model | None     # None: "the input model, unchanged" (nothing is saved)
     attack(model, cfg, ctx) -> model
 
-Plugins train with `harness.train.train` and read data only from `ctx.data`.
+Plugins train with `harness.train.train` and read data only from `ctx.data`. They format questions with
+`ctx.template`, the suite's prompt format, exactly as the evaluation does: collators take it, and `fit`
+refuses a collator whose format differs from it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.data import PLAIN, PromptFormat, as_format
 from harness.errors import HarnessError
 from harness.suite import SuiteData
 from harness.train import LossFn, TrainConfig
@@ -29,6 +32,7 @@ class StageContext:
     callback: Callable[[int, Any], None] | None = None  # pass to train(): runs every `every` steps
     every: int = 0
     points: int = 0  # instead of `every`: this many evenly spaced callbacks along the training
+    template: PromptFormat = PLAIN               # the suite's prompt format: give it to every collator
 
 
 # The tuning space every training plugin shares (harness.tune): the lr as factors of the suite's lr, and epochs.
@@ -77,6 +81,10 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
     loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model."""
     from harness.train import n_steps, train
 
+    used = getattr(collate, "template", None)
+    if used is not None and as_format(used) != ctx.template:
+        raise HarnessError(f"{type(collate).__name__} formats prompts as {as_format(used)!r} but the suite's prompt "
+                           f"format is {ctx.template!r}: pass template=ctx.template to the collator")
     rows = first_rows(getattr(ctx.data, split), cfg.samples, split)
     if getattr(cfg, "retain_harmless", 0):
         collate, loss_fn = with_retain(collate, loss_fn, ctx, weight=cfg.retain_harmless)  # type: ignore[attr-defined]
@@ -101,7 +109,7 @@ def with_retain(collate: Callable[[list[Any]], Any], loss_fn: LossFn, ctx: Stage
     if retain is None or not len(retain):
         raise HarnessError("retain_harmless > 0 needs the suite's harmless retain split, which is empty")
     rng = random.Random(ctx.seed)
-    encode = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="sequence")
+    encode = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="sequence", template=ctx.template)
 
     def collate_both(rows: list[Any]) -> dict[str, Any]:
         picks = [retain[rng.randrange(len(retain))] for _ in rows]

@@ -30,3 +30,10 @@ def bar(description: str, total: int | None) -> Iterator[Advance]:
 
 def say(message: str) -> None:
     console.print(message, highlight=False)
+
+
+def warn(message: str, prefix: str = "warning: ") -> None:
+    """One line on stderr, never wrapped, control characters escaped: scripts and tests read these lines."""
+    from harness.safety import escape_controls
+
+    console.print(prefix + escape_controls(message), markup=False, highlight=False, emoji=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import CorruptRecordError, HarnessError
 from harness.metrics import AttackBudget, Evidence, Metrics
-from harness.progress import say
+from harness.progress import warn
 from harness.specs import RunSpec
 from harness.store import atomic_write_text
 
@@ -35,6 +35,18 @@ class StageInfo(BaseModel):
     seconds: float = Field(ge=0, allow_inf_nan=False)
     cached: bool
     key: str = Field("", description="artifact key in the store ('' for stages that store nothing)")
+
+
+class LoadedModel(BaseModel):
+    """The base model a run loaded: its name, the revision found, where it came from and how it was loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="hub id, absolute local path, or store:<path> (built by the suite)")
+    revision: str = Field(description="hub commit hash, 'local-<fingerprint>' of a folder, or the suite's build key")
+    source: Literal["hub", "local", "store"]
+    dtype: str = Field(description="the dtype every model of the run was loaded in")
+    trust_remote_code: bool = Field(description="whether checkpoint code was allowed to run (suite opt-in)")
 
 
 class Provenance(BaseModel):
@@ -54,6 +66,7 @@ class Provenance(BaseModel):
     device: str
     stages: dict[str, StageInfo]
     created_at: str
+    model: LoadedModel | None = Field(None, description="what was loaded as the base model (absent in early records)")
 
 
 class RunRecord(BaseModel):
@@ -89,14 +102,46 @@ def write_record(path: Path, record: RunRecord) -> None:
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
+def write_record_once(path: Path, record: RunRecord, *, replace_corrupt: bool = False) -> tuple[RunRecord, bool]:
+    """Write `record` unless its file exists; returns (the record on disk, whether this call wrote it).
+
+    Records are immutable: two identical runs finishing together write the file once (the folder's lock
+    covers check and write) and both return that file's record. An existing record is never rewritten; if
+    this run's metrics differ from it (e.g. `--force` on other hardware) that is one warning line. Only an
+    unreadable record file is replaced, and only when `replace_corrupt` (`--force`).
+    """
+    from harness.locks import file_lock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent):
+        if path.exists() and not (replace_corrupt and path.is_file() and _unreadable(path)):
+            existing = read_record(path)
+            if existing.metrics != record.metrics:
+                warn(f"this run's metrics differ from the existing record {path}; the record is immutable and "
+                     "was kept (move it away to record this run)")
+            return existing, False
+        write_record(path, record)
+    return record, True
+
+
+def _unreadable(path: Path) -> bool:
+    try:
+        read_record(path)
+    except CorruptRecordError:
+        return True
+    return False
+
+
 def read_record(path: Path) -> RunRecord:
     """A record file, validated against the typed models; the first wrong field is named in the error."""
     try:
         data = json.loads(Path(path).read_text())
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise CorruptRecordError(f"corrupt record {path}: not a JSON text file ({type(exc).__name__})") from None
-    except OSError as exc:
-        raise HarnessError(f"cannot read record {path}: {exc.strerror}") from None
+    except FileNotFoundError:
+        raise HarnessError(f"cannot read record {path}: no such file") from None
+    except OSError as exc:  # e.g. no permission: a reader skips it like any other unreadable record
+        raise CorruptRecordError(f"unreadable record {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise CorruptRecordError(f"corrupt record {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     try:
@@ -131,13 +176,16 @@ def load_records(folder: Path) -> list[RunRecord]:
         try:
             records.append(read_record(path))
         except CorruptRecordError as exc:
-            say(f"[yellow]excluded[/] {exc}")
+            warn(str(exc), prefix="excluded ")  # one line, never wrapped, control characters escaped
     return records
 
 
 def find_record(results_dir: Path, run_id: str) -> Path:
-    """The record file of a run id (a unique prefix is enough)."""
-    matches = sorted(Path(results_dir).glob(f"*/v*/{run_id}*.json"))
+    """The record file of a run id (a unique prefix is enough), never a file outside `results_dir`."""
+    from harness.safety import check_run_id, inside
+
+    check_run_id(run_id)
+    matches = [inside(m, results_dir, "record") for m in sorted(Path(results_dir).glob(f"*/v*/{run_id}*.json"))]
     if not matches:
         raise HarnessError(f"no run '{run_id}' under {results_dir}")
     if len(matches) > 1:

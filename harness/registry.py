@@ -52,6 +52,9 @@ class Plugin:
     version: str
     description: str
     budget: Mapping[str, str] = field(default_factory=dict)  # budget dimension -> config field (attacks)
+    # check(cfg, store) validates what the plugin will need (e.g. a judge's checkpoint and label) without
+    # building it, so a bad config fails before any work; raises HarnessError.
+    check: Callable[..., None] | None = None
 
     @property
     def module(self) -> str:
@@ -79,7 +82,7 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
-             budget: Mapping[str, str] | None = None) -> Callable[[F], F]:
+             budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
     from harness.metrics import AttackBudget
 
@@ -104,7 +107,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
             raise PluginLoadError(f"{kind} '{name}' is registered twice: by {_origin(existing.module)} and by "
                                   f"{_origin(fn.__module__)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget)
+        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check)
         return fn
 
     return decorate

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -16,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 1
-OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets")
+OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets", "model")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes < 2**64, numpy's is taken mod 2**32; JSON readers handle int64
 
 
 def canonical_json(obj: Any) -> str:
@@ -150,7 +152,7 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
 def validate_config(what: str, config_cls: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> BaseModel:
     """Validate `data` with a plugin's Config; every bad field is named (as `prefix.field`) in one line."""
     try:
-        return config_cls.model_validate(dict(data))
+        cfg = config_cls.model_validate(dict(data))
     except ValidationError as exc:
         fields = sorted(config_cls.model_fields)
         problems = []
@@ -163,3 +165,20 @@ def validate_config(what: str, config_cls: type[BaseModel], data: Mapping[str, A
                 msg = f"{msg} (got {err['input']!r})"
             problems.append(f"{loc}: {msg}")
         raise ConfigError(f"Invalid {what} config: " + "; ".join(problems)) from None
+    bad = non_finite(cfg.model_dump())
+    if bad:
+        raise ConfigError(f"Invalid {what} config: " + "; ".join(
+            f"{prefix}{loc}: must be a finite number (got {value!r})" for loc, value in bad))
+    return cfg
+
+
+def non_finite(value: Any, loc: str = "") -> list[tuple[str, float]]:
+    """(location, value) of every NaN or infinity in a nested config: `1e400`, `Infinity` and "inf" all
+    parse as floats, and no learning rate, weight or threshold of a run may be one."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(loc or "(value)", value)]
+    if isinstance(value, Mapping):
+        return [bad for k, v in value.items() for bad in non_finite(v, f"{loc}.{k}" if loc else str(k))]
+    if isinstance(value, list | tuple):
+        return [bad for i, v in enumerate(value) for bad in non_finite(v, f"{loc}[{i}]")]
+    return []

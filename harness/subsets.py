@@ -4,6 +4,10 @@ Names come from the suite: "all" (the suite's default categories), a group name 
 second harm domain such as "toxic_continuation"), or "~group" for every default category except the group's
 (withhold it from the defence). Generalization runs use disjoint subsets; the evidence
 (names, categories, category and prompt overlap) is recorded in every row.
+
+A row may carry several categories (BeaverTails flags several per answer, in a `categories` list column):
+such a row belongs to a subset only if *all* its categories are in it, so a defence trained on "~violence"
+never sees a row flagged violence, and category-disjoint subsets give row-disjoint data.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ def filter_categories(dataset: Any, categories: frozenset[str], what: str) -> An
     """Rows of `dataset` whose category is in `categories`; an empty result is an error."""
     if dataset is None:
         return None
-    keep = [i for i, c in enumerate(dataset["category"]) if c in categories]
+    if "categories" in dataset.column_names:
+        keep = [i for i, cs in enumerate(dataset["categories"]) if cs and set(cs) <= categories]
+    else:
+        keep = [i for i, c in enumerate(dataset["category"]) if c in categories]
     if not keep:
         raise HarnessError(f"the {what} split has no rows in the harm categories {sorted(categories)}")
     return dataset.select(keep) if len(keep) != len(dataset) else dataset

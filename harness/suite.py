@@ -1,7 +1,10 @@
 """What a suite plugin returns: base model, data, judges, budgets and defaults, in one object.
 
 A suite plugin is cheap to call (it only describes); `prepare()` builds what the suite needs (for the
-offline `tiny` suite: the world's base model and judge) and is idempotent, cached in the store.
+offline `tiny` suite: the world's base model and judge) and is idempotent, cached in the store. Suites of
+real models describe their sources by config (hub ids or local paths of the model, datasets and judges),
+their prompt format (used by every defence, attack and evaluation alike), whether remote code may run, and
+how refusals are paired with harmful answers when the data has none.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Any
 
 from harness.conditions.lm_eval_adapter import LmEvalProtocol
 from harness.conditions.trainability import TrainabilityProtocol
-from harness.data import PROMPT_TEMPLATE
+from harness.data import PLAIN, PromptFormat
+from harness.pairing import RefusalPairing
 from harness.specs import EvalSpec, ModelSpec
 from harness.store import Store
 from harness.subsets import resolve_subset
@@ -33,6 +37,8 @@ class SuiteData:
     # Further splits the suite used (e.g. its judge's training data, a base model's QA pre-training data):
     # audited for leakage with the rest.
     other: Mapping[str, Any] = field(default_factory=dict)
+    # How the data was built (rows read, duplicates dropped, answer overlaps, ...): the record's evidence.
+    evidence: Mapping[str, int | float | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,6 @@ class StabilityGuard:
         if pre.degenerate.any > self.max_degenerate:
             missed.append(f"degenerate outputs {pre.degenerate.any:.0%} > {self.max_degenerate:.0%}")
         return not missed, missed
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -101,7 +106,9 @@ class Suite:
     harm_subsets: Mapping[str, frozenset[str]] = field(default_factory=dict)  # group name -> categories
     trainability: TrainabilityProtocol | None = None
     lm_eval: LmEvalProtocol | None = None  # stability tasks for real models (optional extra)
-    eval_template: str = PROMPT_TEMPLATE  # how eval prompts are formatted for the model
+    prompt: PromptFormat = PLAIN     # how every defence, attack and evaluation formats a question
+    trust_remote_code: bool = False  # load model code from checkpoints (only where a suite opts in)
+    pairing: RefusalPairing | None = None  # the defence split has no refusals: pair them (harness.pairing)
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
     reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
     guard: StabilityGuard = StabilityGuard()

@@ -27,9 +27,10 @@ def smoke_base(home: Path) -> Path:
     return home / "suites" / build_key(Config(size="smoke")) / "base"
 
 
-def harness(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in a subprocess."""
-    env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
+def harness(*args: str, home: Path, check: bool = False, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a subprocess (with extra environment variables `env`)."""
+    env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=1200)
     if check and proc.returncode != 0:

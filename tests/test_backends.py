@@ -172,7 +172,13 @@ def fake_engine(monkeypatch, tmp_path):
 
     calls = []
 
-    def run_engine(model_path, formatted, *, lora=None, **kwargs):
+    def run_engine(model_path, prompts, *, lora=None, prompt_format=None, **kwargs):
+        # the engine process formats raw questions with the suite's prompt format
+        def fmt(texts):
+            return [prompt_format.prompt_text(None, t) if prompt_format else t for t in texts]
+
+        formatted = {k: fmt(v) for k, v in prompts.items()}
+        lora = lora.model_copy(update={"canary": fmt(lora.canary)}) if lora is not None else None
         calls.append(("engine", str(model_path), lora))
         if lora is not None and calls_outcome["served"] == "fail":
             raise HarnessError("vLLM engine for base failed (exit 1): ValueError: vLLM does not yet support DoRA.")

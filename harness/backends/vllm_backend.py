@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.vllm_worker import LORA_RANKS, Canary, LoraRequestSpec, Request, Response
-from harness.data import PROMPT_TEMPLATE, format_prompt
+from harness.data import PROMPT_TEMPLATE, PromptFormat, as_format
 from harness.errors import HarnessError
 
 MIN_VERSION = (0, 10)  # the V1 engine: token-id prompts, LoRARequest, tqdm factories
@@ -87,13 +87,16 @@ def gpu_vllm_available() -> bool:
 
 # ----------------------------------------------------------------------------- the backend
 def generate_vllm(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
-                  batch_size: int, template: str = PROMPT_TEMPLATE, progress: Callable[..., None] | None = None,
-                  seed: int = 0, temperature: float = 0.0) -> dict[str, list[str]]:
-    """Continuations of every prompt set (raw questions) from one engine, in input order; greedy unless
-    `temperature` > 0 (then sampled with `seed`). `batch_size` is unused: vLLM schedules its own batches."""
+                  batch_size: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                  progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
+                  dtype: str = "float32", trust_remote_code: bool = False) -> dict[str, list[str]]:
+    """Continuations of every prompt set (raw questions, formatted in the engine process by `template`, the
+    suite's prompt format) from one engine, in input order; greedy unless `temperature` > 0 (then sampled
+    with `seed`). `batch_size` is unused: vLLM schedules its own batches."""
     del batch_size
-    return run_engine(model_path, _format(prompt_sets, template), max_new_tokens=max_new_tokens,
-                      progress=progress, seed=seed, temperature=temperature).outputs
+    return run_engine(model_path, prompt_sets, prompt_format=as_format(template), max_new_tokens=max_new_tokens,
+                      progress=progress, seed=seed, temperature=temperature, dtype=dtype,
+                      trust_remote_code=trust_remote_code).outputs
 
 
 class LoraServing(BaseModel):
@@ -107,7 +110,7 @@ class LoraServing(BaseModel):
 
 
 def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *,
-                       max_new_tokens: int, template: str = PROMPT_TEMPLATE,
+                       max_new_tokens: int, template: str | PromptFormat = PROMPT_TEMPLATE,
                        progress: Callable[..., None] | None = None, canary_prompts: Sequence[str] | None = None,
                        n_canary: int = 8, seed: int = 0, temperature: float = 0.0,
                        ) -> tuple[dict[str, list[str]], LoraServing]:
@@ -121,14 +124,13 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     canary = list(canary_prompts or [q for qs in prompt_sets.values() for q in qs][:n_canary])
     if not canary:
         raise HarnessError("LoRA canary check needs at least one prompt")
-    lora = LoraRequestSpec(path=str(Path(adapter_path).resolve()), rank=rank,
-                           canary=[format_prompt(q, template) for q in canary])
-    formatted = _format(prompt_sets, template)
+    lora = LoraRequestSpec(path=str(Path(adapter_path).resolve()), rank=rank, canary=canary)
+    fmt = as_format(template)
     result, reason = None, f"rank {rank} is above vLLM's largest LoRA rank {LORA_RANKS[-1]}"
     if rank <= LORA_RANKS[-1]:
         try:
-            result = run_engine(base_path, formatted, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
-                                temperature=temperature, lora=lora)
+            result = run_engine(base_path, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
+                                progress=progress, seed=seed, temperature=temperature, lora=lora)
         except HarnessError as exc:  # e.g. "ValueError: vLLM does not yet support DoRA."
             reason = f"vLLM could not serve the adapter: {exc}"
     if result is not None and result.lora == "served":
@@ -143,8 +145,8 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     say(f"LoRA adapter {adapter_path} merged with peft, not served: {reason}")
     with tempfile.TemporaryDirectory(prefix="harness-merged-") as tmp:
         merged = merge_lora(Path(base_path), Path(adapter_path), Path(tmp) / "merged")
-        outputs = run_engine(merged, formatted, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
-                             temperature=temperature).outputs
+        outputs = run_engine(merged, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
+                             progress=progress, seed=seed, temperature=temperature).outputs
     return outputs, LoraServing(mode="merged", reason=reason, canary=result.canary if result else None)
 
 
@@ -168,11 +170,13 @@ def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the engine process
 def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
-               progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
-               dtype: str = "float32", lora: LoraRequestSpec | None = None, timed_sets: bool = False,
+               prompt_format: PromptFormat | None = None, progress: Callable[..., None] | None = None,
+               seed: int = 0, temperature: float = 0.0, dtype: str = "float32", trust_remote_code: bool = False,
+               lora: LoraRequestSpec | None = None, timed_sets: bool = False,
                start_timeout_s: float = START_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Response:
-    """Start one engine process for `model_path`, generate every (already formatted) prompt set, wait for it
-    to exit and return its `Response` (outputs, token counts, engine start and generation seconds).
+    """Start one engine process for `model_path`, generate every prompt set (formatted texts, or raw questions
+    the engine formats with `prompt_format`), wait for it to exit and return its `Response` (outputs, token
+    counts, engine start and generation seconds).
     `timed_sets` generates the sets one after another and times each (benchmarks) instead of all at once."""
     require_vllm()
     if not Path(model_path).exists() and Path(model_path).is_absolute():
@@ -180,7 +184,8 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     _release_parent_gpu_memory()
     work = Path(tempfile.mkdtemp(prefix="harness-vllm-"))
     request = Request(model=str(model_path), prompt_sets={k: list(v) for k, v in formatted_sets.items()},
-                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, dtype=dtype, lora=lora,
+                      prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                      dtype=dtype, trust_remote_code=trust_remote_code, lora=lora,
                       timed_sets=timed_sets,
                       events=str(work / "events.jsonl"), response=str(work / "response.json"),
                       cpu_memory_utilization=CPU_MEMORY_UTILIZATION, gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
@@ -259,10 +264,6 @@ def _release_parent_gpu_memory() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         gc.collect()
         torch.cuda.empty_cache()
-
-
-def _format(prompt_sets: Mapping[str, Sequence[str]], template: str) -> dict[str, list[str]]:
-    return {name: [format_prompt(q, template) for q in qs] for name, qs in prompt_sets.items()}
 
 
 def _lora_rank(adapter_path: Path) -> int:

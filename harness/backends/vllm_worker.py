@@ -5,8 +5,9 @@ freed when it exits. It reads a `Request`, writes JSON-lines events (`ready`, `p
 and the `Response` to the response file; everything vLLM logs goes to its stdout/stderr (a log file).
 
 Prompts are tokenized and outputs decoded here with the checkpoint's own tokenizer, exactly as the `hf`
-backend does (no special tokens added, special tokens skipped, stripped), so both backends see and
-return the same tokens.
+backend does, so both backends see and return the same tokens: raw questions with the request's
+`prompt_format` (the suite's; special tokens as that format places them), or already formatted texts
+without special tokens; outputs with special tokens skipped, stripped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.data import PromptFormat
+
 # vLLM accepts only these LoRA ranks as the engine's maximum.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 LORA_ID = 1
@@ -29,18 +32,23 @@ class LoraRequestSpec(BaseModel):
 
     path: str = Field(description="a PEFT LoRA adapter folder (adapter_config.json + weights)")
     rank: int = Field(gt=0, description="the adapter's rank r")
-    canary: list[str] = Field(min_length=1, description="formatted prompts: outputs must differ from the base")
+    canary: list[str] = Field(min_length=1, description="prompts (as `prompt_sets`): outputs must differ from the "
+                              "base")
 
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str
-    prompt_sets: dict[str, list[str]] = Field(description="set name -> formatted prompts")
+    prompt_sets: dict[str, list[str]] = Field(description="set name -> raw questions (with prompt_format) or "
+                                              "formatted prompts")
+    prompt_format: PromptFormat | None = Field(None, description="format raw questions with it (None: the prompts "
+                                               "are formatted texts)")
     max_new_tokens: int = Field(gt=0)
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy")
     seed: int = 0
     dtype: str = "float32"
+    trust_remote_code: bool = Field(False, description="only where the suite opts in")
     cpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on vLLM's CPU platform")
     gpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on a GPU")
     lora: LoraRequestSpec | None = None
@@ -93,11 +101,13 @@ def main(request_path: str) -> None:
     elif req.timed_sets:
         for name, texts in req.prompt_sets.items():
             t0 = time.perf_counter()
-            results[name] = _generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit)
+            results[name] = _generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit,
+                                      fmt=req.prompt_format)
             set_seconds[name] = round(time.perf_counter() - t0, 4)
     else:  # every set in one call: vLLM batches across sets
         texts = [t for ps in req.prompt_sets.values() for t in ps]
-        flat = iter(_generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit))
+        flat = iter(_generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit,
+                              fmt=req.prompt_format))
         results = {name: [next(flat) for _ in ps] for name, ps in req.prompt_sets.items()}
     import vllm
 
@@ -129,11 +139,10 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
 
     from harness.models import load_tokenizer
 
-    tok = load_tokenizer(req.model)
-    longest = max((len(tok(t, add_special_tokens=False)["input_ids"]) for ps in req.prompt_sets.values()
-                   for t in ps), default=1)
+    tok = load_tokenizer(req.model, trust_remote_code=req.trust_remote_code)
+    longest = max((len(_ids(tok, t, req.prompt_format)) for ps in req.prompt_sets.values() for t in ps), default=1)
     if req.lora is not None:
-        longest = max(longest, *(len(tok(t, add_special_tokens=False)["input_ids"]) for t in req.lora.canary))
+        longest = max(longest, *(len(_ids(tok, t, req.prompt_format)) for t in req.lora.canary))
     from vllm.platforms import current_platform
 
     on_cpu = current_platform.is_cpu()
@@ -144,17 +153,23 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
     # On CPU: eager mode (no torch.compile warm-up, which costs more than it saves on short evals).
     llm = LLM(model=req.model, tokenizer=req.model, dtype=req.dtype, seed=req.seed,
               gpu_memory_utilization=req.cpu_memory_utilization if on_cpu else req.gpu_memory_utilization,
-              enforce_eager=on_cpu, max_model_len=longest + req.max_new_tokens, trust_remote_code=False, **kwargs)
+              enforce_eager=on_cpu, max_model_len=longest + req.max_new_tokens,
+              trust_remote_code=req.trust_remote_code, **kwargs)
     # A seed per request makes sampled outputs reproducible; greedy decoding needs none.
     sampling = SamplingParams(temperature=req.temperature, max_tokens=req.max_new_tokens,
                               seed=req.seed if req.temperature > 0 else None)
     return llm, tok, sampling, str(current_platform.device_type)
 
 
+def _ids(tok: Any, prompt: str, fmt: PromptFormat | None) -> list[int]:
+    """A prompt's token ids: a raw question formatted by `fmt`, or a formatted text without special tokens."""
+    return fmt.prompt_ids(tok, prompt) if fmt is not None else tok(prompt, add_special_tokens=False)["input_ids"]
+
+
 def _generate(llm: Any, tok: Any, texts: list[str], sampling: Any, *, lora_request: Any,
-              progress: Any = None) -> list[tuple[str, int]]:
-    """(decoded text, generated token count) per formatted prompt, in input order."""
-    prompts = [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
+              progress: Any = None, fmt: PromptFormat | None = None) -> list[tuple[str, int]]:
+    """(decoded text, generated token count) per prompt, in input order."""
+    prompts = [{"prompt_token_ids": _ids(tok, t, fmt)} for t in texts]
     if not prompts:
         return []
     results = llm.generate(prompts, sampling, lora_request=lora_request,
@@ -167,7 +182,7 @@ def _canary(llm: Any, tok: Any, req: Request, lora_request: Any) -> Canary:
     """Generate the canary prompts without and with the adapter. A served adapter changes the generated
     tokens or at least their logprobs; identical outputs mean the adapter was silently ignored."""
     assert req.lora is not None
-    prompts = [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in req.lora.canary]
+    prompts = [{"prompt_token_ids": _ids(tok, t, req.prompt_format)} for t in req.lora.canary]
     from vllm import SamplingParams
 
     greedy = SamplingParams(temperature=0.0, max_tokens=req.max_new_tokens, logprobs=0)

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from harness.data import PromptFormat
+
 
 def is_repetitive(text: str) -> bool:
     words = text.split()
@@ -21,8 +23,8 @@ def is_repetitive(text: str) -> bool:
     return bool(grams) and max(grams.values()) >= 3
 
 
-def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], *, template: str,
-                    max_length: int) -> list[float]:
+def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], *,
+                    template: str | PromptFormat, max_length: int) -> list[float]:
     """Mean per-token NLL of each text given its formatted prompt, under `model` (nan for empty texts)."""
     from harness.nll import summed_nll
 

@@ -26,8 +26,9 @@ class LmEvalProtocol:
     num_fewshot: int | None = None
 
 
-def lm_eval_scores(model_path: Path, protocol: LmEvalProtocol) -> dict[str, Any]:
-    """{task: {metric: value}} plus the task versions, for one checkpoint."""
+def lm_eval_scores(model_path: Path, protocol: LmEvalProtocol, *, dtype: str = "float32",
+                   trust_remote_code: bool = False) -> dict[str, Any]:
+    """{task: {metric: value}} plus the task versions, for one checkpoint loaded in `dtype`."""
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -40,7 +41,8 @@ def lm_eval_scores(model_path: Path, protocol: LmEvalProtocol) -> dict[str, Any]
     if unknown:
         raise HarnessError(f"unknown lm-eval task(s) {unknown}; check the suite's task names or include_path")
     results = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(model_path), "dtype": "float32"}, tasks=list(protocol.tasks),
+        model="hf", model_args={"pretrained": str(model_path), "dtype": dtype, "trust_remote_code": trust_remote_code},
+        tasks=list(protocol.tasks),
         task_manager=manager, limit=protocol.limit, batch_size=protocol.batch_size, device=torch_device(),
         num_fewshot=protocol.num_fewshot, log_samples=False, random_seed=0, numpy_random_seed=0,
         torch_random_seed=0, fewshot_random_seed=0)

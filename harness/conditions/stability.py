@@ -10,10 +10,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from harness.data import PromptFormat
 from harness.nll import summed_nll
 
 
-def perplexity(model: Any, tok: Any, rows: Sequence[dict[str, Any]], *, template: str, max_length: int) -> float:
+def perplexity(model: Any, tok: Any, rows: Sequence[dict[str, Any]], *, template: str | PromptFormat,
+               max_length: int) -> float:
     """exp(mean token NLL) over every token of `rows` (prompt and response), padding excluded."""
     nll = summed_nll(model, tok, [(r["prompt"], r["response"]) for r in rows], template=template,
                      max_length=max_length, loss_on="sequence")

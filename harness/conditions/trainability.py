@@ -2,16 +2,17 @@
 
 Fine-tune on a harmless text-to-data task with the suite's budget and score ROUGE-1 F (rouge-score) on its
 test set before, along (every k steps) and after training. Compared with the base model fine-tuned the
-same way: the final scores, and the steps each needs to reach 90% of the base's final score.
+same way: the final scores, and the steps each needs to reach 90% of the base's final score. A protocol may
+also attack the fine-tuned models (the paper's "harmless fine-tune, then attack", Table 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from harness.data import SFTCollator
+from harness.data import LossOn, PromptFormat, SFTCollator
 from harness.train import TrainConfig, lm_loss, train
 
 
@@ -20,11 +21,15 @@ class TrainabilityProtocol:
     """How a suite measures trainability (recorded with the metrics)."""
 
     task: str                 # name of the harmless task (for the record)
-    template: str             # prompt template, e.g. "Description: {prompt}\nMeaning Representation:"
+    template: str | PromptFormat  # prompt format, e.g. "Description: {prompt}\nMeaning Representation:"
     train: TrainConfig        # the fine-tuning budget
     max_new_tokens: int
     every: int                # evaluate ROUGE-1 every k optimizer steps
     max_length: int = 128
+    loss_on: LossOn = "answer"  # the reference's `min_loss` trains on the whole sequence
+    # an attack (registry name) on the fine-tuned models, with its params: harmfulness before and after it
+    then_attack: str | None = None
+    then_attack_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def rouge1(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -50,7 +55,7 @@ def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, *, pr
         curve.append([step, rouge1(outs, refs)])
         m.train()
 
-    collate = SFTCollator(tok, protocol.max_length, loss_on="answer", template=protocol.template)
+    collate = SFTCollator(tok, protocol.max_length, loss_on=protocol.loss_on, template=protocol.template)
     train(model, train_rows, collate, lm_loss, protocol.train, seed=seed, callback=score, every=protocol.every)
     return curve
 

@@ -23,7 +23,7 @@ from tasks.tiny.world import ALL_HARM_TOPICS, COMPLIANT, Size, World, cached_wor
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, description="world seed")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="world seed")
     size: Size = Field("default", description="world size preset")
     scoring: Literal["graded", "binary"] = Field("graded", description="partial credit per revealed fact slot, "
                                                  "or 1 only for the complete fact")

@@ -42,7 +42,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: Size = Field("default", description="'default' (~1.1M-param model) or 'smoke' (tests, ~1 min)")
-    seed: int = Field(0, description="seed of the world, the base model and the judge")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the world, the base model and the judge")
     split: Literal["test", "validation"] = Field("test", description="which attack and evaluation data: the test "
                                                  "splits, or the disjoint validation splits that `harness tune` uses")
 
@@ -55,8 +55,14 @@ def build_key(cfg: Config) -> str:
 def prepare(cfg: Config, store: Store, force: bool) -> dict[str, Any]:
     """Build (or find) the base model and the classifier judge; returns the build report."""
     key = build_key(cfg)
-    if store.has(KIND, key) and not force:
-        return json.loads((store.path(KIND, key) / "report.json").read_text())
+    with store.compute_once(KIND, key, force=force) as need:  # concurrent first runs build it once
+        if not need:
+            return json.loads((store.path(KIND, key) / "report.json").read_text())
+        return _build(cfg, store, key, force)
+
+
+def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
+    """Train the base and the judge into one store artifact (the caller holds its lock)."""
     from harness.judges import agreement
     from harness.judges.hf_classifier import build as build_classifier
     from tasks.tiny.base import build_base

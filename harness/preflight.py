@@ -1,0 +1,105 @@
+"""Checks of a run's inputs that need more than its config, done before any stage starts.
+
+Why: a run trains for minutes before it writes its record; a results dir it cannot write, or an attack
+that asks for more samples than the split holds, must fail in a second with one line, not after the work.
+Config values themselves (types, ranges, finite numbers, seeds) are checked by `harness.resolve`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.records import record_path
+from harness.specs import RunSpec, stable_hash
+from harness.store import Store, clean_results_temp
+from harness.suite import Suite
+
+
+def writable_dir(path: Path, what: str) -> None:
+    """`path` is a directory this process can write, or can be created as one.
+
+    Probed with a file created and deleted in it (or in its nearest existing parent), so a read-only
+    mount, a missing permission or a file in the way fails now; nothing is left behind.
+    """
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{what} {path} is not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HarnessError(f"{what} {path} cannot be created: {existing} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".harness-probe-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HarnessError(f"{what} {path} is not writable ({exc.strerror or exc})") from None
+
+
+def readable_dir(path: Path, what: str) -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise HarnessError(f"{what} {path} is not a directory")
+
+
+def check_split_sizes(spec: RunSpec, suite: Suite, overrides: dict[str, Any]) -> None:
+    """Sample counts against the sizes of the splits the run will read (after its harm subsets).
+
+    `samples` of the defence and the attack (the plugins' shared convention: the first N rows of their
+    split) must fit. Eval prompt counts are "up to" the split for the suite's defaults (a harm subset has
+    fewer prompts), but a count the user set must fit: a record must not claim prompts it never measured.
+    """
+    sizes = split_sizes(spec, suite)
+    for kind in ("defence", "attack"):
+        n = getattr(spec, kind).params.get("samples")
+        if isinstance(n, int) and n > sizes[kind]:
+            subset = getattr(spec.subsets, kind)
+            where = "" if subset == "all" else f" (harm subset '{subset}')"
+            raise HarnessError(f"{kind} needs {n} samples but the suite's {kind} split has {sizes[kind]}{where}")
+    user_eval = overrides.get("user", {}).get("eval", {})
+    for field, split, what in (("n_prompts", "eval", "harmful eval prompts"),
+                               ("n_harmless", "harmless_eval", "harmless eval prompts")):
+        n = getattr(spec.eval, field)
+        if field in user_eval and n > sizes[split]:
+            raise HarnessError(f"eval.{field}={n} but the suite has {sizes[split]} {what} for this run")
+
+
+_SIZES: dict[str, dict[str, int]] = {}
+
+
+def split_sizes(spec: RunSpec, suite: Suite) -> dict[str, int]:
+    """Row counts of the run's splits, once per (suite config, harm subsets) in a process: a sweep checks
+    every cell, and building the default tiny world's splits takes seconds."""
+    from harness.pipeline import select_data
+
+    key = stable_hash({"suite": spec.suite.model_dump(mode="json"), "subsets": spec.subsets.model_dump()})
+    if key not in _SIZES:
+        data, _ = select_data(suite, spec)
+        _SIZES[key] = {name: len(getattr(data, name)) for name in ("defence", "attack", "eval", "harmless_eval")}
+    return _SIZES[key]
+
+
+def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
+              force: bool = False) -> None:
+    """Everything about one cell that can fail before its first stage (nothing, if its record exists and
+    will only be read)."""
+    path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
+    readable_dir(results_dir, "--results-dir")
+    if path.is_file() and not force:
+        return
+    if path.exists() and not path.is_file():
+        raise HarnessError(f"record path {path} exists and is not a file; move it away")
+    check_split_sizes(spec, suite, overrides)
+    writable_dir(results_dir, "--results-dir")
+    writable_dir(store.root, "--home (the artifact store)")
+
+
+def start(store: Store, results_folder: Path | None = None) -> None:
+    """Remove what killed runs left behind (temporary folders and files no live writer holds)."""
+    store.clean_temp()
+    if results_folder is not None:
+        clean_results_temp(results_folder)

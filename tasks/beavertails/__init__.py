@@ -1,0 +1,1 @@
+"""BeaverTails: the loader, its task and the real-model suites."""

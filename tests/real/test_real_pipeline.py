@@ -1,0 +1,105 @@
+"""End to end on random checkpoints of real architectures (Llama, Qwen2, GPT-2) through the BeaverTails suites,
+pointed at local files: every defence, `--model PATH`, a DeBERTa-v2 classifier judge and a generative second
+judge, refusal pairing, ViGGO trainability then an attack, and (on the hub-id path) lm-eval stability.
+
+The judges score random text, so the numbers mean nothing; what is asserted is that the pipeline runs, the
+records are complete and typed, and the evidence says the splits are disjoint."""
+
+import json
+
+import pytest
+
+from harness import registry
+from harness.records import read_record, record_path
+from harness.store import Store
+from tests.conftest import REPO, harness
+from tests.real.conftest import HUB_ID, suite_sets
+
+pytestmark = pytest.mark.slow
+RUNS = {"llama": ("beavertails-llama2", []), "qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
+        "gpt2": ("beavertails-llama2", [])}
+
+
+@pytest.mark.parametrize("arch", list(RUNS))
+def test_every_defence_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
+    from harness.pipeline import run
+    from harness.resolve import resolve
+
+    suite_name, extra = RUNS[arch]
+    sets = [*suite_sets(files, judge_ckpt, second_judge=ckpts["llama"]), *extra]
+    store, results = Store(tmp_path / "home"), tmp_path / "results"
+    for defence in registry.names("defence"):
+        spec, suite, overrides = resolve(suite_name, defence, "sft-1k", sets=sets, model=str(ckpts[arch]))
+        record, cached = run(spec, suite, overrides, store=store, results_dir=results)
+        assert not cached
+        parsed = read_record(record_path(results, suite.name, suite.protocol_version, record.run_id))
+        assert parsed == record
+        check_record(parsed, arch, ckpts)
+    assert len(list((results / suite_name / "v1").glob("*.json"))) == len(registry.names("defence"))
+
+
+def check_record(record, arch, ckpts):
+    ev, prov, m = record.evidence, record.provenance, record.metrics
+    zero = {"defence&attack": 0, "defence&eval": 0, "attack&eval": 0}
+    assert ev.prompt_overlap == zero and ev.answer_overlap == zero
+    assert ev.sizes == {"defence": 8, "attack": 8, "eval": 8}
+    assert ev.data["duplicate_pairs_dropped_train"] == 36 and ev.data["multi_category_rows"] > 0
+    assert ev.data["pairing_questions"] == 16 and ev.data["pairing_rows"] == 8
+    assert prov.model.id == str(ckpts[arch]) and prov.model.source == "local" and prov.model.dtype == "float32"
+    assert prov.model.revision == record.spec.model.revision and not prov.model.trust_remote_code
+    assert [j.split(":")[0] for j in prov.judge_ids] == ["hf-classifier", "generative-safety"]
+    for evaluation in (m.base, m.pre_attack, m.post_attack):
+        assert evaluation.harmfulness.n == 8 and set(evaluation.by_judge) == {"hf-classifier", "generative-safety"}
+        assert evaluation.judge_agreement.other == "generative-safety" and evaluation.judge_agreement.n == 8
+    assert m.resistance.steps == 2 and [s for s, _ in m.resistance.curve] == [0, 1, 2]
+    assert m.trainability.task == "gem-viggo" and m.trainability.then_attack.attack == "sft-1k"
+    assert m.stability.perplexity.base > 0 and m.stability.lm_eval is None
+    assert record.budget.samples == 8 and record.budget.lr == 3e-5
+
+
+def test_hub_id_offline_prepare_then_run(hf_home, judge_ckpt, files, tmp_path):
+    """`harness prepare` pairs the refusals of a model named by hub id (resolved offline from a temporary
+    HF cache); `harness run` finds them cached, records the snapshot's commit, and runs lm-eval on a local task."""
+    home, commit = hf_home
+    env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    sets = [*suite_sets(files, judge_ckpt), "suite.prompt=chat", "suite.lm_eval_tasks=[\"tiny_mc\"]",
+            f"suite.lm_eval_include={REPO / 'tests/fixtures/lm_eval_task'}", "suite.lm_eval_builtin=false"]
+    args = [x for s in sets for x in ("--set", s)]
+    prepared = harness("prepare", "beavertails-qwen-0.5b", "--model", HUB_ID, *args, home=tmp_path / "h",
+                       check=True, env=env)
+    report = json.loads(prepared.stdout)
+    assert report["model"] == {"id": HUB_ID, "revision": commit, "source": "hub", "dtype": "float32",
+                               "trust_remote_code": False}
+    assert report["pairing"]["pairing_rows"] == 8
+    proc = harness("run", "--suite", "beavertails-qwen-0.5b", "--model", HUB_ID, "--defence", "repnoise", "--attack",
+                   "sft-1k", *args, "--results-dir", str(tmp_path / "r"), "--json", home=tmp_path / "h", check=True,
+                   env=env)
+    record = json.loads(proc.stdout)
+    assert record["spec"]["model"] == {"id": HUB_ID, "revision": commit, "dtype": "float32"}
+    assert record["provenance"]["stages"]["pairing"]["cached"]
+    assert set(record["metrics"]["stability"]["lm_eval"]["tiny_mc"]) >= {"acc"}
+    assert record["spec"]["suite"]["params"]["prompt"] == "chat"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "error: model folder not found"),
+    ("classifier", "is not a causal LM"),
+    ("label", "has no label 'toxic'"),
+    ("columns", "lacks the column(s) category, is_safe, response"),
+])
+def test_bad_input_is_one_line_and_exit_2(case, message, ckpts, judge_ckpt, files, tmp_path):
+    import pandas as pd
+
+    model = {"missing": str(tmp_path / "absent"), "classifier": str(judge_ckpt)}.get(case, str(ckpts["gpt2"]))
+    sets = suite_sets(files, judge_ckpt)
+    if case == "label":
+        sets.append("suite.judge_label=toxic")
+    if case == "columns":
+        pd.DataFrame({"prompt": ["q"], "answer": ["a"]}).to_parquet(tmp_path / "bad.parquet")
+        sets.append(f"suite.dataset={tmp_path / 'bad.parquet'}")
+    proc = harness("run", "--suite", "beavertails-llama2", "--model", model, "--defence", "none", "--attack",
+                   "sft-1k", *[x for s in sets for x in ("--set", s)], "--results-dir", str(tmp_path / "r"),
+                   home=tmp_path / "h")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists()

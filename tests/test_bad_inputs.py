@@ -1,0 +1,197 @@
+"""The bad-input catalogue: every input a user can get wrong fails before any work, with exit 2, one line on
+stderr, no traceback, and no file changed (every file and folder under the test's tree checksummed before
+and after). Runs `harness.cli.main` in-process for speed; a few cases again in a subprocess, as users run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.records import write_record
+from tests.conftest import harness
+from tests.factories import record
+
+SMOKE = ["--set", "suite.size=smoke"]
+RUN = ["run", "--defence", "none", "--attack", "sft-250", *SMOKE]
+SWEEP = ["sweep", "--defence", "none", *SMOKE]
+BIG = str(2**64)
+
+# (case id, argv with {R} results, {H} home, {F} a file, {D} damaged results, {RO} a read-only dir; message part)
+CASES = [
+    ("lr-infinity", [*RUN, "--set", "attack.lr=Infinity"], "attack.lr: must be a finite number"),
+    ("lr-1e400", [*RUN, "--set", "attack.lr=1e400"], "attack.lr: must be a finite number"),
+    ("lr-nan", [*RUN, "--set", "attack.lr=NaN"], "attack.lr"),
+    ("lr-minus-infinity", [*RUN, "--set", "attack.lr=-Infinity"], "attack.lr"),
+    ("lr-inf-string", [*RUN, "--set", "attack.lr=inf"], "attack.lr: must be a finite number"),
+    ("lr-negative", [*RUN, "--set", "attack.lr=-1"], "attack.lr: Input should be greater than 0"),
+    ("lr-not-a-number", [*RUN, "--set", "attack.lr=abc"], "attack.lr"),
+    ("seed-beyond-64-bits", [*RUN, "--seed", BIG], "seed 18446744073709551616 is out of range"),
+    ("seed-2-63", [*RUN, "--seed", str(2**63)], "is out of range"),
+    ("seed-negative", [*RUN, "--seed", "-1"], "seed -1 is out of range"),
+    ("seed-not-int", [*RUN, "--seed", "x"], "Invalid value for '--seed'"),
+    ("results-dir-is-a-file", [*RUN, "--results-dir", "{F}"], "--results-dir"),
+    ("results-dir-below-a-file", [*RUN, "--results-dir", "{F}/sub"], "cannot be created"),
+    ("results-dir-read-only", [*RUN, "--results-dir", "{RO}"], "is not writable"),
+    ("home-is-a-file", [*RUN, "--home", "{F}"], "is not a directory"),
+    ("home-read-only", [*RUN, "--home", "{RO}"], "is not writable"),
+    ("attack-samples-beyond-split", [*RUN, "--set", "attack.samples=100000"], "attack needs 100000 samples"),
+    ("attack-samples-beyond-subset", [*RUN, "--set", "subsets.attack=violence", "--set", "attack.samples=1500"],
+     "harm subset 'violence'"),
+    ("defence-samples-beyond-split", ["run", "--defence", "repnoise", "--attack", "sft-250", *SMOKE, "--set",
+                                      "defence.samples=100000"], "defence needs 100000 samples"),
+    ("eval-prompts-beyond-split", [*RUN, "--set", "eval.n_prompts=100000"], "eval.n_prompts=100000"),
+    ("eval-harmless-beyond-split", [*RUN, "--set", "eval.n_harmless=100000"], "eval.n_harmless=100000"),
+    ("unknown-defence", ["run", "--defence", "nope", "--attack", "sft-250"], "Unknown defence 'nope'"),
+    ("unknown-attack", ["run", "--defence", "none", "--attack", "sft-2"], "Unknown attack 'sft-2'"),
+    ("unknown-suite", [*RUN, "--suite", "tiyn"], "Unknown suite 'tiyn'"),
+    ("suite-path", [*RUN, "--suite", "../x"], "Unknown suite '../x'"),
+    ("newline-forges-a-line", ["run", "--defence", "none\nerror: forged", "--attack", "sft-250"],
+     "Unknown defence 'none\\nerror: forged'"),
+    ("escape-sequence", ["run", "--defence", "\x1b[2Jnone", "--attack", "sft-250"], "\\x1b[2Jnone"),
+    ("unknown-field", [*RUN, "--set", "defence.beta=1"], "defence.beta: unknown field"),
+    ("malformed-set", [*RUN, "--set", "attack"], "expected TARGET.FIELD=VALUE"),
+    ("unknown-target", [*RUN, "--set", "nope.x=1"], "unknown target 'nope'"),
+    ("unknown-subset", [*RUN, "--set", "subsets.attack=violense"], "Unknown harm subset 'violense'"),
+    ("unknown-backend", [*RUN, "--backend", "nope"], "eval.backend"),
+    ("suite-size", ["run", "--defence", "none", "--attack", "sft-250", "--set", "suite.size=huge"], "suite.size"),
+    ("suite-seed-negative", [*RUN, "--set", "suite.seed=-1"], "suite.seed"),
+    ("suite-seed-huge", [*RUN, "--set", f"suite.seed={BIG}"], "suite.seed"),
+    ("max-new-tokens-zero", [*RUN, "--set", "eval.max_new_tokens=0"], "eval.max_new_tokens"),
+    ("epochs-zero", [*RUN, "--set", "attack.epochs=0"], "attack.epochs"),
+    ("warmup-above-one", [*RUN, "--set", "attack.warmup_ratio=2"], "attack.warmup_ratio"),
+    ("batch-negative", [*RUN, "--set", "eval.batch_size=-1"], "eval.batch_size"),
+    ("unknown-option", [*RUN, "--bogus"], "No such option: --bogus"),
+    ("missing-option", ["run", "--attack", "sft-250"], "Missing option '--defence'"),
+    ("show-glob", ["show", "*"], "not a valid run id"),
+    ("show-parent-path", ["show", "../../.."], "not a valid run id"),
+    ("show-newline", ["show", "ab\ncd"], "'ab\\ncd'"),
+    ("show-missing", ["show", "0123abcd"], "no run '0123abcd'"),
+    ("show-random-bytes", ["show", "deadbeef", "--results-dir", "{D}"], "(UnicodeDecodeError)"),
+    ("show-directory", ["show", "cafe", "--results-dir", "{D}"], "(IsADirectoryError)"),
+    ("tables-suite-path", ["tables", "--suite", "../elsewhere"], "is not a valid name"),
+    ("tables-absolute-suite", ["tables", "--suite", "/tmp"], "is not a valid name"),
+    ("tables-no-records", ["tables", "--suite", "nosuch"], "no run records"),
+    ("tables-results-file", ["tables", "--results-dir", "{F}"], "is not a directory"),
+    ("report-suite-path", ["report", "--suite", "../x"], "Unknown suite '../x'"),
+    ("report-no-records", ["report", *SMOKE], "no run records for suite 'tiny'"),
+    ("sweep-empty-seeds", [*SWEEP, "--seeds", ","], "--seeds names no seed"),
+    ("sweep-bad-seeds", [*SWEEP, "--seeds", "0,a"], "comma-separated integers"),
+    ("sweep-huge-seed", [*SWEEP, "--seeds", BIG], "is out of range"),
+    ("sweep-lr-negative", [*SWEEP, "--set", "attack.lr=-1"], "conflicts with the budget grid"),
+    ("sweep-lr-dropped", [*SWEEP, "--set", "attack.lr=1e-4"], "conflicts with the budget grid"),
+    ("sweep-bad-epochs", [*SWEEP, "--set", "attack.epochs=0"], "attack.epochs"),
+    ("sweep-samples-beyond-split", [*SWEEP, "--set", "attack.samples=100000"], "attack needs 100000 samples"),
+    ("sweep-unknown-defence", ["sweep", "--defence", "nope"], "Unknown defence 'nope'"),
+    ("sweep-results-file", [*SWEEP, "--results-dir", "{F}"], "--results-dir"),
+    ("prepare-unknown-suite", ["prepare", "nope"], "Unknown suite 'nope'"),
+    ("prepare-home-file", ["prepare", "tiny", *SMOKE, "--home", "{F}"], "is not a directory"),
+    ("prepare-home-read-only", ["prepare", "tiny", *SMOKE, "--home", "{RO}"], "is not writable"),
+    ("list-unknown-kind", ["list", "nope"], "Unknown kind 'nope'"),
+    ("verify-home-file", ["store", "verify", "--home", "{F}"], "is not a directory"),
+    ("verify-no-store", ["store", "verify", "--home", "{H}/none"], "is not a directory"),
+]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """results (a valid record), a damaged results dir, a store, a plain file, a sibling folder, a read-only dir."""
+    base = tmp_path_factory.mktemp("bad_inputs")
+    rec = record()
+    write_record(base / "results" / "t" / "v1" / f"{rec.run_id}.json", rec)
+    write_record(base / "elsewhere" / "v1" / f"{rec.run_id}.json", rec)
+    damaged = base / "damaged" / "tiny" / "v1"
+    damaged.mkdir(parents=True)
+    (damaged / "deadbeef.json").write_bytes(b"\x80\xff" + os.urandom(64))
+    (damaged / "cafe.json").mkdir()
+    (base / "home" / "suites" / "x").mkdir(parents=True)
+    (base / "home" / "suites" / "x" / "meta.json").write_text("{}")
+    (base / "a-file").write_text("not a directory")
+    ro = base / "read-only"
+    ro.mkdir()
+    locked = _make_read_only(ro)
+    yield base, locked
+    if locked and os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(ro)], check=False)
+    ro.chmod(0o755)
+
+
+def _make_read_only(path: Path) -> bool:
+    """chmod for users; root ignores modes, so there the immutable attribute. False if neither holds."""
+    path.chmod(0o555)
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True)
+    try:
+        (path / "probe").write_text("x")
+    except OSError:
+        return True
+    (path / "probe").unlink()
+    return False
+
+
+def snapshot(base: Path) -> dict[str, str]:
+    """Every path under `base` with the sha256 of its content ('dir' for folders)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(base):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(dirpath, d), base)] = "dir"
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, base)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def expand(argv: list[str], base: Path) -> list[str]:
+    subs = {"{R}": base / "results", "{H}": base / "home", "{F}": base / "a-file", "{D}": base / "damaged",
+            "{RO}": base / "read-only"}
+    out = []
+    for a in argv:
+        for k, v in subs.items():
+            a = a.replace(k, str(v))
+        out.append(a)
+    defaults = {"run": True, "sweep": True, "prepare": True, "show": False, "tables": False, "report": False}
+    if argv[0] in defaults and "--results-dir" not in argv and argv[0] != "prepare":
+        out += ["--results-dir", str(base / "results")]
+    if defaults.get(argv[0]) and "--home" not in argv:
+        out += ["--home", str(base / "home")]
+    return out
+
+
+def test_catalogue_has_at_least_40_cases():
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("argv, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_before_work(tree, capfd, argv, message):
+    base, read_only = tree
+    if "{RO}" in " ".join(argv) and not read_only:
+        pytest.skip("cannot make a read-only directory here (root without chattr)")
+    before = snapshot(base)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(expand(argv, base))
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0] and "Traceback" not in err
+    assert snapshot(base) == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--defence", "none\nerror: forged", "--attack", "sft-250"], "Unknown defence 'none\\nerror: forged'"),
+    ([*RUN, "--set", "attack.lr=1e400"], "attack.lr: must be a finite number"),
+    (["show", "*"], "not a valid run id"),
+], ids=["newline", "overflow", "glob"])
+def test_bad_input_in_a_real_process(tree, argv, message):
+    base, _ = tree
+    before = snapshot(base)
+    proc = harness(*expand(argv, base), home=base / "home")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()] and message in proc.stderr
+    assert "Traceback" not in proc.stderr and snapshot(base) == before
