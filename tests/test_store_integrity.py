@@ -237,6 +237,6 @@ def test_the_judge_loads_safetensors_only(tmp_path):
     model.save_pretrained(safe)
     model.config.save_pretrained(pickled)
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # what a pickled checkpoint looks like
-    with pytest.raises(HarnessError, match="safetensors weights are required"):
+    with pytest.raises(HarnessError, match="safetensors"):
         HFClassifierJudge(Config(model=str(pickled)), Store(tmp_path / "home"))
     assert HFClassifierJudge(Config(model=str(safe)), Store(tmp_path / "home")).model is not None
