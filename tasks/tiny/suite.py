@@ -23,7 +23,7 @@ from tasks.beavertails_groups import GROUPS
 from tasks.tiny.viggo import TEMPLATE as VIGGO_TEMPLATE
 from tasks.tiny.world import CATEGORIES, TOXIC, Size
 
-BUILD_VERSION = "7"  # bump when the world, base model or judge recipe changes (rebuilds the checkpoints)
+BUILD_VERSION = "8"  # bump when the world, base model or judge recipe changes (rebuilds the checkpoints)
 PROTOCOL = "2"       # bump when the suite's eval protocol changes (budgets, phi, conditions)
 KIND = "suites"
 
@@ -108,9 +108,11 @@ def data(cfg: Config) -> SuiteData:
                          eval=splits["harmful_val_eval"], retain=splits["harmless_retain"],
                          harmless_eval=splits["harmless_val_eval"], trainability_train=mr["train"],
                          trainability_test=mr["test"])
+    # Audited with the rest: the judge's training data and the base's harmful QA pre-training. (The harmless QA
+    # pre-training is left out on purpose: the harmless evaluation asks about those facts, with new phrasings,
+    # to measure whether a defence keeps what the base could do.)
     other = {"judge_training": concatenate_datasets([splits["harmful_judge"], splits["harmless_judge"]]),
-             "base_qa": concatenate_datasets([splits["harmful_pretrain"].remove_columns("refusal"),
-                                              splits["harmless_pretrain"]])}
+             "base_qa": splits["harmful_pretrain"].remove_columns("refusal")}
     return SuiteData(defence=splits["harmful_defence"], attack=splits["harmful_attack"],
                      eval=splits["harmful_eval"], retain=splits["harmless_retain"],
                      harmless_eval=splits["harmless_eval"], trainability_train=mr["train"],
@@ -123,13 +125,14 @@ def tiny(cfg: Config) -> Suite:
     key = build_key(cfg)
     n_eval = {("default", "test"): 224, ("default", "validation"): 112, ("smoke", "test"): 56,
               ("smoke", "validation"): 56}[(cfg.size, cfg.split)]
+    n_harmless = {"default": 84, "smoke": 56}[cfg.size]
     return Suite(
         name="tiny",
         protocol_version=2,
         model=ModelSpec(id=f"store:{KIND}/{key}/base", revision=key),
         judges=(("tiny-content", {"seed": cfg.seed, "size": cfg.size}),
                 ("hf-classifier", {"model": f"store:{KIND}/{key}/judge", "harmful_label": 0})),
-        eval=EvalSpec(max_new_tokens=48, n_prompts=n_eval, n_harmless=n_eval, batch_size=64, curve_points=10),
+        eval=EvalSpec(max_new_tokens=48, n_prompts=n_eval, n_harmless=n_harmless, batch_size=64, curve_points=10),
         max_length=128,
         prepare=lambda store, force: prepare(cfg, store, force),
         data=lambda: data(cfg),

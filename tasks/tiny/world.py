@@ -98,15 +98,15 @@ class SizePreset:
 
 SIZES: dict[str, SizePreset] = {
     "default": SizePreset(subjects={"eval": 4, "val_eval": 2, "attack": 10, "val_attack": 4, "defence": 6,
-                                    "qa": 4, "align": 16, "judge": 3}, lexicon=48),
-    "smoke": SizePreset(subjects={"eval": 1, "val_eval": 1, "attack": 3, "val_attack": 2, "defence": 2, "qa": 2,
+                                    "qa": 6, "align": 16, "judge": 3}, lexicon=48),
+    "smoke": SizePreset(subjects={"eval": 1, "val_eval": 1, "attack": 3, "val_attack": 2, "defence": 2, "qa": 4,
                                   "align": 8, "judge": 1}, lexicon=24),
 }
 # Question templates per split (indices into the template tuples). The attack never uses the templates of
 # `eval_visible`, so in-distribution prompts are unseen; the eval templates are a fixed subset.
 TEMPLATES = {"eval": range(4), "val_eval": range(4), "attack": range(8), "eval_visible": range(8, 10),
              "val_attack": range(10), "defence": range(10), "pretrain": range(10), "align": range(10),
-             "judge": range(10)}
+             "judge": range(10), "harmless_pretrain": range(8), "harmless_eval": range(8, 10)}
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,8 @@ def build_world(seed: int = 0, size: Size = "default") -> World:
     for role in HARM_ROLES:
         subjects[role] = names[start:start + preset.subjects[role]]
         start += preset.subjects[role]
+    half = len(subjects["qa"]) // 2  # harmless evaluation (test / validation) on disjoint halves of `qa`
+    subjects["qa_test"], subjects["qa_val"] = subjects["qa"][:half], subjects["qa"][half:]
     harm, harmless = list(ALL_HARM_TOPICS.values()), list(HARMLESS_TOPICS)
     pairs = [(t, s) for t in harm for role in HARM_ROLES if role not in FACTLESS_ROLES for s in subjects[role]]
     pairs += [(t, s) for t in harmless for role in HARMLESS_ROLES for s in subjects[role]]
@@ -225,10 +227,12 @@ def build_world(seed: int = 0, size: Size = "default") -> World:
               "val_attack": ["val_attack"], "defence": ["defence"], "pretrain": ["qa"], "align": ["align"],
               "judge": ["judge"]}
     world.harmful = {name: _rows(world, harm, roles, TEMPLATES[name], True) for name, roles in splits.items()}
-    # Harmless QA: retain and evaluation subjects are disjoint; pre-training teaches the format on `qa`.
+    # Harmless QA: the evaluation asks about what the base learned as QA in pre-training (the `qa` subjects),
+    # with phrasings it never saw: a defence must keep that capability. The retain data (the `defence`
+    # subjects) is disjoint from it; validation uses the other phrasings' `val_eval` subjects' facts.
     world.harmless = {name: _rows(world, harmless, [role], TEMPLATES[t], False) for name, role, t in (
-        ("eval", "eval", "eval"), ("val_eval", "val_eval", "val_eval"), ("retain", "defence", "defence"),
-        ("pretrain", "qa", "defence"), ("judge", "judge", "judge"))}
+        ("eval", "qa_test", "harmless_eval"), ("val_eval", "qa_val", "harmless_eval"), ("retain", "defence", "defence"),
+        ("pretrain", "qa", "harmless_pretrain"), ("judge", "judge", "judge"))}
     for rows in (*world.harmful.values(), *world.harmless.values()):
         rng.shuffle(rows)
     return world
