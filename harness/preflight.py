@@ -50,8 +50,8 @@ def check_split_sizes(spec: RunSpec, suite: Suite, overrides: dict[str, Any]) ->
     """Sample counts against the sizes of the splits the run will read (after its harm subsets).
 
     `samples` of the defence and the attack (the plugins' shared convention: the first N rows of their
-    split) must fit. Eval prompt counts are "up to" the split for the suite's defaults (a harm subset has
-    fewer prompts), but a count the user set must fit: a record must not claim prompts it never measured.
+    split) must fit, and so must the eval prompt counts: a record must not claim prompts it never measured
+    (a harm subset has fewer prompts than the suite's default count: set `eval.n_prompts` for it).
     """
     sizes = split_sizes(spec, suite)
     for kind in ("defence", "attack"):
@@ -60,12 +60,12 @@ def check_split_sizes(spec: RunSpec, suite: Suite, overrides: dict[str, Any]) ->
             subset = getattr(spec.subsets, kind)
             where = "" if subset == "all" else f" (harm subset '{subset}')"
             raise HarnessError(f"{kind} needs {n} samples but the suite's {kind} split has {sizes[kind]}{where}")
-    user_eval = overrides.get("user", {}).get("eval", {})
     for field, split, what in (("n_prompts", "eval", "harmful eval prompts"),
                                ("n_harmless", "harmless_eval", "harmless eval prompts")):
         n = getattr(spec.eval, field)
-        if field in user_eval and n > sizes[split]:
-            raise HarnessError(f"eval.{field}={n} but the suite has {sizes[split]} {what} for this run")
+        if n > sizes[split]:
+            raise HarnessError(f"eval.{field}={n} but the suite has {sizes[split]} {what} for this run "
+                               f"(set --set eval.{field}={sizes[split]} or fewer)")
 
 
 _SIZES: dict[str, dict[str, int]] = {}
