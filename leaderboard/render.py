@@ -198,5 +198,5 @@ def entry_anchor(board: Board, row: Row) -> str:
 
 
 def tuning_log_path(board: Board, name: str) -> Path | None:
-    """results/<suite>/v<N>/tuning/<defence>.md, for defence names that are safe file names."""
-    return board.folder.path / "tuning" / f"{name}.md" if SAFE_NAME.fullmatch(name) else None
+    """results/<suite>/v<N>/tuning/<defence>.json (the log `harness tune` writes), for safe file names."""
+    return board.folder.path / "tuning" / f"{name}.json" if SAFE_NAME.fullmatch(name) else None

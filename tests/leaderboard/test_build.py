@@ -126,7 +126,7 @@ def test_committed_leaderboard_md_is_current():
 
 def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
     (results_dir / "t" / "v1" / "tuning").mkdir()
-    (results_dir / "t" / "v1" / "tuning" / "none.md").write_text("lr sweep: <b>1e-3</b> kept")
+    (results_dir / "t" / "v1" / "tuning" / "none.json").write_text("lr sweep: <b>1e-3</b> kept")
     build_leaderboard(results_dir, tmp_path / "out")
     pages = tmp_path / "out" / "site" / "defence"
     assert "lr sweep: &lt;b&gt;1e-3&lt;/b&gt; kept" in (pages / "none.html").read_text()
