@@ -61,7 +61,7 @@ def test_example_passes_plugins_check(example, smoke_base, home):
     results = _results(run.stdout)
     assert len(results) == 12 and all(word == "PASS" for word, _ in results.values()), run.stdout
     assert "INFO defence 'weight-noise' v1 from distribution immunization-bench-weight-noise 0.1.0" in run.stdout
-    assert "INFO gets the suite's training budget lr=0.001, epochs=1, batch_size=8" in run.stdout
+    assert "INFO gets the suite's training budget lr=0.001, epochs=1, batch_size=8, retain_harmless=1.0" in run.stdout
 
 
 def test_example_own_tests_pass_when_installed(example):

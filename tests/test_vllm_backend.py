@@ -93,7 +93,7 @@ def train_adapter(base, out, steps: int, **lora_args):
 
 
 def test_lora_is_served_and_changes_outputs_like_peft(smoke_base, prompt_sets, hf_outputs, tmp_path):
-    lora, tok = train_adapter(smoke_base, tmp_path / "adapter", steps=30)
+    lora, tok = train_adapter(smoke_base, tmp_path / "adapter", steps=80)
     sets = {"harmful": prompt_sets["harmful"][:24], "harmless": prompt_sets["harmless"][:24]}
     expected = {k: generate_with_model(lora, tok, v, max_new_tokens=MAX_NEW, batch_size=64) for k, v in sets.items()}
     out, serving = generate_vllm_lora(smoke_base, tmp_path / "adapter", sets, max_new_tokens=MAX_NEW)

@@ -2,7 +2,8 @@
 
 What it does: every weight matrix W (embeddings, attention, MLP, LM head; not norms or biases) becomes
 W + sigma * std(W) * N(0, I), from a generator seeded by the run seed; then the model is fine-tuned with the
-suite's training budget on refusals to the defence split's harmful questions and on the harmless retain QA.
+suite's training budget on refusals to the defence split's harmful questions, with the suite's harmless retain
+term (the shared `retain_harmless` option every training defence gets).
 
 Why: harmful fine-tuning attacks succeed cheaply because the knowledge an aligned model hides is a few
 steps away in weight space. Noise moves the weights off that point (random initialisation is the extreme,
@@ -16,35 +17,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, StrictBool
+from pydantic import Field
 
 from harness.data import SFTCollator
-from harness.plugins import StageContext, TrainingFields, first_rows
+from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import lm_loss, train
+from harness.train import lm_loss
 
-__version__ = "1"
+__version__ = "2"
 
 
-class Config(TrainingFields):
-    """The suite's training budget (lr, epochs, batch_size, ...) comes through TrainingFields."""
+class Config(DefenceTrainingFields):
+    """The suite's training budget (lr, epochs, batch_size, retain_harmless, ...) comes through
+    DefenceTrainingFields, exactly as for the built-in defences."""
 
-    sigma: float = Field(0.1, ge=0, description="noise std as a fraction of each weight matrix's own std")
-    retain: StrictBool = Field(True, description="also fine-tune on the harmless retain QA (keeps utility)")
+    sigma: float = Field(0.1, ge=0, description="noise std as a fraction of each weight matrix's own std",
+                         json_schema_extra={"search": [0.03, 0.1, 0.3]})
 
 
 @register_defence("weight-noise", config=Config, version=__version__)
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Weight noise: perturb every weight matrix with seeded Gaussian noise, then realign on refusals."""
     add_noise(model, cfg.sigma, ctx.seed)
-    rows = first_rows(ctx.data.defence, cfg.samples, "weight-noise")
-    examples = [{"prompt": r["prompt"], "response": r["refusal"]} for r in rows]
-    if cfg.retain:
-        examples += [{"prompt": r["prompt"], "response": r["response"]} for r in ctx.data.retain]
-    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer")
-    # Two splits in one pass, so the one training loop is called directly (one split: harness.plugins.fit).
-    train(model, examples, collate, lm_loss, cfg.train_config(), seed=ctx.seed, progress=ctx.progress)
-    return model
+    collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal", template=ctx.template)
+    return fit(model, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lm_loss)
 
 
 def add_noise(model: Any, sigma: float, seed: int) -> None:

@@ -80,7 +80,7 @@ def test_defend_realigns_the_noised_model(tok):
 
 def test_config_is_documented_and_takes_the_suite_budget():
     fields = weight_noise.Config.model_fields
-    assert {"lr", "epochs", "batch_size"} <= set(fields)   # a suite's shared training budget applies
+    assert {"lr", "epochs", "batch_size", "retain_harmless"} <= set(fields)  # the suite budget applies
     assert all(f.description for f in fields.values())
     with pytest.raises(ValueError):
         weight_noise.Config(sigma=-1.0)
