@@ -60,7 +60,7 @@ def test_example_passes_plugins_check(example, smoke_base, home):
     assert run.returncode == 0, run.stdout + run.stderr
     results = _results(run.stdout)
     assert len(results) == 12 and all(word == "PASS" for word, _ in results.values()), run.stdout
-    assert "INFO defence 'weight-noise' v1 from distribution immunization-bench-weight-noise 0.1.0" in run.stdout
+    assert "INFO defence 'weight-noise' v2 from distribution immunization-bench-weight-noise 0.1.0" in run.stdout
     assert "INFO gets the suite's training budget lr=0.001, epochs=1, batch_size=8, retain_harmless=1.0" in run.stdout
 
 
@@ -77,7 +77,7 @@ def test_record_of_outside_defence_names_its_distribution(example, smoke_base, h
     assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads(run.stdout)
     prov = record["provenance"]
-    assert prov["plugins"]["defence:weight-noise"] == "1"
+    assert prov["plugins"]["defence:weight-noise"] == "2"
     assert prov["plugin_distributions"]["defence:weight-noise"] == "immunization-bench-weight-noise==0.1.0"
     assert prov["plugin_distributions"]["attack:sft-250"].startswith("immunization-bench==")
     assert record["spec"]["defence"]["params"]["lr"] == 1e-3  # the suite's budget, as for the built-ins
