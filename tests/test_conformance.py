@@ -52,7 +52,7 @@ def test_example_appears_in_harness_list(example):
     run = harness_with([example], "list", "defences")
     assert run.returncode == 0
     (line,) = [x for x in run.stdout.splitlines() if x.split()[:1] == ["weight-noise"]]
-    assert line.endswith("[v1]") and "BROKEN" not in line
+    assert line.endswith("[v2]") and "BROKEN" not in line
 
 
 def test_example_passes_plugins_check(example, smoke_base, home):
@@ -81,7 +81,7 @@ def test_record_of_outside_defence_names_its_distribution(example, smoke_base, h
     assert prov["plugin_distributions"]["defence:weight-noise"] == "immunization-bench-weight-noise==0.1.0"
     assert prov["plugin_distributions"]["attack:sft-250"].startswith("immunization-bench==")
     assert record["spec"]["defence"]["params"]["lr"] == 1e-3  # the suite's budget, as for the built-ins
-    assert record["overrides"]["suite"]["defence"] == {"lr": 1e-3, "epochs": 1, "batch_size": 8}
+    assert record["overrides"]["suite"]["defence"] == {"lr": 1e-3, "epochs": 1, "batch_size": 8, "retain_harmless": 1.0}
 
 
 @pytest.mark.parametrize(("name", "failing"), [
