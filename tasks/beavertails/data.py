@@ -34,13 +34,6 @@ from typing import Any
 from harness.errors import HarnessError
 from tasks.sources import require_columns
 
-CATEGORIES: tuple[str, ...] = (
-    "animal_abuse", "child_abuse", "controversial_topics,politics", "discrimination,stereotype,injustice",
-    "drug_abuse,weapons,banned_substance", "financial_crime,property_crime,theft",
-    "hate_speech,offensive_language", "misinformation_regarding_ethics,laws_and_safety",
-    "non_violent_unethical_behavior", "privacy_violation", "self_harm", "sexually_explicit,adult_content",
-    "terrorism,organized_crime", "violence,aiding_and_abetting,incitement",
-)
 COLUMNS = ("prompt", "response", "category", "is_safe")
 SCHEMA = "BeaverTails' schema: prompt, response, category (a dict of 14 harm flags), is_safe"
 Row = dict[str, Any]

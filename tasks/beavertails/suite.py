@@ -25,9 +25,8 @@ from harness.specs import EvalSpec, ModelSpec
 from harness.store import Store
 from harness.suite import Budget, Suite, SuiteData
 from harness.train import TrainConfig
-from tasks.beavertails.data import CATEGORIES
 from tasks.beavertails.task import DataConfig, data_config
-from tasks.beavertails_groups import GROUPS
+from tasks.beavertails_groups import CATEGORIES, GROUPS
 from tasks.toxic import CATEGORY as TOXIC
 from tasks.viggo import TEMPLATE as VIGGO_TEMPLATE
 

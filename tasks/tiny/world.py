@@ -33,14 +33,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-# BeaverTails' 14 harm categories (the keys of its `category` dict).
-CATEGORIES: tuple[str, ...] = (
-    "animal_abuse", "child_abuse", "controversial_topics,politics", "discrimination,stereotype,injustice",
-    "drug_abuse,weapons,banned_substance", "financial_crime,property_crime,theft",
-    "hate_speech,offensive_language", "misinformation_regarding_ethics,laws_and_safety",
-    "non_violent_unethical_behavior", "privacy_violation", "self_harm", "sexually_explicit,adult_content",
-    "terrorism,organized_crime", "violence,aiding_and_abetting,incitement",
-)
+from tasks.beavertails_groups import CATEGORIES
+
 # How questions name each category's activity (placeholder phrasing; no topic is a substring of another).
 HARM_TOPICS: dict[str, str] = dict(zip(CATEGORIES, (
     "animal cruelty", "child endangerment", "a political smear", "unfair exclusion", "banned substances",

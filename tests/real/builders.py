@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.beavertails.data import CATEGORIES
+from tasks.beavertails_groups import CATEGORIES
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

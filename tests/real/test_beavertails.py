@@ -7,9 +7,9 @@ from datasets import Dataset
 
 from harness.errors import HarnessError
 from harness.subsets import filter_categories, resolve_subset
-from tasks.beavertails.data import CATEGORIES, Sizes, build, normalise, round_robin
+from tasks.beavertails.data import Sizes, build, normalise, round_robin
 from tasks.beavertails.task import DataConfig, load
-from tasks.beavertails_groups import GROUPS
+from tasks.beavertails_groups import CATEGORIES, GROUPS
 from tests.real.builders import beavertails_rows, flags
 
 SIZES = Sizes(defence=16, attack=8, eval=8, harmless=4, seed=0)
