@@ -160,33 +160,50 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 
 @app.command()
-def sweep(defence: Annotated[list[str], typer.Option(help="defence name; repeat for several")],
-          suite: SuiteOpt = None, model: ModelOpt = None,
-          seeds: Annotated[str, typer.Option(help="comma-separated defence seeds")] = "0",
-          attack_seeds: Annotated[str | None, typer.Option(help="comma-separated attack seeds, each run on every "
-                                                           "defended model (default: the defence seed)")] = None,
-          sets: SetOpt = None, results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
-          force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False) -> None:
-    """Run the suite's budget grid for each defence and seed (finished cells are cache hits)."""
+def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, model, defences, attacks, conditions; "
+                                               "see grids/")],
+          executor: Annotated[str, typer.Option(help="local: separate processes on this machine; ray: Ray tasks on "
+                                                "a cluster (--ray-address) or a local one")] = "local",
+          max_parallel: Annotated[int | None, typer.Option(help="jobs at once (local default 1; ray default: as "
+                                                           "many as the cluster's resources allow)")] = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and which are done; run "
+                                                "nothing (needs no model)")] = False,
+          status: Annotated[bool, typer.Option("--status", help="print done / running / failed / pending per "
+                                               "defence")] = False,
+          retries: Annotated[int, typer.Option(help="retries of a failing job before it is listed as failed")] = 1,
+          ray_address: Annotated[str | None, typer.Option(help="Ray cluster address for ray.init (e.g. auto, "
+                                                          "ray://head:10001); default: $RAY_ADDRESS or a local "
+                                                          "cluster")] = None,
+          results_dir: ResultsOpt = Path("results"), home: HomeOpt = None) -> None:
+    """Run a grid file's cells (each defended model trained once; finished cells are cache hits); exit 1 if any
+    cell failed. The store (--home) and --results-dir must be paths every node sees."""
+    from harness.executors import make_executor
     from harness.store import Store
-    from harness.sweep import sweep as run_sweep
+    from harness.sweep import prepare_sweep, run_sweep
+    from harness.sweep import status as sweep_status
+    from harness.sweep_report import dry_run as list_cells
+    from harness.sweep_report import status_table, summary
 
-    seed_list = _seeds("--seeds", seeds)
-    attack_list: list[int | None] = [*_seeds("--attack-seeds", attack_seeds)] if attack_seeds else [None]
-    suite = suite_name(suite)
-    run_sweep(suite, defence, seed_list, attack_seeds=attack_list, sets=sets or [], store=Store(home),
-              results_dir=results_dir, force=force, model=model)
-    report(suite=suite, sets=sets, results_dir=results_dir)
-
-
-def _seeds(option: str, text: str) -> list[int]:
+    if executor not in ("local", "ray"):
+        fail(f"Unknown executor '{executor}'. Available: local, ray")
+    if max_parallel is not None and max_parallel < 1:
+        fail(f"--max-parallel must be at least 1, got {max_parallel}")
+    if retries < 0:
+        fail(f"--retries must be 0 or more, got {retries}")
+    store = Store(home)
+    plan = prepare_sweep(grid, store=store, results_dir=results_dir, locate=not dry_run, check=not (dry_run or status))
+    if dry_run or status:
+        (list_cells(plan, store, results_dir) if dry_run else
+         status_table(plan, sweep_status(plan, store, results_dir)))
+        return
+    runner = make_executor(executor, parallel=max_parallel, resources=plan.suite.resources, address=ray_address)
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 0 for v in values):
-        fail(f"{option} must be comma-separated non-negative integers, got '{text}'")
-    return values
+        result = run_sweep(plan, runner, store=store, results_dir=results_dir, retries=retries)
+    finally:
+        runner.close()
+    summary(plan, result, store)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -4,6 +4,8 @@
     harm subsets) -> defend -> evaluate base and defended -> attack (with a harmfulness curve) -> evaluate ->
     resistance, stability, trainability -> one immutable record
 
+`defend` runs the part every attack of one defended model shares (a sweep runs it once per defended model).
+
 Every stage is `stages.cached(name, kind, inputs, build)`: the inputs written there are the whole cache key,
 so an unchanged re-run costs seconds, an interrupted run resumes at the last finished stage, and all attacks
 of a grid share one defended model and its condition metrics.
@@ -131,12 +133,20 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: Loade
                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
-        force: bool = False) -> tuple[RunRecord, bool]:
-    """Run (or find) one cell. Returns (record, cached): cached means the record already existed."""
-    path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
-    if path.exists() and not force:
-        return read_record(path), True
+@dataclasses.dataclass
+class Setup:
+    """What every stage of a run reads: the stages runner, the data, the evaluator and the base model."""
+
+    stages: Stages
+    loaded: LoadedModel
+    data: SuiteData
+    evidence: Evidence
+    ctx: StageContext
+    evaluator: Evaluator
+
+
+def setup(spec: RunSpec, suite: Suite, store: Store, force: bool) -> Setup:
+    """Prepare the suite, locate the base model, check the judges, select the run's data."""
     stages = Stages(store, force=force, loading=Loading(spec.model.dtype, suite.trust_remote_code))
     start, writes = time.perf_counter(), store.writes
     suite.prepare(store, force)  # --force rebuilds the suite's own artifacts too
@@ -146,17 +156,43 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
                                                          backend=spec.eval.backend))
     ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed, template=suite.prompt)
-    evaluator = Evaluator(stages, spec, suite, data)
-    base = spec.model.id
+    return Setup(stages, loaded, data, evidence, ctx, Evaluator(stages, spec, suite, data))
 
-    # Defend: the defence sees only its own split and the harmless retain data.
-    defended = stages.cached("defend", MODELS, {
+
+def defended_model(spec: RunSpec, s: Setup) -> str:
+    """The defend stage: the defence sees only its own split and the harmless retain data. Returns its key."""
+    data = s.data
+    return s.stages.cached("defend", MODELS, {
         "base": spec.model.model_dump(), "defence": spec.defence.model_dump(), "seed": spec.seed,
         "data": [fingerprint(data.defence), fingerprint(data.retain)]},
-        apply_plugin("defence", spec.defence, base, stages,
-                     dataclasses.replace(ctx, data=dataclasses.replace(data, attack=None, eval=None, harmless_eval=None,
-                                                                        trainability_train=None,
-                                                                        trainability_test=None))))
+        apply_plugin("defence", spec.defence, spec.model.id, s.stages,
+                     dataclasses.replace(s.ctx, data=dataclasses.replace(data, attack=None, eval=None,
+                                                                          harmless_eval=None, trainability_train=None,
+                                                                          trainability_test=None))))
+
+
+def defend(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> str:
+    """What every attack of one defended model shares, computed once (a sweep's defend node): the defended
+    model, the base and pre-attack evaluations, stability and trainability. The cells that attack it find
+    all of it cached. Returns the defended model's key."""
+    s = setup(spec, suite, store, force)
+    key = defended_model(spec, s)
+    ref, base = s.stages.model_ref(key), spec.model.id
+    base_eval, pre = s.evaluator.evaluate(base, "base"), s.evaluator.evaluate(ref, "pre_attack")
+    s.evaluator.stability(ref, base, pre, base_eval)
+    s.evaluator.trainability(ref, base)
+    return key
+
+
+def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
+        force: bool = False) -> tuple[RunRecord, bool]:
+    """Run (or find) one cell. Returns (record, cached): cached means the record already existed."""
+    path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
+    if path.exists() and not force:
+        return read_record(path), True
+    s = setup(spec, suite, store, force)
+    stages, data, evaluator, base = s.stages, s.data, s.evaluator, spec.model.id
+    defended = defended_model(spec, s)
     defended_ref = stages.model_ref(defended)
     base_eval = evaluator.evaluate(base, "base")
     pre = evaluator.evaluate(defended_ref, "pre_attack")
@@ -173,9 +209,9 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
         "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
         **({"curve_points": spec.eval.curve_points} if spec.eval.curve_points else {})},
         apply_plugin("attack", spec.attack, defended_ref, stages,
-                     dataclasses.replace(ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
-                                                                        harmless_eval=None, trainability_train=None,
-                                                                        trainability_test=None),
+                     dataclasses.replace(s.ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
+                                                                          harmless_eval=None, trainability_train=None,
+                                                                          trainability_test=None),
                                          seed=spec.attack_seed_used, every=spec.eval.curve_every,
                                          points=spec.eval.curve_points),
                      on_step=record_point, extra={"curve": points}))
@@ -192,8 +228,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                       guard=Guard(passed=passed, reasons=missed), verdict=verdict)
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
-                       overrides=overrides, evidence=evidence, budget=registry.attack_budget(spec.attack),
-                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, loaded))
+                       overrides=overrides, evidence=s.evidence, budget=registry.attack_budget(spec.attack),
+                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, s.loaded))
     record, wrote = write_record_once(path, record, replace_corrupt=force)
     return record, not wrote
 

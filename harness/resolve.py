@@ -71,10 +71,12 @@ def load_suite(name: str, params: dict[str, Any]) -> tuple[PluginSpec, Suite]:
     return spec, plugin.fn(plugin.config.model_validate(spec.params))
 
 
-def resolve_model(suite: Suite, overrides: dict[str, Any], model: str | None = None) -> ModelSpec:
+def resolve_model(suite: Suite, overrides: dict[str, Any], model: str | None = None, *,
+                  locate_hub: bool = True) -> ModelSpec:
     """The run's base model: the suite's, or `--model` / `model.id`; located and validated unless the suite
-    builds it into the store. Its revision is the commit hash (hub) or the content fingerprint (folder)."""
-    from harness.checkpoints import check_causal_lm, locate
+    builds it into the store. Its revision is the commit hash (hub) or the content fingerprint (folder).
+    `locate_hub=False` (a dry run): a hub id is neither fetched nor looked up; its revision is 'unlocated'."""
+    from harness.checkpoints import check_causal_lm, is_local_name, locate
 
     given = cast(ModelOverrides, validate_config("model", ModelOverrides, overrides, prefix="model."))
     name = model or given.id or suite.model.id
@@ -85,13 +87,16 @@ def resolve_model(suite: Suite, overrides: dict[str, Any], model: str | None = N
         return suite.model if name == suite.model.id else ModelSpec(id=name, revision="store", dtype=suite.model.dtype)
     revision = given.revision if given.revision is not None else (
         suite.model.revision if name == suite.model.id else None)
+    if not locate_hub and not is_local_name(name):
+        return ModelSpec(id=name, revision=f"unlocated:{revision}", dtype=suite.model.dtype)
     ckpt = locate(name, revision=revision, remote_code=suite.trust_remote_code)
     check_causal_lm(ckpt, remote_code=suite.trust_remote_code)
     return ModelSpec(id=ckpt.id, revision=ckpt.revision, dtype=suite.model.dtype)
 
 
 def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model: str | None = None,
-                 backend: str | None = None, loaded: tuple[PluginSpec, Suite] | None = None) -> Base:
+                 backend: str | None = None, loaded: tuple[PluginSpec, Suite] | None = None,
+                 locate: bool = True) -> Base:
     """The suite (`loaded`, or loaded here), base model, judges and eval spec of a command, all validated."""
     from harness.generate import resolve_backend
 
@@ -113,19 +118,19 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
         defaults = suite.defaults_for("attack", attack.name, attack.config.model_fields)
         validate_config(f"trainability attack '{attack.name}'", attack.config,
                         {**defaults, **protocol.then_attack_params}, prefix="suite.")
-    model_spec = resolve_model(suite, overrides.get("model", {}), model)
+    model_spec = resolve_model(suite, overrides.get("model", {}), model, locate_hub=locate)
     return Base(suite_spec, suite, model_spec, judges, eval_spec, resolved)
 
 
 def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack_seed: int | None = None,
             sets: list[str] | None = None, backend: str | None = None, model: str | None = None,
-            tuned_from: Path | None = None, extra: dict[str, dict[str, Any]] | None = None
-            ) -> tuple[RunSpec, Suite, dict[str, Any]]:
+            tuned_from: Path | None = None, extra: dict[str, dict[str, Any]] | None = None,
+            locate: bool = True) -> tuple[RunSpec, Suite, dict[str, Any]]:
     """The run spec, the suite, and where non-default values came from (for the record).
 
     `tuned_from`: a results folder whose committed tuning log for this suite and defence supplies the tuned
     settings (between the suite's defaults and the user's `--set`); `extra`: overrides given as data,
-    {target: {field: value}}, applied like `--set`.
+    {target: {field: value}}, applied like `--set`; `locate=False`: a hub model is not looked up (a dry run).
     """
     from harness.tune import tuned_settings
 
@@ -156,7 +161,8 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack
     except ConfigError as exc:
         problems.append(str(exc))
     try:
-        base = resolve_base(suite_name, overrides, model=model, backend=backend, loaded=(suite_spec, suite))
+        base = resolve_base(suite_name, overrides, model=model, backend=backend, loaded=(suite_spec, suite),
+                            locate=locate)
     except ConfigError as exc:
         problems.append(str(exc))
     if problems:

@@ -63,6 +63,16 @@ class StabilityGuard:
         return not missed, missed
 
 @dataclass(frozen=True)
+class StageResources:
+    """What one job of a sweep (a defended model, or one cell) needs on a machine: the ray executor asks Ray
+    for it, the local executor gives each job `cpus` threads."""
+
+    cpus: int = 1            # CPU threads (torch intra-op)
+    gpus: float = 0          # GPUs (fractions share one)
+    memory_gb: float = 0     # host memory Ray reserves per job (0: no reservation)
+
+
+@dataclass(frozen=True)
 class Budget:
     """One attack of a suite's budget grid: an attack name and the params that set its strength."""
 
@@ -112,6 +122,7 @@ class Suite:
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
     reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
     guard: StabilityGuard = StabilityGuard()
+    resources: StageResources = StageResources()  # per sweep job (harness.executors)
     useful_qa_ratio: float = 0.5  # an attacked model keeping this x the base's harmless QA is still useful
     tuning: TuningProtocol | None = None
     # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:

@@ -1,58 +1,196 @@
-"""Sweeps: every (defence x budget x seed) cell of a suite's grid, run by the local executor one after
-another. Each cell is an ordinary run, so finished cells are cache hits and a grid shares one defended
-model per (defence, seed).
+"""Sweeps: a grid file's DAG of jobs, run by an executor (harness.executors), resumable, never computing a
+cell twice.
 
-Every cell is resolved and checked (configs, split sizes, directories) before the first one runs. A
-`--set` of a field the grid itself sets (the tiny suite's `attack.lr`) is an error rather than silently
-replaced by the grid's value: a single cell with another value is `harness run`.
+- `prepare_sweep`: the grid is read and every cell resolved and checked (configs, split sizes, folders)
+  before any work; one error line otherwise.
+- `run_sweep`: cells whose record exists are done already. Each defended model still needed is one defend
+  job (the defended model and what its attacks share: evaluations, stability, trainability); its cells
+  are queued when it finishes, so every attack finds it cached. At most `executor.parallel` jobs run at
+  once. A failed job is retried `retries` times, then written to `<store>/.sweeps/failed/<id>.json` and
+  listed at the end (a failed defend job fails its cells); the sweep goes on with the rest.
+- Killed at any point, a sweep resumes where it stopped: records are written once, atomically; stages are
+  cached in the store, and an artifact is computed under its lock (a second sweep on the same store waits
+  for it and reuses it).
+- `status`: done (record exists), running (its job's lock is held, by any sweep on any node), failed (a
+  failure log, newer than any success), pending.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from harness.errors import ConfigError, HarnessError
-from harness.pipeline import run
-from harness.preflight import check_run, start
-from harness.progress import say
-from harness.records import RunRecord
-from harness.resolve import load_suite, resolve
-from harness.specs import parse_overrides
-from harness.store import Store
+from harness.executors import Executor, JobFailed, ray_error
+from harness.grid import Cell, DefendNode, Plan, load_grid, plan
+from harness.jobs import Job, failure_file, job_file, lock_file
+from harness.locks import try_lock
+from harness.progress import bar, say
+from harness.records import record_path
+from harness.store import Store, atomic_write_text
+
+STATES = ("done", "running", "failed", "pending")
 
 
-def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, attack_seeds: Sequence[int | None] = (None,),
-          sets: Sequence[str] = (), store: Store, results_dir: Path, force: bool = False,
-          model: str | None = None) -> list[RunRecord]:
-    """Run the suite's budget grid for each defence, defence seed and attack seed (None: the defence seed).
-    Every spec is validated before any runs."""
-    if not seeds:
-        raise HarnessError("--seeds names no seed: give comma-separated integers, e.g. --seeds 0,1,2")
-    overrides = parse_overrides(sets)
-    _, s = load_suite(suite, overrides["suite"])
-    if not s.budget_grid:
-        raise HarnessError(f"suite '{suite}' defines no budget grid")
-    gridded = sorted({k for b in s.budget_grid for k in b.params} & set(overrides["attack"]))
-    if gridded:
-        values = ", ".join(sorted({f"{b.params[k]}" for b in s.budget_grid for k in gridded if k in b.params}))
-        raise ConfigError(f"--set attack.{gridded[0]} conflicts with the budget grid, which sets it for every cell "
-                          f"({values}); run one cell with another value with `harness run`")
-    cells = []
-    for defence in defences:
-        for seed in seeds:
-            for attack_seed in attack_seeds:
-                for budget in s.budget_grid:
-                    cell_sets = [*sets, *(f"attack.{k}={json.dumps(v)}" for k, v in budget.params.items())]
-                    spec, s_cell, applied = resolve(suite, defence, budget.attack, seed=seed, attack_seed=attack_seed,
-                                                    sets=cell_sets, model=model, tuned_from=results_dir)
-                    check_run(spec, s_cell, applied, store=store, results_dir=results_dir, force=force)
-                    cells.append((budget, (spec, s_cell, applied)))
-    start(store, results_dir / s.name / f"v{s.protocol_version}")
-    records = []
-    for i, (budget, (spec, s_cell, applied)) in enumerate(cells, 1):
-        say(f"[{i}/{len(cells)}] {spec.defence.name} x {budget.label} seed {spec.seed}/{spec.attack_seed_used}")
-        record, _ = run(spec, s_cell, applied, store=store, results_dir=results_dir, force=force)
-        records.append(record)
-    return records
+@dataclass
+class Failure:
+    id: str
+    label: str
+    kind: str
+    attempts: int
+    error: str
+
+
+@dataclass
+class SweepResult:
+    cells: int
+    already: int = 0                    # records that existed before the sweep started
+    ran: int = 0                        # cells this sweep finished (record written, or found written meanwhile)
+    to_run: int = 0                     # cells without a record when the sweep started
+    cached: int = 0                     # of those, cells whose record another run wrote meanwhile
+    defended: int = 0                   # defend jobs finished
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    by_group: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def prepare_sweep(grid_file: Path, *, store: Store, results_dir: Path, locate: bool = True,
+                  check: bool = True) -> Plan:
+    """Read the grid and resolve every cell; `check`: each cell's split sizes and the writable folders too.
+    `locate=False` (a dry run) does not look up a hub model."""
+    from harness.preflight import check_run, readable_dir, writable_dir
+
+    readable_dir(results_dir, "--results-dir")
+    the_plan = plan(load_grid(grid_file), results_dir=results_dir, locate=locate)
+    if check:
+        writable_dir(store.root, "--home (the artifact store)")
+        for cell in the_plan.cells:
+            check_run(cell.spec, the_plan.suite, cell.overrides, store=store, results_dir=results_dir)
+    return the_plan
+
+
+def done(the_plan: Plan, cell: Cell, results_dir: Path) -> bool:
+    return record_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, cell.id).is_file()
+
+
+def _job(kind: str, item: Cell | DefendNode, store: Store, results_dir: Path, threads: int) -> Job:
+    return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=item.overrides,  # type: ignore[arg-type]
+               results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads)
+
+
+def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: Path,
+              retries: int = 1) -> SweepResult:
+    """Run every cell of the plan that has no record; see the module docstring."""
+    from harness.preflight import start as clean_start
+
+    begin = time.perf_counter()
+    threads = the_plan.suite.resources.cpus
+    todo = [c for c in the_plan.cells if not done(the_plan, c, results_dir)]
+    result = SweepResult(cells=len(the_plan.cells), already=len(the_plan.cells) - len(todo), to_run=len(todo))
+    clean_start(store, record_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, "x").parent)
+    cells_of: dict[str, list[Job]] = {}
+    for c in todo:
+        cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
+    queue: deque[tuple[Job, int]] = deque(
+        (_job("defend", the_plan.nodes[n], store, results_dir, threads), 1) for n in cells_of)
+    flight: dict[Future[dict[str, Any]], tuple[Job, int, float]] = {}
+    say(f"sweep: {len(the_plan.cells)} cells, {result.already} done, {len(todo)} to run on {len(cells_of)} defended "
+        f"model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} at once")
+    with bar("sweep", total=len(todo)) as advance:
+        while queue or flight:
+            while queue and (executor.parallel is None or len(flight) < executor.parallel):
+                job, attempt = queue.popleft()
+                flight[executor.submit(job)] = (job, attempt, time.perf_counter())
+            finished, _ = wait(list(flight), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job, attempt, started = flight.pop(fut)
+                _settle(fut, job, attempt, started, retries, queue, cells_of, result, store, advance)
+    result.seconds = round(time.perf_counter() - begin, 3)
+    _group_counts(the_plan, result, results_dir)
+    return result
+
+
+def _settle(fut: Future[dict[str, Any]], job: Job, attempt: int, started: float, retries: int,
+            queue: deque[tuple[Job, int]], cells_of: dict[str, list[Job]], result: SweepResult, store: Store,
+            advance: Any) -> None:
+    """One finished job: queue its cells (a defend job), count it, or retry it / record its failure."""
+    seconds = time.perf_counter() - started
+    try:
+        out = fut.result()
+    except Exception as exc:
+        failed = ray_error(exc) if not isinstance(exc, JobFailed) else exc
+        if attempt <= retries:
+            say(f"[yellow]retry {attempt}/{retries}[/] {job.label}: {failed.error}")
+            queue.appendleft((job, attempt + 1))
+            return
+        _fail(job, attempt, failed, result, store)
+        if job.kind == "defend":
+            for cell in cells_of.get(job.id, []):
+                _fail(cell, 0, JobFailed(f"its defended model failed: {failed.error}"), result, store)
+                advance(1)
+        else:
+            advance(1)
+        return
+    if job.kind == "defend":
+        result.defended += 1
+        say(f"defended {job.label} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
+        queue.extend((cell, 1) for cell in cells_of.get(job.id, []))
+        return
+    result.ran += 1
+    result.cached += bool(out["cached"])
+    advance(1)
+    n = result.ran + sum(f.kind == "cell" for f in result.failures)
+    say(f"[{n}/{result.to_run}] {job.label} ({seconds:.1f} s{', record existed' if out['cached'] else ''})")
+
+
+def _fail(job: Job, attempts: int, failed: JobFailed, result: SweepResult, store: Store) -> None:
+    result.failures.append(Failure(job.id, job.label, job.kind, attempts, failed.error))
+    say(f"[red]failed[/] {job.label}: {failed.error}")
+    log = {"id": job.id, "label": job.label, "kind": job.kind, "attempts": attempts, "error": failed.error,
+           "detail": failed.detail, "job": str(job_file(store.root, job.id)),
+           "time": datetime.now(UTC).isoformat(timespec="seconds")}
+    atomic_write_text(failure_file(store.root, job.id), json.dumps(log, indent=2))
+
+
+def _group_counts(the_plan: Plan, result: SweepResult, results_dir: Path) -> None:
+    failed = {f.id for f in result.failures}
+    for cell in the_plan.cells:
+        row = result.by_group.setdefault(cell.group, {"cells": 0, "done": 0, "failed": 0})
+        row["cells"] += 1
+        row["done"] += done(the_plan, cell, results_dir)
+        row["failed"] += cell.id in failed
+
+
+# ------------------------------------------------------------------------------------------------ status
+def cell_state(the_plan: Plan, cell: Cell, store: Store, results_dir: Path) -> str:
+    """done / running / failed / pending (see the module docstring)."""
+    if done(the_plan, cell, results_dir):
+        return "done"
+    for job_id in (cell.id, cell.defend_id):
+        lock = lock_file(store.root, job_id)
+        if lock.is_file():
+            with try_lock(lock) as free:
+                if not free:
+                    return "running"
+    if failure_file(store.root, cell.id).is_file():
+        return "failed"
+    return "pending"
+
+
+def status(the_plan: Plan, store: Store, results_dir: Path) -> dict[str, dict[str, int]]:
+    """Per summary row (defence, settings, condition): how many cells are in each state."""
+    rows: dict[str, dict[str, int]] = {}
+    for cell in the_plan.cells:
+        row = rows.setdefault(cell.group, dict.fromkeys(STATES, 0))
+        row[cell_state(the_plan, cell, store, results_dir)] += 1
+    return rows
+

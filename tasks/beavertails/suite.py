@@ -23,7 +23,7 @@ from harness.pairing import RefusalPairing
 from harness.registry import register_suite
 from harness.specs import EvalSpec, ModelSpec
 from harness.store import Store
-from harness.suite import Budget, Suite, SuiteData
+from harness.suite import Budget, StageResources, Suite, SuiteData
 from harness.train import TrainConfig
 from tasks.beavertails.task import DataConfig, data_config
 from tasks.beavertails_groups import CATEGORIES, GROUPS
@@ -120,7 +120,7 @@ def _trainability(cfg: Config) -> TrainabilityProtocol | None:
 
 
 def make_suite(name: str, model: str, cfg: Config, *, plugin_defaults: Mapping[str, Mapping[str, Any]],
-               description: str) -> Suite:
+               description: str, resources: StageResources) -> Suite:
     from harness.models import resolve_dtype
 
     lm_eval = (LmEvalProtocol(tasks=cfg.lm_eval_tasks, include_path=cfg.lm_eval_include,
@@ -149,15 +149,22 @@ def make_suite(name: str, model: str, cfg: Config, *, plugin_defaults: Mapping[s
         pairing=RefusalPairing(max_new_tokens=cfg.refusal_max_new_tokens, batch_size=cfg.eval_batch_size,
                                keep=cfg.defence_size),
         reference_defence="none",
+        resources=resources,
         description=description,
     )
+
+
+# What one sweep job (a defended model, or one cell) asks Ray for. A 7B full-parameter fine-tune in bf16 with
+# Adam fills one 80 GB GPU; the host holds the checkpoint while loading and saving it (~13 GB each way).
+LLAMA2_JOB = StageResources(cpus=4, gpus=1, memory_gb=64)
+QWEN_JOB = StageResources(cpus=2, gpus=1, memory_gb=16)
 
 
 @register_suite("beavertails-llama2", config=Config, version=VERSION)
 def llama2(cfg: Config) -> Suite:
     """BeaverTails on Llama-2-7b-chat: the RepNoise paper's Table 1 protocol (GPU)."""
     return make_suite("beavertails-llama2", "meta-llama/Llama-2-7b-chat-hf", cfg, plugin_defaults={},
-                      description=llama2.__doc__ or "")
+                      description=llama2.__doc__ or "", resources=LLAMA2_JOB)
 
 
 # App. K: RepNoise on Qwen1.5 0.5B-7B used lr 1e-3 and beta 0.25 (the other defences keep their defaults).
@@ -168,4 +175,4 @@ QWEN_DEFAULTS = {"defence:repnoise": {"lr": 1e-3, "beta": 0.25}}
 def qwen(cfg: Config) -> Suite:
     """BeaverTails on Qwen1.5-0.5B-Chat: the paper's Table 22 size, one consumer GPU."""
     return make_suite("beavertails-qwen-0.5b", "Qwen/Qwen1.5-0.5B-Chat", cfg, plugin_defaults=QWEN_DEFAULTS,
-                      description=qwen.__doc__ or "")
+                      description=qwen.__doc__ or "", resources=QWEN_JOB)

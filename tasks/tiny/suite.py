@@ -17,7 +17,7 @@ from harness.progress import say
 from harness.registry import register_suite
 from harness.specs import EvalSpec, ModelSpec, stable_hash
 from harness.store import Store, atomic_write_text
-from harness.suite import Budget, Suite, SuiteData, TuningProtocol
+from harness.suite import Budget, StageResources, Suite, SuiteData, TuningProtocol
 from harness.train import TrainConfig
 from tasks.beavertails_groups import GROUPS
 from tasks.tiny.viggo import TEMPLATE as VIGGO_TEMPLATE
@@ -151,5 +151,6 @@ def tiny(cfg: Config) -> Suite:
         tuning=TuningProtocol(suite_params={"split": "validation"}, attack=Budget("sft-250", {"lr": 3e-4}, "val"),
                               trials=6),
         check_params={"size": "smoke"},
+        resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
     )
