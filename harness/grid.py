@@ -167,10 +167,7 @@ class Cell:
     label: str
     defend_id: str  # the DefendNode it needs
     group: str      # its summary row: defence, settings, condition
-
-    @property
-    def id(self) -> str:
-        return self.spec.run_id
+    id: str         # the run id
 
 
 @dataclass(frozen=True)
@@ -189,6 +186,7 @@ class Plan:
     suite: Suite
     nodes: dict[str, DefendNode] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
     provisional: str | None = None  # why run ids are not final (a dry run that did not locate the model)
 
     def cells_of(self, node_id: str) -> list[Cell]:
@@ -301,7 +299,9 @@ def _add_cells(out: Plan, grid: Grid, entry: DefenceEntry, condition: Condition,
             if node_id not in out.nodes:
                 out.nodes[node_id] = DefendNode(node_id, cell_spec, overrides, defence)
             label = f"{defence} x {budget.label} attack seed {cell_spec.attack_seed_used}"
-            if any(c.id == cell_spec.run_id for c in out.cells):
+            run_id = cell_spec.run_id
+            if run_id in out.ids:
                 raise ConfigError(f"invalid grid: two cells are the same run ({label}): defence settings equal "
                                   "to the defaults repeat another entry")
-            out.cells.append(Cell(cell_spec, overrides, label, node_id, group))
+            out.ids.add(run_id)
+            out.cells.append(Cell(cell_spec, overrides, label, node_id, group, run_id))

@@ -1,0 +1,205 @@
+"""Grid files and the sweep's plan, scheduler and status, without training anything (seconds).
+
+The committed grids validate and dry-run (the real suites' without their models); a grid is read strictly;
+the plan shares one defended model among its attacks; the scheduler retries a failing job a bounded number of
+times, records it, fails the cells of a failed defended model and runs everything else.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.executors import JobFailed
+from harness.grid import load_grid, plan
+from harness.jobs import Job, failure_file, lock_file
+from harness.locks import file_lock
+from harness.resolve import load_suite
+from harness.store import Store
+from harness.sweep import cell_state, run_sweep, status
+from tests.conftest import REPO
+
+GRIDS = REPO / "grids"
+SMOKE = GRIDS / "tiny-smoke.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_committed_grid_validates_and_dry_runs(tmp_path):
+    files = sorted(GRIDS.rglob("*.yaml"))
+    assert [f.name for f in files] == ["beavertails-llama2.yaml", "beavertails-qwen-0.5b.yaml", "tiny-smoke.yaml",
+                                       "tiny-v2.yaml"]
+    plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
+    assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
+        "beavertails-llama2": (90, 15), "beavertails-qwen-0.5b": (243, 18), "tiny-smoke": (8, 2),
+        "tiny-v2": (378, 21)}
+    assert plans["beavertails-llama2"].provisional and not plans["tiny-v2"].provisional  # hub model not looked up
+    for p in plans.values():
+        assert len({c.id for c in p.cells}) == len(p.cells)
+
+
+def test_budgets_default_to_the_suites_budget_grid(tmp_path):
+    p = plan(load_grid(GRIDS / "tiny-v2.yaml"), results_dir=tmp_path)
+    _, suite = load_suite("tiny", {})
+    got = {(c.spec.attack.name, c.spec.attack.params["lr"]) for c in p.cells}
+    assert got == {(b.attack, b.params["lr"]) for b in suite.budget_grid} and len(got) == 6
+    assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells} == {(s, a) for s in range(3) for a in range(3)}
+    assert all(c.overrides["user"]["attack"]["lr"] == c.spec.attack.params["lr"] for c in p.cells)  # recorded
+
+
+def test_one_defended_model_per_defence_setting_and_seed(tmp_path):
+    p = plan(load_grid(SMOKE), results_dir=tmp_path)
+    for node_id, node in p.nodes.items():
+        cells = p.cells_of(node_id)
+        assert len(cells) == 4  # 2 budgets x 2 attack seeds
+        assert {(c.spec.defence.model_dump_json(), c.spec.seed, c.spec.model.model_dump_json()) for c in cells} == {
+            (node.spec.defence.model_dump_json(), node.spec.seed, node.spec.model.model_dump_json())}
+    assert {c.spec.defence.params.get("samples") for c in p.cells if c.spec.defence.name != "none"} == {32}
+    assert {c.spec.attack.params["samples"] for c in p.cells} == {32}
+    assert {c.spec.eval.n_prompts for c in p.cells} == {16}
+
+
+def test_conditions_and_unset_attack_seeds(tmp_path):
+    grid = write(tmp_path, """
+suite: tiny
+suite_settings: {size: smoke}
+defences: [{name: none, seeds: [1, 2]}]
+attacks:
+  budgets: [{attack: sft-250, settings: {lr: 1e-4}}, {attack: sft-1k, settings: {lr: 1e-3}, label: strong}]
+conditions:
+  - {name: main}
+  - {name: held-out, defence_subset: "~violence", attack_subset: violence, budgets: [strong],
+     eval: {n_prompts: 4}}
+""")
+    p = plan(load_grid(grid), results_dir=tmp_path)
+    assert len(p.cells) == 2 * 2 + 2 * 1 and len(p.nodes) == 4
+    assert {c.spec.attack_seed for c in p.cells} == {None}  # the attack takes its defence seed
+    held = [c for c in p.cells if c.spec.subsets.attack == "violence"]
+    assert {c.spec.attack.name for c in held} == {"sft-1k"} and {c.spec.eval.n_prompts for c in held} == {4}
+    assert {c.spec.attack.params["lr"] for c in p.cells if c.spec.attack.name == "sft-250"} == {1e-4}  # a float
+
+
+@pytest.mark.parametrize("text, messages", [
+    ("suite: tiny\ndefences: [{name: none}]\ndefense_seeds: [0]\n", ["defense_seeds: unknown key (valid: suite"]),
+    ("suite: tiny\ndefences: [{name: none, setings: {}}]\n", ["defences.0.setings: unknown key (valid: name"]),
+    ("suite: tiny\nsuite: tiny\ndefences: [{name: none}]\n", ["line 2: duplicate key 'suite'"]),
+    ("suite: tiny\ndefences: []\n", ["defences: List should have at least 1 item"]),
+    ("suite: tiny\ndefences: [{name: none}]\ndefence_seeds: [-1]\nattacks: {seeds: [0, 0]}\n",
+     ["defence_seeds.0: Input should be greater than or equal to 0"]),
+    ("suite: tiny\ndefences: [{name: none}]\nattacks: {seeds: [0, 0]}\n", ["attacks.seeds repeats a seed"]),
+    ("suite: tiny\ndefences: [{name: none}, {name: none}]\n", ["defences.1 repeats defences.0"]),
+    ("suite: tiny\ndefences: [{name: none}]\nattacks: {settings: {lr: 1.0e-3}}\n",
+     ["attacks.settings sets lr, which the budgets set"]),
+    ("suite: tiny\ndefences: [{name: nope}, {name: repnoise, settings: {bta: 1}}]\n",
+     ["Unknown defence 'nope'", "defence.bta: unknown field"]),
+    ("suite: tiny\ndefences: [{name: none}]\nconditions: [{name: x, budgets: [9e9@1]}]\n",
+     ["conditions.x.budgets: unknown label(s) 9e9@1"]),
+    ("suite: [tiny\n", ["is not valid YAML"]),
+    ("- a list\n", ["expected a mapping"]),
+], ids=["unknown-key", "nested-unknown-key", "duplicate-key", "no-defences", "negative-seed", "repeated-seed",
+        "repeated-defence", "setting-a-budget-sets", "every-config-error-at-once", "unknown-budget-label",
+        "not-yaml", "not-a-mapping"])
+def test_bad_grid_is_one_config_error_naming_every_problem(tmp_path, text, messages):
+    with pytest.raises(ConfigError) as err:
+        plan(load_grid(write(tmp_path, text)), results_dir=tmp_path)
+    assert "\n" not in str(err.value) and all(m in str(err.value) for m in messages), str(err.value)
+
+
+def test_dry_run_lists_cells_without_a_store(tmp_path, capfd):
+    home = tmp_path / "no-store-here"
+    main(["sweep", str(SMOKE), "--dry-run", "--home", str(home), "--results-dir", str(tmp_path / "r")])
+    err = capfd.readouterr().err
+    assert "8 pending of 8 cells" in err and "safety-training(samples=32) seed 0" in err
+    assert not home.exists() and not (tmp_path / "r").exists()
+
+
+def test_dry_run_of_a_real_suite_needs_no_model(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    main(["sweep", str(GRIDS / "beavertails-llama2.yaml"), "--dry-run", "--results-dir", str(tmp_path)])
+    err = capfd.readouterr().err
+    assert "90 unknown of 90 cells" in err and "the run ids above are provisional" in err
+
+
+def _smoke_plan(tmp_path: Path):
+    return plan(load_grid(SMOKE), results_dir=tmp_path / "results")
+
+
+def test_status_reads_records_locks_and_failure_logs(tmp_path):
+    p, store, results = _smoke_plan(tmp_path), Store(tmp_path / "store"), tmp_path / "results"
+    a, b, c = p.cells[0], p.cells[1], p.cells[5]
+    record = results / "tiny" / "v2" / f"{a.id}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    failure_file(store.root, b.id).parent.mkdir(parents=True)
+    failure_file(store.root, b.id).write_text("{}")
+    with file_lock(lock_file(store.root, c.defend_id)):  # its defended model is being built
+        assert [cell_state(p, x, store, results) for x in (a, b, c)] == ["done", "failed", "running"]
+        rows = status(p, store, results)
+    assert rows["none"] == {"done": 1, "running": 0, "failed": 1, "pending": 2}
+    assert rows["safety-training(samples=32)"] == {"done": 0, "running": 4, "failed": 0, "pending": 0}
+    assert cell_state(p, c, store, results) == "pending"  # the lock is free again
+
+
+class FakeExecutor:
+    """Finishes every job at once; the jobs named in `failing` raise every time."""
+
+    name, parallel = "fake", 2
+
+    def __init__(self, failing: set[str]):
+        self.failing, self.submitted = failing, []
+
+    def submit(self, job: Job) -> Future:
+        self.submitted.append(job)
+        fut: Future = Future()
+        if job.id in self.failing:
+            fut.set_exception(JobFailed(f"boom in {job.label}", "traceback..."))
+        else:
+            fut.set_result({"id": job.id, "cached": False, "seconds": 0.0, "writes": 1})
+        return fut
+
+    def close(self) -> None:
+        pass
+
+
+def test_scheduler_retries_then_lists_failures_and_goes_on(tmp_path):
+    p, store = _smoke_plan(tmp_path), Store(tmp_path / "store")
+    node_a, node_b = list(p.nodes)
+    bad_cell = p.cells_of(node_a)[1]
+    ex = FakeExecutor({node_b, bad_cell.id})
+    result = run_sweep(p, ex, store=store, results_dir=tmp_path / "results", retries=2)
+    ids = [j.id for j in ex.submitted]
+    assert ids[:2] == [node_a, node_b]  # defended models first
+    assert ids.count(node_b) == 3 and ids.count(bad_cell.id) == 3  # 1 try + 2 retries
+    assert set(ids) == {node_a, node_b, *(c.id for c in p.cells_of(node_a))}  # node b's cells never start
+    assert all(ids.count(c.id) == 1 for c in p.cells_of(node_a) if c is not bad_cell)
+    assert not result.ok and result.ran == 3 and result.defended == 1
+    failed = {f.id: f for f in result.failures}
+    assert set(failed) == {node_b, bad_cell.id, *(c.id for c in p.cells_of(node_b))}
+    assert failed[bad_cell.id].attempts == 3 and failed[bad_cell.id].error == f"boom in {bad_cell.label}"
+    assert all("its defended model failed: boom" in failed[c.id].error for c in p.cells_of(node_b))
+    log = json.loads(failure_file(store.root, bad_cell.id).read_text())
+    assert log["attempts"] == 3 and log["detail"] == "traceback..." and log["job"].endswith(f"{bad_cell.id}.json")
+    assert status(p, store, tmp_path / "results")["safety-training(samples=32)"]["failed"] == 4
+
+
+def test_failed_sweep_exits_1_with_a_failure_table(tmp_path, capfd, monkeypatch):
+    import harness.executors
+
+    p = _smoke_plan(tmp_path)
+    monkeypatch.setattr(harness.executors, "make_executor", lambda *a, **k: FakeExecutor({p.cells[0].id}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(SMOKE), "--retries", "0", "--home", str(tmp_path / "store"), "--results-dir",
+              str(tmp_path / "results")])
+    err = capfd.readouterr().err
+    assert exit_.value.code == 1 and "failures" in err and f"boom in {p.cells[0].label}" in err
+    assert "1 job(s) failed" in err and "python -m harness.jobs" in err
