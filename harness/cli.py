@@ -190,6 +190,8 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
         fail(f"--max-parallel must be at least 1, got {max_parallel}")
     if retries < 0:
         fail(f"--retries must be 0 or more, got {retries}")
+    if ray_address is not None and executor != "ray":
+        fail("--ray-address is for --executor ray")
     store = Store(home)
     plan = prepare_sweep(grid, store=store, results_dir=results_dir, locate=not dry_run, check=not (dry_run or status))
     if dry_run or status:

@@ -20,10 +20,25 @@ from tests.factories import record
 
 SMOKE = ["--set", "suite.size=smoke"]
 RUN = ["run", "--defence", "none", "--attack", "sft-250", *SMOKE]
-SWEEP = ["sweep", "--defence", "none", *SMOKE]
+SWEEP = ["sweep", "{G}/ok.yaml"]
+# Grid files of the sweep cases, written into the tree ({G}/<name>.yaml).
+GRID_HEAD = "suite: tiny\nsuite_settings: {size: smoke}\n"
+GRIDS = {
+    "ok": GRID_HEAD + "defences: [{name: none}]\nattacks: {budgets: [{attack: sft-250, settings: {lr: 1.0e-4}}]}\n",
+    "unknown-key": GRID_HEAD + "defences: [{name: none}]\ndefense_seeds: [0]\n",
+    "duplicate-key": GRID_HEAD + "defences: [{name: none}]\ndefences: [{name: repnoise}]\n",
+    "huge-seed": GRID_HEAD + f"defences: [{{name: none}}]\ndefence_seeds: [{2**64}]\n",
+    "lr-in-shared-settings": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {lr: 1.0e-4}}\n",
+    "bad-epochs": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {epochs: 0}}\n",
+    "samples-beyond-split": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {samples: 100000}}\n",
+    "unknown-defence": GRID_HEAD + "defences: [{name: nope}]\n",
+    "two-problems": GRID_HEAD + "defences: [{name: nope}, {name: none, settings: {beta: 1}}]\n",
+    "not-yaml": "suite: [tiny\n",
+}
 BIG = str(2**64)
 
-# (case id, argv with {R} results, {H} home, {F} a file, {D} damaged results, {RO} a read-only dir; message part)
+# (case id, argv with {R} results, {H} home, {F} a file, {D} damaged results, {RO} a read-only dir, {G} the grid
+# files above; message part)
 CASES = [
     ("lr-infinity", [*RUN, "--set", "attack.lr=Infinity"], "attack.lr: must be a finite number"),
     ("lr-1e400", [*RUN, "--set", "attack.lr=1e400"], "attack.lr: must be a finite number"),
@@ -81,15 +96,25 @@ CASES = [
     ("tables-results-file", ["tables", "--results-dir", "{F}"], "is not a directory"),
     ("report-suite-path", ["report", "--suite", "../x"], "Unknown suite '../x'"),
     ("report-no-records", ["report", *SMOKE], "no run records for suite 'tiny'"),
-    ("sweep-empty-seeds", [*SWEEP, "--seeds", ","], "--seeds must be comma-separated non-negative integers"),
-    ("sweep-bad-seeds", [*SWEEP, "--seeds", "0,a"], "comma-separated non-negative integers"),
-    ("sweep-huge-seed", [*SWEEP, "--seeds", BIG], "is out of range"),
-    ("sweep-lr-negative", [*SWEEP, "--set", "attack.lr=-1"], "conflicts with the budget grid"),
-    ("sweep-lr-dropped", [*SWEEP, "--set", "attack.lr=1e-4"], "conflicts with the budget grid"),
-    ("sweep-bad-epochs", [*SWEEP, "--set", "attack.epochs=0"], "attack.epochs"),
-    ("sweep-samples-beyond-split", [*SWEEP, "--set", "attack.samples=100000"], "attack needs 100000 samples"),
-    ("sweep-unknown-defence", ["sweep", "--defence", "nope"], "Unknown defence 'nope'"),
+    ("sweep-missing-grid", ["sweep", "{G}/nope.yaml"], "grid file"),
+    ("sweep-grid-is-a-folder", ["sweep", "{G}"], "is not a file"),
+    ("sweep-unknown-key", ["sweep", "{G}/unknown-key.yaml"], "defense_seeds: unknown key (valid: suite"),
+    ("sweep-duplicate-key", ["sweep", "{G}/duplicate-key.yaml"], "duplicate key 'defences'"),
+    ("sweep-not-yaml", ["sweep", "{G}/not-yaml.yaml"], "is not valid YAML"),
+    ("sweep-huge-seed", ["sweep", "{G}/huge-seed.yaml"], "defence_seeds.0: Input should be less than or equal"),
+    ("sweep-lr-in-shared-settings", ["sweep", "{G}/lr-in-shared-settings.yaml"], "which the budgets set"),
+    ("sweep-bad-epochs", ["sweep", "{G}/bad-epochs.yaml"], "attack.epochs"),
+    ("sweep-samples-beyond-split", ["sweep", "{G}/samples-beyond-split.yaml"], "attack needs 100000 samples"),
+    ("sweep-unknown-defence", ["sweep", "{G}/unknown-defence.yaml"], "Unknown defence 'nope'"),
+    ("sweep-every-problem-at-once", ["sweep", "{G}/two-problems.yaml"], "Unknown defence 'nope'. Did you mean: "
+     "none? Available: adversarial-loss, gradient-ascent, none, random-init, repnoise, safety-training, vaccine | "
+     "Invalid defence 'none' config: defence.beta: unknown field"),
     ("sweep-results-file", [*SWEEP, "--results-dir", "{F}"], "--results-dir"),
+    ("sweep-home-file", [*SWEEP, "--home", "{F}"], "is not a directory"),
+    ("sweep-max-parallel-zero", [*SWEEP, "--max-parallel", "0"], "--max-parallel must be at least 1"),
+    ("sweep-negative-retries", [*SWEEP, "--retries", "-1"], "--retries must be 0 or more"),
+    ("sweep-unknown-executor", [*SWEEP, "--executor", "slurm"], "Unknown executor 'slurm'. Available: local, ray"),
+    ("sweep-ray-address-local", [*SWEEP, "--ray-address", "auto"], "--ray-address is for --executor ray"),
     ("prepare-unknown-suite", ["prepare", "nope"], "Unknown suite 'nope'"),
     ("prepare-home-file", ["prepare", "tiny", *SMOKE, "--home", "{F}"], "is not a directory"),
     ("prepare-home-read-only", ["prepare", "tiny", *SMOKE, "--home", "{RO}"], "is not writable"),
@@ -113,6 +138,9 @@ def tree(tmp_path_factory):
     (base / "home" / "suites" / "x").mkdir(parents=True)
     (base / "home" / "suites" / "x" / "meta.json").write_text("{}")
     (base / "a-file").write_text("not a directory")
+    (base / "grids").mkdir()
+    for name, text in GRIDS.items():
+        (base / "grids" / f"{name}.yaml").write_text(text)
     ro = base / "read-only"
     ro.mkdir()
     locked = _make_read_only(ro)
@@ -149,7 +177,7 @@ def snapshot(base: Path) -> dict[str, str]:
 
 def expand(argv: list[str], base: Path) -> list[str]:
     subs = {"{R}": base / "results", "{H}": base / "home", "{F}": base / "a-file", "{D}": base / "damaged",
-            "{RO}": base / "read-only"}
+            "{RO}": base / "read-only", "{G}": base / "grids"}
     out = []
     for a in argv:
         for k, v in subs.items():

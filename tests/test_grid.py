@@ -203,3 +203,16 @@ def test_failed_sweep_exits_1_with_a_failure_table(tmp_path, capfd, monkeypatch)
     err = capfd.readouterr().err
     assert exit_.value.code == 1 and "failures" in err and f"boom in {p.cells[0].label}" in err
     assert "1 job(s) failed" in err and "python -m harness.jobs" in err
+
+
+def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch, capfd):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(SMOKE), "--executor", "ray", "--home", str(tmp_path / "store"), "--results-dir",
+              str(tmp_path / "results")])
+    err = capfd.readouterr().err.strip()
+    assert exit_.value.code == 2
+    assert err == ("error: --executor ray needs the ray extra: pip install 'immunization-bench[ray]' (found: not "
+                   "installed)")
