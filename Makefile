@@ -8,13 +8,13 @@ VLLM   := $(VENV)/.vllm-tried
 # exist"); the harness needs none of them.
 VLLM_BREAKS := torchvision torchaudio torchcodec
 
-.PHONY: install install-vllm run test lint bench bench-generate clean leaderboard browser
+.PHONY: install install-vllm run test lint bench bench-generate bench-sweep clean leaderboard browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0          # CPU build from local disk on the dev machines
-	$(BIN)/pip install -q -e ".[test,lm-eval]" -c constraints.txt
+	$(BIN)/pip install -q -e ".[test,lm-eval,ray]" -c constraints.txt   # ray: the sweep's ray executor (tested)
 	touch $(STAMP)
 
 # Optional: vLLM's CPU build where there is no GPU (~1 min, ~2.3 GB). Never fails the build: without it the
@@ -72,6 +72,9 @@ leaderboard: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_times.py
+
+bench-sweep: $(STAMP)
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 bench-generate: $(STAMP) $(VLLM)
 	$(BIN)/python benchmarks/generation_throughput.py

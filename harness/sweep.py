@@ -32,9 +32,17 @@ from harness.jobs import Job, failure_file, job_file, lock_file
 from harness.locks import try_lock
 from harness.progress import bar, say
 from harness.records import record_path
+from harness.safety import escape_controls
 from harness.store import Store, atomic_write_text
 
 STATES = ("done", "running", "failed", "pending")
+
+
+def plain(text: object) -> str:
+    """A label or error inside a rich-markup line: shown as it is, control characters escaped."""
+    from rich.markup import escape
+
+    return escape(escape_controls(str(text)))
 
 
 @dataclass
@@ -56,6 +64,8 @@ class SweepResult:
     defended: int = 0                   # defend jobs finished
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    job_seconds: float = 0.0            # time spent inside finished jobs (the rest is startup and scheduling)
+    jobs: int = 0                       # jobs finished (defend and cell)
     by_group: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -129,7 +139,7 @@ def _settle(fut: Future[dict[str, Any]], job: Job, attempt: int, started: float,
     except Exception as exc:
         failed = ray_error(exc) if not isinstance(exc, JobFailed) else exc
         if attempt <= retries:
-            say(f"[yellow]retry {attempt}/{retries}[/] {job.label}: {failed.error}")
+            say(f"[yellow]retry {attempt}/{retries}[/] {plain(job.label)}: {plain(failed.error)}")
             queue.appendleft((job, attempt + 1))
             return
         _fail(job, attempt, failed, result, store)
@@ -140,21 +150,23 @@ def _settle(fut: Future[dict[str, Any]], job: Job, attempt: int, started: float,
         else:
             advance(1)
         return
+    result.jobs += 1
+    result.job_seconds += out["seconds"]
     if job.kind == "defend":
         result.defended += 1
-        say(f"defended {job.label} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
+        say(f"defended {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
         queue.extend((cell, 1) for cell in cells_of.get(job.id, []))
         return
     result.ran += 1
     result.cached += bool(out["cached"])
     advance(1)
     n = result.ran + sum(f.kind == "cell" for f in result.failures)
-    say(f"[{n}/{result.to_run}] {job.label} ({seconds:.1f} s{', record existed' if out['cached'] else ''})")
+    say(f"\\[{n}/{result.to_run}] {plain(job.label)} ({seconds:.1f} s{', record existed' if out['cached'] else ''})")
 
 
 def _fail(job: Job, attempts: int, failed: JobFailed, result: SweepResult, store: Store) -> None:
     result.failures.append(Failure(job.id, job.label, job.kind, attempts, failed.error))
-    say(f"[red]failed[/] {job.label}: {failed.error}")
+    say(f"[red]failed[/] {plain(job.label)}: {plain(failed.error)}")
     log = {"id": job.id, "label": job.label, "kind": job.kind, "attempts": attempts, "error": failed.error,
            "detail": failed.detail, "job": str(job_file(store.root, job.id)),
            "time": datetime.now(UTC).isoformat(timespec="seconds")}
