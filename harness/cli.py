@@ -199,6 +199,7 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
          status_table(plan, sweep_status(plan, store, results_dir)))
         return
     runner = make_executor(executor, parallel=max_parallel, resources=plan.suite.resources, address=ray_address)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops the jobs too, as Ctrl-C does
     try:
         result = run_sweep(plan, runner, store=store, results_dir=results_dir, retries=retries)
     finally:
@@ -206,6 +207,10 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
     summary(plan, result, store)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
