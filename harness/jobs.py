@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.specs import RunSpec
 from harness.store import LOCKS, Store, atomic_write_text
@@ -58,28 +58,35 @@ def write_job(job: Job) -> Path:
 
 
 def execute(job: Job) -> dict[str, Any]:
-    """Run a job in this process, under its lock. Returns {id, cached, seconds, writes}: `cached` when the
-    record (cell) already existed, `writes` the artifacts this job committed to the store."""
+    """Run a job in this process, under its lock (taken first: `--status` sees it running from here on).
+    Returns {id, cached, seconds, writes}: `cached` when the record (cell) already existed, `writes` the
+    artifacts this job committed to the store."""
     from harness.locks import file_lock
+
+    begin = time.perf_counter()
+    with file_lock(lock_file(Path(job.store), job.id)):
+        cached, writes = _execute(job)
+    failure_file(Path(job.store), job.id).unlink(missing_ok=True)
+    return {"id": job.id, "cached": cached, "seconds": round(time.perf_counter() - begin, 3), "writes": writes}
+
+
+def _execute(job: Job) -> tuple[bool, int]:
     from harness.pipeline import defend, run
     from harness.preflight import start as clean_start
     from harness.records import record_path
     from harness.resolve import load_suite
 
     _threads(job.threads)
-    begin, store = time.perf_counter(), Store(Path(job.store))
+    store = Store(Path(job.store))
     _, suite = load_suite(job.spec.suite.name, job.spec.suite.params)
-    with file_lock(lock_file(store.root, job.id)):
-        if job.kind == "defend":
-            clean_start(store)
-            defend(job.spec, suite, store=store)
-            cached = store.writes == 0
-        else:
-            path = record_path(Path(job.results_dir), suite.name, suite.protocol_version, job.spec.run_id)
-            clean_start(store, path.parent)
-            _, cached = run(job.spec, suite, job.overrides, store=store, results_dir=Path(job.results_dir))
-    failure_file(store.root, job.id).unlink(missing_ok=True)
-    return {"id": job.id, "cached": cached, "seconds": round(time.perf_counter() - begin, 3), "writes": store.writes}
+    if job.kind == "defend":
+        clean_start(store)
+        defend(job.spec, suite, store=store)
+        return store.writes == 0, store.writes
+    path = record_path(Path(job.results_dir), suite.name, suite.protocol_version, job.spec.run_id)
+    clean_start(store, path.parent)
+    _, cached = run(job.spec, suite, job.overrides, store=store, results_dir=Path(job.results_dir))
+    return cached, store.writes
 
 
 def _threads(n: int) -> None:
@@ -103,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(args[0])
         if not path.is_file():
             raise HarnessError(f"job file {path} not found")
-        result = execute(Job.model_validate_json(path.read_text()))
+        try:
+            job = Job.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise HarnessError(f"job file {path} is not a valid job: {' '.join(str(exc).split())[:300]}") from None
+        result = execute(job)
     except HarnessError as exc:
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
         sys.exit(2)

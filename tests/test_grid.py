@@ -216,3 +216,22 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch, capfd):
     assert exit_.value.code == 2
     assert err == ("error: --executor ray needs the ray extra: pip install 'immunization-bench[ray]' (found: not "
                    "installed)")
+
+
+def test_local_executor_runs_a_job_in_a_process_and_reports_its_error_line(tmp_path):
+    """A job whose suite does not exist: the child exits 2 with one error line, which becomes the failure."""
+    from harness.executors import LocalExecutor
+    from harness.suite import StageResources
+
+    cell = _smoke_plan(tmp_path).cells[0]
+    spec = cell.spec.model_copy(update={"suite": cell.spec.suite.model_copy(update={"name": "no-such-suite"})})
+    job = Job(kind="cell", id=cell.id, label=cell.label, spec=spec, overrides=cell.overrides,
+              results_dir=str(tmp_path / "results"), store=str(tmp_path / "store"))
+    executor = LocalExecutor(1, StageResources())
+    try:
+        with pytest.raises(JobFailed) as failed:
+            executor.submit(job).result(timeout=300)
+    finally:
+        executor.close()
+    assert failed.value.error.startswith("Unknown suite 'no-such-suite'")
+    assert (tmp_path / "store" / ".sweeps" / "jobs" / f"{cell.id}.json").is_file()  # rerunnable by hand
