@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.executors import Executor, JobFailed, ray_error
 from harness.grid import Cell, DefendNode, Plan, load_grid, plan
@@ -92,8 +92,9 @@ def done(the_plan: Plan, cell: Cell, results_dir: Path) -> bool:
     return record_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, cell.id).is_file()
 
 
-def _job(kind: str, item: Cell | DefendNode, store: Store, results_dir: Path, threads: int) -> Job:
-    return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=item.overrides,  # type: ignore[arg-type]
+def _job(kind: Literal["defend", "cell"], item: Cell | DefendNode, store: Store, results_dir: Path,
+         threads: int) -> Job:
+    return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=item.overrides,
                results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads)
 
 
@@ -105,72 +106,83 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
     begin = time.perf_counter()
     threads = the_plan.suite.resources.cpus
     todo = [c for c in the_plan.cells if not done(the_plan, c, results_dir)]
-    result = SweepResult(cells=len(the_plan.cells), already=len(the_plan.cells) - len(todo), to_run=len(todo))
     clean_start(store, record_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, "x").parent)
-    cells_of: dict[str, list[Job]] = {}
+    state = _State(retries=retries, store=store, result=SweepResult(
+        cells=len(the_plan.cells), already=len(the_plan.cells) - len(todo), to_run=len(todo)))
     for c in todo:
-        cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
-    queue: deque[tuple[Job, int]] = deque(
-        (_job("defend", the_plan.nodes[n], store, results_dir, threads), 1) for n in cells_of)
+        state.cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
+    state.queue.extend((_job("defend", the_plan.nodes[n], store, results_dir, threads), 1) for n in state.cells_of)
     flight: dict[Future[dict[str, Any]], tuple[Job, int, float]] = {}
-    say(f"sweep: {len(the_plan.cells)} cells, {result.already} done, {len(todo)} to run on {len(cells_of)} defended "
-        f"model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} at once")
-    with bar("sweep", total=len(todo)) as advance:
-        while queue or flight:
-            while queue and (executor.parallel is None or len(flight) < executor.parallel):
-                job, attempt = queue.popleft()
+    say(f"sweep: {len(the_plan.cells)} cells, {state.result.already} done, {len(todo)} to run on "
+        f"{len(state.cells_of)} defended model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} "
+        "at once")
+    with bar("sweep", total=len(todo)) as state.advance:
+        while state.queue or flight:
+            while state.queue and (executor.parallel is None or len(flight) < executor.parallel):
+                job, attempt = state.queue.popleft()
                 flight[executor.submit(job)] = (job, attempt, time.perf_counter())
             finished, _ = wait(list(flight), return_when=FIRST_COMPLETED)
             for fut in finished:
                 job, attempt, started = flight.pop(fut)
-                _settle(fut, job, attempt, started, retries, queue, cells_of, result, store, advance)
-    result.seconds = round(time.perf_counter() - begin, 3)
-    _group_counts(the_plan, result, results_dir)
-    return result
+                state.settle(fut, job, attempt, time.perf_counter() - started)
+    state.result.seconds = round(time.perf_counter() - begin, 3)
+    _group_counts(the_plan, state.result, results_dir)
+    return state.result
 
 
-def _settle(fut: Future[dict[str, Any]], job: Job, attempt: int, started: float, retries: int,
-            queue: deque[tuple[Job, int]], cells_of: dict[str, list[Job]], result: SweepResult, store: Store,
-            advance: Any) -> None:
-    """One finished job: queue its cells (a defend job), count it, or retry it / record its failure."""
-    seconds = time.perf_counter() - started
-    try:
-        out = fut.result()
-    except Exception as exc:
-        failed = ray_error(exc) if not isinstance(exc, JobFailed) else exc
-        if attempt <= retries:
-            say(f"[yellow]retry {attempt}/{retries}[/] {plain(job.label)}: {plain(failed.error)}")
-            queue.appendleft((job, attempt + 1))
+@dataclass
+class _State:
+    """A running sweep: the jobs ready to start, the cells waiting for each defended model, the counts."""
+
+    retries: int
+    store: Store
+    result: SweepResult
+    queue: deque[tuple[Job, int]] = field(default_factory=deque)  # (job, attempt)
+    cells_of: dict[str, list[Job]] = field(default_factory=dict)  # defend job id -> its cells' jobs
+    advance: Any = None  # the progress bar's advance
+
+    def settle(self, fut: Future[dict[str, Any]], job: Job, attempt: int, seconds: float) -> None:
+        """One finished job: queue its cells (a defend job), count it, or retry it / record its failure."""
+        result = self.result
+        try:
+            out = fut.result()
+        except Exception as exc:
+            self.failed(job, attempt, ray_error(exc) if not isinstance(exc, JobFailed) else exc)
             return
-        _fail(job, attempt, failed, result, store)
+        result.jobs += 1
+        result.job_seconds += out["seconds"]
         if job.kind == "defend":
-            for cell in cells_of.get(job.id, []):
-                _fail(cell, 0, JobFailed(f"its defended model failed: {failed.error}"), result, store)
-                advance(1)
-        else:
-            advance(1)
-        return
-    result.jobs += 1
-    result.job_seconds += out["seconds"]
-    if job.kind == "defend":
-        result.defended += 1
-        say(f"defended {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
-        queue.extend((cell, 1) for cell in cells_of.get(job.id, []))
-        return
-    result.ran += 1
-    result.cached += bool(out["cached"])
-    advance(1)
-    n = result.ran + sum(f.kind == "cell" for f in result.failures)
-    say(f"\\[{n}/{result.to_run}] {plain(job.label)} ({seconds:.1f} s{', record existed' if out['cached'] else ''})")
+            result.defended += 1
+            say(f"defended {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
+            self.queue.extend((cell, 1) for cell in self.cells_of.get(job.id, []))
+            return
+        result.ran += 1
+        result.cached += bool(out["cached"])
+        self.advance(1)
+        n = result.ran + sum(f.kind == "cell" for f in result.failures)
+        say(f"\\[{n}/{result.to_run}] {plain(job.label)} ({seconds:.1f} s"
+            f"{', record existed' if out['cached'] else ''})")
 
+    def failed(self, job: Job, attempt: int, failed: JobFailed) -> None:
+        """Retry a failed job, or record it (and, for a defend job, fail its cells without starting them)."""
+        if attempt <= self.retries:
+            say(f"[yellow]retry {attempt}/{self.retries}[/] {plain(job.label)}: {plain(failed.error)}")
+            self.queue.appendleft((job, attempt + 1))
+            return
+        self.record(job, attempt, failed)
+        cells = self.cells_of.get(job.id, []) if job.kind == "defend" else []
+        for cell in cells:
+            self.record(cell, 0, JobFailed(f"its defended model failed: {failed.error}"))
+        self.advance(len(cells) if job.kind == "defend" else 1)
 
-def _fail(job: Job, attempts: int, failed: JobFailed, result: SweepResult, store: Store) -> None:
-    result.failures.append(Failure(job.id, job.label, job.kind, attempts, failed.error))
-    say(f"[red]failed[/] {plain(job.label)}: {plain(failed.error)}")
-    log = {"id": job.id, "label": job.label, "kind": job.kind, "attempts": attempts, "error": failed.error,
-           "detail": failed.detail, "job": str(job_file(store.root, job.id)),
-           "time": datetime.now(UTC).isoformat(timespec="seconds")}
-    atomic_write_text(failure_file(store.root, job.id), json.dumps(log, indent=2))
+    def record(self, job: Job, attempts: int, failed: JobFailed) -> None:
+        """A failure for the summary and for `--status`: `<store>/.sweeps/failed/<id>.json`."""
+        self.result.failures.append(Failure(job.id, job.label, job.kind, attempts, failed.error))
+        say(f"[red]failed[/] {plain(job.label)}: {plain(failed.error)}")
+        log = {"id": job.id, "label": job.label, "kind": job.kind, "attempts": attempts, "error": failed.error,
+               "detail": failed.detail, "job": str(job_file(self.store.root, job.id)),
+               "time": datetime.now(UTC).isoformat(timespec="seconds")}
+        atomic_write_text(failure_file(self.store.root, job.id), json.dumps(log, indent=2))
 
 
 def _group_counts(the_plan: Plan, result: SweepResult, results_dir: Path) -> None:
