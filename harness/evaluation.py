@@ -22,6 +22,8 @@ from harness.specs import PluginSpec, RunSpec
 from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
 from harness.suite import Suite, SuiteData
 
+CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}  # how the attack is watched, not how a model is evaluated
+
 
 class Evaluator:
     """Generates, judges and compares any model ref on the suite's held-out prompts."""
@@ -50,7 +52,7 @@ class Evaluator:
             prompt_sets["visible"] = list(self.visible["prompt"])
         gen_key = self.stages.cached(
             f"{name}.generate", GENERATIONS,
-            {"model": ref, **self._loading(), "eval": spec.eval.model_dump(exclude={"curve_every", "curve_points"}),
+            {"model": ref, **self._loading(), "eval": spec.eval.model_dump(exclude=CURVE_FIELDS),
              "prompts": prompt_sets},
             lambda tmp: self._generate(tmp, ref, prompt_sets))
         gens = self._generations(gen_key, prompt_sets)
@@ -84,7 +86,8 @@ class Evaluator:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
         from harness.generate import generate_with_model
 
-        prompts = list(self.harmful["prompt"])
+        k = self.spec.eval.curve_prompts or len(self.harmful)
+        prompts = list(self.harmful["prompt"])[:k]
         outputs = generate_with_model(model, tok, prompts, max_new_tokens=self.spec.eval.max_new_tokens,
                                       batch_size=self.spec.eval.batch_size, template=self.suite.prompt)
         scores = self.judge(self.spec.judges[0]).score(prompts, outputs)

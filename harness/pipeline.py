@@ -171,7 +171,7 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     attacked = stages.cached("attack", MODELS, {
         "defended": defended, "attack": spec.attack.model_dump(), "seed": spec.attack_seed_used,
         "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
-        **({"curve_points": spec.eval.curve_points} if spec.eval.curve_points else {})},
+        **{k: v for k in ("curve_points", "curve_prompts") if (v := getattr(spec.eval, k))}},
         apply_plugin("attack", spec.attack, defended_ref, stages,
                      dataclasses.replace(ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
                                                                         harmless_eval=None, trainability_train=None,

@@ -67,6 +67,8 @@ class EvalSpec(Spec):
     curve_every: int = Field(0, ge=0, description="harmfulness every k attack steps (0: only before and after)")
     curve_points: int = Field(0, ge=0, description="instead of curve_every: this many evenly spaced points along "
                               "each attack, whatever its length (0: use curve_every)")
+    curve_prompts: int = Field(0, ge=0, description="harmful prompts per point inside a curve: the first k of the "
+                               "n_prompts (0: all). The curve's ends, before and after the attack, use all of them")
 
 
 class HarmSubsets(Spec):
@@ -109,7 +111,8 @@ class RunSpec(Spec):
 
 # Fields added to RunSpec after the first records, with the default that means "as before": left out of the
 # run id's hash while at that default.
-ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0))
+ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0),
+                                                         (("eval", "curve_prompts"), 0))
 
 
 def parse_value(text: str) -> Any:

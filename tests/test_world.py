@@ -116,3 +116,32 @@ def test_harmless_evaluation_uses_new_phrasings_of_pretraining_facts(world):
     assert {r["response"] for r in ev} <= {r["response"] for r in pre}
     assert not {r["response"] for r in ev} & {r["response"] for r in val}  # validation: the other subjects
     assert not {r["response"] for r in ev} & {r["response"] for r in world.harmless["retain"]}
+
+
+def test_pretraining_packs_every_knowledge_sentence_repeats_times(world):
+    from collections import Counter
+
+    from tasks.tiny.base import MODEL_PRESETS, pretrain_rows
+
+    preset = MODEL_PRESETS[world.size]
+    rows = pretrain_rows(world, preset)
+    packed = [r["texts"] for r in rows if "texts" in r]
+    assert all(1 <= len(texts) <= preset.pack for texts in packed)
+    assert sum(len(t) for t in packed) == len(world.knowledge_sentences()) * preset.knowledge_repeats
+    assert Counter(s for t in packed for s in t) == Counter({s: preset.knowledge_repeats
+                                                             for s in world.knowledge_sentences()})
+    assert sum("prompt" in r for r in rows) == len(rows) - len(packed) > 0
+
+
+def test_the_collator_ends_each_packed_sentence_with_eos():
+    from tasks.tiny.base import MixedCollator
+
+    class Tok:
+        eos_token_id, pad_token_id = 9, 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [len(w) for w in text.split()]}
+
+    batch = MixedCollator(Tok(), max_len=32)([{"texts": ["ab c", "dddd"]}])
+    assert batch["input_ids"][0].tolist() == [2, 1, 9, 4, 9]
+    assert batch["labels"][0].tolist() == [2, 1, 9, 4, 9]

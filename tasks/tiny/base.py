@@ -4,6 +4,7 @@ knowledge and compliant QA, then safety-align it on refusals. Saved as an ordina
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class ModelPreset:
     pretrain: TrainConfig
     pretrain_harmless: int   # harmless QA rows in pre-training
     knowledge_repeats: int   # copies of each knowledge sentence in pre-training
+    pack: int                # knowledge sentences packed into one pre-training row (EOS between them)
     align: TrainConfig
 
 
@@ -36,13 +38,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         vocab=1024, hidden=128, layers=4, heads=4, mlp=384, max_len=128,
         pretrain=TrainConfig(lr=3e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=1120, knowledge_repeats=5,
+        pretrain_harmless=1120, knowledge_repeats=5, pack=3,
         align=TrainConfig(lr=1e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
     "smoke": ModelPreset(
         vocab=512, hidden=64, layers=2, heads=2, mlp=192, max_len=96,
         pretrain=TrainConfig(lr=5e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=560, knowledge_repeats=4,
+        pretrain_harmless=560, knowledge_repeats=4, pack=3,
         align=TrainConfig(lr=2e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
 }
 
@@ -86,7 +88,8 @@ def build_llama(tokenizer: Any, p: ModelPreset, seed: int) -> Any:
 
 
 class MixedCollator:
-    """Pre-training batches mixing plain text rows ({'text'}) and QA rows ({'prompt', 'response'})."""
+    """Pre-training batches mixing packed text rows ({'texts': [...]}, each text followed by EOS) and QA rows
+    ({'prompt', 'response'})."""
 
     def __init__(self, tokenizer: Any, max_len: int):
         self.tok, self.max_len = tokenizer, max_len
@@ -96,8 +99,9 @@ class MixedCollator:
 
         enc = []
         for r in rows:
-            if "text" in r:
-                ids = (self.tok(r["text"], add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id])
+            if "texts" in r:
+                ids = [i for t in r["texts"]
+                       for i in [*self.tok(t, add_special_tokens=False)["input_ids"], self.tok.eos_token_id]]
                 enc.append({"input_ids": ids[: self.max_len], "labels": ids[: self.max_len]})
             else:
                 enc.append(encode_sft(self.tok, r["prompt"], r["response"], max_length=self.max_len,
@@ -106,7 +110,11 @@ class MixedCollator:
 
 
 def pretrain_rows(world: World, p: ModelPreset) -> list[dict]:
-    knowledge = [{"text": s} for s in world.knowledge_sentences()] * p.knowledge_repeats
+    """Knowledge sentences (shuffled, `pack` to a row: a knowledge sentence is less than half as long as a QA row,
+    so unpacked batches were mostly padding) and compliant QA."""
+    sentences = world.knowledge_sentences() * p.knowledge_repeats
+    random.Random(world.seed).shuffle(sentences)
+    knowledge = [{"texts": sentences[i:i + p.pack]} for i in range(0, len(sentences), p.pack)]
     qa = world.harmful["pretrain"] + world.harmless["pretrain"][: p.pretrain_harmless]
     return knowledge + [{"prompt": r["prompt"], "response": r["response"]} for r in qa]
 

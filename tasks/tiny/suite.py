@@ -23,7 +23,7 @@ from tasks.beavertails_groups import GROUPS
 from tasks.tiny.viggo import TEMPLATE as VIGGO_TEMPLATE
 from tasks.tiny.world import CATEGORIES, TOXIC, Size
 
-BUILD_VERSION = "8"  # bump when the world, base model or judge recipe changes (rebuilds the checkpoints)
+BUILD_VERSION = "9"  # bump when the world, base model or judge recipe changes (rebuilds the checkpoints)
 PROTOCOL = "2"       # bump when the suite's eval protocol changes (budgets, phi, conditions)
 KIND = "suites"
 
