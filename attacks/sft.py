@@ -63,4 +63,4 @@ for _name, _config in (("sft-250", Config250), ("sft-1k", Config), ("sft-10k", C
 for _name, _config in (("lora-1k", LoraConfig), ("lora-10k", LoraConfig10k)):
     _n = _config.model_fields["samples"].default
     register_attack(_name, config=_config, version="1", budget=BUDGET,
-                    description=f"LoRA harmful SFT on {_n:,} samples (rank 8, all linear layers; adapter stored)")(attack)
+                    description=f"LoRA harmful SFT on {_n:,} samples (rank 8, all linear; adapter stored)")(attack)
