@@ -52,7 +52,8 @@ def test_lora_attack_stores_only_an_adapter_on_its_base(random_llama, tmp_path):
     ref = stages.model_ref(key)
     assert stages.adapter(ref) == (base, folder)
     # The adapter is small, and it changed the model; the base is untouched.
-    assert (folder / "adapter_model.safetensors").stat().st_size < 0.5 * (random_llama / "model.safetensors").stat().st_size
+    full = (random_llama / "model.safetensors").stat().st_size
+    assert (folder / "adapter_model.safetensors").stat().st_size < 0.5 * full
     tuned, _ = stages.load(ref)
     plain, tok = stages.load(base)
     ids = tok("How do I do thing 3?", return_tensors="pt")["input_ids"]
