@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.pipeline import run
+from harness.pipeline import prefetch_grid, run
 from harness.preflight import check_run, start
 from harness.progress import say
 from harness.records import RunRecord
@@ -50,6 +50,8 @@ def sweep(suite: str, defences: Sequence[str], seeds: Sequence[int], *, attack_s
                     check_run(spec, s_cell, applied, store=store, results_dir=results_dir, force=force)
                     cells.append((budget, (spec, s_cell, applied)))
     start(store, results_dir / s.name / f"v{s.protocol_version}")
+    if not force:  # vLLM: every LoRA attack of one defended model generates on one engine start (cached for run)
+        prefetch_grid([(spec, s_cell) for _, (spec, s_cell, _) in cells], store=store, results_dir=results_dir)
     records = []
     for i, (budget, (spec, s_cell, applied)) in enumerate(cells, 1):
         say(f"[{i}/{len(cells)}] {spec.defence.name} x {budget.label} seed {spec.seed}/{spec.attack_seed_used}")
