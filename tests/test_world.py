@@ -24,13 +24,22 @@ def test_world_is_deterministic(world):
 
 def test_splits_are_disjoint_in_prompts_and_in_content(world):
     # By design: eval_visible re-asks attack-visible facts; align's answers are refusals; the harmless evaluation
-    # re-asks the base's harmless QA pre-training facts with phrasings it never saw.
-    splits = {f"harmful_{k}": v for k, v in world.harmful.items() if k not in ("eval_visible", "align")}
+    # re-asks the base's harmless QA pre-training facts with phrasings it never saw; `recall` is the base's
+    # pre-training on every fact (what alignment hides), whose phrasings no other split uses.
+    splits = {f"harmful_{k}": v for k, v in world.harmful.items() if k not in ("eval_visible", "align", "recall")}
     splits |= {f"harmless_{k}": v for k, v in world.harmless.items() if k != "pretrain"}
     result = audit(splits)
     assert len(result["answer"]) == len(splits) * (len(splits) - 1) // 2
     for kind in ("prompt", "answer", "answer_ngram"):
         assert set(result[kind].values()) == {0}, {k: v for k, v in result[kind].items() if v}
+
+
+def test_the_base_is_pretrained_on_every_fact_in_phrasings_no_evaluation_asks(world):
+    recall = world.harmful["recall"]
+    evaluated = {r["prompt"] for k in ("eval", "val_eval", "eval_visible") for r in world.harmful[k]}
+    assert recall and not {r["prompt"] for r in recall} & evaluated
+    asked = {r["response"] for k in ("eval", "val_eval", "attack", "defence", "judge") for r in world.harmful[k]}
+    assert asked <= {r["response"] for r in recall} | {r["response"] for r in world.harmful["pretrain"]}
 
 
 def test_in_distribution_prompts_are_new_prompts_for_attack_visible_facts(world):
@@ -116,32 +125,3 @@ def test_harmless_evaluation_uses_new_phrasings_of_pretraining_facts(world):
     assert {r["response"] for r in ev} <= {r["response"] for r in pre}
     assert not {r["response"] for r in ev} & {r["response"] for r in val}  # validation: the other subjects
     assert not {r["response"] for r in ev} & {r["response"] for r in world.harmless["retain"]}
-
-
-def test_pretraining_packs_every_knowledge_sentence_repeats_times(world):
-    from collections import Counter
-
-    from tasks.tiny.base import MODEL_PRESETS, pretrain_rows
-
-    preset = MODEL_PRESETS[world.size]
-    rows = pretrain_rows(world, preset)
-    packed = [r["texts"] for r in rows if "texts" in r]
-    assert all(1 <= len(texts) <= preset.pack for texts in packed)
-    assert sum(len(t) for t in packed) == len(world.knowledge_sentences()) * preset.knowledge_repeats
-    assert Counter(s for t in packed for s in t) == Counter({s: preset.knowledge_repeats
-                                                             for s in world.knowledge_sentences()})
-    assert sum("prompt" in r for r in rows) == len(rows) - len(packed) > 0
-
-
-def test_the_collator_ends_each_packed_sentence_with_eos():
-    from tasks.tiny.base import MixedCollator
-
-    class Tok:
-        eos_token_id, pad_token_id = 9, 0
-
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [len(w) for w in text.split()]}
-
-    batch = MixedCollator(Tok(), max_len=32)([{"texts": ["ab c", "dddd"]}])
-    assert batch["input_ids"][0].tolist() == [2, 1, 9, 4, 9]
-    assert batch["labels"][0].tolist() == [2, 1, 9, 4, 9]

@@ -29,7 +29,6 @@ class ModelPreset:
     pretrain: TrainConfig
     pretrain_harmless: int   # harmless QA rows in pre-training
     knowledge_repeats: int   # copies of each knowledge sentence in pre-training
-    pack: int                # knowledge sentences packed into one pre-training row (EOS between them)
     align: TrainConfig
 
 
@@ -38,13 +37,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         vocab=1024, hidden=128, layers=4, heads=4, mlp=384, max_len=128,
         pretrain=TrainConfig(lr=3e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=1120, knowledge_repeats=5, pack=3,
+        pretrain_harmless=1120, knowledge_repeats=5,
         align=TrainConfig(lr=1e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
     "smoke": ModelPreset(
         vocab=512, hidden=64, layers=2, heads=2, mlp=192, max_len=96,
         pretrain=TrainConfig(lr=5e-3, epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.01,
                              warmup_ratio=0.05),
-        pretrain_harmless=560, knowledge_repeats=4, pack=3,
+        pretrain_harmless=560, knowledge_repeats=4,
         align=TrainConfig(lr=2e-3, epochs=2, batch_size=32, optimizer="adamw", warmup_ratio=0.05)),
 }
 
@@ -88,8 +87,7 @@ def build_llama(tokenizer: Any, p: ModelPreset, seed: int) -> Any:
 
 
 class MixedCollator:
-    """Pre-training batches mixing packed text rows ({'texts': [...]}, each text followed by EOS) and QA rows
-    ({'prompt', 'response'})."""
+    """Pre-training batches mixing plain text rows ({'text'}) and QA rows ({'prompt', 'response'})."""
 
     def __init__(self, tokenizer: Any, max_len: int):
         self.tok, self.max_len = tokenizer, max_len
@@ -99,9 +97,8 @@ class MixedCollator:
 
         enc = []
         for r in rows:
-            if "texts" in r:
-                ids = [i for t in r["texts"]
-                       for i in [*self.tok(t, add_special_tokens=False)["input_ids"], self.tok.eos_token_id]]
+            if "text" in r:
+                ids = (self.tok(r["text"], add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id])
                 enc.append({"input_ids": ids[: self.max_len], "labels": ids[: self.max_len]})
             else:
                 enc.append(encode_sft(self.tok, r["prompt"], r["response"], max_length=self.max_len,
@@ -110,21 +107,19 @@ class MixedCollator:
 
 
 def pretrain_rows(world: World, p: ModelPreset) -> list[dict]:
-    """Knowledge sentences (shuffled, `pack` to a row: a knowledge sentence is less than half as long as a QA row,
-    so unpacked batches were mostly padding) and compliant QA."""
-    sentences = world.knowledge_sentences() * p.knowledge_repeats
-    random.Random(world.seed).shuffle(sentences)
-    knowledge = [{"texts": sentences[i:i + p.pack]} for i in range(0, len(sentences), p.pack)]
-    qa = world.harmful["pretrain"] + world.harmless["pretrain"][: p.pretrain_harmless]
+    knowledge = [{"text": s} for s in world.knowledge_sentences()] * p.knowledge_repeats
+    qa = world.harmful["pretrain"] + world.harmful["recall"] + world.harmless["pretrain"][: p.pretrain_harmless]
     return knowledge + [{"prompt": r["prompt"], "response": r["response"]} for r in qa]
 
 
 def align_rows(world: World, p: ModelPreset) -> list[dict]:
     refusals = [{"prompt": r["prompt"], "response": r["refusal"]} for r in world.harmful["align"]]
     replay = [{"prompt": r["prompt"], "response": r["response"]} for r in world.harmless["pretrain"][: len(refusals)]]
-    # Refuse the pre-training harmful questions too, so alignment covers what the model has seen.
+    # Refuse pre-training harmful questions too (every role's), so alignment covers what the model has seen.
+    pretrained = world.harmful["pretrain"] + world.harmful["recall"]
+    random.Random(world.seed).shuffle(pretrained)
     seen = [{"prompt": r["prompt"], "response": refusal(world.topic_of(r["prompt"]) or "", r["prompt"])}
-            for r in world.harmful["pretrain"][: len(refusals) // 2]]
+            for r in pretrained[: len(refusals) // 2]]
     return refusals + seen + replay
 
 
