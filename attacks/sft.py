@@ -5,6 +5,10 @@ suite's attack split. The paper's budgets are N in {1k, 10k} x lr in {3e-5, 6e-5
 lr (and may set epochs and batch), a `--set attack.lr=...` overrides it. The reference loss covers every
 token, prompt included (`loss_on="sequence"`); `loss_on="answer"` masks the prompt. Unlike the reference,
 padding is never in the loss (it pads to 256 with EOS and trains on those positions).
+
+LoRA attacks (`lora-1k`, `lora-10k`) are presets of the same attack with a LoRA adapter (`lora`: rank 8,
+alpha 16, every linear layer) instead of full parameters: the shared `TrainingFields.lora` option, so
+`--set attack.lora='{"rank": 16}'` makes any SFT budget a LoRA attack. The stage stores the adapter only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.data import SFTCollator
+from harness.lora import LoraFields
 from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_attack
 from harness.train import lm_loss
@@ -37,6 +42,15 @@ class Config10k(Config):
     samples: int = Field(10_000, gt=0, description="harmful examples (first N of the attack split)")
 
 
+class LoraConfig(Config):
+    lora: LoraFields | None = Field(LoraFields(), description="the LoRA adapter the attack trains (None: full "
+                                    "parameters)")
+
+
+class LoraConfig10k(LoraConfig):
+    samples: int = Field(10_000, gt=0, description="harmful examples (first N of the attack split)")
+
+
 def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, template=ctx.template)
     return fit(model, ctx, split="attack", cfg=cfg, collate=collate, loss_fn=lm_loss)
@@ -46,3 +60,7 @@ for _name, _config in (("sft-250", Config250), ("sft-1k", Config), ("sft-10k", C
     _n = _config.model_fields["samples"].default
     register_attack(_name, config=_config, version="2", budget=BUDGET,
                     description=f"full-parameter harmful SFT on {_n:,} samples (suite lr, 1 epoch, batch 4)")(attack)
+for _name, _config in (("lora-1k", LoraConfig), ("lora-10k", LoraConfig10k)):
+    _n = _config.model_fields["samples"].default
+    register_attack(_name, config=_config, version="1", budget=BUDGET,
+                    description=f"LoRA harmful SFT on {_n:,} samples (rank 8, all linear; adapter stored)")(attack)

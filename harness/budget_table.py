@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.records import RunRecord
-from harness.specs import HarmSubsets, canonical_json
+from harness.specs import HarmSubsets, canonical_json, trim_added_params
 from harness.suite import Suite
 
 
@@ -50,7 +50,7 @@ class Row:
 
 def _settings(r: RunRecord) -> dict[str, Any]:
     """What distinguishes two rows of one defence: its params and the evaluation settings."""
-    return {**r.spec.defence.params, **{f"eval.{k}": v for k, v in r.spec.eval.model_dump().items()}}
+    return {**trim_added_params(r.spec.defence.params), **{f"eval.{k}": v for k, v in r.spec.eval.model_dump().items()}}
 
 
 def _labels(records: Sequence[RunRecord]) -> list[str]:

@@ -6,7 +6,11 @@
 - `stability(...)`, `trainability(...)`: the defended model against the undefended base (computed once per
   model and shared by every attack of a grid, because their keys name only the model).
 
-The evaluator owns the judges; the base model that scores degenerate outputs is loaded for each scoring.
+The evaluator owns the judges; the base model that scores degenerate outputs is loaded for each scoring and
+freed after it (`Stages.loaded`), never held through an attack. A stored LoRA adapter generates through hf
+(base + adapter, merged in memory) or is served on its base's vLLM engine (`LoRARequest`, canary check, peft
+merge as the fallback); which path ran is `Evaluation.lora`. `generate_adapters` serves several adapters of
+one base on one engine start (a grid's attacks of one defended model).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from harness.progress import bar
 from harness.specs import PluginSpec, RunSpec
 from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
 from harness.suite import Suite, SuiteData
+
+CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}  # how an attack is watched, not a model evaluated
 
 
 class Evaluator:
@@ -45,14 +51,9 @@ class Evaluator:
         from harness.judges import agreement, harmfulness
 
         spec = self.spec
-        prompt_sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
-        if self.visible is not None:
-            prompt_sets["visible"] = list(self.visible["prompt"])
-        gen_key = self.stages.cached(
-            f"{name}.generate", GENERATIONS,
-            {"model": ref, **self._loading(), "eval": spec.eval.model_dump(exclude={"curve_every", "curve_points"}),
-             "prompts": prompt_sets},
-            lambda tmp: self._generate(tmp, ref, prompt_sets))
+        prompt_sets = self._prompt_sets()
+        gen_key = self.stages.cached(f"{name}.generate", GENERATIONS, self._gen_inputs(ref, prompt_sets),
+                                     lambda tmp: self._generate(tmp, ref, prompt_sets))
         gens = self._generations(gen_key, prompt_sets)
         prompts, outputs = prompt_sets["harmful"], gens["harmful"]
         scores = {j.name: self._scores(f"{name}.judge.{j.name}", gen_key, j, prompts=prompts, outputs=outputs)
@@ -78,13 +79,65 @@ class Evaluator:
             "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
             "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree,
             "visible": visible, "judge_details": self._details(prompts, outputs),
-            "gold_nll": self._gold_nll(ref, name)})
+            "gold_nll": self._gold_nll(ref, name), "lora": self.stages.store.meta(GENERATIONS, gen_key).get("lora")})
+
+    def _prompt_sets(self) -> dict[str, list[str]]:
+        sets = {"harmful": list(self.harmful["prompt"]), "harmless": list(self.harmless["prompt"])}
+        if self.visible is not None:
+            sets["visible"] = list(self.visible["prompt"])
+        return sets
+
+    def _gen_inputs(self, ref: str, prompt_sets: dict[str, list[str]]) -> dict[str, Any]:
+        """The cache key of a model's generations: the model, how it loads, the eval settings, the prompts."""
+        return {"model": ref, **self._loading(),
+                "eval": self.spec.eval.model_dump(exclude=CURVE_FIELDS), "prompts": prompt_sets}
+
+    def group_key(self) -> str:
+        """What, besides the model, the generations depend on: evaluators with equal keys may share an engine."""
+        from harness.specs import stable_hash
+
+        return stable_hash({k: v for k, v in self._gen_inputs("", self._prompt_sets()).items() if k != "model"})
+
+    def generate_adapters(self, refs: list[str], name: str) -> int:
+        """Generations of several stored LoRA adapters of one base, from one vLLM engine start (each adapter a
+        `LoRARequest`, each checked by its canary; one vLLM ignores is merged and generated alone), stored under
+        the keys `evaluate(ref, name)` reads. Returns how many were generated; cached ones are skipped."""
+        import pandas as pd
+
+        from harness.backends.vllm_backend import generate_vllm_loras
+
+        prompt_sets, stages = self._prompt_sets(), self.stages
+        todo = {}
+        for ref in dict.fromkeys(refs):
+            adapter = stages.adapter(ref)
+            key = stable_key(self._gen_inputs(ref, prompt_sets))
+            if adapter is not None and (stages.force or not stages.store.has(GENERATIONS, key)):
+                todo[ref] = adapter
+        bases = {base for base, _ in todo.values()}
+        if self.spec.eval.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))):
+            return 0
+        spec = self.spec.eval
+        with bar(f"generate ({len(todo)} LoRA adapters, one vllm engine)",
+                 total=len(todo) * sum(map(len, prompt_sets.values()))) as advance:
+            results = generate_vllm_loras(stages.model_path(next(iter(bases))),
+                                          {ref: path for ref, (_, path) in todo.items()}, prompt_sets,
+                                          max_new_tokens=spec.max_new_tokens, template=self.suite.prompt,
+                                          progress=advance, **stages.backend_options())
+        for ref, (texts, serving) in results.items():
+            def build(tmp: Path, texts: dict[str, list[str]] = texts, serving: Any = serving) -> dict[str, Any]:
+                rows = [(n, q, g) for n in prompt_sets for q, g in zip(prompt_sets[n], texts[n], strict=True)]
+                pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
+                return {"backend": spec.backend, "lora": serving.model_dump()}
+
+            stages.cached(f"{name}.generate", GENERATIONS, self._gen_inputs(ref, prompt_sets), build)
+        return len(results)
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
         from harness.generate import generate_with_model
 
-        prompts = list(self.harmful["prompt"])
+        k = self.spec.eval.curve_prompts or len(self.harmful)
+        prompts = list(self.harmful["prompt"])[:k]
         outputs = generate_with_model(model, tok, prompts, max_new_tokens=self.spec.eval.max_new_tokens,
                                       batch_size=self.spec.eval.batch_size, template=self.suite.prompt)
         scores = self.judge(self.spec.judges[0]).score(prompts, outputs)
@@ -106,12 +159,10 @@ class Evaluator:
         from harness.nll import summed_nll
 
         def compute() -> float:
-            from harness.models import load_causal_lm
-
-            model, tok = load_causal_lm(self.stages.model_path(ref))
-            pairs = list(zip(self.harmful["prompt"], self.harmful["response"], strict=True))
-            nll = summed_nll(model, tok, pairs, template=self.suite.prompt, max_length=self.suite.max_length,
-                             loss_on="answer")
+            with self.stages.loaded(ref, "float32") as (model, tok):
+                pairs = list(zip(self.harmful["prompt"], self.harmful["response"], strict=True))
+                nll = summed_nll(model, tok, pairs, template=self.suite.prompt, max_length=self.suite.max_length,
+                                 loss_on="answer")
             return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
 
         return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, {"model": ref, **self._loading(),
@@ -133,13 +184,39 @@ class Evaluator:
 
         spec = self.spec.eval
         backend = get_backend(spec.backend)
+        adapter = self.stages.adapter(ref)
+        meta: dict[str, Any] = {"backend": spec.backend}
         with bar(f"generate ({spec.backend})", total=sum(map(len, prompt_sets.values()))) as advance:
-            texts = backend(self.stages.model_path(ref), prompt_sets, max_new_tokens=spec.max_new_tokens,
-                            batch_size=spec.batch_size, template=self.suite.prompt, progress=advance,
-                            **self.stages.backend_options())
+            if adapter is None:
+                texts = backend(self.stages.model_path(ref), prompt_sets, max_new_tokens=spec.max_new_tokens,
+                                batch_size=spec.batch_size, template=self.suite.prompt, progress=advance,
+                                **self.stages.backend_options())
+            else:
+                texts, serving = self._generate_adapter(ref, adapter, prompt_sets, progress=advance)
+                meta["lora"] = serving.model_dump()
         rows = [(name, p, g) for name in prompt_sets for p, g in zip(prompt_sets[name], texts[name], strict=True)]
         pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
-        return {"backend": spec.backend}
+        return meta
+
+    def _generate_adapter(self, ref: str, adapter: tuple[str, Path], prompt_sets: dict[str, list[str]], *,
+                          progress: Any) -> tuple[dict[str, list[str]], Any]:
+        """A stored LoRA adapter's generations: hf (base + adapter merged in memory by peft), or one vLLM engine
+        of its base serving it (canary check; merged with peft where vLLM cannot serve it)."""
+        from harness.backends.vllm_backend import LoraServing, generate_vllm_lora
+        from harness.generate import generate_with_model
+
+        spec, (base, path) = self.spec.eval, adapter
+        if spec.backend == "vllm" and self.stages.adapter(base) is None:
+            return generate_vllm_lora(self.stages.model_path(base), path, prompt_sets,
+                                      max_new_tokens=spec.max_new_tokens, template=self.suite.prompt,
+                                      progress=progress, **self.stages.backend_options())
+        with self.stages.loaded(ref) as (model, tok):
+            texts = {n: generate_with_model(model, tok, ps, max_new_tokens=spec.max_new_tokens,
+                                            batch_size=spec.batch_size, template=self.suite.prompt, progress=progress)
+                     for n, ps in prompt_sets.items()}
+        if spec.backend == "vllm":  # an adapter on an adapter: no folder for an engine to load as its base
+            return texts, LoraServing(mode="merged", reason="its base is itself an adapter: merged in memory, hf")
+        return texts, LoraServing(mode="hf", reason="")
 
     def _generations(self, key: str, prompt_sets: dict[str, list[str]]) -> dict[str, list[str]]:
         import pandas as pd
@@ -171,10 +248,10 @@ class Evaluator:
     def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
         from harness.conditions.degenerate import conditional_nll, degenerate_flags
 
-        # Loaded for this scoring only: a 7B base held through the attack would not leave room to train.
-        model, tok = self.stages.load(self.spec.model.id)
-        nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.prompt,
-                              max_length=self.suite.max_length)
+        # Loaded for this scoring only and freed after: a 7B base held through the attack leaves no room to train.
+        with self.stages.loaded(self.spec.model.id) as (model, tok):
+            nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.prompt,
+                                  max_length=self.suite.max_length)
         return degenerate_flags(outputs, nll, self.suite.degenerate_max_ppl)
 
     def _loading(self) -> dict[str, Any]:
@@ -233,9 +310,9 @@ class Evaluator:
         from harness.conditions.stability import perplexity
 
         def compute() -> float:
-            model, tok = self.stages.load(ref)
-            return perplexity(model, tok, self.harmless.to_list(), template=self.suite.prompt,
-                              max_length=self.suite.max_length)
+            with self.stages.loaded(ref) as (model, tok):
+                return perplexity(model, tok, self.harmless.to_list(), template=self.suite.prompt,
+                                  max_length=self.suite.max_length)
 
         inputs = {"model": ref, **self._loading(), "rows": fingerprint(self.harmless)}
         return self.stages.cached_value(f"stability.perplexity.{who}", STABILITY, inputs, compute)
@@ -257,10 +334,10 @@ class Evaluator:
         protocol, data = self.suite.trainability, self.data
 
         def compute() -> dict[str, Any]:
-            model, tok = self.stages.load(ref)
-            curve = fine_tune_curve(model, tok, data.trainability_train, data.trainability_test, protocol=protocol,
-                                    seed=self.spec.seed)
-            return {"curve": curve, "harm": self._then_attack(model, tok) if protocol.then_attack else None}
+            with self.stages.loaded(ref) as (model, tok):
+                curve = fine_tune_curve(model, tok, data.trainability_train, data.trainability_test,
+                                        protocol=protocol, seed=self.spec.seed)
+                return {"curve": curve, "harm": self._then_attack(model, tok) if protocol.then_attack else None}
 
         inputs = {"model": ref, **self._loading(), "protocol": repr(protocol), "seed": self.spec.seed,
                   "data": [fingerprint(data.trainability_train), fingerprint(data.trainability_test)]}
@@ -287,6 +364,13 @@ class Evaluator:
                            max_length=self.suite.max_length, seed=self.spec.seed, template=self.suite.prompt)
         attacked = plugin.fn(model, cfg, ctx)
         return [before, self.harmfulness_now(attacked, tok)]
+
+
+def stable_key(inputs: dict[str, Any]) -> str:
+    """The store key `Stages.cached` gives these inputs."""
+    from harness.specs import stable_hash
+
+    return stable_hash(dict(inputs))
 
 
 def exact_match(generations: list[str], references: list[str]) -> dict[str, float]:

@@ -37,6 +37,8 @@ class Job(BaseModel):
     results_dir: str
     store: str
     threads: int = Field(1, ge=1, description="CPU threads of torch in this job")
+    prefetch: list[RunSpec] = Field(default_factory=list, description="a defend job with the vllm backend: its "
+                                    "cells, whose LoRA attacks it trains and generates on one vLLM engine")
 
 
 def job_file(store: Path, job_id: str) -> Path:
@@ -71,7 +73,7 @@ def execute(job: Job) -> dict[str, Any]:
 
 
 def _execute(job: Job) -> tuple[bool, int]:
-    from harness.pipeline import defend, run
+    from harness.pipeline import defend, prefetch_grid, run
     from harness.preflight import start as clean_start
     from harness.records import record_path
     from harness.resolve import load_suite
@@ -82,6 +84,8 @@ def _execute(job: Job) -> tuple[bool, int]:
     if job.kind == "defend":
         clean_start(store)
         defend(job.spec, suite, store=store)
+        if job.prefetch:  # vLLM: every LoRA attack of this defended model generates on one engine start
+            prefetch_grid([(spec, suite) for spec in job.prefetch], store=store, results_dir=Path(job.results_dir))
         return store.writes == 0, store.writes
     path = record_path(Path(job.results_dir), suite.name, suite.protocol_version, job.spec.run_id)
     clean_start(store, path.parent)

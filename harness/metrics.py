@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.backends.vllm_backend import LoraServing
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
@@ -85,6 +87,9 @@ class Evaluation(Metric):
                                              "(e.g. compliance rate)")
     gold_nll: Finite | None = Field(None, description="teacher-forced mean NLL per token of the gold harmful answers "
                                     "of the evaluation prompts (continuous; lower = the knowledge is more present)")
+    lora: LoraServing | None = Field(None, description="for a LoRA adapter (not merged in the store): how it "
+                                     "generated: hf (peft, in memory), served (vLLM LoRARequest) or merged (peft "
+                                     "fallback where vLLM could not serve it)")
 
 
 class Resistance(Metric):

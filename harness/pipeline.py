@@ -4,8 +4,6 @@
     harm subsets) -> defend -> evaluate base and defended -> attack (with a harmfulness curve) -> evaluate ->
     resistance, stability, trainability -> one immutable record
 
-`defend` runs the part every attack of one defended model shares (a sweep runs it once per defended model).
-
 Every stage is `stages.cached(name, kind, inputs, build)`: the inputs written there are the whole cache key,
 so an unchanged re-run costs seconds, an interrupted run resumes at the last finished stage, and all attacks
 of a grid share one defended model and its condition metrics.
@@ -16,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,19 +132,21 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: Loade
 
 
 @dataclasses.dataclass
-class Setup:
-    """What every stage of a run reads: the stages runner, the data, the evaluator and the base model."""
+class Cell:
+    """What every stage of one cell works with: its stages, data, evidence, stage context and evaluator."""
 
+    spec: RunSpec
+    suite: Suite
     stages: Stages
-    loaded: LoadedModel
     data: SuiteData
     evidence: Evidence
     ctx: StageContext
     evaluator: Evaluator
+    loaded: LoadedModel
 
 
-def setup(spec: RunSpec, suite: Suite, store: Store, force: bool) -> Setup:
-    """Prepare the suite, locate the base model, check the judges, select the run's data."""
+def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> Cell:
+    """Prepare the suite, locate the base model, check the judges and select the cell's data (stage `prepare`)."""
     stages = Stages(store, force=force, loading=Loading(spec.model.dtype, suite.trust_remote_code))
     start, writes = time.perf_counter(), store.writes
     suite.prepare(store, force)  # --force rebuilds the suite's own artifacts too
@@ -156,32 +156,41 @@ def setup(spec: RunSpec, suite: Suite, store: Store, force: bool) -> Setup:
     data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
                                                          backend=spec.eval.backend))
     ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed, template=suite.prompt)
-    return Setup(stages, loaded, data, evidence, ctx, Evaluator(stages, spec, suite, data))
+    return Cell(spec, suite, stages, data, evidence, ctx, Evaluator(stages, spec, suite, data), loaded)
 
 
-def defended_model(spec: RunSpec, s: Setup) -> str:
-    """The defend stage: the defence sees only its own split and the harmless retain data. Returns its key."""
-    data = s.data
-    return s.stages.cached("defend", MODELS, {
-        "base": spec.model.model_dump(), "defence": spec.defence.model_dump(), "seed": spec.seed,
+def defend_stage(cell: Cell) -> str:
+    """The defended model's store key. The defence sees only its own split and the harmless retain data."""
+    spec, data, stages = cell.spec, cell.data, cell.stages
+    return stages.cached("defend", MODELS, {
+        "base": spec.model.model_dump(), "defence": spec.defence.key_dump(), "seed": spec.seed,
         "data": [fingerprint(data.defence), fingerprint(data.retain)]},
-        apply_plugin("defence", spec.defence, spec.model.id, s.stages,
-                     dataclasses.replace(s.ctx, data=dataclasses.replace(data, attack=None, eval=None,
-                                                                          harmless_eval=None, trainability_train=None,
-                                                                          trainability_test=None))))
+        apply_plugin("defence", spec.defence, spec.model.id, stages,
+                     dataclasses.replace(cell.ctx, data=dataclasses.replace(
+                         data, attack=None, eval=None, harmless_eval=None, trainability_train=None,
+                         trainability_test=None))))
 
 
-def defend(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> str:
-    """What every attack of one defended model shares, computed once (a sweep's defend node): the defended
-    model, the base and pre-attack evaluations, stability and trainability. The cells that attack it find
-    all of it cached. Returns the defended model's key."""
-    s = setup(spec, suite, store, force)
-    key = defended_model(spec, s)
-    ref, base = s.stages.model_ref(key), spec.model.id
-    base_eval, pre = s.evaluator.evaluate(base, "base"), s.evaluator.evaluate(ref, "pre_attack")
-    s.evaluator.stability(ref, base, pre, base_eval)
-    s.evaluator.trainability(ref, base)
-    return key
+def attack_stage(cell: Cell, defended: str) -> str:
+    """The attacked model's store key (a full model, or a LoRA adapter on the defended model). The attack sees
+    only its split; a callback records harmfulness every k steps into the artifact's extra.json."""
+    spec, data, stages = cell.spec, cell.data, cell.stages
+    points: list[list[float]] = []
+
+    def record_point(step: int, model: Any, tok: Any) -> None:
+        if step > 0:
+            points.append([step, cell.evaluator.harmfulness_now(model, tok)])
+
+    return stages.cached("attack", MODELS, {
+        "defended": defended, "attack": spec.attack.key_dump(), "seed": spec.attack_seed_used,
+        "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
+        **{k: v for k in ("curve_points", "curve_prompts") if (v := getattr(spec.eval, k))}},
+        apply_plugin("attack", spec.attack, stages.model_ref(defended), stages,
+                     dataclasses.replace(cell.ctx, data=dataclasses.replace(
+                         data, defence=None, retain=None, eval=None, harmless_eval=None, trainability_train=None,
+                         trainability_test=None),
+                         seed=spec.attack_seed_used, every=spec.eval.curve_every, points=spec.eval.curve_points),
+                     on_step=record_point, extra={"curve": points}))
 
 
 def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
@@ -190,31 +199,14 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     path = record_path(results_dir, suite.name, suite.protocol_version, spec.run_id)
     if path.exists() and not force:
         return read_record(path), True
-    s = setup(spec, suite, store, force)
-    stages, data, evaluator, base = s.stages, s.data, s.evaluator, spec.model.id
-    defended = defended_model(spec, s)
+    cell = open_cell(spec, suite, store=store, force=force)
+    stages, evaluator, base = cell.stages, cell.evaluator, spec.model.id
+
+    defended = defend_stage(cell)
     defended_ref = stages.model_ref(defended)
     base_eval = evaluator.evaluate(base, "base")
     pre = evaluator.evaluate(defended_ref, "pre_attack")
-
-    # Attack: the attack sees only its split; a callback records harmfulness every k steps.
-    points: list[list[float]] = []
-
-    def record_point(step: int, model: Any, tok: Any) -> None:
-        if step > 0:
-            points.append([step, evaluator.harmfulness_now(model, tok)])
-
-    attacked = stages.cached("attack", MODELS, {
-        "defended": defended, "attack": spec.attack.model_dump(), "seed": spec.attack_seed_used,
-        "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
-        **({"curve_points": spec.eval.curve_points} if spec.eval.curve_points else {})},
-        apply_plugin("attack", spec.attack, defended_ref, stages,
-                     dataclasses.replace(s.ctx, data=dataclasses.replace(data, defence=None, retain=None, eval=None,
-                                                                          harmless_eval=None, trainability_train=None,
-                                                                          trainability_test=None),
-                                         seed=spec.attack_seed_used, every=spec.eval.curve_every,
-                                         points=spec.eval.curve_points),
-                     on_step=record_point, extra={"curve": points}))
+    attacked = attack_stage(cell, defended)
     post = evaluator.evaluate(stages.model_ref(attacked), "post_attack")
 
     start, writes = time.perf_counter(), store.writes
@@ -228,10 +220,47 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                       guard=Guard(passed=passed, reasons=missed), verdict=verdict)
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
-                       overrides=overrides, evidence=s.evidence, budget=registry.attack_budget(spec.attack),
-                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, s.loaded))
+                       overrides=overrides, evidence=cell.evidence, budget=registry.attack_budget(spec.attack),
+                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, cell.loaded))
     record, wrote = write_record_once(path, record, replace_corrupt=force)
     return record, not wrote
+
+
+def defend(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> str:
+    """What every attack of one defended model shares, computed once (a sweep's defend job): the defended
+    model, the base and pre-attack evaluations, stability and trainability. The cells that attack it find
+    all of it cached. Returns the defended model's key."""
+    cell = open_cell(spec, suite, store=store, force=force)
+    key = defend_stage(cell)
+    ref, base = cell.stages.model_ref(key), spec.model.id
+    base_eval, pre = cell.evaluator.evaluate(base, "base"), cell.evaluator.evaluate(ref, "pre_attack")
+    cell.evaluator.stability(ref, base, pre, base_eval)
+    cell.evaluator.trainability(ref, base)
+    return key
+
+
+def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, results_dir: Path,
+                  force: bool = False) -> int:
+    """Train every unrecorded cell's defended and attacked model (cached stages), then generate the post-attack
+    evaluations of all attacked LoRA adapters that share a defended model on one vLLM engine start
+    (`Evaluator.generate_adapters`). `run` then finds those generations cached. Returns the adapters served
+    in batches; a no-op for the hf backend (it loads each model anyway) and for full-weight attacks."""
+    groups: dict[tuple[str, str], list[tuple[Cell, str]]] = {}
+    for spec, suite in cells:
+        if spec.eval.backend != "vllm":
+            continue
+        if record_path(results_dir, suite.name, suite.protocol_version, spec.run_id).exists() and not force:
+            continue
+        cell = open_cell(spec, suite, store=store, force=force)
+        attacked_ref = cell.stages.model_ref(attack_stage(cell, defend_stage(cell)))
+        adapter = cell.stages.adapter(attacked_ref)
+        if adapter is not None:
+            groups.setdefault((adapter[0], cell.evaluator.group_key()), []).append((cell, attacked_ref))
+    served = 0
+    for members in groups.values():
+        if len(members) > 1:
+            served += members[0][0].evaluator.generate_adapters([ref for _, ref in members], "post_attack")
+    return served
 
 
 def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, stages: Stages, ctx: StageContext,
@@ -247,16 +276,25 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
     cfg = plugin.config.model_validate(plugin_spec.params)
 
     def build(tmp: Path) -> dict[str, Any] | None:
+        from harness.lora import is_adapter_model, save_adapter
         from harness.models import save_checkpoint
+        from harness.stages import free_memory
 
         model, tok = stages.load(source_ref)
         callback = (lambda step, m: on_step(step, m, tok)) if on_step else None
         with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
             result = plugin.fn(model, cfg, dataclasses.replace(ctx, tokenizer=tok, progress=advance, callback=callback))
         atomic_write_text(tmp / "extra.json", json.dumps(extra or {}))
+        meta: dict[str, Any] | None = None
         if result is None:
-            return {"alias": source_ref}
-        save_checkpoint(result, tok, tmp)
-        return None
+            meta = {"alias": source_ref}
+        elif is_adapter_model(result):  # a LoRA: the adapter only, on the ref of the model it was trained on
+            save_adapter(result, tok, tmp)
+            meta = {"adapter_of": source_ref}
+        else:
+            save_checkpoint(result, tok, tmp)
+        del model, result
+        free_memory()
+        return meta
 
     return build

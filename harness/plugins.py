@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from harness.data import PLAIN, PromptFormat, as_format
 from harness.errors import HarnessError
+from harness.lora import LoraFields
 from harness.suite import SuiteData
-from harness.train import LossFn, TrainConfig
+from harness.train import LossFn, Precision, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,24 @@ class TrainingFields(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warmup fraction (cosine decay after)")
     max_grad_norm: float | None = Field(None, gt=0, description="gradient clipping norm (reference: None, no "
                                         "clipping)")
+    # Scale options (a suite sets them for every plugin alike; at their defaults a run id is as before them).
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (divides batch_size); the loss "
+                            "is normalised per token over the whole batch")
+    precision: Precision = Field("model", description="model: train in the run's dtype; autocast-bf16: float32 "
+                                 "weights under bf16 autocast; bf16-master: bf16 weights, float32 master weights "
+                                 "and optimizer state")
+    gradient_checkpointing: StrictBool = Field(False, description="recompute activations in backward (less memory, "
+                                               "about a third more compute)")
+    lora: LoraFields | None = Field(None, description="train a LoRA adapter (peft) instead of every weight; the "
+                                    "stage stores the adapter, not a merged model (None: full parameters)")
 
     def train_config(self) -> TrainConfig:
+        if self.batch_size % self.grad_accum:
+            raise HarnessError(f"grad_accum {self.grad_accum} does not divide batch_size {self.batch_size}")
         return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm)
+                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+                           grad_accum=self.grad_accum, precision=self.precision,
+                           gradient_checkpointing=self.gradient_checkpointing)
 
 
 class DefenceTrainingFields(TrainingFields):
@@ -78,8 +93,9 @@ def first_rows(rows: Any, n: int | None, what: str) -> Any:
 def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, collate: Callable[[list[Any]], Any],
         loss_fn: LossFn) -> Any:
     """Train `model` in place on the first `cfg.samples` rows of `ctx.data.<split>` with the one training
-    loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model."""
-    from harness.train import n_steps, train
+    loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model, or
+    with `cfg.lora` the peft model holding the trained adapter (the stage then stores the adapter only)."""
+    from harness.train import n_steps, seed_everything, train
 
     used = getattr(collate, "template", None)
     if used is not None and as_format(used) != ctx.template:
@@ -89,6 +105,11 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
     if getattr(cfg, "retain_harmless", 0):
         collate, loss_fn = with_retain(collate, loss_fn, ctx, weight=cfg.retain_harmless)  # type: ignore[attr-defined]
     train_cfg = cfg.train_config()
+    if cfg.lora is not None:
+        from harness.lora import build_lora
+
+        seed_everything(ctx.seed)  # the adapter's random init is part of the run
+        model = build_lora(model, cfg.lora)
     every = max(1, n_steps(len(rows), train_cfg) // ctx.points) if ctx.points else ctx.every
     train(model, rows, collate, loss_fn, train_cfg, seed=ctx.seed, progress=ctx.progress, callback=ctx.callback,
           every=every)

@@ -35,6 +35,10 @@ class StageInfo(BaseModel):
     seconds: float = Field(ge=0, allow_inf_nan=False)
     cached: bool
     key: str = Field("", description="artifact key in the store ('' for stages that store nothing)")
+    peak_mb: float | None = Field(None, ge=0, allow_inf_nan=False, description="peak memory of the stage in MiB "
+                                  "(absent in early records)")
+    memory: str | None = Field(None, description="what peak_mb measures: cuda (allocated on the GPU), rss (resident "
+                               "set of the stage), rss-process (resident set since the process started)")
 
 
 class LoadedModel(BaseModel):

@@ -46,6 +46,13 @@ class PluginSpec(Spec):
     version: str = Field(description="plugin version; enters every cache key and result row")
     params: dict[str, Any] = Field(description="the resolved config, defaults included")
 
+    def key_dump(self) -> dict[str, Any]:
+        """The spec as cache keys and run ids hash it: shared training options added after the first records
+        are left out while at their "as before" default (ADDED_PARAMS), so earlier artifacts and ids hold."""
+        data = self.model_dump(mode="json")
+        data["params"] = trim_added_params(data["params"])
+        return data
+
 
 class ModelSpec(Spec):
     """The base model a suite starts from."""
@@ -67,6 +74,8 @@ class EvalSpec(Spec):
     curve_every: int = Field(0, ge=0, description="harmfulness every k attack steps (0: only before and after)")
     curve_points: int = Field(0, ge=0, description="instead of curve_every: this many evenly spaced points along "
                               "each attack, whatever its length (0: use curve_every)")
+    curve_prompts: int = Field(0, ge=0, description="harmful prompts per point inside a curve: the first k of the "
+                               "n_prompts (0: all). The curve's ends, before and after the attack, use all of them")
 
 
 class HarmSubsets(Spec):
@@ -96,20 +105,38 @@ class RunSpec(Spec):
 
     @property
     def run_id(self) -> str:
-        data = self.model_dump(mode="json")
-        for path, default in ADDED_FIELDS:  # specs from before these fields existed keep their ids
-            *parents, leaf = path
-            node = data
-            for p in parents:
-                node = node[p]
-            if node.get(leaf) == default:
-                del node[leaf]
-        return stable_hash(data)
+        return spec_id(self.model_dump(mode="json"))
 
 
 # Fields added to RunSpec after the first records, with the default that means "as before": left out of the
 # run id's hash while at that default.
-ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0))
+ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0),
+                                                         (("eval", "curve_prompts"), 0))
+# Shared training options (harness.plugins.TrainingFields) added after the first records, likewise left out of
+# a defence's or attack's params (in run ids and cache keys) while at the default that trains as before.
+ADDED_PARAMS: dict[str, Any] = {"grad_accum": 1, "precision": "model", "gradient_checkpointing": False,
+                                "lora": None}
+
+
+def trim_added_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
+
+
+def spec_id(data: Mapping[str, Any]) -> str:
+    """The run id of a RunSpec's JSON (`RunSpec.model_dump(mode="json")` or a record's `spec`): the hash of its
+    canonical JSON with fields added later left out while at their "as before" defaults."""
+    data = json.loads(canonical_json(data))  # a deep copy
+    for path, default in ADDED_FIELDS:  # specs from before these fields existed keep their ids
+        *parents, leaf = path
+        node: Any = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+    for kind in ("defence", "attack"):
+        if isinstance(data.get(kind), dict) and isinstance(data[kind].get("params"), dict):
+            data[kind]["params"] = trim_added_params(data[kind]["params"])
+    return stable_hash(data)
 
 
 def parse_value(text: str) -> Any:

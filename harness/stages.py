@@ -6,14 +6,17 @@ and its inputs in its `meta.json`; on a hit nothing runs. Each stage's time, key
 record's provenance. Models are named by *refs* ('store:models/<key>' or the base model's id), so a
 defence that changes nothing is an alias of its input and shares every cached evaluation with it. A base
 model named by a hub id is *bound* to its local snapshot folder; every model of a run loads in the run's
-dtype (`Loading`).
+dtype (`Loading`). A stored model may be a LoRA adapter (`adapter_of` in its metadata names its base's ref):
+`load` applies it to its base, `adapter` tells generation to serve it. Each stage's peak memory (CUDA
+allocator on a GPU, resident set on CPU; a vLLM engine's own process is not counted) is kept with its time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +47,15 @@ class Stages:
         self.store, self.force, self.loading = store, force, loading
         self.info: dict[str, StageInfo] = {}
         self._bound: dict[str, Path] = {}
+        self._peaks: list[tuple[float, float]] = []  # (end time, peak MiB) of every stage, for enclosing stages
 
     def cached(self, name: str, kind: str, inputs: Mapping[str, Any], build: Build) -> str:
         """Stage `name`: the artifact of `kind` keyed by the hash of `inputs`, built on a miss. Returns the key."""
+        from harness.memory import reset_peak
+
         key = stable_hash(dict(inputs))
         start = time.perf_counter()
+        reset_peak()
         # Under the artifact's lock: an identical concurrent run waits here, then finds the artifact.
         with self.store.compute_once(kind, key, force=self.force) as need:
             if need:
@@ -67,8 +74,15 @@ class Stages:
         return json.loads((self.store.path(kind, key) / "value.json").read_text())
 
     def timed(self, name: str, start: float, *, cached: bool = False, key: str = "") -> None:
-        """Record a stage that stores nothing of its own (its sub-stages are cached)."""
-        self.info[name] = StageInfo(seconds=round(time.perf_counter() - start, 3), cached=cached, key=key)
+        """Record a stage that stores nothing of its own (its sub-stages are cached): its time, and its peak
+        memory (the largest of its sub-stages' and of the window since the last of them began)."""
+        from harness.memory import memory_kind, peak_mb
+
+        now = time.perf_counter()
+        peak = max([peak_mb(), *(p for t, p in self._peaks if t >= start)])
+        self._peaks.append((now, peak))
+        self.info[name] = StageInfo(seconds=round(now - start, 3), cached=cached, key=key, peak_mb=peak,
+                                    memory=memory_kind())
 
     def model_ref(self, key: str) -> str:
         """The ref of a stored model, following the alias a defence that changed nothing leaves behind."""
@@ -81,12 +95,39 @@ class Stages:
     def model_path(self, ref: str) -> Path:
         return self._bound.get(ref) or Path(resolve_ref(ref, self.store))
 
-    def load(self, ref: str) -> tuple[Any, Any]:
-        """(model, tokenizer) of a ref, loaded as the run loads every model."""
+    def adapter(self, ref: str) -> tuple[str, Path] | None:
+        """(ref of its base, adapter folder) if `ref` names a stored LoRA adapter, else None."""
+        prefix = f"store:{MODELS}/"
+        if not ref.startswith(prefix) or "/" in ref[len(prefix):]:
+            return None
+        key = ref[len(prefix):]
+        base = self.store.meta(MODELS, key).get("adapter_of")
+        return (base, self.store.path(MODELS, key)) if base else None
+
+    def load(self, ref: str, dtype: str | None = None) -> tuple[Any, Any]:
+        """(model, tokenizer) of a ref, loaded as the run loads every model (`dtype`: another dtype). A stored
+        adapter is loaded onto its base and merged, so every consumer sees a plain model."""
         from harness.models import load_causal_lm
 
-        return load_causal_lm(self.model_path(ref), self.loading.dtype,
+        adapter = self.adapter(ref)
+        if adapter is not None:
+            from harness.lora import load_adapter_model
+
+            base, tok = self.load(adapter[0], dtype)
+            return load_adapter_model(base, adapter[1], merge=True), tok
+        return load_causal_lm(self.model_path(ref), dtype or self.loading.dtype,
                               trust_remote_code=self.loading.trust_remote_code)
+
+    @contextlib.contextmanager
+    def loaded(self, ref: str, dtype: str | None = None) -> Iterator[tuple[Any, Any]]:
+        """`load` for one block: the model is freed (and cached GPU memory returned) when the block ends, so a
+        model a stage needs (e.g. the undefended base for scoring) is never held through the next stage."""
+        model, tok = self.load(ref, dtype)
+        try:
+            yield model, tok
+        finally:
+            del model
+            free_memory()
 
     def backend_options(self) -> dict[str, Any]:
         """The loading options a generation backend takes."""
@@ -99,3 +140,16 @@ def fingerprint(dataset: Any) -> str:
         return "-"
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     return stable_hash(rows)
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached CUDA blocks (after a model is dropped)."""
+    import gc
+    import sys
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()

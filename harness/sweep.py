@@ -93,9 +93,10 @@ def done(the_plan: Plan, cell: Cell, results_dir: Path) -> bool:
 
 
 def _job(kind: Literal["defend", "cell"], item: Cell | DefendNode, store: Store, results_dir: Path,
-         threads: int) -> Job:
+         threads: int, prefetch: list[Job] | None = None) -> Job:
     return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=item.overrides,
-               results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads)
+               results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads,
+               prefetch=[j.spec for j in prefetch or [] if j.spec.eval.backend == "vllm"])
 
 
 def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: Path,
@@ -111,7 +112,8 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
         cells=len(the_plan.cells), already=len(the_plan.cells) - len(todo), to_run=len(todo)))
     for c in todo:
         state.cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
-    state.queue.extend((_job("defend", the_plan.nodes[n], store, results_dir, threads), 1) for n in state.cells_of)
+    state.queue.extend((_job("defend", the_plan.nodes[n], store, results_dir, threads, cells), 1)
+                       for n, cells in state.cells_of.items())
     flight: dict[Future[dict[str, Any]], tuple[Job, int, float]] = {}
     say(f"sweep: {len(the_plan.cells)} cells, {state.result.already} done, {len(todo)} to run on "
         f"{len(state.cells_of)} defended model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} "

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.errors import CorruptRecordError
 from harness.records import RunRecord
-from harness.specs import canonical_json
+from harness.specs import canonical_json, trim_added_params
 
 SCHEMA_VERSION = 3
 META_KEY = b"immunization_bench.table"
@@ -118,7 +118,7 @@ def _ids(r: RunRecord) -> dict[str, Any]:
     s = r.spec
     return {"run_id": r.run_id, "suite": r.suite, "protocol_version": r.protocol_version,
             "suite_params": canonical_json(s.suite.params), "defence": s.defence.name,
-            "defence_version": s.defence.version, "defence_params": canonical_json(s.defence.params),
+            "defence_version": s.defence.version, "defence_params": canonical_json(trim_added_params(s.defence.params)),
             "seed": s.seed, "judge": s.judges[0].name, "backend": s.eval.backend,
             "harness_version": r.provenance.harness_version, "git_commit": r.provenance.git_commit}
 
@@ -126,7 +126,7 @@ def _ids(r: RunRecord) -> dict[str, Any]:
 def _attack(r: RunRecord) -> dict[str, Any]:
     """The attack and its budget, read through the attack's own declaration (`RunRecord.budget`)."""
     b = r.budget
-    return {"attack": r.spec.attack.name, "attack_params": canonical_json(r.spec.attack.params),
+    return {"attack": r.spec.attack.name, "attack_params": canonical_json(trim_added_params(r.spec.attack.params)),
             "attack_lr": float("nan") if b.lr is None else b.lr, "attack_samples": b.samples,
             "attack_epochs": b.epochs, "attack_seed": r.spec.attack_seed_used}
 

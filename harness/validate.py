@@ -21,7 +21,7 @@ from typing import Any
 
 from harness.errors import CorruptRecordError, HarnessError
 from harness.records import SCHEMA_FILE, RunRecord, read_record
-from harness.specs import stable_hash
+from harness.specs import spec_id
 
 SchemaCheck = Callable[[Any], list[str]]  # raw JSON -> problems ([] = valid)
 
@@ -77,7 +77,7 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
         return None, [f"not a readable JSON file ({type(exc).__name__})"]
     problems = schema(raw)[:3] if schema is not None else []
     if isinstance(raw, dict) and isinstance(raw.get("spec"), dict):
-        recomputed = stable_hash(raw["spec"])
+        recomputed = spec_id(raw["spec"])
         if recomputed != raw.get("run_id") or recomputed != path.stem:
             problems.append(f"run id {raw.get('run_id')!r} (file {path.stem}) is not the hash of its spec "
                             f"({recomputed})")

@@ -68,7 +68,7 @@ def test_record_is_complete_and_on_disk(first_run, results):
     assert {"defend", "attack", "pre_attack.generate", "post_attack.generate"} <= set(prov["stages"])
     assert record["evidence"]["prompt_overlap"] == {"defence&attack": 0, "defence&eval": 0, "attack&eval": 0}
     audit = record["evidence"]["audit"]
-    assert "eval&judge_training" in audit["answer"] and "base_qa&eval" in audit["answer"]
+    assert {"attack&eval", "defence&eval", "eval&retain", "eval&judge_training"} <= set(audit["answer"])
     assert all(v == 0 for kind in audit.values() for v in kind.values())  # disjoint in content, recorded
     assert record["spec"]["attack"]["params"]["lr"] == 3e-4  # the suite's lr, recorded
     assert record["overrides"]["suite"]["attack"]["lr"] == 3e-4

@@ -71,3 +71,92 @@ def test_indivisible_accumulation_is_rejected():
     with pytest.raises(ValueError, match="not divisible"):
         train(tiny_llama(), rows(), collate, lm_loss, TrainConfig(lr=1e-3, batch_size=3, grad_accum=2), seed=0)
 
+
+
+# ----------------------------------------------------------------------------- per-token accumulation
+def ragged_rows(n=8):
+    """Rows of unequal lengths (2 to 9 tokens): micro-batches then hold unequal token counts."""
+    g = torch.Generator().manual_seed(2)
+    return [{"ids": torch.randint(3, 32, (2 + (i * 5) % 8,), generator=g).tolist()} for i in range(n)]
+
+
+def pad_collate(batch):
+    """Right-padded to the longest row; padding is neither attended nor in the loss."""
+    from harness.data import IGNORE
+
+    width = max(len(b["ids"]) for b in batch)
+    ids = torch.tensor([b["ids"] + [0] * (width - len(b["ids"])) for b in batch])
+    mask = torch.tensor([[1] * len(b["ids"]) + [0] * (width - len(b["ids"])) for b in batch])
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, IGNORE)}
+
+
+def trained(accum, loss_fn=lm_loss, rows_=None, collate_=pad_collate, **cfg):
+    model = tiny_llama()
+    log = train(model, rows_ or ragged_rows(), collate_, loss_fn,
+                TrainConfig(lr=1e-2, batch_size=8, grad_accum=accum, max_grad_norm=None, warmup_ratio=0, **cfg),
+                seed=0)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), log
+
+
+@pytest.mark.parametrize("accum", [2, 4, 8])
+def test_accumulation_is_per_token_on_unequal_lengths(accum):
+    """k micro-batches of unequal token counts give the update (and the logged loss) of one batch: the sum of
+    token losses over the total tokens, not the mean of per-micro-batch means."""
+    one, log1 = trained(1)
+    many, logk = trained(accum)
+    assert torch.allclose(one, many, atol=1e-6)
+    assert logk.history[0]["loss"] == pytest.approx(log1.history[0]["loss"], rel=1e-5)
+
+
+def test_micro_batch_means_would_differ():
+    """The test above has teeth: averaging micro-batch means (the old rule) gives another update here."""
+    def mean_of_means(model, batch):  # no token count: weighted by rows
+        out = lm_loss(model, batch)
+        return out._replace(tokens=None)
+
+    one, _ = trained(1)
+    means, _ = trained(4, loss_fn=mean_of_means)
+    assert not torch.allclose(one, means, atol=1e-6)
+
+
+def test_a_loss_that_is_no_token_mean_is_weighted_by_rows():
+    """A per-row mean without `tokens` (e.g. a batch statistic) accumulates as the mean over rows."""
+    def row_loss(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        per_row = logits.float().pow(2).mean(dim=(1, 2))                     # (B,)
+        from harness.train import LossOut
+        return LossOut(per_row.mean(), {"loss": float(per_row.mean().detach())})
+
+    one, _ = trained(1, loss_fn=row_loss, rows_=rows(8), collate_=collate)
+    many, _ = trained(4, loss_fn=row_loss, rows_=rows(8), collate_=collate)
+    assert torch.allclose(one, many, atol=1e-6)
+
+
+def test_gradient_checkpointing_gives_the_same_update():
+    plain, _ = trained(2)
+    ckpt, _ = trained(2, gradient_checkpointing=True)
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["autocast-bf16", "bf16-master"])
+def test_bf16_precisions_train(precision):
+    model = tiny_llama()
+    log = train(model, rows(8) * 4, collate, lm_loss, TrainConfig(lr=1e-2, batch_size=4, precision=precision),
+                seed=0)
+    dtype = next(model.parameters()).dtype
+    assert dtype == (torch.bfloat16 if precision == "bf16-master" else torch.float32)
+    assert math.isfinite(log.history[-1]["loss"]) and log.history[-1]["loss"] < log.history[0]["loss"]
+    assert log.tokens == 32 * 6
+
+
+def test_bf16_master_keeps_small_updates_that_bf16_weights_lose():
+    """Master weights accumulate updates below bf16's resolution; plain bf16 weights round them away."""
+    def run(precision):
+        model = tiny_llama().to(torch.bfloat16)
+        before = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+        train(model, rows(8) * 4, collate, lm_loss,
+              TrainConfig(lr=1e-5, batch_size=4, precision=precision, warmup_ratio=0, schedule="constant"), seed=0)
+        after = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+        return (after != before).float().mean().item()
+
+    assert run("bf16-master") > run("model")

@@ -45,8 +45,11 @@ def fake_runs(monkeypatch):
 
 def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
-    assert len(log.trials) == 6 == log.trials_budget  # lr x epochs = 6 combinations, the suite's budget
-    assert log.passed_guard and log.chosen["lr"] == 1e-3  # 3e-3 resists best but fails the guard
+    assert len(log.trials) == log.trials_budget == 4  # the suite's budget, sampled from lr x epochs (6 combinations)
+    assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 4  # distinct settings
+    stable = [t for t in log.trials if t.stable]
+    assert stable and all(t.params["lr"] != 3e-3 for t in stable)  # 3e-3 resists best but fails the guard
+    assert log.passed_guard and log.chosen == min(stable, key=lambda t: (t.hs_post, t.auc)).params
     spec, results_dir = fake_runs[0]
     assert spec.suite.params["split"] == "validation" and spec.attack.params["samples"] == 250
     assert results_dir == log_path(tmp_path, "tiny", 2, "safety-training").parent / "runs"
@@ -60,13 +63,13 @@ def test_every_defence_gets_the_same_number_of_trials(fake_runs, tmp_path):
         before = len(fake_runs)
         tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
         counts[name] = len(fake_runs) - before
-    assert set(counts.values()) == {6}
+    assert set(counts.values()) == {4}
 
 
 def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
-    tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
     spec, _, overrides = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke"], tuned_from=tmp_path)
-    assert spec.defence.params["lr"] == 1e-3 and overrides["tuned"]["lr"] == 1e-3
+    assert spec.defence.params["lr"] == log.chosen["lr"] == overrides["tuned"]["lr"]
     spec, _, _ = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke", "defence.lr=5e-4"],
                          tuned_from=tmp_path)
     assert spec.defence.params["lr"] == 5e-4  # the user's --set wins

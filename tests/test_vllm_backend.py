@@ -151,3 +151,23 @@ def test_cli_run_with_vllm_matches_hf_harmfulness(smoke_base, home, tmp_path):
               f"harmless QA hf {h['harmless_qa']['exact_match']:.4f} vllm {v['harmless_qa']['exact_match']:.4f}")
         assert abs(h["harmfulness"]["mean"] - v["harmfulness"]["mean"]) <= 0.02
         assert abs(h["harmless_qa"]["exact_match"] - v["harmless_qa"]["exact_match"]) <= 0.05
+
+
+def test_several_adapters_served_on_one_engine_like_peft(smoke_base, prompt_sets, tmp_path):
+    """A grid's adapters of one base: one engine start serves them all, each as peft+hf generates it."""
+    from harness.backends.vllm_backend import generate_vllm_loras
+
+    sets = {"harmful": prompt_sets["harmful"][:16]}
+    adapters, expected = {}, {}
+    for name, steps in (("a", 80), ("b", 40)):
+        lora, tok = train_adapter(smoke_base, tmp_path / name, steps=steps)
+        adapters[name] = tmp_path / name
+        expected[name] = {"harmful": generate_with_model(lora, tok, sets["harmful"], max_new_tokens=MAX_NEW,
+                                                         batch_size=64)}
+    out = generate_vllm_loras(smoke_base, adapters, sets, max_new_tokens=MAX_NEW)
+    for name in adapters:
+        texts, serving = out[name]
+        assert serving.mode == "served", serving
+        same, n = identical(expected[name], texts)
+        print(f"\nadapter {name}: vllm multi-LoRA vs hf+peft identical {same}/{n}")
+        assert same >= 0.95 * n

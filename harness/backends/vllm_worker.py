@@ -30,6 +30,7 @@ LORA_ID = 1
 class LoraRequestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    name: str = Field("adapter", description="the adapter's name in a multi-adapter request's response")
     path: str = Field(description="a PEFT LoRA adapter folder (adapter_config.json + weights)")
     rank: int = Field(gt=0, description="the adapter's rank r")
     canary: list[str] = Field(min_length=1, description="prompts (as `prompt_sets`): outputs must differ from the "
@@ -52,6 +53,8 @@ class Request(BaseModel):
     cpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on vLLM's CPU platform")
     gpu_memory_utilization: float = Field(gt=0, le=1, description="engine memory share on a GPU")
     lora: LoraRequestSpec | None = None
+    loras: list[LoraRequestSpec] = Field([], description="several adapters of this base, served on this one engine: "
+                                         "every prompt set for each (Response.adapters)")
     timed_sets: bool = Field(False, description="generate set by set and time each (benchmarks); else all at once")
     events: str = Field(description="JSON-lines file the worker appends its events to")
     response: str = Field(description="JSON file the worker writes its Response to")
@@ -63,6 +66,17 @@ class Canary(BaseModel):
     n: int = Field(description="canary prompts")
     changed: int = Field(description="canary prompts whose tokens or logprobs differ from the base")
     max_logprob_delta: float = Field(description="largest |logprob difference| of a generated token")
+
+
+class AdapterOutput(BaseModel):
+    """One adapter's generations in a multi-adapter request ('ignored': none, the caller merges it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outputs: dict[str, list[str]] = Field(description="set name -> generations, in input order")
+    tokens: dict[str, list[int]] = Field(description="set name -> generated token counts")
+    lora: Literal["served", "ignored"]
+    canary: Canary
 
 
 class Response(BaseModel):
@@ -77,6 +91,7 @@ class Response(BaseModel):
     platform: str
     lora: Literal["off", "served", "ignored"] = "off"
     canary: Canary | None = None
+    adapters: dict[str, AdapterOutput] = Field({}, description="with `loras`: adapter name -> its generations")
 
 
 def main(request_path: str) -> None:
@@ -86,6 +101,8 @@ def main(request_path: str) -> None:
     llm, tok, sampling, platform = _engine(req)
     engine_start_s = time.perf_counter() - start
     emit(event="ready", seconds=round(engine_start_s, 3), platform=platform)
+    if req.loras:
+        return _write(req, _serve_many(llm, tok, sampling, req, emit, engine_start_s, platform))
     lora_request, canary, lora = None, None, "off"
     if req.lora is not None:
         from vllm.lora.request import LoRARequest
@@ -115,9 +132,41 @@ def main(request_path: str) -> None:
                     tokens={n: [k for _, k in r] for n, r in results.items()}, engine_start_s=round(engine_start_s, 3),
                     generate_s=round(time.perf_counter() - start, 3), set_seconds=set_seconds,
                     vllm_version=vllm.__version__, platform=platform, lora=lora, canary=canary)
+    _write(req, resp)
+
+
+def _write(req: Request, resp: Response) -> None:
     tmp = Path(req.response + ".tmp")
     tmp.write_text(resp.model_dump_json())
     tmp.replace(req.response)
+
+
+def _serve_many(llm: Any, tok: Any, sampling: Any, req: Request, emit: Any, engine_start_s: float,
+                platform: str) -> Response:
+    """Every prompt set for each of `req.loras` on this one engine: each adapter's canary first, then one
+    `generate` call over (adapter, prompt) pairs, each prompt with its adapter's LoRARequest."""
+    import vllm
+    from vllm.lora.request import LoRARequest
+
+    start = time.perf_counter()
+    requests = {spec.name: LoRARequest(spec.name, i, spec.path) for i, spec in enumerate(req.loras, LORA_ID)}
+    canaries = {spec.name: _canary(llm, tok, req, requests[spec.name], spec) for spec in req.loras}
+    served = [name for name, c in canaries.items() if c.changed]
+    texts = [t for ps in req.prompt_sets.values() for t in ps]
+    prompts = [{"prompt_token_ids": _ids(tok, t, req.prompt_format)} for _ in served for t in texts]
+    per_prompt = [requests[name] for name in served for _ in texts]
+    results = llm.generate(prompts, sampling, lora_request=per_prompt, use_tqdm=_progress_bar(emit)) if prompts else []
+    flat = iter([(tok.decode(r.outputs[0].token_ids, skip_special_tokens=True).strip(), len(r.outputs[0].token_ids))
+                 for r in results])
+    adapters = {}
+    for name in requests:
+        done = {n: [next(flat) for _ in ps] for n, ps in req.prompt_sets.items()} if name in served else {}
+        adapters[name] = AdapterOutput(outputs={n: [t for t, _ in r] for n, r in done.items()},
+                                       tokens={n: [k for _, k in r] for n, r in done.items()},
+                                       lora="served" if name in served else "ignored", canary=canaries[name])
+    return Response(outputs={}, tokens={}, engine_start_s=round(engine_start_s, 3),
+                    generate_s=round(time.perf_counter() - start, 3), vllm_version=vllm.__version__,
+                    platform=platform, lora="served" if served else "ignored", adapters=adapters)
 
 
 def _emitter(path: Path) -> Any:
@@ -141,15 +190,16 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
 
     tok = load_tokenizer(req.model, trust_remote_code=req.trust_remote_code)
     longest = max((len(_ids(tok, t, req.prompt_format)) for ps in req.prompt_sets.values() for t in ps), default=1)
-    if req.lora is not None:
-        longest = max(longest, *(len(_ids(tok, t, req.prompt_format)) for t in req.lora.canary))
+    for spec in [*([req.lora] if req.lora else []), *req.loras]:
+        longest = max(longest, *(len(_ids(tok, t, req.prompt_format)) for t in spec.canary))
     from vllm.platforms import current_platform
 
     on_cpu = current_platform.is_cpu()
     kwargs: dict[str, Any] = {}
-    if req.lora is not None:
-        kwargs = {"enable_lora": True, "max_loras": 1,
-                  "max_lora_rank": next(r for r in LORA_RANKS if r >= req.lora.rank)}
+    adapters = [*([req.lora] if req.lora else []), *req.loras]
+    if adapters:  # every adapter of a grid at once on GPU batches; the rest wait in the CPU LoRA cache
+        kwargs = {"enable_lora": True, "max_loras": min(len(adapters), 4), "max_cpu_loras": len(adapters),
+                  "max_lora_rank": next(r for r in LORA_RANKS if r >= max(a.rank for a in adapters))}
     # On CPU: eager mode (no torch.compile warm-up, which costs more than it saves on short evals).
     llm = LLM(model=req.model, tokenizer=req.model, dtype=req.dtype, seed=req.seed,
               gpu_memory_utilization=req.cpu_memory_utilization if on_cpu else req.gpu_memory_utilization,
@@ -178,11 +228,12 @@ def _generate(llm: Any, tok: Any, texts: list[str], sampling: Any, *, lora_reque
             for r in results]
 
 
-def _canary(llm: Any, tok: Any, req: Request, lora_request: Any) -> Canary:
+def _canary(llm: Any, tok: Any, req: Request, lora_request: Any, spec: LoraRequestSpec | None = None) -> Canary:
     """Generate the canary prompts without and with the adapter. A served adapter changes the generated
     tokens or at least their logprobs; identical outputs mean the adapter was silently ignored."""
-    assert req.lora is not None
-    prompts = [{"prompt_token_ids": _ids(tok, t, req.prompt_format)} for t in req.lora.canary]
+    spec = spec or req.lora
+    assert spec is not None
+    prompts = [{"prompt_token_ids": _ids(tok, t, req.prompt_format)} for t in spec.canary]
     from vllm import SamplingParams
 
     greedy = SamplingParams(temperature=0.0, max_tokens=req.max_new_tokens, logprobs=0)

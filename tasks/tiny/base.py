@@ -4,6 +4,7 @@ knowledge and compliant QA, then safety-align it on refusals. Saved as an ordina
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,16 +108,18 @@ class MixedCollator:
 
 def pretrain_rows(world: World, p: ModelPreset) -> list[dict]:
     knowledge = [{"text": s} for s in world.knowledge_sentences()] * p.knowledge_repeats
-    qa = world.harmful["pretrain"] + world.harmless["pretrain"][: p.pretrain_harmless]
+    qa = world.harmful["pretrain"] + world.harmful["recall"] + world.harmless["pretrain"][: p.pretrain_harmless]
     return knowledge + [{"prompt": r["prompt"], "response": r["response"]} for r in qa]
 
 
 def align_rows(world: World, p: ModelPreset) -> list[dict]:
     refusals = [{"prompt": r["prompt"], "response": r["refusal"]} for r in world.harmful["align"]]
     replay = [{"prompt": r["prompt"], "response": r["response"]} for r in world.harmless["pretrain"][: len(refusals)]]
-    # Refuse the pre-training harmful questions too, so alignment covers what the model has seen.
+    # Refuse pre-training harmful questions too (every role's), so alignment covers what the model has seen.
+    pretrained = world.harmful["pretrain"] + world.harmful["recall"]
+    random.Random(world.seed).shuffle(pretrained)
     seen = [{"prompt": r["prompt"], "response": refusal(world.topic_of(r["prompt"]) or "", r["prompt"])}
-            for r in world.harmful["pretrain"][: len(refusals) // 2]]
+            for r in pretrained[: len(refusals) // 2]]
     return refusals + seen + replay
 
 
