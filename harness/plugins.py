@@ -37,7 +37,7 @@ class StageContext:
 
 
 # The tuning space every training plugin shares (harness.tune): the lr as factors of the suite's lr, and epochs.
-LR_SEARCH: dict[str, Any] = {"search_scale": [0.3, 1.0, 3.0]}
+LR_SEARCH: dict[str, Any] = {"search_scale": [0.1, 0.3, 1.0, 3.0]}
 EPOCHS_SEARCH: dict[str, Any] = {"search": [1, 2]}
 
 

@@ -2,7 +2,7 @@
 space its own Config declares, scored the same way on validation data, under the same stability guard.
 
 - Search space: a Config field declares its candidate values as `Field(..., json_schema_extra={"search": [...]})`,
-  or as factors of the value the suite resolves (`{"search_scale": [0.3, 1, 3]}`, e.g. a learning rate whose
+  or as factors of the value the suite resolves (`{"search_scale": [0.1, 0.3, 1, 3]}`, e.g. a learning rate whose
   scale depends on the model). The tuner knows no defence: one without a declared space has nothing to tune.
 - Trials: the suite's `TuningProtocol` fixes the number (the same for every defence), the seed that samples
   them from the space's grid, the suite settings that select *validation* data (a validation attack split and

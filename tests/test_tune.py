@@ -19,7 +19,7 @@ SMOKE = {"size": "smoke"}
 def test_search_space_reads_the_declaration_and_scales_the_suite_value():
     repnoise = registry.get("defence", "repnoise").config
     space = search_space(repnoise, {"lr": 1e-3})
-    assert space["lr"] == [3e-4, 1e-3, 3e-3] and space["epochs"] == [1, 2]
+    assert space["lr"] == [1e-4, 3e-4, 1e-3, 3e-3] and space["epochs"] == [1, 2]
     assert space["beta"] == [1e-3, 1e-2, 1e-1, 1.0] and space["alpha"] == [0.5, 1.0, 2.0]
     assert search_space(registry.get("defence", "none").config, {}) == {}
 
@@ -45,8 +45,8 @@ def fake_runs(monkeypatch):
 
 def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
-    assert len(log.trials) == log.trials_budget == 4  # the suite's budget, sampled from lr x epochs (6 combinations)
-    assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 4  # distinct settings
+    assert len(log.trials) == log.trials_budget == 6  # the suite's budget, sampled from lr x epochs (8 combinations)
+    assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 6  # distinct settings
     stable = [t for t in log.trials if t.stable]
     assert stable and all(t.params["lr"] != 3e-3 for t in stable)  # 3e-3 resists best but fails the guard
     assert log.passed_guard and log.chosen == min(stable, key=lambda t: (t.hs_post, t.auc)).params
@@ -63,7 +63,7 @@ def test_every_defence_gets_the_same_number_of_trials(fake_runs, tmp_path):
         before = len(fake_runs)
         tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
         counts[name] = len(fake_runs) - before
-    assert set(counts.values()) == {4}
+    assert set(counts.values()) == {6}
 
 
 def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):

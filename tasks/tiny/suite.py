@@ -153,7 +153,7 @@ def tiny(cfg: Config) -> Suite:
         degenerate_max_ppl=1000.0,
         reference_defence="none",
         tuning=TuningProtocol(suite_params={"split": "validation"}, attack=Budget("sft-250", {"lr": 3e-4}, "val"),
-                              trials=4),
+                              trials=6),
         check_params={"size": "smoke"},
         resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
