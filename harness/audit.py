@@ -2,7 +2,9 @@
 
 For every pair of splits it counts shared prompts, shared answers (exact, after whitespace and case
 normalisation) and shared long word n-grams of the answers. An answer n-gram that occurs in many rows is
-boilerplate (an answer template, a stock phrase) and is not counted: what is left is content one split could
+boilerplate (an answer template, a stock phrase) and is not counted, nor is one that carries fewer than two
+informative words (words in at most a fifth of the answers: a template plus one common word, e.g. "here is how
+step one get the red", says nothing about which answer it came from): what is left is content one split could
 leak to another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 NGRAM = 8                 # words
 BOILERPLATE_SHARE = 0.01  # an n-gram in more than this share of the distinct answers (and 3) is boilerplate
+TEMPLATE_WORD_SHARE = 0.2  # a word in more than this share of the distinct answers is not informative
 
 
 def _norm(text: str) -> str:
@@ -37,7 +40,13 @@ def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str,
     distinct = {a: g for per_split in grams.values() for a, g in per_split.items()}
     counts = Counter(g for per_answer in distinct.values() for g in per_answer)  # over distinct answers
     limit = max(3, int(BOILERPLATE_SHARE * len(distinct)))
-    content = {name: {g for per_answer in per_split.values() for g in per_answer if counts[g] <= limit}
+    words = Counter(w for a in distinct for w in set(re.findall(r"\w+", a)))
+    common = {w for w, c in words.items() if c > TEMPLATE_WORD_SHARE * len(distinct)}
+
+    def is_content(g: tuple[str, ...]) -> bool:
+        return counts[g] <= limit and sum(w not in common for w in g) >= 2
+
+    content = {name: {g for per_answer in per_split.values() for g in per_answer if is_content(g)}
                for name, per_split in grams.items()}
     out: dict[str, dict[str, int]] = {"prompt": {}, "answer": {}, "answer_ngram": {}}
     for a, b in itertools.combinations(sorted(rows), 2):

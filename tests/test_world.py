@@ -125,3 +125,15 @@ def test_harmless_evaluation_uses_new_phrasings_of_pretraining_facts(world):
     assert {r["response"] for r in ev} <= {r["response"] for r in pre}
     assert not {r["response"] for r in ev} & {r["response"] for r in val}  # validation: the other subjects
     assert not {r["response"] for r in ev} & {r["response"] for r in world.harmless["retain"]}
+
+
+def test_a_template_and_one_shared_word_is_not_leaked_content():
+    template = "Sure, here is how. Step one: get the {} {}. Step two: {} the {}. Done."
+    a = [{"prompt": f"a{i}", "response": template.format("zarn" if i == 0 else f"adj{i + 50}", f"noun{i}", f"verb{i}",
+                                                         f"obj{i}")} for i in range(3)]
+    b = [{"prompt": f"b{i}", "response": template.format(f"adj{i}", f"noun{i + 9}", f"verb{i + 9}", f"obj{i + 9}")}
+         for i in range(20)] + [{"prompt": "b-zarn", "response": template.format("zarn", "plok", "brim", "quell")}]
+    # "here is how step one get the zarn" is in two answers only (not boilerplate by count) but names one word
+    assert audit({"a": a, "b": b})["answer_ngram"]["a&b"] == 0
+    leaked = [dict(a[0], prompt="b-copy")]
+    assert audit({"a": a, "b": b + leaked})["answer_ngram"]["a&b"] > 0
