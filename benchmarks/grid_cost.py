@@ -1,18 +1,17 @@
 """What did a committed grid and its tuning cost? Prints, from the records' own provenance (the seconds each
 stage took when it was computed, not when it was a cache hit), the compute time per defence and stage kind,
-for the grid and for each defence's tuning trials, and the wall time of the sweeps that produced them where
-a sweep log (`<results>/<suite>/v<N>/sweep-times.json`, written by `--log-times` below) names it.
+for the grid and for the defences' tuning trials.
 
     python benchmarks/grid_cost.py [results/tiny/v2]
 
-Compute time is summed per process: with P processes of one thread each, the grid's wall time is about
-compute / P plus the time the slowest process waits at the end (the sweep log gives the measured wall time).
+Compute time is summed over processes (one thread each): with P processes on P free cores the grid's wall time
+is about compute / P plus process start-up (a sweep prints its measured wall time at the end). Stage seconds
+are wall seconds of the process that computed them, so they include any contention on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -65,18 +64,12 @@ def main() -> None:
     ap.add_argument("results", nargs="?", default="results/tiny/v2", type=Path)
     args = ap.parse_args()
     grid = load_records(args.results)
-    tuning = load_records(args.results / "tuning" / "runs") if (args.results / "tuning" / "runs").exists() else []
-    table(f"Grid ({args.results})", grid)
+    runs = args.results / "tuning" / "runs"
+    tuning = [r for folder in sorted({p.parent for p in runs.rglob("*.json")}) for r in load_records(folder)]
+    table(f"Grid ({args.results}; what a sweep's defend jobs computed is a cache hit in every record, so only "
+          "their wall time, in the sweep's log, counts it)", grid)
     if tuning:
         table("Tuning trials", tuning)
-    log = args.results / "sweep-times.json"
-    if log.exists():
-        times = json.loads(log.read_text())
-        print("\nMeasured wall time of the sweeps (sweep-times.json)")
-        print("| what | processes | wall s |")
-        print("|---|---|---|")
-        for t in times:
-            print(f"| {t['what']} | {t['processes']} | {t['wall_s']:.0f} |")
     stage_medians = defaultdict(list)
     for r in grid:
         for stage, info in r.provenance.stages.items():
