@@ -123,6 +123,8 @@ class RayExecutor:
         self.parallel, self._ray = parallel, ray
         self._started = not ray.is_initialized()
         if self._started:
+            if address is None:  # a local cluster started for this sweep: its jobs are the work, not background
+                os.environ.setdefault("RAY_worker_niceness", "0")  # (Ray nices workers to 15 by default)
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         options: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": 0}
         if resources.memory_gb:
