@@ -37,8 +37,10 @@ ARGS = ["run", "--defence", "safety-training", "--attack", "sft-250", "--set", "
 
 def start(home: Path, results: Path) -> subprocess.Popen:
     env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
+    # Ctrl-C as in a terminal: a test run in the background (e.g. `make test &`) inherits SIGINT ignored.
     return subprocess.Popen([sys.executable, "-m", "harness.cli", *ARGS, "--results-dir", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen) -> tuple[dict, str]:

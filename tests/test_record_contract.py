@@ -98,12 +98,15 @@ def test_committed_run_ids_are_still_what_the_code_resolves():
         plugins = [("suite", s.suite), ("defence", s.defence), ("attack", s.attack), *(("judge", j) for j in s.judges)]
         if any(registry.get(kind, p.name).version != p.version for kind, p in plugins):
             continue  # an older version: its meaning is declared changed
-        if r.overrides.get("user", {}).keys() - {"attack"}:
+        user = r.overrides.get("user", {})
+        if user.keys() - {"attack", "defence", "subsets"}:
             continue
-        sets = [f"attack.{k}={json.dumps(v)}" for k, v in r.overrides["user"].get("attack", {}).items()]
+        sets = [f"{target}.{k}={json.dumps(v)}" for target in ("attack", "defence", "subsets")
+                for k, v in user.get(target, {}).items()]
         sets += [f"suite.{k}={json.dumps(v)}" for k, v in s.suite.params.items()]
+        tuned_from = path.parents[2] if r.overrides.get("tuned") else None  # results/<suite>/v<N>/<id>.json
         spec, _, _ = resolve(s.suite.name, s.defence.name, s.attack.name, seed=s.seed, attack_seed=s.attack_seed,
-                             sets=sets)
+                             sets=sets, tuned_from=tuned_from)
         assert spec.run_id == r.run_id, path.name
         checked += 1
     current = {p.parent.name for p in COMMITTED}
