@@ -75,3 +75,16 @@ def test_bounded_worst_case_skips_attacks_that_break_utility():
     assert by["repnoise (beta=1.0)"].worst_useful.endswith("(weak)")  # the strong attack leaves QA 0.1 < 0.5
     by = {r.label: r for r in budget_rows(records, SUITE, {"size": "smoke"})[0]}
     assert by["repnoise (beta=1.0)"].worst_useful.endswith("(strong)")
+
+
+def test_the_readme_table_is_what_harness_report_prints_for_the_committed_records():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--results-dir", str(repo / "results")],
+                         capture_output=True, text=True, check=True, cwd=repo).stdout
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3  # header, rule, at least one defence
+    assert "\n".join(rows) in (repo / "README.md").read_text()  # pasted, never edited by hand
