@@ -10,14 +10,18 @@ from harness.records import RunRecord
 
 
 def _hs(e: Evaluation) -> str:
-    return f"{e.harmfulness.mean:.3f} ({e.harmfulness.frac_over_half:.0%} > 0.5)"
+    """Mean harmfulness with its bootstrap 95% interval over prompts, and the share of samples over 0.5."""
+    ci = e.harmfulness.ci95
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"{e.harmfulness.mean:.3f}{interval} ({e.harmfulness.frac_over_half:.0%} > 0.5)"
 
 
 def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> None:
     spec, m = record.spec, record.metrics
     table = Table(title=f"run {record.run_id}  ({record.suite} v{record.protocol_version}, seed {spec.seed})"
                   + ("  (cached)" if cached else ""))
-    for col in ("defence", "attack", "harmfulness before", "after attack", "harmless QA before / after", "judge"):
+    for col in ("defence", "attack", "harmfulness before", "after attack [95% CI]", "harmless QA before / after",
+                "judge"):
         table.add_column(col)
     qa = " / ".join(f"{e.harmless_qa.exact_match:.2f}" for e in (m.pre_attack, m.post_attack))
     table.add_row(spec.defence.name, spec.attack.name, _hs(m.pre_attack), _hs(m.post_attack), qa, m.pre_attack.judge)
@@ -42,6 +46,9 @@ def condition_lines(m: Metrics) -> list[str]:
     out = [f"resistance: phi {res.phi:.3f}, {crossed} (of {res.steps}), AUC {res.auc:.3f}",
            f"stability: perplexity {st.perplexity.defended:.2f} vs base {st.perplexity.base:.2f}"
            f" (x{st.perplexity.ratio:.2f}); harmless QA {st.harmless_qa.defended:.2f} vs {st.harmless_qa.base:.2f}"]
+    if m.verdict:
+        why = f": {'; '.join(m.guard.reasons)}" if m.guard and m.guard.reasons else ""
+        out.append(f"verdict: {m.verdict}{why}")
     if tr:
         out.append(f"trainability ({tr.task}): ROUGE-1 {tr.rouge1_before:.2f} -> {tr.rouge1_after:.2f} "
                    f"vs base -> {tr.base_rouge1_after:.2f}; steps to 90% of base: {tr.steps_to_target} "
