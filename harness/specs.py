@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import ConfigError
 
@@ -76,6 +76,12 @@ class EvalSpec(Spec):
                               "each attack, whatever its length (0: use curve_every)")
     curve_prompts: int = Field(0, ge=0, description="harmful prompts per point inside a curve: the first k of the "
                                "n_prompts (0: all). The curve's ends, before and after the attack, use all of them")
+
+    @model_validator(mode="after")
+    def _curve_prompts_within_n_prompts(self) -> EvalSpec:
+        if self.curve_prompts > self.n_prompts:
+            raise ValueError(f"curve_prompts {self.curve_prompts} exceeds n_prompts {self.n_prompts}")
+        return self
 
 
 class HarmSubsets(Spec):

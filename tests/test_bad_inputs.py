@@ -63,6 +63,7 @@ CASES = [
                                       "defence.samples=100000"], "defence needs 100000 samples"),
     ("eval-prompts-beyond-split", [*RUN, "--set", "eval.n_prompts=100000"], "eval.n_prompts=100000"),
     ("eval-harmless-beyond-split", [*RUN, "--set", "eval.n_harmless=100000"], "eval.n_harmless=100000"),
+    ("curve-prompts-beyond-n-prompts", [*RUN, "--set", "eval.curve_prompts=100000"], "curve_prompts 100000 exceeds"),
     ("unknown-defence", ["run", "--defence", "nope", "--attack", "sft-250"], "Unknown defence 'nope'"),
     ("unknown-attack", ["run", "--defence", "none", "--attack", "sft-2"], "Unknown attack 'sft-2'"),
     ("unknown-suite", [*RUN, "--suite", "tiyn"], "Unknown suite 'tiyn'"),
