@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from harness import registry
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
@@ -386,21 +386,39 @@ def store_gc(home: HomeOpt = None, results_dir: KeepOpt = None,
 @app.command()
 def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or plugin)")],
          suite: SuiteOpt = None, sets: SetOpt = None, results_dir: ResultsOpt = Path("results"),
-         home: HomeOpt = None) -> None:
+         home: HomeOpt = None,
+         scan: Annotated[bool, typer.Option("--scan", help="run every setting of the search space instead (those "
+                                            "matching --set defence.FIELD=VALUE); writes <defence>.scan.json "
+                                            "as evidence and never changes the tuned settings")] = False) -> None:
     """Tune a defence on the suite's validation data: the same trials, attack and stability guard for every
     defence; writes results/<suite>/v<N>/tuning/<defence>.json, which later runs take their settings from."""
     from harness.resolve import load_suite
     from harness.specs import parse_overrides
     from harness.store import Store
-    from harness.tune import log_path
+    from harness.tune import check_fixed, log_path
+    from harness.tune import scan as run_scan
     from harness.tune import tune as run_tune
 
     suite = suite_name(suite)
-    suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
-    log = run_tune(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params)
+    overrides = parse_overrides(sets or [])
+    suite_spec, s = load_suite(suite, overrides["suite"])
+    extra = {target: values for target, values in overrides.items() if values and target not in ("suite", "defence")}
+    if extra or (overrides["defence"] and not scan):
+        raise ConfigError("tune takes --set suite.FIELD=VALUE, and defence.FIELD=VALUE only with --scan (to fix "
+                          "fields of the scanned space); the tuner chooses the defence's settings itself")
+    if scan:
+        check_fixed(suite, defence, suite_spec.params, overrides["defence"])
+        log = run_scan(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params,
+                       fixed=overrides["defence"])
+    else:
+        log = run_tune(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params)
     for t in log.trials:
         mark = "stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)
         typer.echo(f"{t.params}  harmfulness {t.hs_post:.3f}  AUC {t.auc:.3f}  {mark}  run {t.run_id}")
+    if scan:
+        typer.echo(f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space) "
+                   f"pass the stability guard; log {log_path(results_dir, suite, s.protocol_version, defence, 'scan')}")
+        return
     verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
     typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")
 

@@ -14,6 +14,11 @@ space its own Config declares, scored the same way on validation data, under the
 
 The log, `<results>/<suite>/v<N>/tuning/<defence>.json`, is committed; runs of that suite take the chosen
 settings from it (between the suite's defaults and the user's `--set`) when the defence version matches.
+
+A scan (`harness tune DEFENCE --scan`) is evidence, not tuning: it runs *every* point of the space (optionally
+those with some fields fixed) and records which pass the guard in `<defence>.scan.json`. It never changes the
+chosen settings, so the equal trial budget stays the only route to a defence's defaults; it answers whether a
+defence that no trial made stable could pass the guard anywhere in (that part of) its space.
 """
 
 from __future__ import annotations
@@ -61,6 +66,25 @@ class TuningLog(BaseModel):
     passed_guard: bool
 
 
+class ScanLog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    protocol_version: int
+    suite_params: dict[str, Any]
+    validation: dict[str, Any]
+    defence: str
+    defence_version: str
+    space: dict[str, list[Any]]
+    scans: list[dict[str, Any]] = Field(description="the fixed fields of each scan merged into this log ({}: the "
+                                        "whole space); a scan covers every combination of the other fields")
+    space_size: int = Field(description="settings in the whole space")
+    attack: str
+    attack_params: dict[str, Any]
+    trials: list[Trial] = Field(description="one per scanned setting")
+    stable: list[dict[str, Any]] = Field(description="the scanned settings that pass the stability guard")
+
+
 def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
     """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
     `resolved` value (the plugin's params as the suite sets them)."""
@@ -74,8 +98,10 @@ def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str,
     return out
 
 
-def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str) -> Path:
-    return Path(results_dir) / suite / f"v{protocol_version}" / "tuning" / f"{defence}.json"
+def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str, kind: str = "") -> Path:
+    """The tuning log (kind ''), or the scan log (kind 'scan')."""
+    name = f"{defence}.{kind}.json" if kind else f"{defence}.json"
+    return Path(results_dir) / suite / f"v{protocol_version}" / "tuning" / name
 
 
 def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_params: dict[str, Any],
@@ -95,28 +121,32 @@ def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_p
     return dict(log.chosen)
 
 
-def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suite_params: dict[str, Any],
-         seed: int = 0) -> TuningLog:
-    """Run the suite's tuning protocol for one defence and write its log."""
-    from harness.pipeline import run
+def _protocol(suite_name: str, defence: str, suite_params: dict[str, Any]) -> tuple[Any, Any, dict[str, list[Any]]]:
+    """The suite spec, the suite and the defence's search space (a clear error if either is missing)."""
     from harness.resolve import load_suite, resolve
 
     suite_spec, suite = load_suite(suite_name, suite_params)
-    protocol = suite.tuning
-    if protocol is None:
+    if suite.tuning is None:
         raise ConfigError(f"suite '{suite_name}' declares no tuning protocol")
     plugin = registry.get("defence", defence)
-    defaults, _, _ = resolve(suite_name, defence, protocol.attack.attack, extra={"suite": dict(suite_params)})
+    defaults, _, _ = resolve(suite_name, defence, suite.tuning.attack.attack, extra={"suite": dict(suite_params)})
     space = search_space(plugin.config, defaults.defence.params)
     if not space:
         raise ConfigError(f"defence '{defence}' declares no search space (Field(json_schema_extra={{'search': "
                           f"[...]}}) on its Config's fields): nothing to tune")
-    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
-    picks = grid if len(grid) <= protocol.trials else random.Random(protocol.seed).sample(grid, protocol.trials)
-    runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
+    return suite_spec, suite, space
+
+
+def _trials(suite_name: str, defence: str, suite: Any, suite_params: dict[str, Any], picks: list[dict[str, Any]],
+            *, store: Store, runs_dir: Path, seed: int, label: str) -> list[Trial]:
+    """Run each setting as an ordinary (cached, recorded) run on the validation data and attack."""
+    from harness.pipeline import run
+    from harness.resolve import resolve
+
+    protocol = suite.tuning
     trials = []
     for i, params in enumerate(picks, 1):
-        say(f"[tune {defence} {i}/{len(picks)}] {params}")
+        say(f"[{label} {defence} {i}/{len(picks)}] {params}")
         spec, s, overrides = resolve(suite_name, defence, protocol.attack.attack, seed=seed,
                                      extra={"suite": {**suite_params, **protocol.suite_params}, "defence": params,
                                             "attack": dict(protocol.attack.params)})
@@ -125,13 +155,75 @@ def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
         trials.append(Trial(params=params, run_id=record.run_id, hs_post=m.post_attack.harmfulness.mean,
                             auc=m.resistance.auc, stable=bool(m.guard and m.guard.passed),
                             missed=m.guard.reasons if m.guard else []))
+    return trials
+
+
+def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suite_params: dict[str, Any],
+         seed: int = 0) -> TuningLog:
+    """Run the suite's tuning protocol for one defence and write its log."""
+    suite_spec, suite, space = _protocol(suite_name, defence, suite_params)
+    protocol = suite.tuning
+    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    picks = grid if len(grid) <= protocol.trials else random.Random(protocol.seed).sample(grid, protocol.trials)
+    runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
+    trials = _trials(suite_name, defence, suite, suite_params, picks, store=store, runs_dir=runs_dir, seed=seed,
+                     label="tune")
     stable = [t for t in trials if t.stable]
     best = min(stable, key=lambda t: (t.hs_post, t.auc)) if stable else None
     log = TuningLog(suite=suite_name, protocol_version=suite.protocol_version, suite_params=suite_spec.params,
                     validation=dict(protocol.suite_params),
-                    defence=defence, defence_version=plugin.version, space=space, trials_budget=protocol.trials,
-                    attack=protocol.attack.attack, attack_params=dict(protocol.attack.params), trials=trials,
+                    defence=defence, defence_version=registry.get("defence", defence).version, space=space,
+                    trials_budget=protocol.trials, attack=protocol.attack.attack,
+                    attack_params=dict(protocol.attack.params), trials=trials,
                     chosen=best.params if best else {}, passed_guard=best is not None)
     atomic_write_text(log_path(results_dir, suite_name, suite.protocol_version, defence),
                       json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
     return log
+
+
+def check_fixed(suite_name: str, defence: str, suite_params: dict[str, Any], fixed: dict[str, Any]) -> None:
+    """A scan's fixed fields must be fields of the space, at one of their candidate values (ConfigError if not)."""
+    _, _, space = _protocol(suite_name, defence, suite_params)
+    for name, value in fixed.items():
+        if name not in space:
+            raise ConfigError(f"cannot fix '{name}' in a scan of '{defence}': its search space has "
+                              f"{', '.join(space)}")
+        if value not in space[name]:
+            raise ConfigError(f"cannot fix {name}={value!r}: not one of its candidate values {space[name]}")
+
+
+def scan(suite_name: str, defence: str, *, store: Store, results_dir: Path, suite_params: dict[str, Any],
+         fixed: dict[str, Any] | None = None, seed: int = 0) -> ScanLog:
+    """Run every setting of the defence's search space (those matching `fixed`), as the tuning trials are run,
+    and write the scan log. The tuning log and the chosen settings are left as they are."""
+    fixed = dict(fixed or {})
+    check_fixed(suite_name, defence, suite_params, fixed)
+    suite_spec, suite, space = _protocol(suite_name, defence, suite_params)
+    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    picks = [p for p in grid if all(p[k] == v for k, v in fixed.items())]
+    runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
+    trials = _trials(suite_name, defence, suite, suite_params, picks, store=store, runs_dir=runs_dir, seed=seed,
+                     label="scan")
+    protocol = suite.tuning
+    log = ScanLog(suite=suite_name, protocol_version=suite.protocol_version, suite_params=suite_spec.params,
+                  validation=dict(protocol.suite_params), defence=defence,
+                  defence_version=registry.get("defence", defence).version, space=space, scans=[fixed],
+                  space_size=len(grid), attack=protocol.attack.attack, attack_params=dict(protocol.attack.params),
+                  trials=trials, stable=[t.params for t in trials if t.stable])
+    path = log_path(results_dir, suite_name, suite.protocol_version, defence, "scan")
+    log = _merged(ScanLog.model_validate_json(path.read_text()), log) if path.is_file() else log
+    atomic_write_text(path, json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+    return log
+
+
+def _merged(old: ScanLog, new: ScanLog) -> ScanLog:
+    """A new scan added to an earlier one of the same protocol (else the new one replaces it)."""
+    same = ("suite", "protocol_version", "suite_params", "validation", "defence", "defence_version", "space",
+            "attack", "attack_params")
+    if any(getattr(old, f) != getattr(new, f) for f in same):
+        return new
+    key = lambda params: json.dumps(params, sort_keys=True)  # noqa: E731
+    trials = {key(t.params): t for t in old.trials} | {key(t.params): t for t in new.trials}
+    scans = old.scans + [f for f in new.scans if f not in old.scans]
+    return new.model_copy(update={"scans": scans, "trials": list(trials.values()),
+                                  "stable": [t.params for t in trials.values() if t.stable]})

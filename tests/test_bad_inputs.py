@@ -116,6 +116,15 @@ CASES = [
     ("sweep-negative-retries", [*SWEEP, "--retries", "-1"], "--retries must be 0 or more"),
     ("sweep-unknown-executor", [*SWEEP, "--executor", "slurm"], "Unknown executor 'slurm'. Available: local, ray"),
     ("sweep-ray-address-local", [*SWEEP, "--ray-address", "auto"], "--ray-address is for --executor ray"),
+    ("tune-unknown-defence", ["tune", "nope", *SMOKE], "Unknown defence 'nope'"),
+    ("tune-nothing-to-tune", ["tune", "none", *SMOKE], "declares no search space"),
+    ("tune-defence-set-without-scan", ["tune", "safety-training", *SMOKE, "--set", "defence.lr=1e-3"],
+     "defence.FIELD=VALUE only with --scan"),
+    ("tune-attack-set", ["tune", "safety-training", *SMOKE, "--set", "attack.lr=1e-3"], "tune takes --set suite"),
+    ("tune-scan-field-outside-space", ["tune", "repnoise", *SMOKE, "--scan", "--set", "defence.samples=10"],
+     "cannot fix 'samples' in a scan of 'repnoise'"),
+    ("tune-scan-value-off-grid", ["tune", "repnoise", *SMOKE, "--scan", "--set", "defence.alpha=3"],
+     "cannot fix alpha=3: not one of its candidate values [0.5, 1.0, 2.0]"),
     ("prepare-unknown-suite", ["prepare", "nope"], "Unknown suite 'nope'"),
     ("prepare-home-file", ["prepare", "tiny", *SMOKE, "--home", "{F}"], "is not a directory"),
     ("prepare-home-read-only", ["prepare", "tiny", *SMOKE, "--home", "{RO}"], "is not writable"),
@@ -184,7 +193,8 @@ def expand(argv: list[str], base: Path) -> list[str]:
         for k, v in subs.items():
             a = a.replace(k, str(v))
         out.append(a)
-    defaults = {"run": True, "sweep": True, "prepare": True, "show": False, "tables": False, "report": False}
+    defaults = {"run": True, "sweep": True, "prepare": True, "tune": True, "show": False, "tables": False,
+                "report": False}
     if argv[0] in defaults and "--results-dir" not in argv and argv[0] != "prepare":
         out += ["--results-dir", str(base / "results")]
     if defaults.get(argv[0]) and "--home" not in argv:

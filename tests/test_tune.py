@@ -10,7 +10,7 @@ from harness.errors import ConfigError
 from harness.metrics import Guard
 from harness.resolve import resolve
 from harness.store import Store
-from harness.tune import TuningLog, log_path, search_space, tune, tuned_settings
+from harness.tune import ScanLog, TuningLog, log_path, scan, search_space, tune, tuned_settings
 from tests.factories import record
 
 SMOKE = {"size": "smoke"}
@@ -77,6 +77,34 @@ def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
     path = log_path(tmp_path, "tiny", 2, "safety-training")
     path.write_text(json.dumps({**json.loads(path.read_text()), "defence_version": "0"}))
     assert tuned_settings(tmp_path, "tiny", 2, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
+
+
+def test_a_scan_runs_every_matching_setting_and_never_changes_the_tuned_settings(fake_runs, tmp_path):
+    home = Store(tmp_path / "home")
+    tuned = tune("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE)
+    tuned_text = log_path(tmp_path, "tiny", 2, "safety-training").read_text()
+    first = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
+                 fixed={"epochs": 1})
+    assert sorted(t.params["lr"] for t in first.trials) == [1e-4, 3e-4, 1e-3, 3e-3]  # every lr, epochs held at 1
+    assert all(t.params["epochs"] == 1 for t in first.trials) and first.space_size == 8
+    assert first.stable == [t.params for t in first.trials if t.params["lr"] != 3e-3]
+    spec, results_dir = fake_runs[-1]
+    assert spec.suite.params["split"] == "validation" and results_dir.name == "runs"  # scored as trials are
+    second = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
+                  fixed={"epochs": 2})
+    saved = ScanLog.model_validate_json(log_path(tmp_path, "tiny", 2, "safety-training", "scan").read_text())
+    assert saved == second and saved.scans == [{"epochs": 1}, {"epochs": 2}]  # merged, not overwritten
+    assert len({json.dumps(t.params, sort_keys=True) for t in saved.trials}) == 8 == len(saved.trials)
+    assert log_path(tmp_path, "tiny", 2, "safety-training").read_text() == tuned_text
+    assert tuned_settings(tmp_path, "tiny", 2, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == tuned.chosen
+
+
+def test_a_scan_fixes_only_fields_and_values_of_the_space(fake_runs, tmp_path):
+    for fixed, message in (({"gamma": 1}, "cannot fix 'gamma'"), ({"lr": 5e-4}, "not one of its candidate values")):
+        with pytest.raises(ConfigError, match=message):
+            scan("tiny", "safety-training", store=Store(tmp_path), results_dir=tmp_path, suite_params=SMOKE,
+                 fixed=fixed)
+    assert not fake_runs and not (tmp_path / "tiny").exists()
 
 
 def test_a_defence_without_a_search_space_is_a_clear_error(tmp_path):
