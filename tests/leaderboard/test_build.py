@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +132,18 @@ def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
     pages = tmp_path / "out" / "site" / "defence"
     assert "lr sweep: &lt;b&gt;1e-3&lt;/b&gt; kept" in (pages / "none.html").read_text()
     assert "None recorded" in (pages / "repnoise.html").read_text()
+
+
+def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
+    tuning = results_dir / "t" / "v1" / "tuning"
+    tuning.mkdir()
+    trial = {"run_id": "x", "hs_post": 0.1, "auc": 0.1, "missed": []}
+    scan = {"scans": [{"epochs": 1}], "space_size": 8, "stable": [{"lr": 0.001, "epochs": 1}],
+            "trials": [{**trial, "params": {"lr": lr, "epochs": 1}, "stable": lr == 0.001} for lr in (0.001, 0.003)]}
+    (tuning / "repnoise.scan.json").write_text(json.dumps(scan))
+    build_leaderboard(results_dir, tmp_path / "out")
+    pages = tmp_path / "out" / "site" / "defence"
+    page = (pages / "repnoise.html").read_text()
+    assert "1 of 2 scanned settings (of 8 in the space; scanned: {&#34;epochs&#34;: 1}) pass" in page
+    assert "{&#34;epochs&#34;: 1, &#34;lr&#34;: 0.001}" in page
+    assert "Scan (evidence" not in (pages / "none.html").read_text()
