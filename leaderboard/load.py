@@ -46,8 +46,10 @@ class ResultFolder:
 
 
 def result_folders(results_dir: Path) -> list[Path]:
-    """Every <suite>/v<N>/ folder under results_dir that holds a table or a record, in name order."""
-    folders = [p for p in sorted(Path(results_dir).glob("*/v*")) if p.is_dir() and VERSION_DIR.fullmatch(p.name)]
+    """Every <suite>/v<N>/ folder under results_dir that holds a table or a record: suites in name order, each
+    suite's newest protocol first (v10 before v2 before v1), so a superseded protocol never heads its suite."""
+    folders = [p for p in Path(results_dir).glob("*/v*") if p.is_dir() and VERSION_DIR.fullmatch(p.name)]
+    folders.sort(key=lambda p: (p.parent.name, -int(p.name[1:])))
     return [p for p in folders if any(p.glob("*.parquet")) or any(p.glob("*.json"))]
 
 

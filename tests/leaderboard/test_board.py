@@ -168,3 +168,14 @@ def test_epochs_join_the_budget_where_the_tables_carry_them(tables):
     for name, frame in tables.items():  # tables from before the budget declaration have no epochs column
         tables[name] = frame.drop(columns=["attack_epochs"], errors="ignore")
     assert [b.label for b in board_of(tables).budgets] == ["1e-4@250", "1e-3@250"]
+
+
+def test_each_suite_shows_its_newest_protocol_first(tmp_path):
+    from leaderboard.load import result_folders
+
+    for suite, version in (("b", 1), ("a", 1), ("a", 2), ("a", 10), ("a", 3)):
+        (tmp_path / suite / f"v{version}").mkdir(parents=True)
+        (tmp_path / suite / f"v{version}" / "resistance.parquet").write_bytes(b"")
+    (tmp_path / "a" / "v4").mkdir()  # nothing in it: not a result folder
+    got = [(p.parent.name, p.name) for p in result_folders(tmp_path)]
+    assert got == [("a", "v10"), ("a", "v3"), ("a", "v2"), ("a", "v1"), ("b", "v1")]
