@@ -41,7 +41,7 @@ def test_every_committed_grid_validates_and_dry_runs(tmp_path):
     plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
     assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
         "beavertails-llama2": (90, 15), "beavertails-qwen-0.5b": (243, 18), "tiny-smoke": (8, 2),
-        "tiny-v2": (378, 21), "tiny-v2-repnoise-stable": (18, 3)}
+        "tiny-v2": (378, 21), "tiny-v2-repnoise-stable": (54, 3)}
     assert plans["beavertails-llama2"].provisional and not plans["tiny-v2"].provisional  # hub model not looked up
     for p in plans.values():
         assert len({c.id for c in p.cells}) == len(p.cells)
