@@ -137,6 +137,11 @@ def _protocol(suite_name: str, defence: str, suite_params: dict[str, Any]) -> tu
     return suite_spec, suite, space
 
 
+def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the space's candidate values, in declaration order."""
+    return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
 def _trials(suite_name: str, defence: str, suite: Any, suite_params: dict[str, Any], picks: list[dict[str, Any]],
             *, store: Store, runs_dir: Path, seed: int, label: str) -> list[Trial]:
     """Run each setting as an ordinary (cached, recorded) run on the validation data and attack."""
@@ -163,7 +168,7 @@ def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
     """Run the suite's tuning protocol for one defence and write its log."""
     suite_spec, suite, space = _protocol(suite_name, defence, suite_params)
     protocol = suite.tuning
-    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    grid = settings(space)
     picks = grid if len(grid) <= protocol.trials else random.Random(protocol.seed).sample(grid, protocol.trials)
     runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
     trials = _trials(suite_name, defence, suite, suite_params, picks, store=store, runs_dir=runs_dir, seed=seed,
@@ -199,7 +204,7 @@ def scan(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
     fixed = dict(fixed or {})
     check_fixed(suite_name, defence, suite_params, fixed)
     suite_spec, suite, space = _protocol(suite_name, defence, suite_params)
-    grid = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    grid = settings(space)
     picks = [p for p in grid if all(p[k] == v for k, v in fixed.items())]
     runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
     trials = _trials(suite_name, defence, suite, suite_params, picks, store=store, runs_dir=runs_dir, seed=seed,
