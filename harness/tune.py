@@ -145,13 +145,15 @@ def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def _trials(suite_name: str, defence: str, suite: Any, suite_params: dict[str, Any], picks: list[dict[str, Any]],
             *, store: Store, runs_dir: Path, seed: int, label: str) -> list[Trial]:
     """Run each setting as an ordinary (cached, recorded) run on the validation data and attack."""
+    from rich.markup import escape
+
     from harness.pipeline import run
     from harness.resolve import resolve
 
     protocol = suite.tuning
     trials = []
     for i, params in enumerate(picks, 1):
-        say(f"[{label} {defence} {i}/{len(picks)}] {params}")
+        say(escape(f"[{label} {defence} {i}/{len(picks)}] {params}"))  # brackets are rich markup otherwise
         spec, s, overrides = resolve(suite_name, defence, protocol.attack.attack, seed=seed,
                                      extra={"suite": {**suite_params, **protocol.suite_params}, "defence": params,
                                             "attack": dict(protocol.attack.params)})

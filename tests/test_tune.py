@@ -57,6 +57,12 @@ def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     assert (saved == log and not saved.trials[0].missed) or saved.trials[0].params["lr"] == 3e-3
 
 
+def test_progress_names_each_trial(fake_runs, tmp_path, capfd):
+    tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    out = capfd.readouterr()
+    assert "[tune safety-training 1/6] {" in out.out + out.err  # not swallowed as rich markup
+
+
 def test_every_defence_gets_the_same_number_of_trials(fake_runs, tmp_path):
     counts = {}
     for name in ("repnoise", "vaccine", "adversarial-loss"):
