@@ -137,3 +137,28 @@ def test_a_template_and_one_shared_word_is_not_leaked_content():
     assert audit({"a": a, "b": b})["answer_ngram"]["a&b"] == 0
     leaked = [dict(a[0], prompt="b-copy")]
     assert audit({"a": a, "b": b + leaked})["answer_ngram"]["a&b"] > 0
+
+
+def test_the_pretraining_collator_tokenizes_each_distinct_row_once(world):
+    import torch
+
+    from tasks.tiny.base import MODEL_PRESETS, MixedCollator, build_tokenizer, pretrain_rows
+
+    preset = MODEL_PRESETS["smoke"]
+    tok = build_tokenizer(world, preset.vocab)
+    rows = pretrain_rows(world, preset)
+    text = next(r for r in rows if "text" in r)
+    qa = next(r for r in rows if "prompt" in r)
+    batch = [text, qa, dict(text), dict(qa)]  # repeats, as knowledge repeats and epochs give
+    calls = []
+    counting = MixedCollator(tok, preset.max_len)
+    original = counting.tok.__call__
+    counting.tok = type("Counting", (), {"__call__": lambda self, *a, **k: calls.append(a) or original(*a, **k),
+                                         "__getattr__": lambda self, name: getattr(tok, name)})()
+    first = counting(batch)
+    once = len(calls)
+    again = counting(batch[::-1])
+    assert once and len(calls) == once  # the repeats and the second batch tokenize nothing again
+    fresh = MixedCollator(tok, preset.max_len)(batch)
+    assert all(torch.equal(first[k], fresh[k]) for k in fresh) and torch.equal(again["input_ids"][0],
+                                                                                 fresh["input_ids"][1])

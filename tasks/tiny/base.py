@@ -87,23 +87,28 @@ def build_llama(tokenizer: Any, p: ModelPreset, seed: int) -> Any:
 
 
 class MixedCollator:
-    """Pre-training batches mixing plain text rows ({'text'}) and QA rows ({'prompt', 'response'})."""
+    """Pre-training batches mixing plain text rows ({'text'}) and QA rows ({'prompt', 'response'}). Each distinct
+    row is tokenized once (pre-training repeats every knowledge sentence and every epoch repeats every row)."""
 
     def __init__(self, tokenizer: Any, max_len: int):
         self.tok, self.max_len = tokenizer, max_len
+        self.encoded: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
-    def __call__(self, rows: Sequence[dict]) -> dict[str, Any]:
+    def encode(self, r: dict) -> dict[str, list[int]]:
         from harness.data import encode_sft
 
-        enc = []
-        for r in rows:
+        key = (r["text"],) if "text" in r else (r["prompt"], r["response"])
+        if key not in self.encoded:
             if "text" in r:
                 ids = (self.tok(r["text"], add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id])
-                enc.append({"input_ids": ids[: self.max_len], "labels": ids[: self.max_len]})
+                self.encoded[key] = {"input_ids": ids[: self.max_len], "labels": ids[: self.max_len]}
             else:
-                enc.append(encode_sft(self.tok, r["prompt"], r["response"], max_length=self.max_len,
-                                      loss_on="sequence", template=PROMPT_TEMPLATE))
-        return pad_batch(enc, self.tok.pad_token_id)
+                self.encoded[key] = encode_sft(self.tok, r["prompt"], r["response"], max_length=self.max_len,
+                                               loss_on="sequence", template=PROMPT_TEMPLATE)
+        return self.encoded[key]
+
+    def __call__(self, rows: Sequence[dict]) -> dict[str, Any]:
+        return pad_batch([self.encode(r) for r in rows], self.tok.pad_token_id)
 
 
 def pretrain_rows(world: World, p: ModelPreset) -> list[dict]:
