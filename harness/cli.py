@@ -395,7 +395,7 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
     from harness.resolve import load_suite
     from harness.specs import parse_overrides
     from harness.store import Store
-    from harness.tune import check_fixed, log_path
+    from harness.tune import log_path
     from harness.tune import scan as run_scan
     from harness.tune import tune as run_tune
 
@@ -407,7 +407,6 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
         raise ConfigError("tune takes --set suite.FIELD=VALUE, and defence.FIELD=VALUE only with --scan (to fix "
                           "fields of the scanned space); the tuner chooses the defence's settings itself")
     if scan:
-        check_fixed(suite, defence, suite_spec.params, overrides["defence"])
         log = run_scan(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params,
                        fixed=overrides["defence"])
     else:

@@ -188,9 +188,8 @@ def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
     return log
 
 
-def check_fixed(suite_name: str, defence: str, suite_params: dict[str, Any], fixed: dict[str, Any]) -> None:
+def _check_fixed(defence: str, space: dict[str, list[Any]], fixed: dict[str, Any]) -> None:
     """A scan's fixed fields must be fields of the space, at one of their candidate values (ConfigError if not)."""
-    _, _, space = _protocol(suite_name, defence, suite_params)
     for name, value in fixed.items():
         if name not in space:
             raise ConfigError(f"cannot fix '{name}' in a scan of '{defence}': its search space has "
@@ -204,8 +203,8 @@ def scan(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
     """Run every setting of the defence's search space (those matching `fixed`), as the tuning trials are run,
     and write the scan log. The tuning log and the chosen settings are left as they are."""
     fixed = dict(fixed or {})
-    check_fixed(suite_name, defence, suite_params, fixed)
     suite_spec, suite, space = _protocol(suite_name, defence, suite_params)
+    _check_fixed(defence, space, fixed)  # before any trial runs
     grid = settings(space)
     picks = [p for p in grid if all(p[k] == v for k, v in fixed.items())]
     runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
