@@ -63,7 +63,7 @@ lint: $(STAMP)
 
 # CI: lint, every test, then the committed results as a submitter's are checked (schema, run ids, tables).
 test: $(STAMP) $(VLLM) lint browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 	$(BIN)/harness validate results
 
 # The leaderboard's browser tests drive Debian's chromium. Installed with apt-get only when running as root

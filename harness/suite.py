@@ -87,7 +87,7 @@ class TuningProtocol:
 
     suite_params: Mapping[str, Any]  # suite settings that select validation data (disjoint from the test data)
     attack: Budget                   # the validation attack
-    trials: int                      # trials per defence (sampled from its declared grid with `seed`)
+    trials: int                      # budget per defence: a larger declared grid is sampled with `seed`
     seed: int = 0
 
 

@@ -1,12 +1,15 @@
-"""Tuning on equal terms: every defence, built-in or plugin, gets the same number of trials over the search
-space its own Config declares, scored the same way on validation data, under the same stability guard.
+"""Tuning on equal terms: every defence, built-in or plugin, gets the same trial budget over the search space its
+own Config declares, scored the same way on validation data, under the same stability guard.
 
 - Search space: a Config field declares its candidate values as `Field(..., json_schema_extra={"search": [...]})`,
   or as factors of the value the suite resolves (`{"search_scale": [0.1, 0.3, 1, 3]}`, e.g. a learning rate whose
   scale depends on the model). The tuner knows no defence: one without a declared space has nothing to tune.
-- Trials: the suite's `TuningProtocol` fixes the number (the same for every defence), the seed that samples
-  them from the space's grid, the suite settings that select *validation* data (a validation attack split and
-  validation prompts, disjoint from the test ones) and the validation attack.
+- Trials: the suite's `TuningProtocol` fixes the budget (the same for every defence), the seed that samples
+  that many settings from a larger space's grid, the suite settings that select *validation* data (a validation
+  attack split and validation prompts, disjoint from the test ones) and the validation attack. A space no larger
+  than the budget is run whole: equal counts over unequal spaces are unequal coverage (6 trials find a stable
+  corner among 8 settings far more often than among 96), so a suite that can afford it sets a budget that covers
+  every space it ranks, and then no defence's default depends on which settings a seed happened to draw.
 - Each trial is an ordinary run (cached, recorded under `<results>/<suite>/v<N>/tuning/runs/`), so a tuning
   log links every number to a run record.
 - Choice: among trials that pass the stability guard, the lowest post-attack harmfulness (then the lowest

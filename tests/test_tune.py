@@ -45,8 +45,8 @@ def fake_runs(monkeypatch):
 
 def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
-    assert len(log.trials) == log.trials_budget == 6  # the suite's budget, sampled from lr x epochs (8 combinations)
-    assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 6  # distinct settings
+    assert log.trials_budget == 96 and len(log.trials) == 8  # the budget covers lr x epochs (8 combinations)
+    assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 8  # distinct settings
     stable = [t for t in log.trials if t.stable]
     assert stable and all(t.params["lr"] != 3e-3 for t in stable)  # 3e-3 resists best but fails the guard
     assert log.passed_guard and log.chosen == min(stable, key=lambda t: (t.hs_post, t.auc)).params
@@ -60,16 +60,36 @@ def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
 def test_progress_names_each_trial(fake_runs, tmp_path, capfd):
     tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
     out = capfd.readouterr()
-    assert "[tune safety-training 1/6] {" in out.out + out.err  # not swallowed as rich markup
+    assert "[tune safety-training 1/8] {" in out.out + out.err  # not swallowed as rich markup
 
 
-def test_every_defence_gets_the_same_number_of_trials(fake_runs, tmp_path):
+def _trial_counts(fake_runs, tmp_path):
     counts = {}
     for name in ("repnoise", "vaccine", "adversarial-loss"):
         before = len(fake_runs)
-        tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+        log = tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
         counts[name] = len(fake_runs) - before
-    assert set(counts.values()) == {6}
+        assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == counts[name]  # distinct settings
+    return counts
+
+
+def test_the_suites_budget_covers_every_built_in_space_whole(fake_runs, tmp_path):
+    assert _trial_counts(fake_runs, tmp_path) == {"repnoise": 96, "vaccine": 24, "adversarial-loss": 24}
+
+
+def test_a_budget_smaller_than_a_space_samples_the_same_number_for_every_defence(fake_runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    import harness.resolve
+
+    load_suite = harness.resolve.load_suite
+
+    def six_trials(name, params):
+        spec, suite = load_suite(name, params)
+        return spec, dataclasses.replace(suite, tuning=dataclasses.replace(suite.tuning, trials=6))
+
+    monkeypatch.setattr(harness.resolve, "load_suite", six_trials)
+    assert set(_trial_counts(fake_runs, tmp_path).values()) == {6}
 
 
 def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):

@@ -152,8 +152,9 @@ def tiny(cfg: Config) -> Suite:
             train=TrainConfig(lr=1e-3, epochs=3, batch_size=8)),
         degenerate_max_ppl=1000.0,
         reference_defence="none",
+        # 96 trials: every built-in space whole (8 to 96 settings), so coverage is equal, not only the count.
         tuning=TuningProtocol(suite_params={"split": "validation"}, attack=Budget("sft-250", {"lr": 3e-4}, "val"),
-                              trials=6),
+                              trials=96),
         check_params={"size": "smoke"},
         resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
