@@ -37,11 +37,11 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_committed_grid_validates_and_dry_runs(tmp_path):
     files = sorted(GRIDS.rglob("*.yaml"))
     assert [f.name for f in files] == ["beavertails-llama2.yaml", "beavertails-qwen-0.5b.yaml", "tiny-smoke.yaml",
-                                       "tiny-v2-repnoise-stable.yaml", "tiny-v2.yaml"]
+                                       "tiny-v2.yaml"]
     plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
     assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
         "beavertails-llama2": (90, 15), "beavertails-qwen-0.5b": (243, 18), "tiny-smoke": (8, 2),
-        "tiny-v2": (378, 21), "tiny-v2-repnoise-stable": (54, 3)}
+        "tiny-v2": (378, 21)}
     assert plans["beavertails-llama2"].provisional and not plans["tiny-v2"].provisional  # hub model not looked up
     for p in plans.values():
         assert len({c.id for c in p.cells}) == len(p.cells)
