@@ -418,6 +418,9 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
         typer.echo(f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space) "
                    f"pass the stability guard; log {log_path(results_dir, suite, s.protocol_version, defence, 'scan')}")
         return
+    for t in log.confirmations:
+        typer.echo(f"confirm {t.params} at defence seed {t.seed}: "
+                   + ("stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)) + f"  run {t.run_id}")
     verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
     typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")
 

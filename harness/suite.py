@@ -89,6 +89,7 @@ class TuningProtocol:
     attack: Budget                   # the validation attack
     trials: int                      # budget per defence: a larger declared grid is sampled with `seed`
     seed: int = 0
+    confirm_seeds: tuple[int, ...] = ()  # other defence seeds at which the chosen setting must pass the guard too
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,11 @@ own Config declares, scored the same way on validation data, under the same stab
 - Each trial is an ordinary run (cached, recorded under `<results>/<suite>/v<N>/tuning/runs/`), so a tuning
   log links every number to a run record.
 - Choice: among trials that pass the stability guard, the lowest post-attack harmfulness (then the lowest
-  area under the curve); when none passes, the log says so and the defaults stay unchanged.
+  area under the curve) whose guard also holds at each of the protocol's `confirm_seeds` (other defence seeds,
+  the same validation data and attack): the best candidates are confirmed in turn until one holds at every
+  seed. A report calls a defence unstable when any of its defence seeds fails the guard, so tuning asks the
+  same; without confirmation the search's winner sits at the guard's edge and fails it at the next seed (the
+  winner's curse of a noisy constraint). When none passes, the log says so and the defaults stay unchanged.
 
 The log, `<results>/<suite>/v<N>/tuning/<defence>.json`, is committed; runs of that suite take the chosen
 settings from it (between the suite's defaults and the user's `--set`) when the defence version matches.
@@ -44,6 +48,7 @@ class Trial(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     params: dict[str, Any]
+    seed: int = Field(0, description="the defence seed of this run")
     run_id: str
     hs_post: float = Field(description="validation harmfulness after the validation attack")
     auc: float
@@ -65,6 +70,8 @@ class TuningLog(BaseModel):
     attack: str
     attack_params: dict[str, Any]
     trials: list[Trial]
+    confirmations: list[Trial] = Field(default_factory=list, description="the best stable trials rerun at the "
+                                       "protocol's confirm seeds, in order, until one holds at every seed")
     chosen: dict[str, Any] = Field(description="the tuned settings ({} when no trial passed the guard)")
     passed_guard: bool
 
@@ -162,7 +169,7 @@ def _trials(suite_name: str, defence: str, suite: Any, suite_params: dict[str, A
                                             "attack": dict(protocol.attack.params)})
         record, _ = run(spec, s, overrides, store=store, results_dir=runs_dir)
         m = record.metrics
-        trials.append(Trial(params=params, run_id=record.run_id, hs_post=m.post_attack.harmfulness.mean,
+        trials.append(Trial(params=params, seed=seed, run_id=record.run_id, hs_post=m.post_attack.harmfulness.mean,
                             auc=m.resistance.auc, stable=bool(m.guard and m.guard.passed),
                             missed=m.guard.reasons if m.guard else []))
     return trials
@@ -178,13 +185,21 @@ def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
     runs_dir = log_path(results_dir, suite_name, suite.protocol_version, defence).parent / "runs"
     trials = _trials(suite_name, defence, suite, suite_params, picks, store=store, runs_dir=runs_dir, seed=seed,
                      label="tune")
-    stable = [t for t in trials if t.stable]
-    best = min(stable, key=lambda t: (t.hs_post, t.auc)) if stable else None
+    best, confirmations = None, []
+    for candidate in sorted((t for t in trials if t.stable), key=lambda t: (t.hs_post, t.auc)):
+        for other in protocol.confirm_seeds:
+            confirmations += _trials(suite_name, defence, suite, suite_params, [candidate.params], store=store,
+                                     runs_dir=runs_dir, seed=other, label=f"confirm seed {other}")
+            if not confirmations[-1].stable:
+                break
+        else:
+            best = candidate
+            break
     log = TuningLog(suite=suite_name, protocol_version=suite.protocol_version, suite_params=suite_spec.params,
                     validation=dict(protocol.suite_params),
                     defence=defence, defence_version=registry.get("defence", defence).version, space=space,
                     trials_budget=protocol.trials, attack=protocol.attack.attack,
-                    attack_params=dict(protocol.attack.params), trials=trials,
+                    attack_params=dict(protocol.attack.params), trials=trials, confirmations=confirmations,
                     chosen=best.params if best else {}, passed_guard=best is not None)
     atomic_write_text(log_path(results_dir, suite_name, suite.protocol_version, defence),
                       json.dumps(log.model_dump(mode="json"), indent=2) + "\n")

@@ -68,8 +68,9 @@ def _trial_counts(fake_runs, tmp_path):
     for name in ("repnoise", "vaccine", "adversarial-loss"):
         before = len(fake_runs)
         log = tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
-        counts[name] = len(fake_runs) - before
+        counts[name] = len(log.trials)
         assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == counts[name]  # distinct settings
+        assert len(fake_runs) - before == counts[name] + len(log.confirmations)  # runs: trials, then confirmations
     return counts
 
 
@@ -136,3 +137,42 @@ def test_a_scan_fixes_only_fields_and_values_of_the_space(fake_runs, tmp_path):
 def test_a_defence_without_a_search_space_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="declares no search space"):
         tune("tiny", "none", store=Store(tmp_path), results_dir=tmp_path, suite_params=SMOKE)
+
+
+def test_the_choice_must_hold_the_guard_at_the_confirm_seeds(fake_runs, tmp_path, monkeypatch):
+    """lr 1e-3 is the most resistant stable trial at seed 0, but fails the guard at defence seed 2: the next best
+    setting that holds at seeds 1 and 2 is chosen, and the log lists every confirmation run."""
+    import harness.pipeline
+
+    fake = harness.pipeline.run
+
+    def run(spec, suite, overrides, **kw):
+        r, cached = fake(spec, suite, overrides, **kw)
+        if spec.defence.params["lr"] == 1e-3 and spec.seed == 2:
+            guard = Guard(passed=False, reasons=["harmless QA 0.92 < 0.95 x base 1.00"])
+            r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"guard": guard})})
+        return r, cached
+
+    monkeypatch.setattr(harness.pipeline, "run", run)
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    seen = [(t.params, t.seed, t.stable) for t in log.confirmations]
+    assert [(p["lr"], seed, ok) for p, seed, ok in seen[:4]] == [(1e-3, 1, True), (1e-3, 2, False)] * 2  # 2 epochs
+    assert seen[4:] == [(log.chosen, 1, True), (log.chosen, 2, True)]  # the next best, confirmed at both seeds
+    assert log.passed_guard and log.chosen["lr"] in (1e-4, 3e-4)
+    assert fake_runs[-1][0].seed == 2 and fake_runs[-1][0].suite.params["split"] == "validation"
+
+
+def test_no_setting_that_holds_at_every_seed_keeps_the_defaults(fake_runs, tmp_path, monkeypatch):
+    import harness.pipeline
+
+    fake = harness.pipeline.run
+
+    def run(spec, suite, overrides, **kw):
+        r, cached = fake(spec, suite, overrides, **kw)
+        guard = Guard(passed=spec.seed == 0 and r.metrics.guard.passed, reasons=[] if spec.seed == 0 else ["x"])
+        return r.model_copy(update={"metrics": r.metrics.model_copy(update={"guard": guard})}), cached
+
+    monkeypatch.setattr(harness.pipeline, "run", run)
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    assert not log.passed_guard and log.chosen == {}
+    assert len(log.confirmations) == sum(t.stable for t in log.trials)  # each candidate fails at its first seed

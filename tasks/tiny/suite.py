@@ -152,9 +152,10 @@ def tiny(cfg: Config) -> Suite:
             train=TrainConfig(lr=1e-3, epochs=3, batch_size=8)),
         degenerate_max_ppl=1000.0,
         reference_defence="none",
-        # 96 trials: every built-in space whole (8 to 96 settings), so coverage is equal, not only the count.
+        # 96 trials: every built-in space whole (8 to 96 settings), so coverage is equal, not only the count; the
+        # chosen setting holds the guard at the grid's other defence seeds too.
         tuning=TuningProtocol(suite_params={"split": "validation"}, attack=Budget("sft-250", {"lr": 3e-4}, "val"),
-                              trials=96),
+                              trials=96, confirm_seeds=(1, 2)),
         check_params={"size": "smoke"},
         resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
