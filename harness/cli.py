@@ -28,6 +28,9 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="base model: a hub
 SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
                                                 "`harness list suites`)")]
 ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
+TunedOpt = Annotated[Path | None, typer.Option(help="results folder whose committed tuning logs (<suite>/v<N>/"
+                                                "tuning/) supply each defence's tuned settings; default: ./results, "
+                                                "also when --results-dir writes elsewhere")]
 HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
                                               "~/.cache/immunization-bench")]
 INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
@@ -100,6 +103,15 @@ def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harnes
     raise typer.Exit(1 if failed else 0)
 
 
+def tuning_dir(path: Path | None) -> Path:
+    """Where runs take tuned settings from: ./results (the committed tuning logs) unless --tuned-from says."""
+    if path is None:
+        return Path("results")
+    if not path.is_dir():
+        fail(f"--tuned-from {path} is not a directory (a results folder holding <suite>/v<N>/tuning/)")
+    return path
+
+
 @app.command()
 def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
             = None, model: ModelOpt = None, sets: SetOpt = None,
@@ -132,7 +144,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
                                                          "else hf); default: the suite's")] = None,
-        results_dir: ResultsOpt = Path("results"), home: HomeOpt = None,
+        results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None,
         force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON on stdout")] = False,
         ) -> None:
@@ -148,7 +160,7 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
     begin = time.perf_counter()
     spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, attack_seed=attack_seed, sets=sets,
-                                 backend=backend, model=model, tuned_from=results_dir)
+                                 backend=backend, model=model, tuned_from=tuning_dir(tuned_from))
     store = Store(home)
     check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
     path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
@@ -174,7 +186,7 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
           ray_address: Annotated[str | None, typer.Option(help="Ray cluster address for ray.init (e.g. auto, "
                                                           "ray://head:10001); default: $RAY_ADDRESS or a local "
                                                           "cluster")] = None,
-          results_dir: ResultsOpt = Path("results"), home: HomeOpt = None) -> None:
+          results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:
     """Run a grid file's cells (each defended model trained once; finished cells are cache hits); exit 1 if any
     cell failed. The store (--home) and --results-dir must be paths every node sees."""
     from harness.executors import make_executor
@@ -193,7 +205,8 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
     if ray_address is not None and executor != "ray":
         fail("--ray-address is for --executor ray")
     store = Store(home)
-    plan = prepare_sweep(grid, store=store, results_dir=results_dir, locate=not dry_run, check=not (dry_run or status))
+    plan = prepare_sweep(grid, store=store, results_dir=results_dir, tuned_from=tuning_dir(tuned_from),
+                         locate=not dry_run, check=not (dry_run or status))
     if dry_run or status:
         (list_cells(plan, store, results_dir) if dry_run else
          status_table(plan, sweep_status(plan, store, results_dir)))

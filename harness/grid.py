@@ -245,8 +245,9 @@ def _check_shape(grid: Grid, budget_list: list[Budget]) -> None:
         raise ConfigError("invalid grid: " + "; ".join(problems))
 
 
-def plan(grid: Grid, *, results_dir: Path, locate: bool = True) -> Plan:
-    """Resolve every cell of the grid (every config error of every combination reported at once).
+def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locate: bool = True) -> Plan:
+    """Resolve every cell of the grid (every config error of every combination reported at once), each defence
+    at the tuned settings of the tuning logs under `tuned_from` (default: `results_dir`).
 
     `locate=False` (a dry run): a hub model is not fetched or looked up, so its run ids are provisional.
     """
@@ -263,7 +264,7 @@ def plan(grid: Grid, *, results_dir: Path, locate: bool = True) -> Plan:
                  "subsets": {"defence": condition.defence_subset, "attack": condition.attack_subset}}
         try:
             spec, _, overrides = resolve(grid.suite, entry.name, budget.attack, extra=extra, model=grid.model,
-                                         tuned_from=results_dir, locate=locate)
+                                         tuned_from=tuned_from or results_dir, locate=locate)
         except HarnessError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))

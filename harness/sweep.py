@@ -73,14 +73,15 @@ class SweepResult:
         return not self.failures
 
 
-def prepare_sweep(grid_file: Path, *, store: Store, results_dir: Path, locate: bool = True,
-                  check: bool = True) -> Plan:
+def prepare_sweep(grid_file: Path, *, store: Store, results_dir: Path, tuned_from: Path | None = None,
+                  locate: bool = True, check: bool = True) -> Plan:
     """Read the grid and resolve every cell; `check`: each cell's split sizes and the writable folders too.
-    `locate=False` (a dry run) does not look up a hub model."""
+    `tuned_from`: the results folder of the tuning logs (default: `results_dir`). `locate=False` (a dry run)
+    does not look up a hub model."""
     from harness.preflight import check_run, readable_dir, writable_dir
 
     readable_dir(results_dir, "--results-dir")
-    the_plan = plan(load_grid(grid_file), results_dir=results_dir, locate=locate)
+    the_plan = plan(load_grid(grid_file), results_dir=results_dir, tuned_from=tuned_from, locate=locate)
     if check:
         writable_dir(store.root, "--home (the artifact store)")
         for cell in the_plan.cells:

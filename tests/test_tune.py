@@ -176,3 +176,30 @@ def test_no_setting_that_holds_at_every_seed_keeps_the_defaults(fake_runs, tmp_p
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
     assert not log.passed_guard and log.chosen == {}
     assert len(log.confirmations) == sum(t.stable for t in log.trials)  # each candidate fails at its first seed
+
+
+def test_runs_written_elsewhere_still_take_the_committed_tuned_settings(tmp_path):
+    """`--results-dir` says where records go, not where tuning logs come from: a dry run of the committed grid into
+    an empty folder plans exactly the committed records' run ids (tuned settings from ./results); with
+    `--tuned-from` an empty folder, the tuned defences' ids change."""
+    import re
+
+    from tests.conftest import REPO, harness
+
+    committed = {p.stem for p in (REPO / "results" / "tiny" / "v2").glob("*.json")}
+    args = ("sweep", "grids/tiny-v2.yaml", "--dry-run", "--results-dir", str(tmp_path / "out"))
+    ids = lambda proc: set(re.findall(r"\b[0-9a-f]{16}\b", proc.stdout + proc.stderr))  # noqa: E731
+    planned = ids(harness(*args, home=tmp_path / "home", check=True))
+    assert planned == committed and len(planned) == 378
+    (tmp_path / "no-logs").mkdir()
+    untuned = ids(harness(*args, "--tuned-from", str(tmp_path / "no-logs"), home=tmp_path / "home", check=True))
+    assert len(untuned) == 378 and 0 < len(untuned & committed) < 378  # the none / random-init cells stay
+
+
+def test_tuned_from_must_be_a_folder(tmp_path):
+    from tests.conftest import harness
+
+    proc = harness("run", "--defence", "none", "--attack", "sft-250", "--tuned-from", str(tmp_path / "missing"),
+                   home=tmp_path / "home")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--tuned-from" in proc.stderr
+    assert not (tmp_path / "home").exists()  # checked before any work
