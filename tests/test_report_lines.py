@@ -24,7 +24,7 @@ def test_the_summary_shows_the_mean_with_its_interval():
 
 
 def test_the_summary_names_an_unstable_model_and_why():
-    lines = condition_lines(_record("repnoise").metrics)
+    lines = condition_lines(_record("gradient-ascent").metrics)  # no setting of its space passes the guard
     verdict = next(line for line in lines if line.startswith("verdict: "))
     assert verdict.startswith("verdict: unstable: ") and "harmless QA" in verdict
     assert "verdict: broken" in condition_lines(_record("none").metrics)
