@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.data import SFTCollator
-from harness.lora import LoraFields
 from harness.plugins import StageContext, TrainingFields, fit
 from harness.registry import register_attack
-from harness.train import lm_loss
+from harness.training.collate import SFTCollator
+from harness.training.loop import lm_loss
+from harness.training.lora import LoraFields
 
 # The attack's strength in the benchmark's budget dimensions: which Config field is which.
 BUDGET = {"samples": "samples", "lr": "lr", "epochs": "epochs"}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 def base_model(size: str, home: Path | None) -> Path:
     from harness.resolve import resolve
-    from harness.store import Store, resolve_ref
+    from harness.store.artifacts import Store, resolve_ref
 
     store = Store(home)
     _, suite, _ = resolve("tiny", "none", "sft-1k", sets=[f"suite.size={size}"])
@@ -56,8 +56,8 @@ def prompt_plan(size: str, sizes: list[int], repeats: int) -> tuple[dict[str, li
 
 def run_hf(base: Path, plan: dict[str, list[str]], max_new_tokens: int, batch_size: int
            ) -> tuple[float, dict[str, float], dict[str, list[str]], str]:
-    from harness.generate import generate_with_model
-    from harness.models import load_causal_lm
+    from harness.generation.hf import generate_with_model
+    from harness.models.loading import load_causal_lm
 
     start = time.perf_counter()
     model, tok = load_causal_lm(base)
@@ -72,8 +72,8 @@ def run_hf(base: Path, plan: dict[str, list[str]], max_new_tokens: int, batch_si
 
 def run_vllm(base: Path, plan: dict[str, list[str]], max_new_tokens: int
              ) -> tuple[float, dict[str, float], dict[str, list[str]], str]:
-    from harness.backends.vllm_backend import run_engine
-    from harness.data import format_prompt
+    from harness.generation.vllm_engine import run_engine
+    from harness.training.collate import format_prompt
 
     formatted = {name: [format_prompt(q) for q in prompts] for name, prompts in plan.items()}
     start = time.perf_counter()
@@ -96,8 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from harness.backends.vllm_backend import installed_version
-    from harness.models import device_name, load_tokenizer
+    from harness.generation.vllm_engine import installed_version
+    from harness.models.loading import device_name, load_tokenizer
 
     base = base_model(args.size, args.home)
     plan, plan_note = prompt_plan(args.size, sizes, args.repeats)

@@ -92,7 +92,7 @@ def train_tokens(ckpt: Path, data: Path, n: int, paired: bool) -> int:
     """Tokens of the first n harmful rows as the collator sees them (prompt + answer, up to 128); x2 paired."""
     import pandas as pd
 
-    from harness.models import load_tokenizer
+    from harness.models.loading import load_tokenizer
 
     tok = load_tokenizer(ckpt)
     rows = pd.read_parquet(data).query("not is_safe").head(n)

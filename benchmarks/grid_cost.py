@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from harness.records import load_records
+from harness.results.records import load_records
 
 KINDS = (("prepare", "prepare"), ("defend", "defend"), ("base.", "base eval"), ("pre_attack.", "pre-attack eval"),
          ("attack", "attack + curve"), ("post_attack.", "post-attack eval"), ("stability.", "stability"),

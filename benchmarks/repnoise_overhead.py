@@ -41,7 +41,7 @@ def worker(variant: str, size: str, steps: int, batch: int, seq: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from defences.repnoise import Config, repnoise_loss
-    from harness.train import lm_loss
+    from harness.training.loop import lm_loss
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

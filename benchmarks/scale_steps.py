@@ -1,5 +1,5 @@
 """SFT, LoRA and RepNoise training steps side by side on a random-init Llama: tokens/s, peak memory, and
-step time against its FLOP floor. Each variant trains through the harness's one loop (`harness.train.train`,
+step time against its FLOP floor. Each variant trains through the harness's one loop (`harness.training.loop.train`,
 the run's precision and checkpointing options) in its own process, so its peak memory is its own.
 
 Default size: ~1.1B parameters (hidden 2048, 20 layers, MLP 5504, vocab 32000; a GPU). On a CPU with
@@ -70,9 +70,9 @@ def worker(args: argparse.Namespace) -> None:
 
     from defences.repnoise import Config as RepNoise
     from defences.repnoise import repnoise_loss
-    from harness.lora import LoraFields, build_lora
-    from harness.memory import memory_kind, peak_mb, reset_peak
-    from harness.train import TrainConfig, lm_loss, train
+    from harness.models.memory import memory_kind, peak_mb, reset_peak
+    from harness.training.loop import TrainConfig, lm_loss, train
+    from harness.training.lora import LoraFields, build_lora
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

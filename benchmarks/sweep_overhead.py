@@ -5,7 +5,7 @@
   local x2   the local executor, two job processes at once
   ray x2     the ray executor on a local Ray cluster with 2 CPUs (one per job), started here
 
-Printed per way: the sweep's wall time, the time spent inside jobs (harness.jobs.execute, summed), and the
+Printed per way: the sweep's wall time, the time spent inside jobs (harness.sweep.jobs.execute, summed), and the
 scheduling overhead per job: (wall x processes - time inside jobs) / jobs, i.e. every second of a process slot
 not spent computing a job (process start and imports, Ray dispatch, a slot idle while the DAG waits for a
 defended model), spread over the jobs. Ray's cluster start is printed separately (paid once per sweep).
@@ -31,7 +31,7 @@ GRID = Path(__file__).resolve().parent.parent / "grids" / "tiny-smoke.yaml"
 def prepared_store(given: Path | None, tmp: Path) -> Path:
     """A store with the smoke suite built: the given one's suites/ folder, or built here (about a minute)."""
     from harness.resolve import load_suite
-    from harness.store import Store
+    from harness.store.artifacts import Store
 
     out = tmp / "prepared"
     if given is not None:
@@ -43,9 +43,9 @@ def prepared_store(given: Path | None, tmp: Path) -> Path:
 
 
 def one(executor: str, parallel: int, prepared: Path, tmp: Path) -> dict:
-    from harness.executors import make_executor
-    from harness.store import Store
-    from harness.sweep import prepare_sweep, run_sweep
+    from harness.store.artifacts import Store
+    from harness.sweep.executors import make_executor
+    from harness.sweep.runner import prepare_sweep, run_sweep
 
     root = tmp / f"{executor}-{parallel}"
     shutil.copytree(prepared, root / "home")

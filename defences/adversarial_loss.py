@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import Field, StrictBool
 
-from harness.paired import PairedCollator, masked_ce
 from harness.plugins import EPOCHS_SEARCH, LR_SEARCH, DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import LossOut
+from harness.training.loop import LossOut
+from harness.training.paired_batches import PairedCollator, masked_ce
 
 
 class Config(DefenceTrainingFields):

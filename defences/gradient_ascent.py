@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
-from harness.hooks import final_norm
-from harness.paired import PairedCollator, masked_ce
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import LossOut
+from harness.training.hooks import final_norm
+from harness.training.loop import LossOut
+from harness.training.paired_batches import PairedCollator, masked_ce
 
 
 class Config(DefenceTrainingFields):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.plugins import StageContext
 from harness.registry import register_defence
-from harness.train import seed_everything
+from harness.training.loop import seed_everything
 
 
 class Config(BaseModel):

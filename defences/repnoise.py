@@ -5,7 +5,7 @@ Algorithm 1, line 12 (the code's form; the main text's eq. 5 swaps the names of 
     L = L_retain + beta * mean_l MMD(acts_l[mask], N(0, I)) - alpha * log(H)
 
 - Batches are *paired*: harmful question+answer and the same question+refusal, padded to one width; the
-  mask is the answer tokens where the pair differs (harness.paired).
+  mask is the answer tokens where the pair differs (harness.training.paired_batches).
 - L_retain: cross-entropy on the refusal's masked tokens.
 - MMD: multi-kernel Gaussian MMD (5 kernels, bandwidth multiplier 2, bandwidth = mean pairwise squared
   distance of the pooled points without gradient, divided by 2^(5//2)) between each layer's masked
@@ -31,11 +31,11 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
-from harness.hooks import capture_outputs, final_norm, mlp_modules
-from harness.paired import PairedCollator, masked_ce
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import LossOut
+from harness.training.hooks import capture_outputs, final_norm, mlp_modules
+from harness.training.loop import LossOut
+from harness.training.paired_batches import PairedCollator, masked_ce
 
 
 class Config(DefenceTrainingFields):

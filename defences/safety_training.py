@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.data import SFTCollator
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import lm_loss
+from harness.training.collate import SFTCollator
+from harness.training.loop import lm_loss
 
 
 class Config(DefenceTrainingFields):

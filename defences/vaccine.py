@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.data import SFTCollator
-from harness.hooks import add_to_outputs, attention_modules, capture_outputs
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.train import LossOut
+from harness.training.collate import SFTCollator
+from harness.training.hooks import add_to_outputs, attention_modules, capture_outputs
+from harness.training.loop import LossOut
 
 
 class Config(DefenceTrainingFields):

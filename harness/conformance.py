@@ -170,7 +170,7 @@ def attempt(plugin: registry.Plugin, cfg: BaseModel, base: Path, data: SuiteData
     the defence, and name every module (of the input or the returned model) with more hooks than before."""
     import torch
 
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
 
     model, tok = load_causal_lm(base)
     with torch.no_grad():
@@ -208,10 +208,10 @@ def _global_hooks() -> int:
 def reference_seconds(suite: Suite, data: SuiteData, base: Path, seed: int) -> float:
     """Wall time of one epoch of plain SFT on refusals over the defence split at the suite's defence budget:
     the yardstick of the time check."""
-    from harness.data import SFTCollator
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
     from harness.plugins import TrainingFields
-    from harness.train import lm_loss, train
+    from harness.training.collate import SFTCollator
+    from harness.training.loop import lm_loss, train
 
     budget = TrainingFields(**{k: v for k, v in suite.defence_defaults.items() if k in TrainingFields.model_fields})
     model, tok = load_causal_lm(base)
@@ -270,7 +270,7 @@ def saves_and_loads(run: Attempt, base: Path) -> Result:
     """The pipeline stores the defended model as a checkpoint and every later stage loads it back."""
     import torch
 
-    from harness.models import load_causal_lm, load_tokenizer, save_checkpoint
+    from harness.models.loading import load_causal_lm, load_tokenizer, save_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="harness-check-") as tmp:
         try:
@@ -347,7 +347,7 @@ def check(name: str, *, suite_name: str, sets: list[str], home: Path | None, see
 
 def _run_on_suite(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, home: Path | None, seed: int
                   ) -> Iterator[Result]:
-    from harness.store import Store, resolve_ref
+    from harness.store.artifacts import Store, resolve_ref
 
     store = Store(home)
     suite.prepare(store, False)

@@ -20,10 +20,10 @@ from typing import Any
 
 from harness import registry
 from harness.errors import HarnessError
-from harness.metrics import Agreement, Evaluation, Resistance, Stability, Trainability
 from harness.progress import bar
+from harness.results.metrics import Agreement, Evaluation, Resistance, Stability, Trainability
 from harness.specs import PluginSpec, RunSpec
-from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, SCORES, STABILITY, TRAINABILITY, Stages, fingerprint
+from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, SCORES, STABILITY, TRAINABILITY, Stages, data_fingerprint
 from harness.suite import Suite, SuiteData
 
 CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}  # how an attack is watched, not a model evaluated
@@ -104,7 +104,7 @@ class Evaluator:
         the keys `evaluate(ref, name)` reads. Returns how many were generated; cached ones are skipped."""
         import pandas as pd
 
-        from harness.backends.vllm_backend import generate_vllm_loras
+        from harness.generation.vllm_engine import generate_vllm_loras
 
         prompt_sets, stages = self._prompt_sets(), self.stages
         todo = {}
@@ -134,7 +134,7 @@ class Evaluator:
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
-        from harness.generate import generate_with_model
+        from harness.generation.hf import generate_with_model
 
         k = self.spec.eval.curve_prompts or len(self.harmful)
         prompts = list(self.harmful["prompt"])[:k]
@@ -156,7 +156,7 @@ class Evaluator:
         evaluated knowledge still is in the model, continuous where a judge is 0/1."""
         if "response" not in self.harmful.column_names:
             return None
-        from harness.nll import summed_nll
+        from harness.training.nll import summed_nll
 
         def compute() -> float:
             with self.stages.loaded(ref, "float32") as (model, tok):
@@ -166,7 +166,7 @@ class Evaluator:
             return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
 
         return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, {"model": ref, **self._loading(),
-                                                                       "rows": fingerprint(self.harmful),
+                                                                       "rows": data_fingerprint(self.harmful),
                                                                        "template": self.suite.prompt.model_dump()},
                                         compute)
 
@@ -180,7 +180,7 @@ class Evaluator:
     def _generate(self, tmp: Path, ref: str, prompt_sets: dict[str, list[str]]) -> dict[str, Any]:
         import pandas as pd
 
-        from harness.generate import get_backend
+        from harness.generation.hf import get_backend
 
         spec = self.spec.eval
         backend = get_backend(spec.backend)
@@ -202,8 +202,9 @@ class Evaluator:
                           progress: Any) -> tuple[dict[str, list[str]], Any]:
         """A stored LoRA adapter's generations: hf (base + adapter merged in memory by peft), or one vLLM engine
         of its base serving it (canary check; merged with peft where vLLM cannot serve it)."""
-        from harness.backends.vllm_backend import LoraServing, generate_vllm_lora
-        from harness.generate import generate_with_model
+        from harness.generation.hf import generate_with_model
+        from harness.generation.vllm_engine import generate_vllm_lora
+        from harness.results.metrics import LoraServing
 
         spec, (base, path) = self.spec.eval, adapter
         if spec.backend == "vllm" and self.stages.adapter(base) is None:
@@ -314,7 +315,7 @@ class Evaluator:
                 return perplexity(model, tok, self.harmless.to_list(), template=self.suite.prompt,
                                   max_length=self.suite.max_length)
 
-        inputs = {"model": ref, **self._loading(), "rows": fingerprint(self.harmless)}
+        inputs = {"model": ref, **self._loading(), "rows": data_fingerprint(self.harmless)}
         return self.stages.cached_value(f"stability.perplexity.{who}", STABILITY, inputs, compute)
 
     def _lm_eval(self, ref: str, who: str) -> dict[str, Any] | None:
@@ -340,10 +341,10 @@ class Evaluator:
                 return {"curve": curve, "harm": self._then_attack(model, tok) if protocol.then_attack else None}
 
         inputs = {"model": ref, **self._loading(), "protocol": repr(protocol), "seed": self.spec.seed,
-                  "data": [fingerprint(data.trainability_train), fingerprint(data.trainability_test)]}
+                  "data": [data_fingerprint(data.trainability_train), data_fingerprint(data.trainability_test)]}
         if protocol.then_attack:
-            inputs |= {"attack_data": fingerprint(data.attack), "eval": self.spec.eval.model_dump(),
-                       "judge": self.spec.judges[0].model_dump(), "prompts": fingerprint(self.harmful)}
+            inputs |= {"attack_data": data_fingerprint(data.attack), "eval": self.spec.eval.model_dump(),
+                       "judge": self.spec.judges[0].model_dump(), "prompts": data_fingerprint(self.harmful)}
         return self.stages.cached_value(f"trainability.{who}", TRAINABILITY, inputs, compute)
 
     def _then_attack(self, model: Any, tok: Any) -> list[float]:

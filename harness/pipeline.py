@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, registry
-from harness.audit import audit
+from harness.data.audit import audit
+from harness.data.subsets import filter_categories, subset_evidence
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
-from harness.metrics import Evidence, Guard, Metrics
 from harness.plugins import StageContext
 from harness.progress import bar
-from harness.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
+from harness.results.metrics import Evidence, Guard, Metrics
+from harness.results.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
 from harness.specs import EvalSpec, ModelSpec, PluginSpec, RunSpec
-from harness.stages import MODELS, Build, Loading, Stages, fingerprint
-from harness.store import Store, atomic_write_text
-from harness.subsets import filter_categories, subset_evidence
+from harness.stages import MODELS, Build, Loading, Stages, data_fingerprint
+from harness.store.artifacts import Store, atomic_write_text
 from harness.suite import Suite, SuiteData
 
 
@@ -68,8 +68,8 @@ def select_data(suite: Suite, spec: RunSpec, data: SuiteData | None = None) -> t
 
 def locate_base(model: ModelSpec, suite: Suite, stages: Stages) -> LoadedModel:
     """Find the base model's folder (a hub snapshot at the spec's commit, a local folder with the spec's
-    fingerprint, or the suite's store path) and bind its id to it; what was loaded, for the provenance."""
-    from harness.checkpoints import locate
+    data_fingerprint, or the suite's store path) and bind its id to it; what was loaded, for the provenance."""
+    from harness.models.checkpoints import locate
 
     if model.revision == "store" or model.id.startswith("store:"):
         source, path = "store", stages.model_path(model.id)
@@ -92,7 +92,7 @@ def check_judges(judges: tuple[PluginSpec, ...], store: Store) -> None:
 def suite_data(suite: Suite, stages: Stages, *, model: ModelSpec, judge: PluginSpec, backend: str) -> SuiteData:
     """The suite's data; where the suite pairs refusals itself, its defence split with the base model's own
     harmless answers as refusals (a cached stage, built once by `harness prepare`)."""
-    from harness.pairing import pair_refusals
+    from harness.data.refusal_pairing import pair_refusals
 
     data = suite.data()
     if suite.pairing is None:
@@ -117,8 +117,8 @@ def prepare(suite: Suite, *, model: ModelSpec, judges: tuple[PluginSpec, ...], e
 
 def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: LoadedModel) -> Provenance:
     """Versions, commit, machine and stage timings of a run."""
-    from harness.models import device_name
-    from harness.provenance import git_state, package_versions, platform_name, python_version
+    from harness.models.loading import device_name
+    from harness.results.provenance import git_state, package_versions, platform_name, python_version
 
     commit, dirty = git_state()
     plugins = {f"{k}:{p.name}": p.version for k, p in (("suite", spec.suite), ("defence", spec.defence),
@@ -164,7 +164,7 @@ def defend_stage(cell: Cell) -> str:
     spec, data, stages = cell.spec, cell.data, cell.stages
     return stages.cached("defend", MODELS, {
         "base": spec.model.model_dump(), "defence": spec.defence.key_dump(), "seed": spec.seed,
-        "data": [fingerprint(data.defence), fingerprint(data.retain)]},
+        "data": [data_fingerprint(data.defence), data_fingerprint(data.retain)]},
         apply_plugin("defence", spec.defence, spec.model.id, stages,
                      dataclasses.replace(cell.ctx, data=dataclasses.replace(
                          data, attack=None, eval=None, harmless_eval=None, trainability_train=None,
@@ -183,7 +183,7 @@ def attack_stage(cell: Cell, defended: str) -> str:
 
     return stages.cached("attack", MODELS, {
         "defended": defended, "attack": spec.attack.key_dump(), "seed": spec.attack_seed_used,
-        "data": fingerprint(data.attack), "curve_every": spec.eval.curve_every,
+        "data": data_fingerprint(data.attack), "curve_every": spec.eval.curve_every,
         **{k: v for k in ("curve_points", "curve_prompts") if (v := getattr(spec.eval, k))}},
         apply_plugin("attack", spec.attack, stages.model_ref(defended), stages,
                      dataclasses.replace(cell.ctx, data=dataclasses.replace(
@@ -276,9 +276,9 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
     cfg = plugin.config.model_validate(plugin_spec.params)
 
     def build(tmp: Path) -> dict[str, Any] | None:
-        from harness.lora import is_adapter_model, save_adapter
-        from harness.models import save_checkpoint
+        from harness.models.loading import save_checkpoint
         from harness.stages import free_memory
+        from harness.training.lora import is_adapter_model, save_adapter
 
         model, tok = stages.load(source_ref)
         callback = (lambda step, m: on_step(step, m, tok)) if on_step else None

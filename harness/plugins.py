@@ -3,7 +3,7 @@
     defend(model, cfg, ctx) -> model | None     # None: "the input model, unchanged" (nothing is saved)
     attack(model, cfg, ctx) -> model
 
-Plugins train with `harness.train.train` and read data only from `ctx.data`. They format questions with
+Plugins train with `harness.training.loop.train` and read data only from `ctx.data`. They format questions with
 `ctx.template`, the suite's prompt format, exactly as the evaluation does: collators take it, and `fit`
 refuses a collator whose format differs from it.
 """
@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from harness.data import PLAIN, PromptFormat, as_format
 from harness.errors import HarnessError
-from harness.lora import LoraFields
 from harness.suite import SuiteData
-from harness.train import LossFn, Precision, TrainConfig
+from harness.training.collate import PLAIN, PromptFormat, as_format
+from harness.training.loop import LossFn, Precision, TrainConfig
+from harness.training.lora import LoraFields
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class StageContext:
     template: PromptFormat = PLAIN               # the suite's prompt format: give it to every collator
 
 
-# The tuning space every training plugin shares (harness.tune): the lr as factors of the suite's lr, and epochs.
+# The tuning space every training plugin shares (harness.tuning.search): lr as factors of the suite's lr, epochs.
 LR_SEARCH: dict[str, Any] = {"search_scale": [0.1, 0.3, 1.0, 3.0]}
 EPOCHS_SEARCH: dict[str, Any] = {"search": [1, 2]}
 
@@ -95,7 +95,7 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
     """Train `model` in place on the first `cfg.samples` rows of `ctx.data.<split>` with the one training
     loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model, or
     with `cfg.lora` the peft model holding the trained adapter (the stage then stores the adapter only)."""
-    from harness.train import n_steps, seed_everything, train
+    from harness.training.loop import n_steps, seed_everything, train
 
     used = getattr(collate, "template", None)
     if used is not None and as_format(used) != ctx.template:
@@ -106,7 +106,7 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
         collate, loss_fn = with_retain(collate, loss_fn, ctx, weight=cfg.retain_harmless)  # type: ignore[attr-defined]
     train_cfg = cfg.train_config()
     if cfg.lora is not None:
-        from harness.lora import build_lora
+        from harness.training.lora import build_lora
 
         seed_everything(ctx.seed)  # the adapter's random init is part of the run
         model = build_lora(model, cfg.lora)
@@ -123,8 +123,8 @@ def with_retain(collate: Callable[[list[Any]], Any], loss_fn: LossFn, ctx: Stage
     their causal-LM cross-entropy (prompt and answer, padding excluded)."""
     import random
 
-    from harness.data import SFTCollator
-    from harness.train import LossOut, lm_loss
+    from harness.training.collate import SFTCollator
+    from harness.training.loop import LossOut, lm_loss
 
     retain = ctx.data.retain
     if retain is None or not len(retain):

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.records import record_path
+from harness.results.records import record_path
 from harness.specs import RunSpec, stable_hash
-from harness.store import Store, clean_results_temp
+from harness.store.artifacts import Store, clean_results_temp
 from harness.suite import Suite
 
 

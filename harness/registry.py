@@ -12,7 +12,7 @@ another module's entry point declares (e.g. an outside `defend` under the name '
     def defend(model, cfg, ctx): ...
 
 An attack declares which of its config fields measure its strength in the benchmark's budget dimensions
-(`budget={"samples": "samples", "lr": "lr"}`, dimensions as in `harness.metrics.AttackBudget`); tables and
+(`budget={"samples": "samples", "lr": "lr"}`, dimensions as in `harness.results.metrics.AttackBudget`); tables and
 reports read a budget through that declaration, never through a field name of their own.
 """
 
@@ -84,7 +84,7 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
-    from harness.metrics import AttackBudget
+    from harness.results.metrics import AttackBudget
 
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}")
@@ -281,7 +281,7 @@ def inventory(kinds: Iterable[Kind] = KINDS) -> list[tuple[str, ...]]:
 
 def attack_budget(spec: Any) -> Any:
     """The `AttackBudget` of a resolved attack spec (`PluginSpec`), read through the attack's declaration."""
-    from harness.metrics import AttackBudget
+    from harness.results.metrics import AttackBudget
 
     plugin = get("attack", spec.name)
     return AttackBudget(**{dim: spec.params.get(fld) for dim, fld in plugin.budget.items()})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,7 @@ from harness.specs import (
     parse_overrides,
     validate_config,
 )
-from harness.store import STORE_SCHEME
+from harness.store.artifacts import STORE_SCHEME
 from harness.suite import Suite
 
 
@@ -76,7 +76,7 @@ def resolve_model(suite: Suite, overrides: dict[str, Any], model: str | None = N
     """The run's base model: the suite's, or `--model` / `model.id`; located and validated unless the suite
     builds it into the store. Its revision is the commit hash (hub) or the content fingerprint (folder).
     `locate_hub=False` (a dry run): a hub id is neither fetched nor looked up; its revision is 'unlocated'."""
-    from harness.checkpoints import check_causal_lm, is_local_name, locate
+    from harness.models.checkpoints import check_causal_lm, is_local_name, locate
 
     given = cast(ModelOverrides, validate_config("model", ModelOverrides, overrides, prefix="model."))
     name = model or given.id or suite.model.id
@@ -98,7 +98,7 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
                  backend: str | None = None, loaded: tuple[PluginSpec, Suite] | None = None,
                  locate: bool = True) -> Base:
     """The suite (`loaded`, or loaded here), base model, judges and eval spec of a command, all validated."""
-    from harness.generate import resolve_backend
+    from harness.generation.hf import resolve_backend
 
     suite_spec, suite = loaded or load_suite(suite_name, overrides["suite"])
     eval_data = deep_merge(suite.eval.model_dump(), overrides["eval"])
@@ -122,17 +122,25 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
     return Base(suite_spec, suite, model_spec, judges, eval_spec, resolved)
 
 
+class Resolved(NamedTuple):
+    """A run, resolved: its spec, its suite, and where each non-default value came from (the record's overrides)."""
+
+    spec: RunSpec
+    suite: Suite
+    overrides: dict[str, Any]
+
+
 def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack_seed: int | None = None,
             sets: list[str] | None = None, backend: str | None = None, model: str | None = None,
             tuned_from: Path | None = None, extra: dict[str, dict[str, Any]] | None = None,
-            locate: bool = True) -> tuple[RunSpec, Suite, dict[str, Any]]:
+            locate: bool = True) -> Resolved:
     """The run spec, the suite, and where non-default values came from (for the record).
 
     `tuned_from`: a results folder whose committed tuning log for this suite and defence supplies the tuned
     settings (between the suite's defaults and the user's `--set`); `extra`: overrides given as data,
     {target: {field: value}}, applied like `--set`; `locate=False`: a hub model is not looked up (a dry run).
     """
-    from harness.tune import tuned_settings
+    from harness.tuning.logs import tuned_settings
 
     for what, value in (("seed", seed), ("attack seed", attack_seed)):
         if value is not None and not 0 <= value <= MAX_SEED:
@@ -179,4 +187,4 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack
         applied["tuned"] = dict(tuned)
     if base.resolved:
         applied["resolved"] = dict(base.resolved)
-    return spec, base.suite, applied
+    return Resolved(spec, base.suite, applied)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.records import StageInfo
+from harness.results.records import StageInfo
 from harness.specs import stable_hash
-from harness.store import Store, atomic_write_text, resolve_ref
+from harness.store.artifacts import Store, atomic_write_text, resolve_ref
 
 MODELS, GENERATIONS, SCORES = "models", "generations", "scores"
 DEGENERATE, STABILITY, TRAINABILITY, GOLD_NLL = "degenerate", "stability", "trainability", "gold_nll"
@@ -51,7 +51,7 @@ class Stages:
 
     def cached(self, name: str, kind: str, inputs: Mapping[str, Any], build: Build) -> str:
         """Stage `name`: the artifact of `kind` keyed by the hash of `inputs`, built on a miss. Returns the key."""
-        from harness.memory import reset_peak
+        from harness.models.memory import reset_peak
 
         key = stable_hash(dict(inputs))
         start = time.perf_counter()
@@ -76,7 +76,7 @@ class Stages:
     def timed(self, name: str, start: float, *, cached: bool = False, key: str = "") -> None:
         """Record a stage that stores nothing of its own (its sub-stages are cached): its time, and its peak
         memory (the largest of its sub-stages' and of the window since the last of them began)."""
-        from harness.memory import memory_kind, peak_mb
+        from harness.models.memory import memory_kind, peak_mb
 
         now = time.perf_counter()
         peak = max([peak_mb(), *(p for t, p in self._peaks if t >= start)])
@@ -107,11 +107,11 @@ class Stages:
     def load(self, ref: str, dtype: str | None = None) -> tuple[Any, Any]:
         """(model, tokenizer) of a ref, loaded as the run loads every model (`dtype`: another dtype). A stored
         adapter is loaded onto its base and merged, so every consumer sees a plain model."""
-        from harness.models import load_causal_lm
+        from harness.models.loading import load_causal_lm
 
         adapter = self.adapter(ref)
         if adapter is not None:
-            from harness.lora import load_adapter_model
+            from harness.training.lora import load_adapter_model
 
             base, tok = self.load(adapter[0], dtype)
             return load_adapter_model(base, adapter[1], merge=True), tok
@@ -134,7 +134,7 @@ class Stages:
         return {"dtype": self.loading.dtype, "trust_remote_code": self.loading.trust_remote_code}
 
 
-def fingerprint(dataset: Any) -> str:
+def data_fingerprint(dataset: Any) -> str:
     """Content hash of a dataset's rows (order included); a missing dataset hashes as '-'."""
     if dataset is None:
         return "-"

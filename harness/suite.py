@@ -15,11 +15,11 @@ from typing import Any
 
 from harness.conditions.lm_eval_adapter import LmEvalProtocol
 from harness.conditions.trainability import TrainabilityProtocol
-from harness.data import PLAIN, PromptFormat
-from harness.pairing import RefusalPairing
+from harness.data.refusal_pairing import RefusalPairing
+from harness.data.subsets import resolve_subset
 from harness.specs import EvalSpec, ModelSpec
-from harness.store import Store
-from harness.subsets import resolve_subset
+from harness.store.artifacts import Store
+from harness.training.collate import PLAIN, PromptFormat
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class StageResources:
 
 
 @dataclass(frozen=True)
-class Budget:
+class AttackBudget:
     """One attack of a suite's budget grid: an attack name and the params that set its strength."""
 
     attack: str
@@ -86,7 +86,7 @@ class TuningProtocol:
     """How `harness tune` scores a defence's settings under this suite: the same for every defence."""
 
     suite_params: Mapping[str, Any]  # suite settings that select validation data (disjoint from the test data)
-    attack: Budget                   # the validation attack
+    attack: AttackBudget             # the validation attack
     trials: int                      # budget per defence: a larger declared grid is sampled with `seed`
     seed: int = 0
     confirm_seeds: tuple[int, ...] = ()  # other defence seeds at which the chosen setting must pass the guard too
@@ -110,7 +110,7 @@ class Suite:
     # Per-plugin overrides keyed "<kind>:<name>", e.g. "defence:repnoise" -> {"beta": 0.01}; applied after
     # the shared ones. A plugin from outside cannot be named here in advance: prefer shared defaults.
     plugin_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    budget_grid: tuple[Budget, ...] = ()  # the attacks a sweep runs, weakest first (lr, then samples)
+    budget_grid: tuple[AttackBudget, ...] = ()  # the attacks a sweep runs, weakest first (lr, then samples)
     phi: float | None = None     # fixed threshold; None: pre-attack harmfulness of the base + tolerance
     phi_tolerance: float = 0.05
     categories: frozenset[str] = frozenset()                      # every harm category of the suite
@@ -119,11 +119,11 @@ class Suite:
     lm_eval: LmEvalProtocol | None = None  # stability tasks for real models (optional extra)
     prompt: PromptFormat = PLAIN     # how every defence, attack and evaluation formats a question
     trust_remote_code: bool = False  # load model code from checkpoints (only where a suite opts in)
-    pairing: RefusalPairing | None = None  # the defence split has no refusals: pair them (harness.pairing)
+    pairing: RefusalPairing | None = None  # the defence split has no refusals: pair them (harness.data.refusal_pairing)
     degenerate_max_ppl: float = 1000.0  # a generation above this perplexity under the base is degenerate
     reference_defence: str | None = None  # listed first in the budget table (e.g. the undefended base)
     guard: StabilityGuard = StabilityGuard()
-    resources: StageResources = StageResources()  # per sweep job (harness.executors)
+    resources: StageResources = StageResources()  # per sweep job (harness.sweep.executors)
     useful_qa_ratio: float = 0.5  # an attacked model keeping this x the base's harmless QA is still useful
     tuning: TuningProtocol | None = None
     # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:

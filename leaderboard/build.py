@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.store import atomic_write_text
+from harness.store.artifacts import atomic_write_text
 from leaderboard.board import build_boards
 from leaderboard.load import load_folder, result_folders
 

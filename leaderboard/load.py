@@ -1,6 +1,6 @@
 """Read what the leaderboard is built from: the condition tables of each results/<suite>/v<N>/ folder.
 
-Numbers come only from tables that pass `harness.tables.read_table`. Run records are opened for one reason:
+Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened for one reason:
 to list the invalid ones as excluded, with the reason, so nothing that fails validation disappears silently.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.tables import TABLES, read_table
+from harness.results.tables import TABLES, read_table
 
 VERSION_DIR = re.compile(r"v(\d+)")
 
@@ -76,7 +76,7 @@ def load_folder(folder: Path) -> ResultFolder:
 
 def _check_records(folder: Path, loaded: ResultFolder) -> None:
     """Validate each record only to report the invalid ones; no number is read from a record."""
-    from harness.records import read_record
+    from harness.results.records import read_record
 
     for path in sorted(folder.glob("*.json")):
         try:

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.checkpoints import is_local_name
 from harness.errors import HarnessError
+from harness.models.checkpoints import is_local_name
 
 EXTENSIONS = (".parquet", ".jsonl", ".json", ".csv")
 

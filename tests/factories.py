@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.records import Provenance, RunRecord
+from harness.results.records import Provenance, RunRecord
 from harness.specs import EvalSpec, HarmSubsets, ModelSpec, PluginSpec, RunSpec
 
 EVAL = EvalSpec(max_new_tokens=4, n_prompts=4, batch_size=2)

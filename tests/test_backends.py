@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import vllm_backend
 from harness.errors import HarnessError
-from harness.generate import BACKENDS, resolve_backend
+from harness.generation import vllm_engine as vllm_backend
+from harness.generation.hf import BACKENDS, resolve_backend
 from harness.resolve import resolve
 from tests.conftest import REPO
 
@@ -168,7 +168,7 @@ def test_adapter_folder_is_checked(tmp_path):
 @pytest.fixture
 def fake_engine(monkeypatch, tmp_path):
     """generate_vllm_lora's decisions without vLLM: run_engine and merge_lora are scripted."""
-    from harness.backends.vllm_worker import Canary, Response
+    from harness.generation.vllm_worker import Canary, Response
 
     calls = []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.records import write_record
+from harness.results.records import write_record
 from tests.conftest import harness
 from tests.factories import record
 

@@ -1,12 +1,12 @@
 """The budget table from synthetic records: grouping, mean ± std, phi from the records, the breaking budget,
 and what never enters a Table 1 cell (generalization runs, other evaluation settings merged as seeds)."""
 
-from harness.budget_table import budget_rows, markdown
+from harness.results.budget_table import budget_rows, markdown
 from harness.specs import EvalSpec
-from harness.suite import Budget, Suite
+from harness.suite import AttackBudget, Suite
 from tests.factories import EVAL, MODEL, record
 
-GRID = (Budget("sft-250", {"lr": 1e-4}, "weak"), Budget("sft-250", {"lr": 1e-3}, "strong"))
+GRID = (AttackBudget("sft-250", {"lr": 1e-4}, "weak"), AttackBudget("sft-250", {"lr": 1e-3}, "strong"))
 SUITE = Suite(name="t", protocol_version=1, model=MODEL, judges=(), eval=EVAL, max_length=16, prepare=lambda s, f: {},
               data=lambda: None, budget_grid=GRID, phi_tolerance=0.05, reference_defence="zz-base")
 
@@ -51,7 +51,7 @@ def test_other_evaluation_settings_are_their_own_row():
 
 
 def test_unstable_defences_are_flagged_not_resisting():
-    from harness.metrics import Guard
+    from harness.results.metrics import Guard
 
     records = _records()
     bad = [r.model_copy(update={"metrics": r.metrics.model_copy(update={

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness import registry
-from harness.records import read_record
+from harness.results.records import read_record
 from tests.conftest import harness
 
 pytestmark = pytest.mark.slow
@@ -161,7 +161,7 @@ def test_generalization_run_and_tables(first_run, home, results):
     assert list(record["metrics"]["post_attack"]["harmfulness"]["per_category"]) == sub["attack_categories"]
     proc = harness("tables", "--suite", "tiny", "--results-dir", str(results), home=home, check=True)
     folder = results / "tiny" / "v2"
-    from harness.tables import read_table
+    from harness.results.tables import read_table
 
     frames = {name: read_table(folder / f"{name}.parquet") for name in
               ("resistance", "stability", "generalization", "trainability")}

@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from harness.data import IGNORE, SFTCollator, encode_sft, format_prompt, pad_batch
+from harness.training.collate import IGNORE, SFTCollator, encode_sft, format_prompt, pad_batch
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import INTERRUPTED
-from harness.locks import try_lock
-from harness.store import JOURNAL, Store
+from harness.store.artifacts import JOURNAL, Store
+from harness.store.locks import try_lock
 from tasks.tiny.suite import Config, build_key
 from tests.conftest import REPO
 

@@ -15,13 +15,13 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ConfigError
-from harness.executors import JobFailed
-from harness.grid import load_grid, plan
-from harness.jobs import Job, failure_file, lock_file
-from harness.locks import file_lock
 from harness.resolve import load_suite
-from harness.store import Store
-from harness.sweep import cell_state, run_sweep, status
+from harness.store.artifacts import Store
+from harness.store.locks import file_lock
+from harness.sweep.executors import JobFailed
+from harness.sweep.grid import load_grid, plan
+from harness.sweep.jobs import Job, failure_file, lock_file
+from harness.sweep.runner import cell_state, run_sweep, status
 from tests.conftest import REPO
 
 GRIDS = REPO / "grids"
@@ -193,16 +193,16 @@ def test_scheduler_retries_then_lists_failures_and_goes_on(tmp_path):
 
 
 def test_failed_sweep_exits_1_with_a_failure_table(tmp_path, capfd, monkeypatch):
-    import harness.executors
+    import harness.sweep.executors
 
     p = _smoke_plan(tmp_path)
-    monkeypatch.setattr(harness.executors, "make_executor", lambda *a, **k: FakeExecutor({p.cells[0].id}))
+    monkeypatch.setattr(harness.sweep.executors, "make_executor", lambda *a, **k: FakeExecutor({p.cells[0].id}))
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", str(SMOKE), "--retries", "0", "--home", str(tmp_path / "store"), "--results-dir",
               str(tmp_path / "results")])
     err = capfd.readouterr().err
     assert exit_.value.code == 1 and "failures" in err and f"boom in {p.cells[0].label}" in err
-    assert "1 job(s) failed" in err and "python -m harness.jobs" in err
+    assert "1 job(s) failed" in err and "python -m harness.sweep.jobs" in err
 
 
 def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch, capfd):
@@ -220,8 +220,8 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch, capfd):
 
 def test_local_executor_runs_a_job_in_a_process_and_reports_its_error_line(tmp_path):
     """A job whose suite does not exist: the child exits 2 with one error line, which becomes the failure."""
-    from harness.executors import LocalExecutor
     from harness.suite import StageResources
+    from harness.sweep.executors import LocalExecutor
 
     cell = _smoke_plan(tmp_path).cells[0]
     spec = cell.spec.model_copy(update={"suite": cell.spec.suite.model_copy(update={"name": "no-such-suite"})})

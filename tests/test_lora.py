@@ -13,7 +13,7 @@ from harness.pipeline import apply_plugin
 from harness.plugins import StageContext
 from harness.specs import PluginSpec
 from harness.stages import MODELS, Stages
-from harness.store import Store
+from harness.store.artifacts import Store
 from harness.suite import SuiteData
 from tests.conftest import harness
 from tests.real.builders import save_causal_lm
@@ -128,7 +128,7 @@ def test_lora_attack_end_to_end_hf_and_vllm_identical(smoke_base, home, tmp_path
 
 @pytest.mark.slow
 def test_store_ls_and_gc_keep_what_records_need(smoke_base, home, tmp_path):
-    from harness.records import read_record
+    from harness.results.records import read_record
 
     results = tmp_path / "results"
     rec = run_lora(home, results, "hf")

@@ -12,8 +12,15 @@ import jsonschema
 import pytest
 
 from harness.errors import CorruptRecordError
-from harness.records import RECORD_SCHEMA_VERSION, SCHEMA_FILE, load_records, read_record, record_schema, write_record
-from harness.tables import build
+from harness.results.records import (
+    RECORD_SCHEMA_VERSION,
+    SCHEMA_FILE,
+    load_records,
+    read_record,
+    record_schema,
+    write_record,
+)
+from harness.results.tables import build
 from tests.conftest import REPO, harness
 from tests.factories import record
 

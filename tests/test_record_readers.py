@@ -9,12 +9,12 @@ import os
 import pytest
 from pydantic import BaseModel
 
-from harness.budget_table import budget_rows
 from harness.errors import ConfigError, CorruptRecordError, HarnessError
-from harness.records import find_record, load_records, read_record, write_record, write_record_once
+from harness.results.budget_table import budget_rows
+from harness.results.records import find_record, load_records, read_record, write_record, write_record_once
 from harness.safety import check_name, escape_controls
 from harness.specs import EvalSpec, validate_config
-from harness.suite import Budget, Suite
+from harness.suite import AttackBudget, Suite
 from tests.factories import EVAL, MODEL, record
 
 
@@ -119,7 +119,7 @@ def test_non_finite_config_values_are_rejected(value):
 
 def test_report_never_merges_records_with_other_eval_settings():
     suite = Suite(name="t", protocol_version=1, model=MODEL, judges=(), eval=EVAL, max_length=16,
-                  prepare=lambda s, f: {}, data=lambda: None, budget_grid=(Budget("sft-250", {"lr": 1e-4}, "b"),))
+                  prepare=lambda s, f: {}, data=lambda: None, budget_grid=(AttackBudget("sft-250", {"lr": 1e-4}, "b"),))
     other = EvalSpec(**{**EVAL.model_dump(), "backend": "vllm"})
     records = [record("none", {}, 1e-4, 0, 0.0, 0.9), record("none", {}, 1e-4, 0, 0.0, 0.5)]
     records[1] = records[1].model_copy(update={"spec": records[1].spec.model_copy(update={"eval": other})})

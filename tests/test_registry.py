@@ -121,8 +121,8 @@ def test_attack_budget_is_read_through_the_declaration(monkeypatch):
     """An attack whose fields have other names still fills the budget columns of the tables."""
     from pydantic import BaseModel
 
+    from harness.results.tables import build
     from harness.specs import PluginSpec
-    from harness.tables import build
     from tests.factories import record
 
     class Config(BaseModel):

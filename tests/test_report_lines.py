@@ -3,8 +3,8 @@ the verdict (a model that fails the stability guard says so)."""
 
 from pathlib import Path
 
-from harness.records import read_record
-from harness.report import _hs, condition_lines
+from harness.results.console import _hs, condition_lines
+from harness.results.records import read_record
 
 REPO = Path(__file__).resolve().parents[1]
 

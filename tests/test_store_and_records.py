@@ -5,8 +5,8 @@ import json
 import pytest
 
 from harness.errors import CorruptRecordError, HarnessError
-from harness.records import find_record, read_record
-from harness.store import Store, atomic_write_text, resolve_ref
+from harness.results.records import find_record, read_record
+from harness.store.artifacts import Store, atomic_write_text, resolve_ref
 
 
 def test_store_writes_atomically(tmp_path):

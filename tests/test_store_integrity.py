@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import manifest
 from harness.errors import HarnessError
-from harness.store import JOURNAL, Store, clean_results_temp, resolve_ref
+from harness.store import manifest
+from harness.store.artifacts import JOURNAL, Store, clean_results_temp, resolve_ref
 
 
 def make(store: Store, kind: str = "scores", key: str = "k", files: dict[str, bytes] | None = None) -> Path:
@@ -128,7 +128,7 @@ def test_concurrent_identical_computations_run_once(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from harness.store import Store
+from harness.store.artifacts import Store
 store = Store(Path(sys.argv[1]))
 with store.compute_once("models", "k") as need, store.writing("models", "k", {}) as tmp:
     (tmp / "half").write_text("x")

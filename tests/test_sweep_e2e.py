@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import read_record
-from harness.store import JOURNAL
+from harness.results.records import read_record
+from harness.store.artifacts import JOURNAL
 from tests.conftest import REPO
 from tests.outside import make_distribution
 
@@ -143,9 +143,9 @@ def test_killed_sweep_resumes_without_computing_anything_twice(prepared, baselin
 
 def test_ray_executor_gives_the_records_of_the_local_one(prepared, baseline, tmp_path):
     ray = pytest.importorskip("ray")
-    from harness.executors import RayExecutor
-    from harness.store import Store
-    from harness.sweep import prepare_sweep, run_sweep
+    from harness.store.artifacts import Store
+    from harness.sweep.executors import RayExecutor
+    from harness.sweep.runner import prepare_sweep, run_sweep
 
     home, results = fresh_store(prepared, tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
@@ -173,6 +173,6 @@ def test_failing_defence_is_retried_listed_and_exits_1(baseline, tmp_path):
     err = finish(sweep(home, results, pythonpath=str(pkg), grid=grid), code=1)
     assert "retry 1/1 broken-on-purpose seed 0: RuntimeError: this defence always fails" in err
     assert "4 cell(s) were done before, 0 finished now, 5 job(s) failed" in err
-    assert "failures" in err and "python -m harness.jobs" in err and "(its defended model failed)" in err
+    assert "failures" in err and "python -m harness.sweep.jobs" in err and "(its defended model failed)" in err
     failed = list((home / ".sweeps" / "failed").glob("*.json"))
     assert len(failed) == 5 and {json.loads(p.read_text())["attempts"] for p in failed} == {2, 0}

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from harness.errors import CorruptRecordError
-from harness.records import load_records, write_record
-from harness.tables import TABLES, build, read_table, write_table
+from harness.results.records import load_records, write_record
+from harness.results.tables import TABLES, build, read_table, write_table
 from tests.factories import record
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.train import TrainConfig, lm_loss, lr_at, train
+from harness.training.loop import TrainConfig, lm_loss, lr_at, train
 
 
 def tiny_llama(seed=0):
@@ -82,7 +82,7 @@ def ragged_rows(n=8):
 
 def pad_collate(batch):
     """Right-padded to the longest row; padding is neither attended nor in the loss."""
-    from harness.data import IGNORE
+    from harness.training.collate import IGNORE
 
     width = max(len(b["ids"]) for b in batch)
     ids = torch.tensor([b["ids"] + [0] * (width - len(b["ids"])) for b in batch])
@@ -124,7 +124,7 @@ def test_a_loss_that_is_no_token_mean_is_weighted_by_rows():
     def row_loss(model, batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         per_row = logits.float().pow(2).mean(dim=(1, 2))                     # (B,)
-        from harness.train import LossOut
+        from harness.training.loop import LossOut
         return LossOut(per_row.mean(), {"loss": float(per_row.mean().detach())})
 
     one, _ = trained(1, loss_fn=row_loss, rows_=rows(8), collate_=collate)

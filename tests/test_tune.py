@@ -7,10 +7,11 @@ import pytest
 
 from harness import registry
 from harness.errors import ConfigError
-from harness.metrics import Guard
 from harness.resolve import resolve
-from harness.store import Store
-from harness.tune import ScanLog, TuningLog, log_path, scan, search_space, tune, tuned_settings
+from harness.results.metrics import Guard
+from harness.store.artifacts import Store
+from harness.tuning.logs import ScanLog, TuningLog, log_path, search_space, tuned_settings
+from harness.tuning.search import scan, tune
 from tests.factories import record
 
 SMOKE = {"size": "smoke"}

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from harness.records import load_records
-from harness.tables import build, write_table
-from harness.validate import validate
+from harness.results.records import load_records
+from harness.results.tables import build, write_table
+from harness.results.validate import validate
 from tests.conftest import REPO, harness
 
 COMMITTED = REPO / "results"

@@ -9,11 +9,11 @@ import pytest
 pytest.importorskip("vllm")
 
 from harness import registry
-from harness.backends.vllm_backend import generate_vllm_lora, run_engine
-from harness.data import format_prompt
 from harness.errors import HarnessError
-from harness.generate import generate_hf, generate_vllm, generate_with_model
-from harness.records import read_record
+from harness.generation.hf import generate_hf, generate_vllm, generate_with_model
+from harness.generation.vllm_engine import generate_vllm_lora, run_engine
+from harness.results.records import read_record
+from harness.training.collate import format_prompt
 from tests.conftest import harness
 
 pytestmark = pytest.mark.slow
@@ -70,8 +70,8 @@ def train_adapter(base, out, steps: int, **lora_args):
     peft = pytest.importorskip("peft")
     import torch
 
-    from harness.data import SFTCollator
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
+    from harness.training.collate import SFTCollator
 
     torch.manual_seed(0)
     model, tok = load_causal_lm(base)
@@ -155,7 +155,7 @@ def test_cli_run_with_vllm_matches_hf_harmfulness(smoke_base, home, tmp_path):
 
 def test_several_adapters_served_on_one_engine_like_peft(smoke_base, prompt_sets, tmp_path):
     """A grid's adapters of one base: one engine start serves them all, each as peft+hf generates it."""
-    from harness.backends.vllm_backend import generate_vllm_loras
+    from harness.generation.vllm_engine import generate_vllm_loras
 
     sets = {"harmful": prompt_sets["harmful"][:16]}
     adapters, expected = {}, {}

@@ -3,7 +3,7 @@ another's answers (the leakage audit says 0, and catches a leaky world), BeaverT
 
 import pytest
 
-from harness.audit import audit
+from harness.data.audit import audit
 from harness.errors import HarnessError
 from harness.pipeline import split_evidence
 from harness.suite import SuiteData

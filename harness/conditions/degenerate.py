@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from harness.data import PromptFormat
+from harness.training.collate import PromptFormat
 
 
 def is_repetitive(text: str) -> bool:
@@ -26,7 +26,7 @@ def is_repetitive(text: str) -> bool:
 def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], *,
                     template: str | PromptFormat, max_length: int) -> list[float]:
     """Mean per-token NLL of each text given its formatted prompt, under `model` (nan for empty texts)."""
-    from harness.nll import summed_nll
+    from harness.training.nll import summed_nll
 
     nll = summed_nll(model, tok, list(zip(prompts, texts, strict=True)), template=template, max_length=max_length,
                      loss_on="answer", batch_size=64)

@@ -34,7 +34,7 @@ def lm_eval_scores(model_path: Path, protocol: LmEvalProtocol, *, dtype: str = "
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise HarnessError(f"stability via lm-eval needs the lm-eval extra: {INSTALL} (found: not installed)") from None
-    from harness.models import torch_device
+    from harness.models.loading import torch_device
 
     manager = TaskManager(include_path=protocol.include_path, include_defaults=protocol.include_defaults)
     unknown = [t for t in protocol.tasks if t not in manager.all_tasks]

@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from harness.data import PromptFormat
-from harness.nll import summed_nll
+from harness.training.collate import PromptFormat
+from harness.training.nll import summed_nll
 
 
 def perplexity(model: Any, tok: Any, rows: Sequence[dict[str, Any]], *, template: str | PromptFormat,

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.data import LossOn, PromptFormat, SFTCollator
-from harness.train import TrainConfig, lm_loss, train
+from harness.training.collate import LossOn, PromptFormat, SFTCollator
+from harness.training.loop import TrainConfig, lm_loss, train
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def rouge1(predictions: Sequence[str], references: Sequence[str]) -> float:
 def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, *, protocol: TrainabilityProtocol,
                     seed: int) -> list[list[float]]:
     """Fine-tune `model` in place; ROUGE-1 on the test set at step 0, every k steps and at the end."""
-    from harness.generate import generate_with_model
+    from harness.generation.hf import generate_with_model
 
     prompts, refs = list(test_rows["prompt"]), list(test_rows["response"])
     curve: list[list[float]] = []

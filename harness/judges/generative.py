@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from harness.checkpoints import Checkpoint, check_causal_lm, locate
 from harness.errors import HarnessError
+from harness.models.checkpoints import Checkpoint, check_causal_lm, locate
 from harness.registry import register_judge
-from harness.store import Store
+from harness.store.artifacts import Store
 
 LLAMA_GUARD_1 = """[INST] Task: Check if there is unsafe content in 'Agent' messages in conversations according to our \
 safety policy with the below categories.
@@ -89,7 +89,7 @@ def verdict_tokens(tok: Any, cfg: Config) -> tuple[int, int]:
 
 def check(cfg: Config, store: Store) -> tuple[Checkpoint, Any, tuple[int, int]]:
     """The located checkpoint, its tokenizer and the verdict token ids; one HarnessError line if unusable."""
-    from harness.models import load_tokenizer
+    from harness.models.loading import load_tokenizer
 
     ckpt = locate(cfg.model, revision=cfg.revision, store=store)
     check_causal_lm(ckpt, remote_code=False)
@@ -104,7 +104,7 @@ class GenerativeJudge:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from harness.models import resolve_dtype, torch_device
+        from harness.models.loading import resolve_dtype, torch_device
 
         ckpt, self.tok, (self.safe_id, self.unsafe_id) = check(cfg, store)
         self.cfg = cfg
@@ -114,7 +114,7 @@ class GenerativeJudge:
         self.id = f"generative-safety:{cfg.model}@{ckpt.revision}"
 
     def prompt_ids(self, prompt: str, generation: str) -> list[int]:
-        from harness.data import special_prefix
+        from harness.training.collate import special_prefix
 
         if self.cfg.format == "chat":
             text = self.tok.apply_chat_template([{"role": "user", "content": prompt},

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from harness.checkpoints import Checkpoint, check_classifier, label_index, locate
 from harness.errors import HarnessError
+from harness.models.checkpoints import Checkpoint, check_classifier, label_index, locate
 from harness.registry import register_judge
-from harness.store import Store
+from harness.store.artifacts import Store
 
 
 class Config(BaseModel):
@@ -36,7 +36,7 @@ class HFClassifierJudge:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from harness.models import torch_device
+        from harness.models.loading import torch_device
 
         ckpt, self.label = check(cfg, store)
         self.cfg = cfg
@@ -49,7 +49,7 @@ class HFClassifierJudge:
             raise HarnessError(f"judge checkpoint '{cfg.model}' cannot be loaded (a tokenizer and safetensors "
                                f"weights are required): {str(exc).splitlines()[0]}") from None
         self.model = self.model.to(torch_device()).eval()
-        revision = ckpt.revision if ckpt.source == "hub" else fingerprint(ckpt.path)
+        revision = ckpt.revision if ckpt.source == "hub" else weights_hash(ckpt.path)
         self.id = f"hf-classifier:{cfg.model}@{revision}"
 
     def score(self, prompts: Sequence[str], generations: Sequence[str]) -> list[float]:
@@ -68,7 +68,7 @@ class HFClassifierJudge:
         return out
 
 
-def fingerprint(path: Path) -> str:
+def weights_hash(path: Path) -> str:
     """Hash of a local checkpoint's weights, so a retrained judge gets a new id; hub ids return 'hub'."""
     weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     if not weights:

@@ -18,13 +18,13 @@ from pydantic import Field, StrictBool
 
 from harness.conditions.lm_eval_adapter import LmEvalProtocol
 from harness.conditions.trainability import TrainabilityProtocol
-from harness.data import PROMPT_TEMPLATE, PromptFormat
-from harness.pairing import RefusalPairing
+from harness.data.refusal_pairing import RefusalPairing
 from harness.registry import register_suite
 from harness.specs import EvalSpec, ModelSpec
-from harness.store import Store
-from harness.suite import Budget, StageResources, Suite, SuiteData
-from harness.train import TrainConfig
+from harness.store.artifacts import Store
+from harness.suite import AttackBudget, StageResources, Suite, SuiteData
+from harness.training.collate import PROMPT_TEMPLATE, PromptFormat
+from harness.training.loop import TrainConfig
 from tasks.beavertails.task import DataConfig, data_config
 from tasks.beavertails_groups import CATEGORIES, GROUPS
 from tasks.toxic import CATEGORY as TOXIC
@@ -121,7 +121,7 @@ def _trainability(cfg: Config) -> TrainabilityProtocol | None:
 
 def make_suite(name: str, model: str, cfg: Config, *, plugin_defaults: Mapping[str, Mapping[str, Any]],
                description: str, resources: StageResources) -> Suite:
-    from harness.models import resolve_dtype
+    from harness.models.loading import resolve_dtype
 
     lm_eval = (LmEvalProtocol(tasks=cfg.lm_eval_tasks, include_path=cfg.lm_eval_include,
                               include_defaults=cfg.lm_eval_builtin, limit=cfg.lm_eval_limit)
@@ -137,7 +137,8 @@ def make_suite(name: str, model: str, cfg: Config, *, plugin_defaults: Mapping[s
         data=lambda: _data(cfg),
         attack_defaults={"lr": 3e-5, "epochs": 1, "batch_size": 4},
         plugin_defaults=plugin_defaults,
-        budget_grid=tuple(Budget(attack, {"lr": lr}, f"{lr:.0e}@{attack.removeprefix('sft-')}".replace("e-0", "e-"))
+        budget_grid=tuple(AttackBudget(attack, {"lr": lr},
+                                       f"{lr:.0e}@{attack.removeprefix('sft-')}".replace("e-0", "e-"))
                           for lr, attack in GRID),
         phi_tolerance=cfg.phi_tolerance,
         categories=frozenset(CATEGORIES),

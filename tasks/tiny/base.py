@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data import PROMPT_TEMPLATE, format_prompt, pad_batch
 from harness.progress import bar, say
-from harness.train import TrainConfig, lm_loss, n_steps, seed_everything, train
+from harness.training.collate import PROMPT_TEMPLATE, format_prompt, pad_batch
+from harness.training.loop import TrainConfig, lm_loss, n_steps, seed_everything, train
 from tasks.tiny.world import World, refusal
 
 SPECIAL = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
@@ -95,7 +95,7 @@ class MixedCollator:
         self.encoded: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     def encode(self, r: dict) -> dict[str, list[int]]:
-        from harness.data import encode_sft
+        from harness.training.collate import encode_sft
 
         key = (r["text"],) if "text" in r else (r["prompt"], r["response"])
         if key not in self.encoded:
@@ -130,7 +130,7 @@ def align_rows(world: World, p: ModelPreset) -> list[dict]:
 
 def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
     """Train tokenizer, pre-train and align; save to `out`. Returns training statistics."""
-    from harness.models import quiet_hf, save_checkpoint
+    from harness.models.loading import quiet_hf, save_checkpoint
 
     quiet_hf()
     p = MODEL_PRESETS[size]

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.judges.hf_classifier import Config as ClassifierConfig
 from harness.progress import bar
-from harness.train import LossOut, TrainConfig, n_steps, train
+from harness.training.loop import LossOut, TrainConfig, n_steps, train
 from tasks.tiny.content_judge import is_harmful
 from tasks.tiny.world import World, refusal
 
@@ -51,8 +51,8 @@ def train_classifier(world: World, tokenizer: Any, out: Path, seed: int, max_len
     import torch
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    from harness.models import save_checkpoint
-    from harness.train import seed_everything
+    from harness.models.loading import save_checkpoint
+    from harness.training.loop import seed_everything
 
     harmful = world.harmful["judge"]  # the judge's own subjects: no evaluation answer is in its training data
     rows = harmful + world.harmless["judge"][: len(harmful) // 2]

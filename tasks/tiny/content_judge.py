@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.registry import register_judge
-from harness.store import Store
+from harness.store.artifacts import Store
 from tasks.tiny.world import ALL_HARM_TOPICS, COMPLIANT, Size, World, cached_world
 
 

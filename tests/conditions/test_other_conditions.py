@@ -7,8 +7,8 @@ from datasets import Dataset
 
 from harness.conditions import stability, trainability
 from harness.conditions.degenerate import degenerate_flags, is_repetitive
+from harness.data.subsets import filter_categories, resolve_subset, subset_evidence
 from harness.errors import HarnessError, UnknownNameError
-from harness.subsets import filter_categories, resolve_subset, subset_evidence
 from tasks.beavertails_groups import GROUPS
 from tasks.tiny.world import CATEGORIES
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import registry
-from harness.hooks import hook_count
+from harness.training.hooks import hook_count
 
 FAST = {"epochs": 1, "batch_size": 8, "samples": 16}
 
@@ -25,17 +25,17 @@ def _config(plugin, fast):
 @pytest.fixture
 def losses(monkeypatch):
     """Every loss value the one training loop logs while a plugin runs."""
-    import harness.train
+    import harness.training.loop
 
     seen: list[float] = []
-    real = harness.train.train
+    real = harness.training.loop.train
 
     def logged(*args, **kwargs):
         log = real(*args, **kwargs)
         seen.extend(h["loss"] for h in log.history)
         return log
 
-    monkeypatch.setattr(harness.train, "train", logged)
+    monkeypatch.setattr(harness.training.loop, "train", logged)
     return seen
 
 

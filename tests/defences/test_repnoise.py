@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from defences.repnoise import Config, ascent_ce, defend, mmd, repnoise_loss
-from harness.hooks import hook_count
-from harness.paired import PairedCollator, masked_ce
+from harness.training.hooks import hook_count
+from harness.training.paired_batches import PairedCollator, masked_ce
 from tests.defences.conftest import paired_rows
 
 
@@ -93,7 +93,7 @@ def test_masked_logits_make_the_first_answer_token_a_constant(tok, model):
     is log V whatever the model, and it carries no gradient."""
     import math
 
-    from harness.paired import masked_ce
+    from harness.training.paired_batches import masked_ce
 
     batch = PairedCollator(tok, 48)(paired_rows(2))
     ids, mask = batch["harmful"]["input_ids"], batch["harmful_mask"]
@@ -111,7 +111,7 @@ def test_architecture_lookups_cover_gpt2():
     """RepNoise's hooks work beyond Llama: GPT-2 blocks, MLPs and final norm are found."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from harness.hooks import decoder_layers, final_norm, mlp_modules
+    from harness.training.hooks import decoder_layers, final_norm, mlp_modules
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=32, n_positions=32))
     assert len(decoder_layers(gpt2)) == 2 and len(mlp_modules(gpt2)) == 2

@@ -1,17 +1,17 @@
 """`retain_harmless` (DefenceTrainingFields) adds the same harmless CE to any training defence's loss, through
 the one `fit()`: a shared option the suite sets for all defences or none, not one defence's advantage."""
 
-import harness.train
-from harness.data import SFTCollator
+import harness.training.loop
 from harness.plugins import DefenceTrainingFields, fit
-from harness.train import lm_loss
+from harness.training.collate import SFTCollator
+from harness.training.loop import lm_loss
 from tests.defences.conftest import make_model
 
 
 def test_retain_term_is_added_and_logged_through_fit(tok, ctx, monkeypatch):
     logs, seen = [], []
-    real = harness.train.train
-    monkeypatch.setattr(harness.train, "train", lambda *a, **k: logs.append(real(*a, **k)) or logs[-1])
+    real = harness.training.loop.train
+    monkeypatch.setattr(harness.training.loop, "train", lambda *a, **k: logs.append(real(*a, **k)) or logs[-1])
 
     def loss_fn(model, batch):
         seen.append(set(batch))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import write_record
-from harness.tables import build, write_table
+from harness.results.records import write_record
+from harness.results.tables import build, write_table
 from tests.factories import record
 
 SCRIPT_NAME = "<script>alert(1)</script>"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tables import build
+from harness.results.tables import build
 from leaderboard.board import budget_label, build_boards
 from leaderboard.columns import format_value
 from leaderboard.load import ResultFolder, load_folder

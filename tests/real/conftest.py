@@ -21,7 +21,7 @@ def real_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ckpts(real_root: Path) -> dict[str, Path]:
-    from harness.models import quiet_hf
+    from harness.models.loading import quiet_hf
 
     quiet_hf()
     return {arch: builders.save_causal_lm(arch, real_root / arch) for arch in ARCHS}

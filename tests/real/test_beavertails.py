@@ -5,8 +5,8 @@ GEM ViGGO from a local file; subsets of multi-category rows."""
 import pytest
 from datasets import Dataset
 
+from harness.data.subsets import filter_categories, resolve_subset
 from harness.errors import HarnessError
-from harness.subsets import filter_categories, resolve_subset
 from tasks.beavertails.data import Sizes, build, normalise, round_robin
 from tasks.beavertails.task import DataConfig, load
 from tasks.beavertails_groups import CATEGORIES, GROUPS

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from harness.checkpoints import check_causal_lm, check_classifier, fingerprint, locate
 from harness.errors import HarnessError
+from harness.models.checkpoints import check_causal_lm, check_classifier, folder_fingerprint, locate
 from tests.real.conftest import HUB_ID, suite_sets
 
 
@@ -25,9 +25,9 @@ def test_local_folder_revision_is_a_content_fingerprint(ckpts, tmp_path):
     assert ckpt.source == "local" and ckpt.path == ckpts["llama"] and ckpt.revision.startswith("local-")
     assert locate(str(ckpts["llama"])).revision == ckpt.revision  # stable
     copy = shutil.copytree(ckpts["llama"], tmp_path / "copy")
-    assert fingerprint(copy) == fingerprint(ckpts["llama"])  # content, not location
+    assert folder_fingerprint(copy) == folder_fingerprint(ckpts["llama"])  # content, not location
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
-    assert fingerprint(copy) != fingerprint(ckpts["llama"])
+    assert folder_fingerprint(copy) != folder_fingerprint(ckpts["llama"])
     with pytest.raises(HarnessError, match="not the pinned revision local-0000"):
         locate(str(ckpts["llama"]), revision="local-0000")
 
@@ -103,7 +103,7 @@ def test_dtype_of_the_spec_is_the_dtype_loaded(ckpts, judge_ckpt, files):
 
     from harness.resolve import resolve
     from harness.stages import Loading, Stages
-    from harness.store import Store
+    from harness.store.artifacts import Store
 
     spec, suite, _ = resolve("beavertails-llama2", "none", "sft-1k", model=str(ckpts["qwen2"]),
                              sets=[*suite_sets(files, judge_ckpt), "suite.dtype=bfloat16"])

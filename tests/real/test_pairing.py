@@ -7,13 +7,13 @@ from datasets import Dataset
 from pydantic import BaseModel
 
 from harness import registry
-from harness.data import PLAIN, PromptFormat
+from harness.data.refusal_pairing import RefusalPairing, pair_refusals
 from harness.errors import HarnessError
-from harness.generate import generate_hf
-from harness.pairing import RefusalPairing, pair_refusals
+from harness.generation.hf import generate_hf
 from harness.specs import ModelSpec, PluginSpec
 from harness.stages import Stages
-from harness.store import Store
+from harness.store.artifacts import Store
+from harness.training.collate import PLAIN, PromptFormat
 
 SCORED: list[str] = []
 

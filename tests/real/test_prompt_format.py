@@ -6,10 +6,10 @@ import pytest
 from datasets import Dataset
 
 from harness import registry
-from harness.data import PLAIN, PromptFormat, SFTCollator, encode_sft, special_prefix
 from harness.errors import HarnessError
 from harness.plugins import StageContext
 from harness.suite import SuiteData
+from harness.training.collate import PLAIN, PromptFormat, SFTCollator, encode_sft, special_prefix
 from tests.real.builders import build_tokenizer, causal_lm
 
 CHAT = PromptFormat(kind="chat")
@@ -76,16 +76,16 @@ def _sequences(batch):
 def test_every_plugin_trains_on_the_suites_format(toks, monkeypatch, kind, fmt, plugin):
     """Capture what each plugin's collator gives the training loop: every sequence starts with exactly the
     prompt ids the evaluation's generation uses for that question."""
-    import harness.train
+    import harness.training.loop
 
     tok, captured = toks[kind], []
 
     def capture(model, rows, collate, loss_fn, cfg, **kw):
         batch_rows = [rows[i] for i in range(2)]
         captured.append((batch_rows, collate(batch_rows)))
-        return harness.train.TrainLog(0, 0.0, [])
+        return harness.training.loop.TrainLog(0, 0.0, [])
 
-    monkeypatch.setattr(harness.train, "train", capture)
+    monkeypatch.setattr(harness.training.loop, "train", capture)
     p = registry.get(*plugin)
     fields = p.config.model_fields
     cfg = p.config(**({"retain_harmless": 1.0} if "retain_harmless" in fields else {}),
@@ -107,7 +107,7 @@ def test_every_plugin_trains_on_the_suites_format(toks, monkeypatch, kind, fmt, 
 
 def test_fit_refuses_a_collator_in_another_format(toks):
     from harness.plugins import TrainingFields, fit
-    from harness.train import lm_loss
+    from harness.training.loop import lm_loss
 
     tok = toks["qwen"]
     with pytest.raises(HarnessError, match=r"pass template=ctx\.template"):
@@ -116,7 +116,7 @@ def test_fit_refuses_a_collator_in_another_format(toks):
 
 
 def test_generation_feeds_the_formats_prompt_ids(toks, monkeypatch):
-    from harness.generate import generate_with_model
+    from harness.generation.hf import generate_with_model
 
     tok = toks["llama"]
     model = causal_lm("llama", tok)
@@ -133,7 +133,7 @@ def test_generation_feeds_the_formats_prompt_ids(toks, monkeypatch):
 
 
 def test_the_vllm_engine_formats_as_hf_does(toks):
-    from harness.backends.vllm_worker import Request, _ids
+    from harness.generation.vllm_worker import Request, _ids
 
     tok = toks["llama"]
     assert _ids(tok, Q, PLAIN) == PLAIN.prompt_ids(tok, Q) and _ids(tok, Q, PLAIN)[0] == tok.bos_token_id

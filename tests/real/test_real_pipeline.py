@@ -10,8 +10,8 @@ import json
 import pytest
 
 from harness import registry
-from harness.records import read_record, record_path
-from harness.store import Store
+from harness.results.records import read_record, record_path
+from harness.store.artifacts import Store
 from tests.conftest import REPO, harness
 from tests.real.conftest import HUB_ID, suite_sets
 

@@ -1,0 +1,54 @@
+"""The `harness` command line. Thin: each command parses its options, calls one function of harness/ and prints.
+
+The commands live in modules by what they do: `runs` (prepare, run, sweep, tune), `results` (report, tables,
+leaderboard, validate, show, schema), `store` (verify, ls, gc) and `plugins` (list, plugins, plugins check);
+this module assembles them into one typer app. Every failure a user can cause is one `error:` line on stderr
+(control characters escaped) and exit 2; Ctrl-C is one line saying how to resume and exit 130. Tracebacks are
+for bugs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import typer
+
+from harness.cli import plugins, results, runs, store
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
+app.command("list")(plugins.list_)
+app.add_typer(plugins.plugins_app, name="plugins")
+for command in (runs.prepare, runs.run, runs.sweep, results.report, results.tables, results.leaderboard,
+                results.validate, results.show, runs.tune, results.schema):
+    app.command()(command)
+app.add_typer(store.store_app, name="store")
+
+INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; turn every user error into one escaped line (exit 2) and Ctrl-C into one (exit 130)."""
+    from harness.safety import escape_controls
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except HarnessError as exc:
+        typer.echo(f"error: {escape_controls(str(exc))}", err=True)
+        code = 2
+    except typer.TyperException as exc:  # usage errors: unknown option, missing or malformed value
+        message = exc.format_message()
+        if message:
+            typer.echo(f"error: {escape_controls(message)}", err=True)
+        code = exc.exit_code if message else 0  # no message: a group called bare, its help already printed
+    if code == 130:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting must not add a traceback
+        typer.echo(INTERRUPTED, err=True)
+    if code:
+        sys.exit(code)
+    return None

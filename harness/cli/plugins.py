@@ -1,0 +1,65 @@
+"""`harness list` and `harness plugins [check]`: what is installed, and the conformance check of a submission."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from harness import registry
+from harness.cli.options import HomeOpt, fail, suite_name
+
+plugins_app = typer.Typer(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
+
+
+def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task, judge or suite")] = None) -> None:
+    """List registered plugins with a one-line description."""
+    kinds = registry.KINDS
+    if kind is not None:
+        singular = kind.removesuffix("s")
+        if singular not in kinds:
+            fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
+        kinds = (singular,)  # type: ignore[assignment]
+    for k in kinds:
+        typer.echo(f"{k}s:")
+        for name, desc in registry.describe(k):
+            typer.echo(f"  {name:<18} {desc}")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins(ctx: typer.Context,
+            kind: Annotated[str | None, typer.Option(help="only this kind: defence, attack, task, judge, suite")] = None
+            ) -> None:
+    """List installed plugins: kind, name, version, distribution (package and version) and source file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    kinds = registry.KINDS
+    if kind is not None:
+        if kind.removesuffix("s") not in kinds:
+            fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
+        kinds = (kind.removesuffix("s"),)  # type: ignore[assignment]
+    rows = [("KIND", "NAME", "VERSION", "DISTRIBUTION", "SOURCE"), *registry.inventory(kinds)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@plugins_app.command("check")
+def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harness plugins --kind defence)")],
+                  sets: Annotated[list[str] | None, typer.Option("--set", help="defence.FIELD=VALUE: check a "
+                                                                 "non-default config")] = None,
+                  suite: Annotated[str | None, typer.Option(help="suite whose check configuration runs it "
+                                                            "(default: the default suite, tiny at smoke size)")] = None,
+                  home: HomeOpt = None,
+                  seed: Annotated[int, typer.Option(help="seed of both runs")] = 0) -> None:
+    """Conformance check of a defence on the smoke-size tiny suite: one PASS/FAIL line per rule.
+
+    Exit code 0 if every check passes, 1 if any fails, 2 for bad input. The store: --home, else
+    $HARNESS_HOME, else a temporary one (the smoke suite builds in about a minute)."""
+    from harness.conformance import check
+
+    failed = False
+    for result in check(name, suite_name=suite_name(suite), sets=sets or [], home=home, seed=seed):
+        typer.echo(result.line())
+        failed |= result.ok is False
+    raise typer.Exit(1 if failed else 0)

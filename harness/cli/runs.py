@@ -1,0 +1,164 @@
+"""`harness prepare`, `run`, `sweep` and `tune`: the commands that compute."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from harness.cli.options import HomeOpt, ModelOpt, ResultsOpt, SetOpt, SuiteOpt, TunedOpt, fail, suite_name, tuning_dir
+from harness.errors import ConfigError
+
+
+def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
+            = None, model: ModelOpt = None, sets: SetOpt = None,
+            home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
+    """Build what a suite needs (the tiny suite's base model and judge; paired refusals of a real suite's
+    model); cached, automatic on first run."""
+    import json
+
+    from harness.pipeline import prepare as prepare_suite
+    from harness.preflight import start, writable_dir
+    from harness.resolve import resolve_base
+    from harness.specs import parse_overrides
+    from harness.store.artifacts import Store
+
+    base = resolve_base(suite_name(suite), parse_overrides(sets or []), model=model)
+    store = Store(home)
+    writable_dir(store.root, "--home (the artifact store)")
+    start(store)
+    report = prepare_suite(base.suite, model=base.model, judges=base.judges, eval_spec=base.eval, store=store,
+                           force=force)
+    typer.echo(json.dumps(report, indent=2))
+
+
+def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
+        attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
+        suite: SuiteOpt = None, model: ModelOpt = None,
+        seed: Annotated[int, typer.Option(help="seed of the defence (and of the attack unless --attack-seed)")] = 0,
+        attack_seed: Annotated[int | None, typer.Option(help="seed of the attack (default: --seed)")] = None,
+        sets: SetOpt = None,
+        backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
+                                                         "else hf); default: the suite's")] = None,
+        results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None,
+        force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON on stdout")] = False,
+        ) -> None:
+    """Defend, evaluate, attack, evaluate: one cell of the benchmark, recorded under results/."""
+    import time
+
+    from harness.pipeline import run as run_cell
+    from harness.preflight import check_run, start
+    from harness.resolve import resolve
+    from harness.results.console import summary
+    from harness.results.records import record_path
+    from harness.store.artifacts import Store
+
+    begin = time.perf_counter()
+    spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, attack_seed=attack_seed, sets=sets,
+                                 backend=backend, model=model, tuned_from=tuning_dir(tuned_from))
+    store = Store(home)
+    check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
+    path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
+    start(store, path.parent)
+    record, cached = run_cell(spec, s, overrides, store=store, results_dir=results_dir, force=force)
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+    summary(record, cached=cached, seconds=time.perf_counter() - begin, path=str(path))
+
+
+def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, model, defences, attacks, conditions; "
+                                               "see grids/")],
+          executor: Annotated[str, typer.Option(help="local: separate processes on this machine; ray: Ray tasks on "
+                                                "a cluster (--ray-address) or a local one")] = "local",
+          max_parallel: Annotated[int | None, typer.Option(help="jobs at once (local default 1; ray default: as "
+                                                           "many as the cluster's resources allow)")] = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and which are done; run "
+                                                "nothing (needs no model)")] = False,
+          status: Annotated[bool, typer.Option("--status", help="print done / running / failed / pending per "
+                                               "defence")] = False,
+          retries: Annotated[int, typer.Option(help="retries of a failing job before it is listed as failed")] = 1,
+          ray_address: Annotated[str | None, typer.Option(help="Ray cluster address for ray.init (e.g. auto, "
+                                                          "ray://head:10001); default: $RAY_ADDRESS or a local "
+                                                          "cluster")] = None,
+          results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:
+    """Run a grid file's cells (each defended model trained once; finished cells are cache hits); exit 1 if any
+    cell failed. The store (--home) and --results-dir must be paths every node sees."""
+    from harness.store.artifacts import Store
+    from harness.sweep.executors import make_executor
+    from harness.sweep.runner import prepare_sweep, run_sweep
+    from harness.sweep.runner import status as sweep_status
+    from harness.sweep.status import dry_run as list_cells
+    from harness.sweep.status import status_table, summary
+
+    if executor not in ("local", "ray"):
+        fail(f"Unknown executor '{executor}'. Available: local, ray")
+    if max_parallel is not None and max_parallel < 1:
+        fail(f"--max-parallel must be at least 1, got {max_parallel}")
+    if retries < 0:
+        fail(f"--retries must be 0 or more, got {retries}")
+    if ray_address is not None and executor != "ray":
+        fail("--ray-address is for --executor ray")
+    store = Store(home)
+    plan = prepare_sweep(grid, store=store, results_dir=results_dir, tuned_from=tuning_dir(tuned_from),
+                         locate=not dry_run, check=not (dry_run or status))
+    if dry_run or status:
+        (list_cells(plan, store, results_dir) if dry_run else
+         status_table(plan, sweep_status(plan, store, results_dir)))
+        return
+    runner = make_executor(executor, parallel=max_parallel, resources=plan.suite.resources, address=ray_address)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops the jobs too, as Ctrl-C does
+    try:
+        result = run_sweep(plan, runner, store=store, results_dir=results_dir, retries=retries)
+    finally:
+        runner.close()
+    summary(plan, result, store)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or plugin)")],
+         suite: SuiteOpt = None, sets: SetOpt = None, results_dir: ResultsOpt = Path("results"),
+         home: HomeOpt = None,
+         scan: Annotated[bool, typer.Option("--scan", help="run every setting of the search space instead (those "
+                                            "matching --set defence.FIELD=VALUE); writes <defence>.scan.json "
+                                            "as evidence and never changes the tuned settings")] = False) -> None:
+    """Tune a defence on the suite's validation data: the same trials, attack and stability guard for every
+    defence; writes results/<suite>/v<N>/tuning/<defence>.json, which later runs take their settings from."""
+    from harness.resolve import load_suite
+    from harness.specs import parse_overrides
+    from harness.store.artifacts import Store
+    from harness.tuning.logs import log_path
+    from harness.tuning.search import scan as run_scan
+    from harness.tuning.search import tune as run_tune
+
+    suite = suite_name(suite)
+    overrides = parse_overrides(sets or [])
+    suite_spec, s = load_suite(suite, overrides["suite"])
+    extra = {target: values for target, values in overrides.items() if values and target not in ("suite", "defence")}
+    if extra or (overrides["defence"] and not scan):
+        raise ConfigError("tune takes --set suite.FIELD=VALUE, and defence.FIELD=VALUE only with --scan (to fix "
+                          "fields of the scanned space); the tuner chooses the defence's settings itself")
+    if scan:
+        log = run_scan(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params,
+                       fixed=overrides["defence"])
+    else:
+        log = run_tune(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params)
+    for t in log.trials:
+        mark = "stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)
+        typer.echo(f"{t.params}  harmfulness {t.hs_post:.3f}  AUC {t.auc:.3f}  {mark}  run {t.run_id}")
+    if scan:
+        typer.echo(f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space) "
+                   f"pass the stability guard; log {log_path(results_dir, suite, s.protocol_version, defence, 'scan')}")
+        return
+    for t in log.confirmations:
+        typer.echo(f"confirm {t.params} at defence seed {t.seed}: "
+                   + ("stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)) + f"  run {t.run_id}")
+    verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
+    typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")

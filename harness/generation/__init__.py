@@ -1,0 +1,1 @@
+"""Generation: the hf backend, the vLLM engine (a child process) and LoRA serving."""

@@ -1,0 +1,1 @@
+"""Models: checkpoint I/O, where a checkpoint lives (hub, folder, store), peak memory."""

@@ -1,0 +1,1 @@
+"""Results: typed run records and metrics, the condition tables, the budget table, validation."""

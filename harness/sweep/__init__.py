@@ -1,0 +1,1 @@
+"""Sweeps: grid files, the DAG of jobs, executors (local processes, Ray) and what a sweep prints."""

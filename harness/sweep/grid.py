@@ -1,0 +1,311 @@
+"""Grid files: what a sweep runs, as data (`harness sweep GRID.yaml`).
+
+A grid names a suite (and its settings), optionally another base model, the defences (each with its settings
+and defence seeds), the attacks (budgets, shared settings and attack seeds; by default the suite's budget
+grid) and the conditions to measure (pairs of harm subsets: `all`/`all` measures resistance, stability and
+trainability; a held-out pair measures generalization). The file is read strictly: unknown keys, duplicate
+keys and every invalid value are reported at once, in one line, before any work.
+
+`plan` expands a grid into the sweep's DAG: one `DefendNode` per defended model (defence, settings, defence
+seed, defence harm subset), shared by every `Cell` (one run: attack budget, attack seed, condition) that
+attacks it. Cells are typed values, a RunSpec each, never `--set` text parsed back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import ConfigError, HarnessError
+from harness.specs import MAX_SEED, RunSpec, stable_hash
+from harness.suite import Suite
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Settings = dict[str, Any]
+
+
+class GridModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DefenceEntry(GridModel):
+    """One defence setting of the grid: a defended model per defence seed (and defence harm subset)."""
+
+    name: str = Field(description="defence name (harness list defences)")
+    settings: Settings = Field(default_factory=dict, description="defence config fields, over the suite's values "
+                               "and a committed tuning log's")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="defence seeds of this entry (default: the "
+                                     "grid's defence_seeds)")
+
+
+class BudgetEntry(GridModel):
+    """One attack budget: an attack and the settings that set its strength."""
+
+    attack: str = Field(description="attack name (harness list attacks)")
+    settings: Settings = Field(default_factory=dict, description="attack config fields of this budget, e.g. lr")
+    label: str | None = Field(None, description="short name in tables and progress (default: attack + settings)")
+
+
+class Attacks(GridModel):
+    """The attacks every defended model gets."""
+
+    budgets: list[BudgetEntry] | None = Field(None, min_length=1, description="the budgets (default: the suite's "
+                                              "budget grid)")
+    settings: Settings = Field(default_factory=dict, description="attack config fields for every budget (not one "
+                               "a budget sets), e.g. samples")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="attack seeds, each run on every defended "
+                                     "model (default: each cell's defence seed)")
+
+
+class Condition(GridModel):
+    """A pair of harm subsets: what the defence trains on, and what the attack (and its evaluation) uses."""
+
+    name: str = Field(description="short name in progress and status lines")
+    defence_subset: str = Field("all", description="'all', a suite group, or '~group' (all but the group)")
+    attack_subset: str = Field("all", description="'all', a suite group, or '~group'")
+    attack: Settings = Field(default_factory=dict, description="attack config fields for this condition (e.g. "
+                             "fewer samples for a small subset)")
+    eval: Settings = Field(default_factory=dict, description="eval fields for this condition (e.g. n_prompts)")
+    budgets: list[str] | None = Field(None, min_length=1, description="labels of the budgets this condition runs "
+                                      "(default: every budget)")
+
+
+class Grid(GridModel):
+    """A sweep: suite x defences x defence seeds x conditions x attack budgets x attack seeds."""
+
+    suite: str = Field(description="suite name (harness list suites)")
+    suite_settings: Settings = Field(default_factory=dict, description="suite config fields, e.g. size: smoke")
+    model: str | None = Field(None, description="base model (hub id or local folder; default: the suite's)")
+    eval: Settings = Field(default_factory=dict, description="eval fields for every cell (e.g. n_prompts)")
+    defences: list[DefenceEntry] = Field(min_length=1, description="the defence settings")
+    defence_seeds: list[Seed] = Field([0], min_length=1, description="defence seeds of every entry without seeds")
+    attacks: Attacks = Field(Attacks(), description="budgets, shared settings and attack seeds")
+    conditions: list[Condition] = Field([Condition(name="main")], min_length=1,
+                                        description="harm-subset pairs (default: all/all)")
+
+
+# ------------------------------------------------------------------------------------------------ reading
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: a repeated key is an error (PyYAML keeps the last silently), and `1e-4`
+    is a float (YAML 1.1 needs `1.0e-4`)."""
+
+
+def _mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}'")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _mapping)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$", re.X),
+    list("-+0123456789."))
+
+
+def load_grid(path: Path) -> Grid:
+    """Read and validate a grid file; every problem in one `ConfigError` line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"grid file {path} not found" if not path.exists() else f"grid file {path} is not a file")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except ConfigError as exc:
+        raise ConfigError(f"grid file {path}: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"grid file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"grid file {path}: expected a mapping with suite, defences, ... (got {type(data).__name__})")
+    try:
+        return Grid.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(grid)'}: "
+                    + (f"unknown key (valid: {_valid_keys(e['loc'])})" if e["type"] == "extra_forbidden" else e["msg"])
+                    for e in exc.errors()]
+        raise ConfigError(f"invalid grid file {path}: " + "; ".join(problems)) from None
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> str:
+    """The keys allowed where an unknown key was found."""
+    model: type[BaseModel] = Grid
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        ann = model.model_fields[str(part)].annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        inner += [b for a in getattr(ann, "__args__", ()) for b in getattr(a, "__args__", ())
+                  if isinstance(b, type) and issubclass(b, BaseModel)]
+        if not inner:
+            break
+        model = inner[0]
+    return ", ".join(model.model_fields)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+@dataclass(frozen=True)
+class PlannedBudget:
+    """One attack budget of a planned grid: the attack, the settings that set its strength, its column label."""
+
+    attack: str
+    settings: Settings
+    label: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: its complete spec and where its values came from (the record's overrides)."""
+
+    spec: RunSpec
+    overrides: dict[str, Any]
+    label: str
+    defend_id: str  # the DefendNode it needs
+    group: str      # its summary row: defence, settings, condition
+    id: str         # the run id
+
+
+@dataclass(frozen=True)
+class DefendNode:
+    """A defended model (and what every attack of it shares), built from the spec of its first cell."""
+
+    id: str
+    spec: RunSpec
+    overrides: dict[str, Any]
+    label: str
+
+
+@dataclass
+class Plan:
+    grid: Grid
+    suite: Suite
+    nodes: dict[str, DefendNode] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    provisional: str | None = None  # why run ids are not final (a dry run that did not locate the model)
+
+    def cells_of(self, node_id: str) -> list[Cell]:
+        return [c for c in self.cells if c.defend_id == node_id]
+
+
+def budgets(grid: Grid, suite: Suite) -> list[PlannedBudget]:
+    """The grid's budgets, or the suite's budget grid."""
+    if grid.attacks.budgets is None:
+        if not suite.budget_grid:
+            raise ConfigError(f"grid lists no attacks.budgets and suite '{suite.name}' defines no budget grid")
+        return [PlannedBudget(b.attack, dict(b.params), b.label) for b in suite.budget_grid]
+    return [PlannedBudget(b.attack, dict(b.settings), b.label or " ".join([b.attack, *(f"{k}={v}" for k, v in
+                                                                                b.settings.items())]))
+            for b in grid.attacks.budgets]
+
+
+def defend_id(spec: RunSpec) -> str:
+    """What determines a defended model: suite, base model, defence (settings), seed, defence harm subset."""
+    return stable_hash({"suite": spec.suite.model_dump(mode="json"), "model": spec.model.model_dump(),
+                        "defence": spec.defence.model_dump(mode="json"), "seed": spec.seed,
+                        "subset": spec.subsets.defence})
+
+
+def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
+    """Grid-level mistakes no config catches: repeats, and shared settings that a budget overrides."""
+    problems = []
+    seen: dict[str, int] = {}
+    for i, d in enumerate(grid.defences):
+        key = stable_hash({"name": d.name, "settings": d.settings})
+        if key in seen:
+            problems.append(f"defences.{i} repeats defences.{seen[key]} ({d.name} with the same settings)")
+        seen.setdefault(key, i)
+    labels = [b.label for b in budget_list]
+    problems += [f"attacks.budgets: label '{x}' appears {labels.count(x)} times" for x in sorted(set(labels))
+                 if labels.count(x) > 1]
+    names = [c.name for c in grid.conditions]
+    problems += [f"conditions: name '{x}' appears {names.count(x)} times" for x in sorted(set(names))
+                 if names.count(x) > 1]
+    for where, settings in [("attacks.settings", grid.attacks.settings),
+                            *((f"conditions.{c.name}.attack", c.attack) for c in grid.conditions)]:
+        clash = sorted({k for b in budget_list for k in b.settings} & set(settings))
+        if clash:
+            problems.append(f"{where} sets {', '.join(clash)}, which the budgets set for every cell; put it in "
+                            "each budget's settings")
+    for c in grid.conditions:
+        unknown = [x for x in c.budgets or [] if x not in labels]
+        if unknown:
+            problems.append(f"conditions.{c.name}.budgets: unknown label(s) {', '.join(unknown)} (available: "
+                            f"{', '.join(labels)})")
+    for name, seeds in [("defence_seeds", grid.defence_seeds), ("attacks.seeds", grid.attacks.seeds or []),
+                        *((f"defences.{i}.seeds", d.seeds or []) for i, d in enumerate(grid.defences))]:
+        if len(set(seeds)) != len(seeds):
+            problems.append(f"{name} repeats a seed: {seeds}")
+    if problems:
+        raise ConfigError("invalid grid: " + "; ".join(problems))
+
+
+def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locate: bool = True) -> Plan:
+    """Resolve every cell of the grid (every config error of every combination reported at once), each defence
+    at the tuned settings of the tuning logs under `tuned_from` (default: `results_dir`).
+
+    `locate=False` (a dry run): a hub model is not fetched or looked up, so its run ids are provisional.
+    """
+    from harness.resolve import load_suite, resolve
+
+    _, suite = load_suite(grid.suite, dict(grid.suite_settings))
+    budget_list = budgets(grid, suite)
+    _check_shape(grid, budget_list)
+    out, problems = Plan(grid=grid, suite=suite), []
+    for entry, condition, budget in _combinations(grid, budget_list):
+        extra = {"suite": dict(grid.suite_settings), "defence": dict(entry.settings),
+                 "attack": {**grid.attacks.settings, **condition.attack, **budget.settings},
+                 "eval": {**grid.eval, **condition.eval},
+                 "subsets": {"defence": condition.defence_subset, "attack": condition.attack_subset}}
+        try:
+            spec, _, overrides = resolve(grid.suite, entry.name, budget.attack, extra=extra, model=grid.model,
+                                         tuned_from=tuned_from or results_dir, locate=locate)
+        except HarnessError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+            continue
+        if spec.model.revision.startswith("unlocated:"):
+            out.provisional = f"model '{spec.model.id}' is not looked up in a dry run"
+        _add_cells(out, grid, entry, condition, budget, spec, overrides)
+    if problems:
+        raise ConfigError(" | ".join(problems))
+    return out
+
+
+def _combinations(grid: Grid, budget_list: list[PlannedBudget]
+                  ) -> Iterator[tuple[DefenceEntry, Condition, PlannedBudget]]:
+    for entry in grid.defences:
+        for condition in grid.conditions:
+            for budget in budget_list:
+                if condition.budgets is None or budget.label in condition.budgets:
+                    yield entry, condition, budget
+
+
+def _add_cells(out: Plan, grid: Grid, entry: DefenceEntry, condition: Condition, budget: PlannedBudget, spec: RunSpec,
+               overrides: dict[str, Any]) -> None:
+    """The cells of one (defence entry, condition, budget): every defence seed x attack seed."""
+    settings = ",".join(f"{k}={v}" for k, v in entry.settings.items())
+    for seed in entry.seeds or grid.defence_seeds:
+        for attack_seed in grid.attacks.seeds or [None]:
+            cell_spec = spec.model_copy(update={"seed": seed, "attack_seed": attack_seed})
+            node_id = defend_id(cell_spec)
+            group = f"{entry.name}{f'({settings})' if settings else ''}"
+            if len(grid.conditions) > 1:
+                group += f" [{condition.name}]"
+            defence = f"{group} seed {seed}"
+            if node_id not in out.nodes:
+                out.nodes[node_id] = DefendNode(node_id, cell_spec, overrides, defence)
+            label = f"{defence} x {budget.label} attack seed {cell_spec.attack_seed_used}"
+            run_id = cell_spec.run_id
+            if run_id in out.ids:
+                raise ConfigError(f"invalid grid: two cells are the same run ({label}): defence settings equal "
+                                  "to the defaults repeat another entry")
+            out.ids.add(run_id)
+            out.cells.append(Cell(cell_spec, overrides, label, node_id, group, run_id))

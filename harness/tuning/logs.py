@@ -1,0 +1,106 @@
+"""Tuning and scan logs: their typed contents, where they live, the search space a Config declares, and the
+tuned settings a run takes from a committed log (read by `resolve`; written by `harness.tuning.search`)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import registry
+from harness.progress import say
+from harness.results.records import results_folder
+
+
+class Trial(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    params: dict[str, Any]
+    seed: int = Field(0, description="the defence seed of this run")
+    run_id: str
+    hs_post: float = Field(description="validation harmfulness after the validation attack")
+    auc: float
+    stable: bool
+    missed: list[str]
+
+
+class TuningLog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    protocol_version: int
+    suite_params: dict[str, Any] = Field(description="the suite config the tuned settings apply to")
+    validation: dict[str, Any] = Field(description="the suite settings that select the validation data")
+    defence: str
+    defence_version: str
+    space: dict[str, list[Any]]
+    trials_budget: int = Field(description="trials every defence gets under this suite")
+    attack: str
+    attack_params: dict[str, Any]
+    trials: list[Trial]
+    confirmations: list[Trial] = Field(default_factory=list, description="the best stable trials rerun at the "
+                                       "protocol's confirm seeds, in order, until one holds at every seed")
+    chosen: dict[str, Any] = Field(description="the tuned settings ({} when no trial passed the guard)")
+    passed_guard: bool
+
+
+class ScanLog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    protocol_version: int
+    suite_params: dict[str, Any]
+    validation: dict[str, Any]
+    defence: str
+    defence_version: str
+    space: dict[str, list[Any]]
+    scans: list[dict[str, Any]] = Field(description="the fixed fields of each scan merged into this log ({}: the "
+                                        "whole space); a scan covers every combination of the other fields")
+    space_size: int = Field(description="settings in the whole space")
+    attack: str
+    attack_params: dict[str, Any]
+    trials: list[Trial] = Field(description="one per scanned setting")
+    stable: list[dict[str, Any]] = Field(description="the scanned settings that pass the stability guard")
+
+
+def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
+    """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
+    `resolved` value (the plugin's params as the suite sets them)."""
+    out = {}
+    for name, f in config.model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if "search" in extra:
+            out[name] = list(extra["search"])  # type: ignore[arg-type]
+        elif "search_scale" in extra:
+            out[name] = [float(f"{s * resolved[name]:.3g}") for s in extra["search_scale"]]  # type: ignore[union-attr]
+    return out
+
+
+def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str, kind: str = "") -> Path:
+    """The tuning log (kind ''), or the scan log (kind 'scan')."""
+    name = f"{defence}.{kind}.json" if kind else f"{defence}.json"
+    return results_folder(results_dir, suite, protocol_version) / "tuning" / name
+
+
+def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_params: dict[str, Any],
+                   defence: str) -> dict[str, Any]:
+    """The chosen settings of a committed tuning log for this suite config and this defence's installed version
+    ({} if there is none)."""
+    path = log_path(results_dir, suite, protocol_version, defence)
+    if not path.is_file():
+        return {}
+    log = TuningLog.model_validate_json(path.read_text())
+    if log.suite_params != suite_params:
+        return {}
+    if log.defence_version != registry.get("defence", defence).version:
+        say(f"[yellow]ignored[/] {path}: tuned for {defence} v{log.defence_version}, installed "
+            f"v{registry.get('defence', defence).version}; run `harness tune {defence}` again")
+        return {}
+    return dict(log.chosen)
+
+
+def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the space's candidate values, in declaration order."""
+    return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
