@@ -7,9 +7,9 @@ reports one line per rule:
 - its Config is valid (strict, defaults validate, the suite's values validate), documented (a
   description on every field) and hashable (frozen, canonical JSON: it enters the run id);
 - it declares a version (it enters every cache key and result row);
-- it reads no split it must not see: the attack, eval, harmless-eval and trainability splits are
-  sentinels that raise, naming the split, on any use (and are logged, in case the defence swallows
-  the error);
+- it reads no split it must not see: it gets the defence stage's view of the data (`harness.data.views`, the
+  same view a real run gives it), where every split but defence and retain is a stand-in that raises, naming
+  the split, on any use (and is logged, in case the defence swallows the error);
 - it returns a model of the input's class and parameter shapes (or None: unchanged), which saves with
   `save_pretrained` and loads back equal; two runs with the same seed give equal weights (`torch.equal`
   on every tensor); no forward/backward hook is left on any module, nor globally;
@@ -23,20 +23,20 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from harness import registry
+from harness.data.views import message, view
 from harness.plugins import StageContext
 from harness.specs import stable_hash
 from harness.suite import Suite, SuiteData
 
 TIME_FACTOR = 10.0  # RepNoise, the costliest built-in, takes about 3-4x an SFT step (benchmarks/)
 TIME_FLOOR_S = 30.0
-VISIBLE = ("defence", "retain")  # the splits a defence may read; every other SuiteData field is guarded
 RUN_CHECKS = ("reads no forbidden split", "runs", "same architecture", "saves and loads", "same seed, same weights",
               "no hooks left", "within time budget")
 
@@ -54,34 +54,6 @@ class Result:
             return f"INFO {self.detail}"
         word = {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
         return f"{word} {self.check}" + (f": {self.detail}" if self.detail else "")
-
-
-class SplitAccessError(RuntimeError):
-    """A defence touched a split it must not see."""
-
-
-class ForbiddenSplit:
-    """Stands in for a split the defence must not read: any use raises, naming the split, and is logged."""
-
-    def __init__(self, name: str, log: list[str]):
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_log", log)
-
-    def _deny(self, *_args: Any, **_kw: Any) -> Any:
-        name = object.__getattribute__(self, "_name")
-        object.__getattribute__(self, "_log").append(name)
-        raise SplitAccessError(f"the defence read the '{name}' split; a defence may read only "
-                               f"{' and '.join(VISIBLE)}")
-
-    __getattr__ = __getitem__ = __len__ = __iter__ = __bool__ = __contains__ = _deny
-
-    def __repr__(self) -> str:
-        return f"<forbidden split '{object.__getattribute__(self, '_name')}'>"
-
-
-def guard(data: SuiteData, log: list[str]) -> SuiteData:
-    """The suite's data with every split but the defence's own and the retain split replaced by sentinels."""
-    return replace(data, **{f.name: ForbiddenSplit(f.name, log) for f in fields(data) if f.name not in VISIBLE})
 
 
 # ----------------------------------------------------------------------------- static checks (no torch)
@@ -228,17 +200,15 @@ def run_checks(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, base: Path
     sft = reference_seconds(suite, data, base, seed)
     limit = max(TIME_FLOOR_S, TIME_FACTOR * sft)
     log: list[str] = []
-    first = attempt(plugin, cfg, base, guard(data, log), max_length=suite.max_length, seed=seed)
-    yield Result("reads no forbidden split", not log,
-                 f"read the {', '.join(repr(s) for s in dict.fromkeys(log))} split; a defence may read only "
-                 f"{' and '.join(VISIBLE)}" if log else "")
+    first = attempt(plugin, cfg, base, view(data, "defence", log), max_length=suite.max_length, seed=seed)
+    yield Result("reads no forbidden split", not log, message("defence", log, "the defence") if log else "")
     yield Result("runs", not first.error, first.error)
     if first.error:
         yield from (Result(name, None, "the defence did not return") for name in RUN_CHECKS[2:])
         return
     yield architecture(first)
     yield saves_and_loads(first, base)
-    second = attempt(plugin, cfg, base, guard(data, log), max_length=suite.max_length, seed=seed)
+    second = attempt(plugin, cfg, base, view(data, "defence", log), max_length=suite.max_length, seed=seed)
     yield deterministic(first, second)
     yield Result("no hooks left", not first.hooks_left,
                  f"hooks remain on {', '.join(first.hooks_left[:3])}" if first.hooks_left else "")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry
+from harness.data.views import call_plugin, view
 from harness.errors import HarnessError
 from harness.progress import bar
 from harness.results.metrics import Agreement, Evaluation, Resistance, Stability, Trainability
@@ -33,7 +34,10 @@ class Evaluator:
     """Generates, judges and compares any model ref on the suite's held-out prompts."""
 
     def __init__(self, stages: Stages, spec: RunSpec, suite: Suite, data: SuiteData):
-        self.stages, self.spec, self.suite, self.data = stages, spec, suite, data
+        # Each its stage's view (harness.data.views): the evaluation's splits, and the trainability attack's.
+        self.stages, self.spec, self.suite = stages, spec, suite
+        self.data, self.attack_data = view(data, "evaluation"), view(data, "trainability_attack")
+        data = self.data
         n, m = spec.eval.n_prompts, spec.eval.n_harmless
         for name, split, want in (("eval", data.eval, n), ("harmless_eval", data.harmless_eval, m)):
             if want > len(split):
@@ -343,14 +347,13 @@ class Evaluator:
         inputs = {"model": ref, **self._loading(), "protocol": repr(protocol), "seed": self.spec.seed,
                   "data": [data_fingerprint(data.trainability_train), data_fingerprint(data.trainability_test)]}
         if protocol.then_attack:
-            inputs |= {"attack_data": data_fingerprint(data.attack), "eval": self.spec.eval.model_dump(),
+            inputs |= {"attack_data": data_fingerprint(self.attack_data.attack), "eval": self.spec.eval.model_dump(),
                        "judge": self.spec.judges[0].model_dump(), "prompts": data_fingerprint(self.harmful)}
         return self.stages.cached_value(f"trainability.{who}", TRAINABILITY, inputs, compute)
 
     def _then_attack(self, model: Any, tok: Any) -> list[float]:
-        """Harmfulness of a (fine-tuned) model before and after the trainability protocol's attack."""
-        import dataclasses
-
+        """Harmfulness of a (fine-tuned) model before and after the trainability protocol's attack, applied
+        through the pipeline's plugin entry (`dataviews.call_plugin`) on its stage's view of the data."""
         from harness.plugins import StageContext
         from harness.specs import validate_config
 
@@ -360,10 +363,9 @@ class Evaluator:
         cfg = validate_config(f"trainability attack '{plugin.name}'", plugin.config,
                               {**defaults, **protocol.then_attack_params})
         before = self.harmfulness_now(model, tok)
-        ctx = StageContext(tokenizer=tok, data=dataclasses.replace(self.data, defence=None, retain=None, eval=None,
-                                                                   harmless_eval=None),
-                           max_length=self.suite.max_length, seed=self.spec.seed, template=self.suite.prompt)
-        attacked = plugin.fn(model, cfg, ctx)
+        ctx = StageContext(tokenizer=tok, data=self.attack_data, max_length=self.suite.max_length,
+                           seed=self.spec.seed, template=self.suite.prompt)
+        attacked = call_plugin("trainability_attack", plugin, model, cfg, ctx)
         return [before, self.harmfulness_now(attacked, tok)]
 
 

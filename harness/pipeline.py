@@ -22,6 +22,7 @@ from typing import Any
 from harness import __version__, registry
 from harness.data.audit import audit
 from harness.data.subsets import filter_categories, subset_evidence
+from harness.data.views import call_plugin
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
 from harness.plugins import StageContext
@@ -160,20 +161,19 @@ def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False)
 
 
 def defend_stage(cell: Cell) -> str:
-    """The defended model's store key. The defence sees only its own split and the harmless retain data."""
+    """The defended model's store key. The defence sees the splits `dataviews.STAGE_SPLITS` gives the defence
+    stage (its own split and the harmless retain data); the key names exactly those."""
     spec, data, stages = cell.spec, cell.data, cell.stages
     return stages.cached("defend", MODELS, {
         "base": spec.model.model_dump(), "defence": spec.defence.key_dump(), "seed": spec.seed,
         "data": [data_fingerprint(data.defence), data_fingerprint(data.retain)]},
-        apply_plugin("defence", spec.defence, spec.model.id, stages,
-                     dataclasses.replace(cell.ctx, data=dataclasses.replace(
-                         data, attack=None, eval=None, harmless_eval=None, trainability_train=None,
-                         trainability_test=None))))
+        apply_plugin("defence", spec.defence, spec.model.id, stages, cell.ctx))
 
 
 def attack_stage(cell: Cell, defended: str) -> str:
     """The attacked model's store key (a full model, or a LoRA adapter on the defended model). The attack sees
-    only its split; a callback records harmfulness every k steps into the artifact's extra.json."""
+    only its split (`dataviews.STAGE_SPLITS`); a callback records harmfulness every k steps into the artifact's
+    extra.json."""
     spec, data, stages = cell.spec, cell.data, cell.stages
     points: list[list[float]] = []
 
@@ -186,10 +186,8 @@ def attack_stage(cell: Cell, defended: str) -> str:
         "data": data_fingerprint(data.attack), "curve_every": spec.eval.curve_every,
         **{k: v for k in ("curve_points", "curve_prompts") if (v := getattr(spec.eval, k))}},
         apply_plugin("attack", spec.attack, stages.model_ref(defended), stages,
-                     dataclasses.replace(cell.ctx, data=dataclasses.replace(
-                         data, defence=None, retain=None, eval=None, harmless_eval=None, trainability_train=None,
-                         trainability_test=None),
-                         seed=spec.attack_seed_used, every=spec.eval.curve_every, points=spec.eval.curve_points),
+                     dataclasses.replace(cell.ctx, seed=spec.attack_seed_used, every=spec.eval.curve_every,
+                                         points=spec.eval.curve_points),
                      on_step=record_point, extra={"curve": points}))
 
 
@@ -266,7 +264,9 @@ def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, resul
 def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, stages: Stages, ctx: StageContext,
                  *, on_step: Callable[[int, Any, Any], None] | None = None,
                  extra: dict[str, Any] | None = None) -> Build:
-    """The build of a defend or attack stage: load `source_ref`, apply the plugin, save the result.
+    """The build of a defend or attack stage: load `source_ref`, apply the plugin on the stage's view of
+    `ctx.data` (`dataviews.call_plugin`: a read of a withheld split fails the stage, nothing is stored), save
+    the result.
 
     A plugin that returns None changed nothing: the artifact is an alias of its source, no copy is saved.
     `on_step(step, model, tokenizer)` is handed to the plugin as its training callback; `extra` (filled by
@@ -283,7 +283,8 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         model, tok = stages.load(source_ref)
         callback = (lambda step, m: on_step(step, m, tok)) if on_step else None
         with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
-            result = plugin.fn(model, cfg, dataclasses.replace(ctx, tokenizer=tok, progress=advance, callback=callback))
+            result = call_plugin(kind, plugin, model, cfg,
+                                 dataclasses.replace(ctx, tokenizer=tok, progress=advance, callback=callback))
         atomic_write_text(tmp / "extra.json", json.dumps(extra or {}))
         meta: dict[str, Any] | None = None
         if result is None:

@@ -7,16 +7,18 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import registry
-from harness.conformance import ForbiddenSplit, SplitAccessError, config_checks, guard, info
+from harness.conformance import config_checks, info
+from harness.data.views import SplitAccessError, Withheld, view
 from harness.plugins import DefenceTrainingFields, TrainingFields
 from harness.resolve import load_suite
 from harness.suite import SuiteData
 
 
 def test_forbidden_splits_raise_by_name_and_are_logged_even_if_caught():
+    """The check's guard is the defence stage's view (harness.data.views), the one a real run hands over."""
     log = []
-    data = guard(SuiteData(defence=[1], attack=[2], eval=[3], retain=[4], harmless_eval=[5],
-                           trainability_train=[6], trainability_test=[7]), log)
+    data = view(SuiteData(defence=[1], attack=[2], eval=[3], retain=[4], harmless_eval=[5],
+                          trainability_train=[6], trainability_test=[7]), "defence", log)
     assert data.defence == [1] and data.retain == [4]
     for use in (len, iter, bool, lambda s: s[0], lambda s: s.select, lambda s: 0 in s):
         with pytest.raises(SplitAccessError, match="read the 'attack' split"):
@@ -24,7 +26,7 @@ def test_forbidden_splits_raise_by_name_and_are_logged_even_if_caught():
     with contextlib.suppress(Exception):
         data.trainability_test.to_list()
     assert set(log) == {"attack", "trainability_test"}
-    assert isinstance(data.eval, ForbiddenSplit) and "eval" in repr(data.eval)
+    assert isinstance(data.eval, Withheld) and "eval" in repr(data.eval)
 
 
 def _plugin(config, version="1"):

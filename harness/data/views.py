@@ -1,0 +1,119 @@
+"""What each stage may read of the suite's data, declared once, and the views of `SuiteData` built from it.
+
+`STAGE_SPLITS` is an allow-list: a stage's view keeps the splits named there (and the build evidence, which
+is counts, not data); every other field of `SuiteData`, `other` included, is a stand-in that raises
+`SplitAccessError` on any use and logs the split it stood for. The view is computed from
+`dataclasses.fields(SuiteData)`, so a field added to `SuiteData` later is withheld from every stage until a
+stage's entry names it.
+
+The pipeline's defend and attack stages, the evaluator (and the attack a trainability protocol runs after its
+fine-tune) and `harness plugins check` all take their views from here. Plugins are called through
+`call_plugin`, which fails the stage when anything withheld was touched, even if the plugin caught the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import HarnessError
+from harness.suite import SuiteData
+
+if TYPE_CHECKING:
+    from harness.plugins import StageContext
+
+STAGE_SPLITS: dict[str, tuple[str, ...]] = {
+    "defence": ("defence", "retain"),
+    "attack": ("attack",),
+    # The attack a trainability protocol runs on the fine-tuned model: the attacker's data, as in the attack stage.
+    "trainability_attack": ("attack",),
+    # The harness's own measurements: the held-out prompts, the harmless QA, the harmless fine-tuning task.
+    "evaluation": ("eval", "harmless_eval", "eval_visible", "trainability_train", "trainability_test"),
+}
+# How the suite built its data (rows read, duplicates dropped, overlaps): numbers, readable by every stage.
+METADATA = ("evidence",)
+
+
+class SplitAccessError(HarnessError):
+    """A stage touched a split it must not see. A plugin that does breaks the benchmark's contract: the run
+    stops with one line (exit 2), as for any bad input."""
+
+
+def allowed(stage: str) -> tuple[str, ...]:
+    """The splits `stage` may read."""
+    if stage not in STAGE_SPLITS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_SPLITS)}")
+    return STAGE_SPLITS[stage]
+
+
+def message(stage: str, splits: Iterable[str], who: str = "") -> str:
+    """One line: who read which withheld split(s), and what the stage may read."""
+    names = list(dict.fromkeys(splits))
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return (f"{who or f'the {stage} stage'} read the {quoted} split{'s' if len(names) > 1 else ''}; "
+            f"the {stage} stage may read only {' and '.join(allowed(stage))}")
+
+
+class Withheld:
+    """Stands in for a split a stage must not read: it holds no data, and any use (attribute, len, iteration,
+    indexing, truth value, membership, call) logs the split and raises `SplitAccessError`. Dunder probes
+    (pickle, numpy) get AttributeError and copies are the object itself: they read nothing, and the object
+    has nothing to give."""
+
+    __slots__ = ("_log", "_split", "_stage")
+
+    def __init__(self, split: str, stage: str, log: list[str]):
+        object.__setattr__(self, "_split", split)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_log", log)
+
+    def _deny(self, *_args: Any, **_kw: Any) -> Any:
+        split = object.__getattribute__(self, "_split")
+        object.__getattribute__(self, "_log").append(split)
+        raise SplitAccessError(message(object.__getattribute__(self, "_stage"), [split]))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return self._deny()
+
+    __setattr__ = __delattr__ = __getitem__ = __len__ = __iter__ = __bool__ = __contains__ = __call__ = _deny
+
+    def __copy__(self) -> Withheld:  # holds no data: a copied context (a plugin's deepcopy) shares its log
+        return self
+
+    def __deepcopy__(self, _memo: Any) -> Withheld:
+        return self
+
+    def __repr__(self) -> str:
+        get = object.__getattribute__
+        return f"<split '{get(self, '_split')}': not visible to the {get(self, '_stage')} stage>"
+
+
+def view(data: SuiteData, stage: str, log: list[str] | None = None) -> SuiteData:
+    """`data` as `stage` may see it: its allowed splits and the evidence kept, every other field (present
+    now or added later) a `Withheld` that appends the split's name to `log` when touched."""
+    keep = {*allowed(stage), *METADATA}
+    log = [] if log is None else log
+    return dataclasses.replace(data, **{f.name: Withheld(f.name, stage, log) for f in dataclasses.fields(data)
+                                        if f.name not in keep})
+
+
+def call_plugin(stage: str, plugin: Any, model: Any, cfg: Any, ctx: StageContext) -> Any:
+    """Apply a defence or attack plugin (`registry.Plugin`) as every stage does: `plugin.fn(model, cfg, ctx)`
+    with `ctx.data` replaced by the stage's view. If the plugin touched a withheld split, the stage fails with
+    `SplitAccessError` naming the plugin, whether the plugin let the error through, raised another, or caught
+    it and went on (the view's log shows the access)."""
+    log: list[str] = []
+    ctx = dataclasses.replace(ctx, data=view(ctx.data, stage, log))
+    who = f"{plugin.kind} '{plugin.name}'"
+    try:
+        result = plugin.fn(model, cfg, ctx)
+    except Exception as exc:
+        if log:
+            raise SplitAccessError(message(stage, log, who)) from exc
+        raise
+    if log:
+        raise SplitAccessError(message(stage, log, who))
+    return result
