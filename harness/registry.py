@@ -84,7 +84,9 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
+    from harness.keying import stray_marks
     from harness.results.metrics import AttackBudget
+    from harness.specs import TRAINING_KINDS, TRAINING_PARAMS
 
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}")
@@ -95,6 +97,12 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
     if bad:
         raise PluginLoadError(f"attack '{name}' declares an invalid budget {bad}: dimensions are "
                               f"{', '.join(AttackBudget.model_fields)}, fields must be in its Config")
+    stray = stray_marks(config, TRAINING_PARAMS if kind in TRAINING_KINDS else ())
+    if stray:
+        raise PluginLoadError(f"{kind} '{name}' marks {', '.join(stray)} KEY_OMIT_DEFAULT, but run ids honour that "
+                              "marker only on the spec models and on a defence's or an attack's shared training "
+                              "options (harness.training.fields), defaults unchanged: records are keyed without "
+                              "importing plugins. Drop the marker (a new option of one plugin re-keys its runs)")
 
     def decorate(fn: F) -> F:
         owners = _declarations(kind).get(name, [])

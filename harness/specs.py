@@ -10,11 +10,13 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import ConfigError
+from harness.keying import KEY_OMIT_DEFAULT, key_models, trim
+from harness.training.fields import DefenceTrainingFields, TrainingFields
 
 SCHEMA_VERSION = 1
 OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets", "model")
@@ -48,8 +50,9 @@ class PluginSpec(Spec):
 
     def key_dump(self) -> dict[str, Any]:
         """The spec as cache keys and run ids hash it: shared training options added after the first records
-        are left out while at their "as before" default (ADDED_PARAMS), so earlier artifacts and ids hold."""
-        data = self.model_dump(mode="json")
+        (marked KEY_OMIT_DEFAULT) are left out while at their "as before" default, so earlier artifacts and ids
+        hold. For a defence's or an attack's spec, the kinds whose configs share TrainingFields."""
+        data = trim(self.model_dump(mode="json"), PluginSpec)
         data["params"] = trim_added_params(data["params"])
         return data
 
@@ -72,10 +75,13 @@ class EvalSpec(Spec):
     n_harmless: int = Field(0, ge=0, description="held-out harmless QA prompts (exact-match accuracy)")
     batch_size: int = Field(gt=0, description="generation batch size")
     curve_every: int = Field(0, ge=0, description="harmfulness every k attack steps (0: only before and after)")
-    curve_points: int = Field(0, ge=0, description="instead of curve_every: this many evenly spaced points along "
-                              "each attack, whatever its length (0: use curve_every)")
-    curve_prompts: int = Field(0, ge=0, description="harmful prompts per point inside a curve: the first k of the "
-                               "n_prompts (0: all). The curve's ends, before and after the attack, use all of them")
+    # Added after the first records: left out of run ids while at the default (KEY_OMIT_DEFAULT, harness.keying).
+    curve_points: Annotated[int, KEY_OMIT_DEFAULT] = Field(
+        0, ge=0, description="instead of curve_every: this many evenly spaced points along each attack, whatever its "
+        "length (0: use curve_every)")
+    curve_prompts: Annotated[int, KEY_OMIT_DEFAULT] = Field(
+        0, ge=0, description="harmful prompts per point inside a curve: the first k of the n_prompts (0: all). The "
+        "curve's ends, before and after the attack, use all of them")
 
     @model_validator(mode="after")
     def _curve_prompts_within_n_prompts(self) -> EvalSpec:
@@ -103,7 +109,8 @@ class RunSpec(Spec):
     judges: tuple[PluginSpec, ...] = Field(description="the first is the primary judge")
     subsets: HarmSubsets = HarmSubsets()
     seed: int = Field(description="seed of the defence (and of the attack unless `attack_seed` is set)")
-    attack_seed: int | None = Field(None, description="seed of the attack (None: `seed`, as the first records)")
+    attack_seed: Annotated[int | None, KEY_OMIT_DEFAULT] = Field(
+        None, description="seed of the attack (None: `seed`, as the first records)")
 
     @property
     def attack_seed_used(self) -> int:
@@ -114,35 +121,46 @@ class RunSpec(Spec):
         return spec_id(self.model_dump(mode="json"))
 
 
-# Fields added to RunSpec after the first records, with the default that means "as before": left out of the
-# run id's hash while at that default.
-ADDED_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = ((("attack_seed",), None), (("eval", "curve_points"), 0),
-                                                         (("eval", "curve_prompts"), 0))
-# Shared training options (harness.plugins.TrainingFields) added after the first records, likewise left out of
-# a defence's or attack's params (in run ids and cache keys) while at the default that trains as before.
-ADDED_PARAMS: dict[str, Any] = {"grad_accum": 1, "precision": "model", "gradient_checkpointing": False,
-                                "lora": None}
+# Fields added after the first records are marked KEY_OMIT_DEFAULT where they are declared (here, and in the
+# shared training options below); run ids and cache keys leave them out while at the default that means "as
+# before". schemas/run-id-fields.json records which fields the committed run ids hash (tests/test_run_ids.py).
+# The configs of these kinds share the training options; their params are keyed with those options' markers.
+# Only the shared options are: a record's spec is keyed without importing any plugin (validate, report and the
+# leaderboard read records where plugins may be missing), so a plugin's own config carries no markers (registry).
+TRAINING_KINDS = ("defence", "attack")
+TRAINING_PARAMS: tuple[type[BaseModel], ...] = (TrainingFields, DefenceTrainingFields)
 
 
-def trim_added_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
+def trim_added_params(params: Mapping[str, Any],
+                      models: tuple[type[BaseModel], ...] = TRAINING_PARAMS) -> dict[str, Any]:
+    """A defence's or an attack's params without the shared training options that hold their "as before"
+    default (keys of the plugin's own are kept as they are)."""
+    out = dict(params)
+    for model in models:
+        out = trim(out, model)
+    return out
+
+
+def key_view(data: Mapping[str, Any], spec_model: type[BaseModel] = RunSpec,
+             params_models: tuple[type[BaseModel], ...] = TRAINING_PARAMS) -> dict[str, Any]:
+    """A RunSpec's JSON as its run id hashes it: every marked field at its default left out, in the spec's models
+    (given here so that a test can extend them) and in a defence's and an attack's params."""
+    data = trim(json.loads(canonical_json(data)), spec_model)  # canonical_json and back: a plain deep copy
+    for kind in TRAINING_KINDS:
+        if isinstance(data.get(kind), dict) and isinstance(data[kind].get("params"), dict):
+            data[kind]["params"] = trim_added_params(data[kind]["params"], params_models)
+    return data
 
 
 def spec_id(data: Mapping[str, Any]) -> str:
     """The run id of a RunSpec's JSON (`RunSpec.model_dump(mode="json")` or a record's `spec`): the hash of its
     canonical JSON with fields added later left out while at their "as before" defaults."""
-    data = json.loads(canonical_json(data))  # a deep copy
-    for path, default in ADDED_FIELDS:  # specs from before these fields existed keep their ids
-        *parents, leaf = path
-        node: Any = data
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == default:
-            del node[leaf]
-    for kind in ("defence", "attack"):
-        if isinstance(data.get(kind), dict) and isinstance(data[kind].get("params"), dict):
-            data[kind]["params"] = trim_added_params(data[kind]["params"])
-    return stable_hash(data)
+    return stable_hash(key_view(data))
+
+
+def run_id_models() -> dict[str, type[BaseModel]]:
+    """Every model whose fields enter a run id, by name (schemas/run-id-fields.json lists what they were)."""
+    return key_models(RunSpec, *TRAINING_PARAMS)
 
 
 def parse_value(text: str) -> Any:
