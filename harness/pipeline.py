@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, registry
+from harness.conditions.resistance import resistance as measure_resistance
 from harness.data.audit import audit
 from harness.data.subsets import filter_categories, subset_evidence
 from harness.data.views import call_plugin
@@ -133,7 +134,7 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: Loade
 
 
 @dataclasses.dataclass
-class Cell:
+class CellContext:
     """What every stage of one cell works with: its stages, data, evidence, stage context and evaluator."""
 
     spec: RunSpec
@@ -146,7 +147,7 @@ class Cell:
     loaded: LoadedModel
 
 
-def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> Cell:
+def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) -> CellContext:
     """Prepare the suite, locate the base model, check the judges and select the cell's data (stage `prepare`)."""
     stages = Stages(store, force=force, loading=Loading(spec.model.dtype, suite.trust_remote_code))
     start, writes = time.perf_counter(), store.writes
@@ -157,10 +158,10 @@ def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False)
     data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
                                                          backend=spec.eval.backend))
     ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed, template=suite.prompt)
-    return Cell(spec, suite, stages, data, evidence, ctx, Evaluator(stages, spec, suite, data), loaded)
+    return CellContext(spec, suite, stages, data, evidence, ctx, Evaluator(stages, spec, suite, data), loaded)
 
 
-def defend_stage(cell: Cell) -> str:
+def defend_stage(cell: CellContext) -> str:
     """The defended model's store key. The defence sees the splits `dataviews.STAGE_SPLITS` gives the defence
     stage (its own split and the harmless retain data); the key names exactly those."""
     spec, data, stages = cell.spec, cell.data, cell.stages
@@ -170,7 +171,7 @@ def defend_stage(cell: Cell) -> str:
         apply_plugin("defence", spec.defence, spec.model.id, stages, cell.ctx))
 
 
-def attack_stage(cell: Cell, defended: str) -> str:
+def attack_stage(cell: CellContext, defended: str) -> str:
     """The attacked model's store key (a full model, or a LoRA adapter on the defended model). The attack sees
     only its split (`dataviews.STAGE_SPLITS`); a callback records harmfulness every k steps into the artifact's
     extra.json."""
@@ -209,12 +210,12 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
 
     start, writes = time.perf_counter(), store.writes
     curve = json.loads((store.path(MODELS, attacked) / "extra.json").read_text())["curve"]
-    resistance = evaluator.resistance(base_eval, pre, post, curve)
-    stability = evaluator.stability(defended_ref, base, pre, base_eval)
+    resistance = measure_resistance(base_eval, pre, post, curve, phi=suite.phi, tolerance=suite.phi_tolerance)
+    stability = evaluator.versus_base.stability(defended_ref, base, pre, base_eval)
     passed, missed = suite.guard.check(stability, pre)
     verdict = "unstable" if not passed else "resisted" if resistance.held else "broken"
     metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
-                      trainability=evaluator.trainability(defended_ref, base),
+                      trainability=evaluator.versus_base.trainability(defended_ref, base),
                       guard=Guard(passed=passed, reasons=missed), verdict=verdict)
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
@@ -232,8 +233,8 @@ def defend(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) ->
     key = defend_stage(cell)
     ref, base = cell.stages.model_ref(key), spec.model.id
     base_eval, pre = cell.evaluator.evaluate(base, "base"), cell.evaluator.evaluate(ref, "pre_attack")
-    cell.evaluator.stability(ref, base, pre, base_eval)
-    cell.evaluator.trainability(ref, base)
+    cell.evaluator.versus_base.stability(ref, base, pre, base_eval)
+    cell.evaluator.versus_base.trainability(ref, base)
     return key
 
 
@@ -241,9 +242,9 @@ def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, resul
                   force: bool = False) -> int:
     """Train every unrecorded cell's defended and attacked model (cached stages), then generate the post-attack
     evaluations of all attacked LoRA adapters that share a defended model on one vLLM engine start
-    (`Evaluator.generate_adapters`). `run` then finds those generations cached. Returns the adapters served
+    (`ModelOutputs.generate_adapters`). `run` then finds those generations cached. Returns the adapters served
     in batches; a no-op for the hf backend (it loads each model anyway) and for full-weight attacks."""
-    groups: dict[tuple[str, str], list[tuple[Cell, str]]] = {}
+    groups: dict[tuple[str, str], list[tuple[CellContext, str]]] = {}
     for spec, suite in cells:
         if spec.eval.backend != "vllm":
             continue
@@ -253,11 +254,11 @@ def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, resul
         attacked_ref = cell.stages.model_ref(attack_stage(cell, defend_stage(cell)))
         adapter = cell.stages.adapter(attacked_ref)
         if adapter is not None:
-            groups.setdefault((adapter[0], cell.evaluator.group_key()), []).append((cell, attacked_ref))
+            groups.setdefault((adapter[0], cell.evaluator.outputs.group_key()), []).append((cell, attacked_ref))
     served = 0
     for members in groups.values():
         if len(members) > 1:
-            served += members[0][0].evaluator.generate_adapters([ref for _, ref in members], "post_attack")
+            served += members[0][0].evaluator.outputs.generate_adapters([ref for _, ref in members], "post_attack")
     return served
 
 

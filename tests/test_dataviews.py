@@ -19,7 +19,7 @@ from harness import registry
 from harness.conditions.trainability import TrainabilityProtocol
 from harness.data.views import METADATA, STAGE_SPLITS, SplitAccessError, Withheld, call_plugin, view
 from harness.errors import HarnessError
-from harness.pipeline import Cell, attack_stage, defend_stage
+from harness.pipeline import CellContext, attack_stage, defend_stage
 from harness.plugins import StageContext
 from harness.specs import PluginSpec
 from harness.suite import SuiteData
@@ -186,11 +186,11 @@ def _spy(monkeypatch: pytest.MonkeyPatch, kind: registry.Kind, name: str) -> lis
     return seen
 
 
-def _cell(tmp_path: Path, defence: str, attack: str) -> Cell:
+def _cell(tmp_path: Path, defence: str, attack: str) -> CellContext:
     spec = record(defence=defence).spec
     spec = spec.model_copy(update={"attack": PluginSpec(name=attack, version="1", params={})})
     full = _data()
-    return Cell(spec, None, FakeStages(tmp_path), full, None, _ctx(full), None, None)  # type: ignore[arg-type]
+    return CellContext(spec, None, FakeStages(tmp_path), full, None, _ctx(full), None, None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -250,8 +250,8 @@ def test_evaluator_and_trainability_attack_see_only_their_views(monkeypatch):
     evaluator = Evaluator(None, record().spec, suite, full)  # type: ignore[arg-type]
     _assert_view(evaluator.data, full, "evaluation")
     seen = _spy(monkeypatch, "attack", "sft-250")
-    monkeypatch.setattr(Evaluator, "harmfulness_now", lambda self, model, tok: 0.5)
-    assert evaluator._then_attack("model", "tok") == [0.5, 0.5]
+    monkeypatch.setattr(evaluator.versus_base, "harm_now", lambda model, tok: 0.5)
+    assert evaluator.versus_base.then_attack("model", "tok") == [0.5, 0.5]
     (ctx,) = seen
     assert ctx.tokenizer == "tok"
     _assert_view(ctx.data, full, "trainability_attack")

@@ -1,0 +1,144 @@
+"""A model's greedy generations on a run's prompt sets, stored once per model and evaluation setting.
+
+`ModelOutputs` turns any model ref (a base, a defended or an attacked model) into generations for the named
+prompt sets of a run (held-out harmful, harmless, attack-visible), through the backend the eval spec names:
+
+- a full checkpoint: `hf` (transformers, batched) or `vllm` (one engine in a child process);
+- a stored LoRA adapter: hf (base + adapter merged in memory by peft), or served on its base's vLLM engine
+  (`LoRARequest` with a canary check, peft merge as the fallback); which path ran is recorded (`LoraServing`);
+- several adapters of one base (a grid's attacks of one defended model): one vLLM engine start serves them all
+  (`generate_adapters`), stored under the keys `generate` reads.
+
+Each model's generations are one GENERATIONS artifact keyed by the model, how it loads, the eval settings (how
+an attack is watched excluded) and the prompts, so every run that evaluates the same model shares them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.progress import bar
+from harness.specs import EvalSpec, ModelSpec, stable_hash
+from harness.stages import GENERATIONS, Stages
+from harness.training.collate import PromptFormat
+
+CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}  # how an attack is watched, not a model evaluated
+PromptSets = dict[str, list[str]]
+
+
+class ModelOutputs:
+    """Generations of model refs on fixed prompt sets, each model's a cached stage."""
+
+    def __init__(self, stages: Stages, *, eval_spec: EvalSpec, base: ModelSpec, template: PromptFormat,
+                 remote_code: bool, prompt_sets: PromptSets):
+        self.stages, self.spec, self.base, self.template = stages, eval_spec, base, template
+        self.remote_code, self.prompt_sets = remote_code, prompt_sets
+
+    def loading(self) -> dict[str, Any]:
+        """What, besides a model ref, decides a model's outputs: the base model's spec (its revision and dtype,
+        for a ref that names it), remote code, and the prompt format. Part of every evaluation key."""
+        return {"base": self.base.model_dump(), "remote_code": self.remote_code, "template": self.template.model_dump()}
+
+    def key_inputs(self, ref: str) -> dict[str, Any]:
+        """The cache key of a model's generations: the model, how it loads, the eval settings, the prompts."""
+        return {"model": ref, **self.loading(), "eval": self.spec.model_dump(exclude=CURVE_FIELDS),
+                "prompts": self.prompt_sets}
+
+    def group_key(self) -> str:
+        """What, besides the model, the generations depend on: equal keys may share an engine."""
+        return stable_hash({k: v for k, v in self.key_inputs("").items() if k != "model"})
+
+    def generate(self, ref: str, name: str) -> str:
+        """The store key of `ref`'s generations (stage `<name>.generate`), generating them if not stored."""
+        return self.stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref),
+                                  lambda tmp: self._build(tmp, ref))
+
+    def read(self, key: str) -> PromptSets:
+        """Stored generations by prompt set, checked against the prompts they were made for."""
+        import pandas as pd
+
+        path = self.stages.store.path(GENERATIONS, key) / "generations.parquet"
+        frame = pd.read_parquet(path)
+        sets = self.prompt_sets
+        if {n: frame.loc[frame["set"] == n, "prompt"].tolist() for n in sets} != sets:
+            raise HarnessError(f"cached generations {path} do not match the prompts; rerun with --force")
+        return {n: frame.loc[frame["set"] == n, "generation"].tolist() for n in sets}
+
+    def generate_adapters(self, refs: list[str], name: str) -> int:
+        """Generations of several stored LoRA adapters of one base from one vLLM engine start (each adapter a
+        `LoRARequest` checked by its canary; one vLLM ignores is merged and generated alone), stored under the
+        keys `generate(ref, name)` reads. Returns how many were generated; cached ones are skipped."""
+        from harness.generation.vllm_engine import generate_vllm_loras
+
+        stages, spec = self.stages, self.spec
+        todo = {}
+        for ref in dict.fromkeys(refs):
+            adapter = stages.adapter(ref)
+            key = stable_hash(dict(self.key_inputs(ref)))  # the key `Stages.cached` gives these inputs
+            if adapter is not None and (stages.force or not stages.store.has(GENERATIONS, key)):
+                todo[ref] = adapter
+        bases = {base for base, _ in todo.values()}
+        if spec.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))):
+            return 0
+        with bar(f"generate ({len(todo)} LoRA adapters, one vllm engine)",
+                 total=len(todo) * sum(map(len, self.prompt_sets.values()))) as advance:
+            results = generate_vllm_loras(stages.model_path(next(iter(bases))),
+                                          {ref: path for ref, (_, path) in todo.items()}, self.prompt_sets,
+                                          max_new_tokens=spec.max_new_tokens, template=self.template,
+                                          progress=advance, **stages.backend_options())
+        for ref, (texts, serving) in results.items():
+            meta = {"backend": spec.backend, "lora": serving.model_dump()}
+            stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref), self._writer(texts, meta))
+        return len(results)
+
+    def _build(self, tmp: Path, ref: str) -> dict[str, Any]:
+        from harness.generation.hf import get_backend
+
+        spec = self.spec
+        adapter = self.stages.adapter(ref)
+        meta: dict[str, Any] = {"backend": spec.backend}
+        with bar(f"generate ({spec.backend})", total=sum(map(len, self.prompt_sets.values()))) as advance:
+            if adapter is None:
+                texts = get_backend(spec.backend)(self.stages.model_path(ref), self.prompt_sets,
+                                                  max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+                                                  template=self.template, progress=advance,
+                                                  **self.stages.backend_options())
+            else:
+                texts, serving = self._adapter(ref, adapter, progress=advance)
+                meta["lora"] = serving.model_dump()
+        return self._writer(texts, meta)(tmp)
+
+    def _writer(self, texts: PromptSets, meta: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
+        """A stage build that stores `texts` as one parquet (set, prompt, generation) and returns `meta`."""
+        def write(tmp: Path) -> dict[str, Any]:
+            import pandas as pd
+
+            sets = self.prompt_sets
+            rows = [(n, q, g) for n in sets for q, g in zip(sets[n], texts[n], strict=True)]
+            pd.DataFrame(rows, columns=["set", "prompt", "generation"]).to_parquet(tmp / "generations.parquet")
+            return meta
+
+        return write
+
+    def _adapter(self, ref: str, adapter: tuple[str, Path], *, progress: Any) -> tuple[PromptSets, Any]:
+        """A stored LoRA adapter's generations: hf (base + adapter merged in memory by peft), or one vLLM engine
+        of its base serving it (canary check; merged with peft where vLLM cannot serve it)."""
+        from harness.generation.hf import generate_with_model
+        from harness.generation.vllm_engine import generate_vllm_lora
+        from harness.results.metrics import LoraServing
+
+        spec, (base, path) = self.spec, adapter
+        if spec.backend == "vllm" and self.stages.adapter(base) is None:
+            return generate_vllm_lora(self.stages.model_path(base), path, self.prompt_sets,
+                                      max_new_tokens=spec.max_new_tokens, template=self.template,
+                                      progress=progress, **self.stages.backend_options())
+        with self.stages.loaded(ref) as (model, tok):
+            texts = {n: generate_with_model(model, tok, ps, max_new_tokens=spec.max_new_tokens,
+                                            batch_size=spec.batch_size, template=self.template, progress=progress)
+                     for n, ps in self.prompt_sets.items()}
+        if spec.backend == "vllm":  # an adapter on an adapter: no folder for an engine to load as its base
+            return texts, LoraServing(mode="merged", reason="its base is itself an adapter: merged in memory, hf")
+        return texts, LoraServing(mode="hf", reason="")
