@@ -230,7 +230,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def report(suite: SuiteOpt = None, sets: SetOpt = None,
            results_dir: ResultsOpt = Path("results")) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
-    from harness.budget_table import budget_rows, markdown
+    from harness.budget_table import budget_summary, markdown
     from harness.preflight import readable_dir
     from harness.records import load_records
     from harness.resolve import load_suite
@@ -240,10 +240,10 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_dir / s.name / f"v{s.protocol_version}"
-    rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
-    if not rows:
+    summary = budget_summary(load_records(folder), s, suite_spec.params)
+    if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
-    typer.echo(markdown(rows, s, phi))
+    typer.echo(markdown(summary))
 
 
 @app.command()
