@@ -199,6 +199,12 @@ def names(kind: Kind) -> list[str]:
     return sorted(set(_declarations(kind)) | set(_registry[kind]))
 
 
+def declared_modules(kind: Kind, name: str) -> list[str]:
+    """The modules that entry points name for a plugin, read from metadata without importing anything (normally
+    one; more than one is the conflict `get` refuses)."""
+    return [d.module for d in _declarations(kind).get(name, [])]
+
+
 def get(kind: Kind, name: str) -> Plugin:
     """Look up a plugin, importing its module on first use. Unknown or broken plugins raise HarnessError."""
     decls = _declarations(kind).get(name, [])

@@ -77,7 +77,7 @@ def _row(board: Board, row: Row) -> str:
 def _cell(row: Row, column: str, fmt: str) -> str:
     estimate, note = row.cells.get(column), row.notes.get(column, "")
     if estimate is None:
-        return {"held": "held", "n/a: every budget degenerates": "n/a"}.get(note, "—")
+        return "held" if note == "held" else "—"
     text = format_value(estimate.mean, fmt)
     text += f" ± {format_half_width(estimate.half_width, fmt)}" if estimate.half_width is not None else ""
     return text + (f" ({md_escape(note)})" if column in ("held_out", "cross_domain") and note else "")

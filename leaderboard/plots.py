@@ -11,8 +11,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from leaderboard.board import Board, Budget, DefenceKey, Row
-from leaderboard.stats import t_estimate
+from harness.results.estimates import t_estimate
+from harness.results.summary import DefenceKey
+from harness.results.summary_budgets import Budget
+from leaderboard.board import Board, Row
 
 RC = {"svg.fonttype": "none", "svg.hashsalt": "immunization-bench", "text.parse_math": False,
       "font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,

@@ -10,40 +10,19 @@ import hashlib
 import json
 import os
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leaderboard.board import Board, Row, budget_label, run_kind
+from harness.results.estimates import Estimate
+from harness.results.summary import run_kind
+from harness.results.summary_budgets import budget_label
+from leaderboard.board import Board, Row
 from leaderboard.columns import BUDGET_RULE, RANK_RULE, UNSTABLE_RULE, ColumnSpec, format_half_width, format_value
-from leaderboard.stats import Estimate
+from leaderboard.plugin_docs import defence_info
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEAT_COLUMNS = {"hs_pre", "worst", "held_out", "cross_domain"}
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class DefenceInfo:
-    name: str
-    description: str
-    docstring: str
-
-
-def defence_info(name: str) -> DefenceInfo:
-    """The plugin's one-line description and module docstring; a defence not installed still renders."""
-    from harness import registry
-    from harness.errors import PluginLoadError, UnknownNameError
-
-    try:
-        plugin = registry.get("defence", name)
-    except UnknownNameError:
-        return DefenceInfo(name, "not installed", "")
-    except PluginLoadError as exc:
-        return DefenceInfo(name, f"installed but fails to load: {exc}", "")
-    module = sys.modules.get(plugin.fn.__module__)
-    return DefenceInfo(name, plugin.description, (module.__doc__ or "").strip() if module else "")
 
 
 def slug(text: str) -> str:
@@ -158,7 +137,7 @@ class Site:
 def cell_view(estimate: Estimate | None, fmt: str, note: str, label: str) -> dict[str, Any]:
     """Text, interval, tooltip and sort key of one number; 'held' sorts above every step count."""
     if estimate is None:
-        text = {"held": "held", "n/a: every budget degenerates": "n/a"}.get(note, "")
+        text = "held" if note == "held" else ""
         return {"text": text, "ci": "", "note": "", "sort": "Infinity" if text == "held" else "",
                 "title": f"{label}: {note or 'not measured'}"}
     value = format_value(estimate.mean, fmt)

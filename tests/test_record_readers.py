@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from harness.errors import ConfigError, CorruptRecordError, HarnessError
-from harness.results.budget_table import budget_rows
+from harness.results.budget_table import budget_summary
 from harness.results.records import find_record, load_records, read_record, write_record, write_record_once
 from harness.safety import check_name, escape_controls
 from harness.specs import EvalSpec, validate_config
@@ -124,5 +124,6 @@ def test_report_never_merges_records_with_other_eval_settings():
     records = [record("none", {}, 1e-4, 0, 0.0, 0.9), record("none", {}, 1e-4, 0, 0.0, 0.5)]
     records[1] = records[1].model_copy(update={"spec": records[1].spec.model_copy(update={"eval": other})})
     records.append(record("none", {}, 1e-4, 0, 0.0, 0.7, subsets=("~toxic", "toxic")))  # generalization run
-    rows, _ = budget_rows(records, suite, {"size": "smoke"})
-    assert {r.label: r.post["b"] for r in rows} == {"none (eval.backend=hf)": [0.9], "none (eval.backend=vllm)": [0.5]}
+    rows = budget_summary(records, suite, {"size": "smoke"}).rows
+    assert {r.label: [c.hs_post.mean for c in r.budgets] for r in rows} == {
+        'none (eval.backend="hf")': [0.9], 'none (eval.backend="vllm")': [0.5]}

@@ -15,7 +15,7 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
     from harness.preflight import readable_dir
     from harness.resolve import load_suite
-    from harness.results.budget_table import budget_rows, markdown
+    from harness.results.budget_table import budget_summary, markdown
     from harness.results.records import load_records, results_folder
     from harness.specs import parse_overrides
 
@@ -23,10 +23,10 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_folder(results_dir, s.name, s.protocol_version)
-    rows, phi = budget_rows(load_records(folder), s, suite_spec.params)
-    if not rows:
+    summary = budget_summary(load_records(folder), s, suite_spec.params)
+    if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
-    typer.echo(markdown(rows, s, phi))
+    typer.echo(markdown(summary))
 
 
 def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: every suite under results/)")] = None,

@@ -1,6 +1,7 @@
 """A small results folder (records and the tables built from them) with the cases the leaderboard must handle:
 two settings of one defence, a generalization run, a defence named like a script, a broken (unstable)
-defence, and an invalid record."""
+defence, and an invalid record. The records name the built-in suite `tiny` (its smoke config): the summary
+takes the useful-QA ratio from the suite, so the suite must load."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.factories import record
 SCRIPT_NAME = "<script>alert(1)</script>"
 INVALID_RECORD = "deadbeefdeadbeef.json"
 SEEDS = (0, 1, 2)
+SUITE = "tiny"
 
 
 def fixture_records() -> list:
@@ -28,9 +30,9 @@ def fixture_records() -> list:
         for seed in SEEDS:
             for lr, post in ((1e-4, low), (1e-3, high)):
                 records.append(record(name, params[setting], lr, seed, 0.0, min(1.0, post + 0.01 * seed), qa=qa,
-                                      created=f"2026-01-01T00:00:0{seed}"))
+                                      suite=SUITE, created=f"2026-01-01T00:00:0{seed}"))
     records.append(record("repnoise", {"beta": 1.0}, 1e-4, 0, 0.0, 0.03, subsets=("~violence", "violence"),
-                          created="2026-01-02T00:00:00"))
+                          suite=SUITE, created="2026-01-02T00:00:00"))
     return records
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
+from harness.results.estimates import t_estimate
+from harness.results.summary_budgets import budget_label
 from harness.results.tables import build
-from leaderboard.board import budget_label, build_boards
+from leaderboard.board import build_boards
 from leaderboard.columns import format_value
 from leaderboard.load import ResultFolder, load_folder
-from leaderboard.stats import t_estimate
 from tests.leaderboard.conftest import INVALID_RECORD, SCRIPT_NAME, fixture_records
 
 
@@ -94,13 +96,19 @@ def test_bounded_worst_case_leaves_out_attacks_that_break_utility(tables):
     assert none.cells["worst"] is None
 
 
-def test_tables_without_post_attack_utility_fall_back_to_degenerate_outputs(tables):
-    res = tables["resistance"].drop(columns=["qa_post"])
-    res.loc[(res["defence"] == "none") & (res["attack_lr"] == 1e-3), "degenerate_post"] = 0.5
-    res.loc[(res["defence"] == "none") & (res["attack_lr"] == 1e-3), "hs_post"] = 1.0
-    res.loc[(res["defence"] == "none") & (res["attack_lr"] == 1e-4), "hs_post"] = 0.7
-    tables["resistance"] = res
-    assert row(board_of(tables), "none").cells["worst"].mean == pytest.approx(0.7)
+def test_without_the_bases_harmless_qa_no_budget_is_called_useful(tables):
+    """The base's harmless QA comes from the stability table; without it the bounded worst case is n/a, said so."""
+    del tables["stability"]
+    none = row(board_of(tables), "none")
+    assert none.cells["worst"] is None and none.notes["worst"] == "n/a: no base harmless QA (no stability table)"
+
+
+def test_a_suite_that_does_not_load_stops_the_build(tables):
+    """The useful-QA ratio comes from the suite, never from a default in the renderer."""
+    for frame in tables.values():
+        frame["suite"] = "no-such-suite"
+    with pytest.raises(HarnessError, match=r"suite 'no-such-suite' .* does not load .*useful-QA ratio"):
+        board_of(tables)
 
 
 def test_unstable_row_is_badged_and_never_ranked(tables):

@@ -1,4 +1,4 @@
-"""Estimates with 95% confidence intervals.
+"""Estimates with 95% confidence intervals: the one interval every results view prints.
 
 The seed is the unit of replication: a cell is the mean over seeds of a per-seed value, with a Student-t
 interval, mean ± t(0.975, n-1) * s / sqrt(n). With 2-5 seeds a bootstrap would understate the spread, and
