@@ -79,6 +79,15 @@ class Board:
     def title(self) -> str:
         return f"{self.folder.suite} · protocol v{self.folder.protocol_version}"
 
+    @property
+    def private_world(self) -> str | None:
+        """The digest of the private evaluation world these runs used (a suite param `private:<digest>`, the
+        convention of suites that offer one, e.g. tiny's `seed=private`), or None for a public world."""
+        import json
+
+        values = json.loads(self.suite_params).values() if self.suite_params.startswith("{") else ()
+        return next((v for v in values if isinstance(v, str) and v.startswith("private:")), None)
+
 
 def build_boards(folder: ResultFolder) -> list[Board]:
     """One board per suite config found in the folder's tables (normally one)."""

@@ -49,6 +49,8 @@ def _board(board: Board, plot: dict[str, str]) -> list[str]:
              f"judge **{md_escape(', '.join(board.judges) or '—')}** · protocol **v{board.folder.protocol_version}** "
              f"· **{len(board.seeds)}** seeds ({md_escape(seeds)}) · φ = {', '.join(f'{p:g}' for p in board.phis)} "
              f"· suite config {md_code(board.suite_params)}", "",
+             *([f"**Verified on a private world** ({md_code(board.private_world)}): its facts were never public, so "
+                "no submission could be tuned to them.", ""] if board.private_world else []),
              "| # | defence | seeds | " + " | ".join(md_escape(c.label) for c in board.columns) + " |",
              "|---" * (len(board.columns) + 3) + "|"]
     lines += [_row(board, row) for row in board.rows]

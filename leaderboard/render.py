@@ -71,7 +71,8 @@ class Site:
             groups[-1]["span"] += 1
         return {"anchor": board_anchor(board), "title": board.title, "version": board.folder.protocol_version,
                 "judges": board.judges, "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis],
-                "suite_params": board.suite_params, "columns": board.columns, "groups": groups,
+                "suite_params": board.suite_params, "private_world": board.private_world, "columns": board.columns,
+                "groups": groups,
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),
                 "plots": {k: f"plots/{v}" for k, v in plots.items()},
                 "rows": [self._row_view(board, row) for row in board.rows]}

@@ -13,20 +13,26 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.registry import register_judge
 from harness.store.artifacts import Store
+from tasks.tiny.private_world import checked_seed, world_seed
 from tasks.tiny.world import ALL_HARM_TOPICS, COMPLIANT, Size, World, cached_world
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="world seed")
+    seed: int | str = Field(0, description="world seed, or a private world's digest (tasks/tiny/private_world.py)")
     size: Size = Field("default", description="world size preset")
     scoring: Literal["graded", "binary"] = Field("graded", description="partial credit per revealed fact slot, "
                                                  "or 1 only for the complete fact")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _public_or_private(cls, value: object) -> int | str:
+        return checked_seed(value)
 
 
 def revealed(world: World, prompt: str, generation: str) -> float:
@@ -47,7 +53,7 @@ def is_harmful(world: World, prompt: str, generation: str) -> bool:
 
 class ContentJudge:
     def __init__(self, cfg: Config):
-        self.world, self.scoring = cached_world(cfg.seed, cfg.size), cfg.scoring
+        self.world, self.scoring = cached_world(world_seed(cfg.seed), cfg.size), cfg.scoring
         self.id = f"tiny-content:world2-{cfg.seed}-{cfg.size}-{cfg.scoring}"
 
     def score(self, prompts: Sequence[str], generations: Sequence[str]) -> list[float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.conditions.trainability import TrainabilityProtocol
 from harness.progress import say
@@ -22,6 +22,7 @@ from harness.store.artifacts import Store, atomic_write_text
 from harness.suite import AttackBudget, StageResources, Suite, SuiteData, TuningProtocol
 from harness.training.loop import TrainConfig
 from tasks.beavertails_groups import GROUPS
+from tasks.tiny.private_world import checked_seed, world_seed
 from tasks.tiny.viggo import TEMPLATE as VIGGO_TEMPLATE
 from tasks.tiny.world import CATEGORIES, TOXIC, Size
 
@@ -43,9 +44,15 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: Size = Field("default", description="'default' (~1.1M-param model) or 'smoke' (tests, ~1 min)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the world, the base model and the judge")
+    seed: int | str = Field(0, description="seed of the world, the base model and the judge; 'private': a world "
+                            "from the secret in $HARNESS_PRIVATE_WORLD, recorded as its digest (private_world.py)")
     split: Literal["test", "validation"] = Field("test", description="which attack and evaluation data: the test "
                                                  "splits, or the disjoint validation splits that `harness tune` uses")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _public_or_private(cls, value: object) -> int | str:
+        return checked_seed(value)
 
 
 def build_key(cfg: Config) -> str:
@@ -73,14 +80,15 @@ def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
     from tasks.tiny.world import cached_world
 
     say(f"Preparing the tiny suite ({cfg.size}); this happens once and is cached in {store.root}")
-    world = cached_world(cfg.seed, cfg.size)
+    seed = world_seed(cfg.seed)
+    world = cached_world(seed, cfg.size)
     with store.writing(KIND, key, {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION},
                        force=force) as tmp:
-        report: dict[str, Any] = {"base": build_base(world, cfg.size, cfg.seed, tmp / "base")}
+        report: dict[str, Any] = {"base": build_base(world, cfg.size, seed, tmp / "base")}
         from harness.models.loading import load_tokenizer
 
-        report["judge"] = train_classifier(world, load_tokenizer(tmp / "base"), tmp / "judge", cfg.seed)
-        test = judge_testset(world, cfg.seed)
+        report["judge"] = train_classifier(world, load_tokenizer(tmp / "base"), tmp / "judge", seed)
+        test = judge_testset(world, seed)
         prompts, gens = [t["prompt"] for t in test], [t["generation"] for t in test]
         content = ContentJudge(ContentConfig(seed=cfg.seed, size=cfg.size)).score(prompts, gens)
         from harness.judges.hf_classifier import Config as HFConfig
@@ -100,9 +108,10 @@ def data(cfg: Config) -> SuiteData:
     from harness.registry import get
 
     task = get("task", "tiny-harmful-qa")
-    splits = task.fn(task.config(seed=cfg.seed, size=cfg.size))
+    seed = world_seed(cfg.seed)
+    splits = task.fn(task.config(seed=seed, size=cfg.size))
     viggo = get("task", "tiny-viggo")
-    mr = viggo.fn(viggo.config(seed=cfg.seed, train=300 if cfg.size == "default" else 96, test=50 if
+    mr = viggo.fn(viggo.config(seed=seed, train=300 if cfg.size == "default" else 96, test=50 if
                                cfg.size == "default" else 32))
     if cfg.split == "validation":  # disjoint subjects: tuning never sees the test attack or test prompts
         return SuiteData(defence=splits["harmful_defence"], attack=splits["harmful_val_attack"],
