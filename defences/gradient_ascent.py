@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
+from harness.models.architecture import final_norm
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.training.hooks import final_norm
 from harness.training.loop import LossOut
 from harness.training.paired_batches import PairedCollator, masked_ce
 
@@ -28,7 +28,7 @@ class Config(DefenceTrainingFields):
                                                    "(reference: the whole sequence)")
 
 
-@register_defence("gradient-ascent", config=Config, version="2")
+@register_defence("gradient-ascent", config=Config, version="2", needs=("final_norm",))
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Gradient ascent: maximise the harmful answers' cross-entropy (optionally layer-wise)."""
     collate = PairedCollator(ctx.tokenizer, ctx.max_length, template=ctx.template)

@@ -31,9 +31,10 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
+from harness.models.architecture import final_norm, mlp_modules
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
-from harness.training.hooks import capture_outputs, final_norm, mlp_modules
+from harness.training.hooks import capture_outputs
 from harness.training.loop import LossOut
 from harness.training.paired_batches import PairedCollator, masked_ce
 
@@ -55,7 +56,7 @@ class Config(DefenceTrainingFields):
                                     "(False: plain masked CE)")
 
 
-@register_defence("repnoise", config=Config, version="2")
+@register_defence("repnoise", config=Config, version="2", needs=("mlp", "final_norm"))
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """RepNoise: push harmful representations to noise at every layer, ascend on harmful answers."""
     collate = PairedCollator(ctx.tokenizer, min(cfg.max_length, ctx.max_length), template=ctx.template,

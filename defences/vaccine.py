@@ -15,10 +15,11 @@ from typing import Any
 
 from pydantic import Field
 
+from harness.models.architecture import attention_modules
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
 from harness.training.collate import SFTCollator
-from harness.training.hooks import add_to_outputs, attention_modules, capture_outputs
+from harness.training.hooks import add_to_outputs, capture_outputs
 from harness.training.loop import LossOut
 
 
@@ -27,7 +28,7 @@ class Config(DefenceTrainingFields):
                        json_schema_extra={"search": [0.1, 1.0, 10.0]})
 
 
-@register_defence("vaccine", config=Config, version="2")
+@register_defence("vaccine", config=Config, version="2", needs=("attention",))
 def defend(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Vaccine: align on refusals under worst-case perturbations of attention outputs (SAM-like)."""
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on="answer", target="refusal",

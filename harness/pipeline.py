@@ -91,6 +91,18 @@ def check_judges(judges: tuple[PluginSpec, ...], store: Store) -> None:
             plugin.check(plugin.config.model_validate(judge.params), store)
 
 
+def check_needs(spec: RunSpec, suite: Suite, stages: Stages) -> None:
+    """The defence and the attack find the parts of the base model they reach into (`needs`), checked on its
+    structure before refusal pairing or any training (one line, exit 2 where they cannot)."""
+    from harness.models.architecture import check_model_path
+
+    for kind, plugin_spec in (("defence", spec.defence), ("attack", spec.attack)):
+        plugin = registry.get(kind, plugin_spec.name)
+        if plugin.needs:
+            check_model_path(stages.model_path(spec.model.id), plugin.needs, who=f"{kind} '{plugin.name}'",
+                             trust_remote_code=suite.trust_remote_code)
+
+
 def suite_data(suite: Suite, stages: Stages, *, model: ModelSpec, judge: PluginSpec, backend: str) -> SuiteData:
     """The suite's data; where the suite pairs refusals itself, its defence split with the base model's own
     harmless answers as refusals (a cached stage, built once by `harness prepare`)."""
@@ -154,6 +166,7 @@ def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False)
     suite.prepare(store, force)  # --force rebuilds the suite's own artifacts too
     loaded = locate_base(spec.model, suite, stages)
     check_judges(spec.judges, store)
+    check_needs(spec, suite, stages)
     stages.timed("prepare", start, cached=store.writes == writes)
     data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
                                                          backend=spec.eval.backend))

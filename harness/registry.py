@@ -55,6 +55,9 @@ class Plugin:
     # check(cfg, store) validates what the plugin will need (e.g. a judge's checkpoint and label) without
     # building it, so a bad config fails before any work; raises HarnessError.
     check: Callable[..., None] | None = None
+    # Parts of the model the plugin reaches into (harness.models.architecture.FEATURES), checked on the base
+    # model's structure before any work, so a model it cannot handle is refused in a second.
+    needs: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -82,14 +85,20 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
-             budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None) -> Callable[[F], F]:
+             budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
+             needs: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
     from harness.keying import stray_marks
+    from harness.models.architecture import FEATURES
     from harness.results.metrics import AttackBudget
     from harness.specs import TRAINING_KINDS, TRAINING_PARAMS
 
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}")
+    unknown = sorted(set(needs) - set(FEATURES))
+    if unknown or (needs and kind not in ("defence", "attack")):
+        raise PluginLoadError(f"{kind} '{name}' declares needs {list(needs)}: only defences and attacks declare "
+                              f"needs, from {', '.join(FEATURES)}")
     budget = dict(budget or {})
     if budget and kind != "attack":
         raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
@@ -115,7 +124,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
             raise PluginLoadError(f"{kind} '{name}' is registered twice: by {_origin(existing.module)} and by "
                                   f"{_origin(fn.__module__)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check)
+        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs))
         return fn
 
     return decorate

@@ -1,4 +1,4 @@
-"""Scoped forward hooks and the few architecture lookups defences need (decoder layers, final norm).
+"""Scoped forward hooks (the modules to hook are found by `harness.models.architecture`).
 
     with capture_outputs(model, mlp_modules(model)) as acts:
         model(**batch)
@@ -12,38 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-
-def _first_attr(model: Any, paths: Sequence[str], what: str) -> Any:
-    for path in paths:
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
-    raise TypeError(f"cannot find the {what} of {type(model).__name__} (looked for {', '.join(paths)})")
-
-
-def decoder_layers(model: Any) -> Sequence[Any]:
-    """The transformer blocks of a causal LM (Llama/Qwen2/Mistral: model.layers; GPT-2: transformer.h)."""
-    return _first_attr(model, ("model.layers", "transformer.h", "gpt_neox.layers"), "decoder layers")
-
-
-def final_norm(model: Any) -> Any:
-    """The norm applied before the LM head (model.norm / transformer.ln_f / gpt_neox.final_layer_norm)."""
-    return _first_attr(model, ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"), "final norm")
-
-
-def mlp_modules(model: Any) -> list[Any]:
-    """Each block's MLP: its output is the post-MLP, pre-residual activation."""
-    return [layer.mlp for layer in decoder_layers(model)]
-
-
-def attention_modules(model: Any) -> list[Any]:
-    """Each block's attention module (Llama: self_attn; GPT-2: attn)."""
-    return [getattr(layer, "self_attn", None) or layer.attn for layer in decoder_layers(model)]
 
 
 def _first(output: Any) -> Any:

@@ -111,10 +111,10 @@ def test_architecture_lookups_cover_gpt2():
     """RepNoise's hooks work beyond Llama: GPT-2 blocks, MLPs and final norm are found."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from harness.training.hooks import decoder_layers, final_norm, mlp_modules
+    from harness.models.architecture import ArchitectureError, decoder_layers, final_norm, mlp_modules
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=32, n_positions=32))
     assert len(decoder_layers(gpt2)) == 2 and len(mlp_modules(gpt2)) == 2
     assert final_norm(gpt2) is gpt2.transformer.ln_f
-    with pytest.raises(TypeError, match="cannot find the decoder layers"):
+    with pytest.raises(ArchitectureError, match="cannot find the decoder layers"):
         decoder_layers(torch.nn.Linear(2, 2))

@@ -52,28 +52,56 @@ def build_tokenizer(kind: str):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
 
 
-def causal_lm(arch: str, tok, seed: int = 0):
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+ARCHITECTURES = ("llama", "qwen2", "mistral", "phi3", "gemma2", "gpt_neox", "opt", "gpt2")
 
-    torch.manual_seed(seed)
+
+def causal_config(arch: str, tok):
+    """A tiny config of each architecture the harness is tested on (hidden 32, 2 blocks)."""
+    import transformers as tf
+
     ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128,
-                                          **ids))
+        return tf.GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids)
+    if arch == "opt":  # blocks under model.decoder, the MLP inline as fc1/fc2
+        return tf.OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=32, **ids)
+    if arch == "gpt_neox":  # gpt_neox.layers, `attention`, final_layer_norm
+        return tf.GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, max_position_embeddings=128, **ids)
     common = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128, **ids}
-    if arch == "qwen2":
-        return Qwen2ForCausalLM(Qwen2Config(**common))
-    return LlamaForCausalLM(LlamaConfig(**common))
+    configs = {"qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig, "phi3": tf.Phi3Config, "llama": tf.LlamaConfig}
+    if arch == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=8, sliding_window=64)
+    return configs[arch](**common)
 
 
-TOKENIZER_OF = {"llama": "llama", "qwen2": "qwen", "gpt2": "gpt2"}
+def causal_lm(arch: str, tok, seed: int = 0):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(causal_config(arch, tok))
+
+
+TOKENIZER_OF = {"llama": "llama", "qwen2": "qwen", "gpt2": "gpt2", "mistral": "llama", "phi3": "llama",
+                "gemma2": "llama", "gpt_neox": "gpt2", "opt": "gpt2"}
 
 
 def save_causal_lm(arch: str, path: Path, seed: int = 0) -> Path:
     tok = build_tokenizer(TOKENIZER_OF[arch])
     causal_lm(arch, tok, seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_mamba(path: Path) -> Path:
+    """A random Mamba checkpoint: a causal LM with neither attention nor MLP blocks."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    tok = build_tokenizer("gpt2")
+    MambaForCausalLM(MambaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, state_size=4,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

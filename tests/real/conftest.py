@@ -1,6 +1,6 @@
-"""Session fixtures for the real-suite tests: random checkpoints of real architectures (Llama, Qwen2, GPT-2
-causal LMs; a DeBERTa-v2 classifier), local data files in the real datasets' schemas, and a temporary
-Hugging Face cache holding one checkpoint under a hub id."""
+"""Session fixtures for the real-suite tests: random checkpoints of real architectures (Llama, Qwen2, Mistral,
+Phi-3, Gemma-2, GPT-NeoX, OPT and GPT-2 causal LMs; a DeBERTa-v2 classifier), local data files in the real
+datasets' schemas, and a temporary Hugging Face cache holding one checkpoint under a hub id."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from tests.real import builders
 
-ARCHS = ("llama", "qwen2", "gpt2")
+ARCHS = builders.ARCHITECTURES
 HUB_ID = "tiny-org/tiny-qwen"
 
 

@@ -13,11 +13,13 @@ from harness import registry
 from harness.results.records import read_record, record_path
 from harness.store.artifacts import Store
 from tests.conftest import REPO, harness
+from tests.real import builders
 from tests.real.conftest import HUB_ID, suite_sets
 
 pytestmark = pytest.mark.slow
-RUNS = {"llama": ("beavertails-llama2", []), "qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
-        "gpt2": ("beavertails-llama2", [])}
+RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
+        **{arch: ("beavertails-llama2", []) for arch in ("llama", "mistral", "phi3", "gemma2", "gpt_neox", "opt",
+                                                          "gpt2")}}
 
 
 @pytest.mark.parametrize("arch", list(RUNS))
@@ -36,6 +38,22 @@ def test_every_defence_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, file
         assert parsed == record
         check_record(parsed, arch, ckpts)
     assert len(list((results / suite_name / "v1").glob("*.json"))) == len(registry.names("defence"))
+
+
+@pytest.mark.parametrize("arch", list(RUNS))
+def test_every_attack_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
+    """Every built-in attack (full and LoRA SFT at each named budget) attacks the undefended model."""
+    from harness.pipeline import run
+    from harness.resolve import resolve
+
+    suite_name, extra = RUNS[arch]
+    sets = [*suite_sets(files, judge_ckpt), *extra]
+    store, results = Store(tmp_path / "home"), tmp_path / "results"
+    for attack in registry.names("attack"):
+        spec, suite, overrides = resolve(suite_name, "none", attack, sets=sets, model=str(ckpts[arch]))
+        record, _ = run(spec, suite, overrides, store=store, results_dir=results)
+        assert record.spec.attack.name == attack and record.budget.samples == 8
+        assert record.metrics.post_attack.harmfulness.n == 8 and record.metrics.resistance.steps >= 1
 
 
 def check_record(record, arch, ckpts):
@@ -86,20 +104,24 @@ def test_hub_id_offline_prepare_then_run(hf_home, judge_ckpt, files, tmp_path):
     ("classifier", "is not a causal LM"),
     ("label", "has no label 'toxic'"),
     ("columns", "lacks the column(s) category, is_safe, response"),
+    ("no-attention", "defence 'vaccine' cannot run on MambaForCausalLM"),
 ])
 def test_bad_input_is_one_line_and_exit_2(case, message, ckpts, judge_ckpt, files, tmp_path):
     import pandas as pd
 
     model = {"missing": str(tmp_path / "absent"), "classifier": str(judge_ckpt)}.get(case, str(ckpts["gpt2"]))
+    if case == "no-attention":  # refused on its structure before refusal pairing (no pairing artifact below)
+        model = str(builders.save_mamba(tmp_path / "mamba"))
     sets = suite_sets(files, judge_ckpt)
     if case == "label":
         sets.append("suite.judge_label=toxic")
     if case == "columns":
         pd.DataFrame({"prompt": ["q"], "answer": ["a"]}).to_parquet(tmp_path / "bad.parquet")
         sets.append(f"suite.dataset={tmp_path / 'bad.parquet'}")
-    proc = harness("run", "--suite", "beavertails-llama2", "--model", model, "--defence", "none", "--attack",
+    defence = "vaccine" if case == "no-attention" else "none"
+    proc = harness("run", "--suite", "beavertails-llama2", "--model", model, "--defence", defence, "--attack",
                    "sft-1k", *[x for s in sets for x in ("--set", s)], "--results-dir", str(tmp_path / "r"),
                    home=tmp_path / "h")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists() and not list((tmp_path / "h").glob("pairing*/*"))

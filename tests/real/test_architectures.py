@@ -1,0 +1,98 @@
+"""Structural layer discovery (harness/models/architecture.py) on random checkpoints of eight architectures, and
+the refusal of a model a defence cannot handle before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.models import architecture as arch
+from tests.real import builders
+
+# Where each architecture keeps its parts (attribute paths, for the assertions only: the harness finds them
+# from the structure).
+EXPECTED = {
+    "llama": ("model.layers", "mlp", "self_attn", "model.norm"),
+    "qwen2": ("model.layers", "mlp", "self_attn", "model.norm"),
+    "mistral": ("model.layers", "mlp", "self_attn", "model.norm"),
+    "phi3": ("model.layers", "mlp", "self_attn", "model.norm"),
+    "gemma2": ("model.layers", "mlp", "self_attn", "model.norm"),
+    "gpt_neox": ("gpt_neox.layers", "mlp", "attention", "gpt_neox.final_layer_norm"),
+    "opt": ("model.decoder.layers", "fc2", "self_attn", "model.decoder.final_layer_norm"),
+    "gpt2": ("transformer.h", "mlp", "attn", "transformer.ln_f"),
+}
+
+
+def _get(obj, path):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {a: builders.causal_lm(a, builders.build_tokenizer(builders.TOKENIZER_OF[a]))
+            for a in builders.ARCHITECTURES}
+
+
+@pytest.mark.parametrize("name", builders.ARCHITECTURES)
+def test_parts_are_found_from_the_structure(models, name):
+    model = models[name]
+    layers, mlp, attention, norm = EXPECTED[name]
+    blocks = arch.decoder_layers(model)
+    assert blocks is _get(model, layers) and len(blocks) == 2
+    assert arch.mlp_modules(model) == [getattr(b, mlp) for b in blocks]
+    assert arch.attention_modules(model) == [getattr(b, attention) for b in blocks]
+    assert arch.final_norm(model) is _get(model, norm)
+    assert arch.requirements_unmet(model, arch.FEATURES) == []
+
+
+@pytest.mark.parametrize("name", builders.ARCHITECTURES)
+def test_hooks_on_the_found_parts_capture_outputs_with_gradients(models, name):
+    """What RepNoise (MLP outputs, final norm), Vaccine (attention outputs) and layer-wise gradient ascent
+    (final norm) hook is found on every architecture, and a forward pass fills every hook with a tensor on the
+    graph (each defence end to end on each architecture: tests/real/test_real_pipeline.py, slow)."""
+    import torch
+
+    from harness import registry
+
+    tok = builders.build_tokenizer(builders.TOKENIZER_OF[name])
+    ids = tok("placeholder question and answer", return_tensors="pt")["input_ids"]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    model = models[name]
+    for defence in ("repnoise", "vaccine", "gradient-ascent"):
+        plugin = registry.get("defence", defence)
+        assert arch.requirements_unmet(model, plugin.needs) == []
+    with arch_hooks(model) as outputs:
+        loss = model(**batch).loss
+    assert torch.isfinite(loss) and all(o is not None and o.requires_grad for o in outputs)
+
+
+def arch_hooks(model):
+    from harness.training.hooks import capture_outputs
+
+    return capture_outputs(model, [*arch.mlp_modules(model), *arch.attention_modules(model), arch.final_norm(model)])
+
+
+def test_a_model_without_attention_is_refused_in_one_line(tmp_path):
+    """Mamba has no attention and no MLP: Vaccine (needs attention) is refused on its structure, on a model
+    built on the meta device from the config (no weights read)."""
+    from transformers import MambaConfig
+
+    path = tmp_path / "mamba"
+    path.mkdir()
+    MambaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, state_size=4).save_pretrained(path)
+    with pytest.raises(arch.ArchitectureError, match=r"defence 'vaccine' cannot run on MambaForCausalLM .*attention"):
+        arch.check_model_path(path, ("attention",), who="defence 'vaccine'")
+    arch.check_model_path(path, ("final_norm",), who="defence 'gradient-ascent'")  # it has a final norm
+
+
+def test_needs_are_declared_from_a_fixed_vocabulary():
+    from pydantic import BaseModel
+
+    from harness.errors import PluginLoadError
+    from harness.registry import register_defence, register_task
+
+    with pytest.raises(PluginLoadError, match="needs"):
+        register_defence("x-needs-a-kidney", config=BaseModel, version="1", needs=("kidney",))
+    with pytest.raises(PluginLoadError, match="only defences and attacks"):
+        register_task("x-task-needs", config=BaseModel, version="1", needs=("mlp",))
