@@ -101,6 +101,7 @@ def masked_mmd(acts: Any, mask: Any, cfg: Config) -> Any:
     """MMD between masked activations (B, T, H) and equally masked Gaussian noise; one point per sample."""
     import torch
 
+    acts = acts.reshape(*mask.shape, -1)                             # (B, T, H); OPT's inline MLP gives (B*T, H)
     m = mask.unsqueeze(-1).to(acts.dtype)                            # (B, T, 1)
     x = (acts * m).flatten(1).float()                                # (B, T*H)
     y = (torch.randn_like(acts) * m).flatten(1).float()              # (B, T*H)

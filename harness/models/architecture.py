@@ -6,7 +6,8 @@ Every transformers causal LM holds its blocks in one `ModuleList` of `num_hidden
 block, the attention is the child whose class says so (`LlamaAttention`, `GPTNeoXAttention`, `OPTAttention`);
 the MLP is the child that is one (`mlp`, `feed_forward`; its class says MLP), or, where a block keeps its
 feed-forward layers inline (OPT's `fc1`/`fc2`), the last linear layer writing back to the hidden size: either
-way its output is the MLP's contribution before the residual add. The final norm is the last norm module of the
+way its output is the MLP's contribution before the residual add (OPT's comes flattened, (B*T, H): reshape to
+the batch's (B, T, H) before use). The final norm is the last norm module of the
 base model outside the blocks (`model.norm`, `ln_f`, `final_layer_norm`).
 
 `requirements_unmet(model, needs)` says which of a plugin's declared needs (`register_defence(..., needs=...)`)

@@ -23,37 +23,26 @@ RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
 
 
 @pytest.mark.parametrize("arch", list(RUNS))
-def test_every_defence_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
+def test_every_defence_and_attack_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
+    """Every built-in defence, each attacked by the next built-in attack in turn (full and LoRA SFT at every
+    named budget), so each defence and each attack runs on each architecture in one run per defence."""
     from harness.pipeline import run
     from harness.resolve import resolve
 
     suite_name, extra = RUNS[arch]
     sets = [*suite_sets(files, judge_ckpt, second_judge=ckpts["llama"]), *extra]
     store, results = Store(tmp_path / "home"), tmp_path / "results"
-    for defence in registry.names("defence"):
-        spec, suite, overrides = resolve(suite_name, defence, "sft-1k", sets=sets, model=str(ckpts[arch]))
+    attacks = registry.names("attack")
+    assert len(registry.names("defence")) >= len(attacks)  # else some attack would never run here
+    for i, defence in enumerate(registry.names("defence")):
+        attack = attacks[i % len(attacks)]
+        spec, suite, overrides = resolve(suite_name, defence, attack, sets=sets, model=str(ckpts[arch]))
         record, cached = run(spec, suite, overrides, store=store, results_dir=results)
         assert not cached
         parsed = read_record(record_path(results, suite.name, suite.protocol_version, record.run_id))
         assert parsed == record
         check_record(parsed, arch, ckpts)
     assert len(list((results / suite_name / "v1").glob("*.json"))) == len(registry.names("defence"))
-
-
-@pytest.mark.parametrize("arch", list(RUNS))
-def test_every_attack_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
-    """Every built-in attack (full and LoRA SFT at each named budget) attacks the undefended model."""
-    from harness.pipeline import run
-    from harness.resolve import resolve
-
-    suite_name, extra = RUNS[arch]
-    sets = [*suite_sets(files, judge_ckpt), *extra]
-    store, results = Store(tmp_path / "home"), tmp_path / "results"
-    for attack in registry.names("attack"):
-        spec, suite, overrides = resolve(suite_name, "none", attack, sets=sets, model=str(ckpts[arch]))
-        record, _ = run(spec, suite, overrides, store=store, results_dir=results)
-        assert record.spec.attack.name == attack and record.budget.samples == 8
-        assert record.metrics.post_attack.harmfulness.n == 8 and record.metrics.resistance.steps >= 1
 
 
 def check_record(record, arch, ckpts):
