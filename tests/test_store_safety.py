@@ -146,6 +146,16 @@ def test_a_linked_kind_folder_is_neither_written_nor_deleted_through(tmp_path, c
     assert snapshot(elsewhere) == before
 
 
+def test_a_linked_locks_folder_is_refused_at_a_run_s_start(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    store = Store(tmp_path / "store")
+    make(store)
+    os.rename(store.root / ".locks", tmp_path / "elsewhere" / "locks")
+    (store.root / ".locks").symlink_to(tmp_path / "elsewhere" / "locks", target_is_directory=True)
+    with pytest.raises(HarnessError, match=r"\.locks is a link"):
+        start(Store(store.root))
+
+
 def test_a_linked_artifact_folder_is_not_the_store_s(tmp_path, capfd):
     target = tmp_path / "target"
     target.mkdir()

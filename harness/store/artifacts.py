@@ -184,9 +184,13 @@ class Store:
         return folder
 
     def check_folders(self) -> None:
-        """Refuse a store whose kind folders are links, before a run's first stage (one line, exit 2)."""
+        """Refuse a store whose kind folders (or locks folder) are links, before a run's first stage (one line,
+        exit 2)."""
         for kind in sorted(known_kinds(self.root)):
             self.kind_folder(kind)
+        if (self.root / LOCKS).is_symlink():
+            raise HarnessError(f"store folder {self.root / LOCKS} is a link to {os.path.realpath(self.root / LOCKS)};"
+                               f" the harness writes only inside the store {self.root}: replace the link with a folder")
 
     def mark(self, *, adopt_only: bool = False) -> bool:
         """Make sure the store carries its marker (harness.store.layout); see `layout.mark` for `adopt_only`."""
