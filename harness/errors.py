@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -30,3 +31,27 @@ class ConfigError(HarnessError):
 
 class CorruptRecordError(HarnessError):
     """A result record or artifact that is torn, unparsable or fails its schema."""
+
+
+class StageError(Exception):
+    """A stage that failed for a reason outside the harness and the user's input (a full disk): the CLI prints
+    its one line, naming the stage, and exits 1. Not a HarnessError: the input was fine, rerunning resumes."""
+
+
+NO_SPACE_PHRASES = ("No space left on device", "StorageFull", "Disk quota exceeded", "os error 28")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Is `exc` a full disk (or quota)? An OSError says so by errno; writers in other languages (safetensors'
+    SafetensorError, pyarrow) say so in their message."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(phrase in str(exc) for phrase in NO_SPACE_PHRASES)
+
+
+class DiskFullError(StageError):
+    """No space left while writing `what` (a stage, or an artifact) to `path`."""
+
+    def __init__(self, what: str, path: object, *, stage_named: bool = False):
+        self.what, self.path, self.stage_named = what, path, stage_named
+        super().__init__(f"no space left on device while writing {what} to {path}; free space and rerun to resume")

@@ -99,7 +99,11 @@ def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: 
 
 
 def start(store: Store, results_folder: Path | None = None) -> None:
-    """Remove what killed runs left behind (temporary folders and files no live writer holds)."""
+    """Before a run's first stage: refuse a store whose kind folders are links (they would lead its writes
+    outside the store), mark a new store (or adopt one an earlier version wrote; harness.store.layout), and
+    remove what killed runs left behind (temporary folders and files no live writer holds)."""
+    store.check_folders()
+    store.mark(adopt_only=True)
     store.clean_temp()
     if results_folder is not None:
         clean_results_temp(results_folder)

@@ -21,12 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import DiskFullError
 from harness.results.records import StageInfo
 from harness.specs import stable_hash
 from harness.store.artifacts import Store, atomic_write_text, resolve_ref
 
-MODELS, GENERATIONS, SCORES = "models", "generations", "scores"
-DEGENERATE, STABILITY, TRAINABILITY, GOLD_NLL = "degenerate", "stability", "trainability", "gold_nll"
+# The stage kinds, defined where the store decides which folders hold artifacts; imported from here by the stages.
+from harness.store.layout import (  # noqa: F401
+    DEGENERATE,
+    GENERATIONS,
+    GOLD_NLL,
+    MODELS,
+    SCORES,
+    STABILITY,
+    TRAINABILITY,
+)
 
 # build(folder) writes the artifact's files into `folder`; it may return extra metadata for meta.json.
 Build = Callable[[Path], Mapping[str, Any] | None]
@@ -57,11 +66,16 @@ class Stages:
         start = time.perf_counter()
         reset_peak()
         # Under the artifact's lock: an identical concurrent run waits here, then finds the artifact.
-        with self.store.compute_once(kind, key, force=self.force) as need:
-            if need:
-                meta: dict[str, Any] = {"stage": name, "inputs": dict(inputs)}
-                with self.store.writing(kind, key, meta, force=self.force) as tmp:
-                    meta.update(build(tmp) or {})
+        try:
+            with self.store.compute_once(kind, key, force=self.force) as need:
+                if need:
+                    meta: dict[str, Any] = {"stage": name, "inputs": dict(inputs)}
+                    with self.store.writing(kind, key, meta, force=self.force) as tmp:
+                        meta.update(build(tmp) or {})
+        except DiskFullError as exc:  # name the stage (the innermost one: a nested stage's error is kept)
+            if exc.stage_named:
+                raise
+            raise DiskFullError(name, exc.path, stage_named=True) from None
         self.timed(name, start, cached=not need, key=key)
         return key
 

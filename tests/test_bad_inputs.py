@@ -131,6 +131,12 @@ CASES = [
     ("list-unknown-kind", ["list", "nope"], "Unknown kind 'nope'"),
     ("verify-home-file", ["store", "verify", "--home", "{F}"], "is not a directory"),
     ("verify-no-store", ["store", "verify", "--home", "{H}/none"], "is not a directory"),
+    ("gc-yes-unmarked-folder", ["store", "gc", "--yes", "--min-age-hours", "0", "--home", "{H}", "--results-dir",
+                                "{R}"], "is not marked as an artifact store"),
+    ("verify-delete-unmarked-folder", ["store", "verify", "--delete", "--home", "{H}"],
+     "is not marked as an artifact store"),
+    ("gc-torn-record", ["store", "gc", "--home", "{H}", "--results-dir", "{D}"], "cannot read 1 file(s)"),
+    ("store-init-unrelated-folder", ["store", "init", "--home", "{G}"], "does not look like an artifact store"),
 ]
 
 

@@ -22,9 +22,9 @@ def test_public_seeds_are_unchanged_and_bad_seeds_refused(monkeypatch):
     assert checked_seed(3) == 3 and world_seed(3) == 3
     assert Config().model_dump() == {"size": "default", "seed": 0, "split": "test"}  # committed run ids hold
     for bad in (True, -1, 2**63, "1", "private:xyz", "public"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ValueError):
             checked_seed(bad)
-    with pytest.raises(ConfigError, match=ENV):
+    with pytest.raises(ValueError, match=ENV):
         checked_seed("private")  # no secret: one line, before any work
 
 

@@ -3,8 +3,8 @@
 The commands live in modules by what they do: `runs` (prepare, run, sweep, tune), `results` (report, tables,
 leaderboard, validate, show, schema), `store` (verify, ls, gc) and `plugins` (list, plugins, plugins check);
 this module assembles them into one typer app. Every failure a user can cause is one `error:` line on stderr
-(control characters escaped) and exit 2; Ctrl-C is one line saying how to resume and exit 130. Tracebacks are
-for bugs.
+(control characters escaped) and exit 2; a full disk is one line naming the stage and exit 1; Ctrl-C is one line
+saying how to resume and exit 130. Tracebacks are for bugs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from harness.cli import plugins, results, runs, store
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StageError, is_disk_full
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
@@ -41,6 +41,15 @@ def main(argv: list[str] | None = None) -> Any:
     except HarnessError as exc:
         typer.echo(f"error: {escape_controls(str(exc))}", err=True)
         code = 2
+    except StageError as exc:  # the input was fine, the machine failed (a full disk): exit 1, the stage named
+        typer.echo(f"error: {escape_controls(str(exc))}", err=True)
+        code = 1
+    except OSError as exc:  # a full disk outside a stage (a record, a table): one line too, never a traceback
+        if not is_disk_full(exc):
+            raise
+        typer.echo(f"error: no space left on device ({escape_controls(str(exc.filename or exc))}); free space "
+                   "and rerun to resume", err=True)
+        code = 1
     except typer.TyperException as exc:  # usage errors: unknown option, missing or malformed value
         message = exc.format_message()
         if message:

@@ -1,4 +1,4 @@
-"""`harness store verify`, `ls` and `gc`: what the artifact store holds, and its hygiene."""
+"""`harness store verify`, `ls`, `gc` and `init`: what the artifact store holds, and its hygiene."""
 
 from __future__ import annotations
 
@@ -28,9 +28,25 @@ def store_verify(home: HomeOpt = None,
         counts[found.status] += 1
         if found.status != "ok":
             typer.echo(f"{found.status} {found.kind}/{found.key}: {found.problem}")
+    _linked(store)
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + f" artifact(s) in {store.root}")
     if counts["damaged"]:
         raise typer.Exit(1)
+
+
+@store_app.command("init")
+def store_init(home: HomeOpt = None) -> None:
+    """Mark a folder as an artifact store: a new or empty one, or one an earlier version wrote (the deleting
+    commands refuse a folder without the mark)."""
+    from harness.store.artifacts import Store
+    from harness.store.layout import init
+
+    typer.echo(init(Store(home).root))
+
+
+def _linked(store: Any) -> None:
+    for link in store.linked():
+        typer.echo(f"skipped {link}: a link; the store neither lists, writes nor deletes through links")
 
 
 def _store_and_results(home: Path | None, results: list[Path] | None) -> tuple[Any, list[Path]]:
@@ -49,16 +65,20 @@ def _store_and_results(home: Path | None, results: list[Path] | None) -> tuple[A
 @store_app.command("ls")
 def store_ls(home: HomeOpt = None, results_dir: KeepOpt = None) -> None:
     """Size of the artifact store per kind and per suite (the suites whose records need each artifact)."""
+    from harness.progress import warn
     from harness.store.gc import human, usage
 
     store, folders = _store_and_results(home, results_dir)
     use = usage(store, folders)
+    for path in use.unreadable:
+        warn(f"cannot read {path}: the artifacts it needs count as needed by no record")
     typer.echo(f"{'KIND':<14}{'ARTIFACTS':>10}{'SIZE':>12}{'NO RECORD NEEDS':>18}")
     for kind, (n, total, free) in use.by_kind().items():
         typer.echo(f"{kind:<14}{n:>10}{human(total):>12}{human(free):>18}")
     typer.echo(f"\n{'SUITE':<28}{'ARTIFACTS':>10}{'SIZE':>12}")
     for suite, (n, total) in use.by_suite().items():
         typer.echo(f"{suite:<28}{n:>10}{human(total):>12}")
+    _linked(store)
     typer.echo(f"\ntotal {human(sum(use.sizes.values()))} in {len(use.sizes)} artifact(s) in {store.root}")
 
 
@@ -70,13 +90,17 @@ def store_gc(home: HomeOpt = None, results_dir: KeepOpt = None,
                                                              "go)")] = False) -> None:
     """Delete artifacts that no run record under --results-dir needs (dry run unless --yes)."""
     from harness.store.gc import garbage, human
+    from harness.store.layout import require_marker
 
     store, folders = _store_and_results(home, results_dir)
+    if yes:
+        require_marker(store.root, "store gc --yes")
     found = garbage(store, folders, min_age_hours=min_age_hours)
+    if yes:  # an artifact that stopped being the store's own since it was listed stays
+        found = [(art, size) for art, size in found if store.delete(*art)]
     for (kind, key), size in found:
-        if yes:
-            store.delete(kind, key)
         typer.echo(f"{'deleted' if yes else 'would delete'} {kind}/{key} ({human(size)})")
+    _linked(store)
     total = human(sum(size for _, size in found))
     typer.echo(f"{'deleted' if yes else 'dry run: would delete'} {len(found)} artifact(s), {total}; kept what the "
                f"records under {', '.join(map(str, folders))} need" + ("" if yes else " (--yes deletes)"))

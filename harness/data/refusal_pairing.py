@@ -19,9 +19,8 @@ from harness.errors import HarnessError
 from harness.progress import bar
 from harness.specs import ModelSpec, PluginSpec, stable_hash
 from harness.stages import Stages
+from harness.store.layout import PAIRING
 from harness.training.collate import PromptFormat
-
-PAIRING = "pairing"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ What is *needed* is computed, never guessed: the artifacts the run records of th
 model, judges), then everything those artifacts' metadata names in turn (an attack's defended model, an
 adapter's base, a score's generations), to a fixed point. gc deletes only the rest, and only artifacts older
 than `min_age_hours` (a running grid's fresh artifacts have no record yet). Deletion goes through
-`Store.delete` (under the artifact's lock); every path is `<store>/<kind>/<key>` of a listed artifact, so
-nothing outside the store is touched.
+`Store.delete` (under the artifact's lock), only in a store that carries its marker, and only artifacts the
+store wrote (`Store.owned`: a real `<store>/<kind>/<key>/` folder of a known kind, with its meta.json; never
+through a link, never a results folder kept inside the store). A record file that cannot be read would keep
+nothing for its artifacts, so gc refuses to run while one exists.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from harness.errors import HarnessError
 from harness.store.artifacts import Store
+from harness.store.layout import require_marker
 from harness.store.manifest import META
 
 KEY = re.compile(r"\b[0-9a-f]{16}\b")
@@ -36,6 +40,7 @@ class Usage:
 
     sizes: dict[Artifact, int]
     suites: dict[Artifact, set[str]] = field(default_factory=dict)
+    unreadable: list[Path] = field(default_factory=list)  # record files that could not be read
 
     def by_kind(self) -> dict[str, tuple[int, int, int]]:
         """kind -> (artifacts, bytes, bytes no record needs)."""
@@ -61,7 +66,7 @@ def folder_size(path: Path) -> int:
 
 def record_files(results_dirs: Iterable[Path]) -> Iterator[Path]:
     for folder in results_dirs:
-        yield from sorted(Path(folder).glob("**/*.json"))
+        yield from sorted(p for p in Path(folder).glob("**/*.json") if p.is_file())
 
 
 def roots(text: str, by_key: dict[str, list[Artifact]]) -> set[Artifact]:
@@ -72,18 +77,35 @@ def roots(text: str, by_key: dict[str, list[Artifact]]) -> set[Artifact]:
     return found
 
 
-def needed(store: Store, results_dirs: Iterable[Path]) -> dict[Artifact, set[str]]:
-    """Every artifact the records under `results_dirs` need, with the suites whose records need it."""
+@dataclass
+class Records:
+    """The JSON files of the results folders: (text, suite) of each object, and the files that cannot be read."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)
+
+
+def read_records(results_dirs: Iterable[Path]) -> Records:
+    out = Records()
+    for path in record_files(results_dirs):
+        try:
+            text = path.read_text()
+            data = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            out.unreadable.append(path)  # a torn record: what it needs is unknown
+            continue
+        if isinstance(data, dict):  # tables and tuning logs are JSON too; what they name is kept as well
+            out.texts.append((text, str(data.get("suite", "?"))))
+    return out
+
+
+def needed(store: Store, records: Records) -> dict[Artifact, set[str]]:
+    """Every artifact the records need, with the suites whose records need it."""
     by_key: dict[str, list[Artifact]] = {}
     for kind, key in store.artifacts():
         by_key.setdefault(key, []).append((kind, key))
     suites: dict[Artifact, set[str]] = {}
-    for path in record_files(results_dirs):
-        try:
-            text = path.read_text()
-            suite = str(json.loads(text).get("suite", "?"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            continue  # not a record (tables, tuning logs are not JSON records); nothing to keep for it
+    for text, suite in records.texts:
         todo = list(roots(text, by_key))
         while todo:
             art = todo.pop()
@@ -97,21 +119,40 @@ def needed(store: Store, results_dirs: Iterable[Path]) -> dict[Artifact, set[str
 
 
 def usage(store: Store, results_dirs: Iterable[Path]) -> Usage:
+    records = read_records(results_dirs)
     sizes = {art: folder_size(store.path(*art)) for art in store.artifacts()}
-    return Usage(sizes, needed(store, results_dirs))
+    return Usage(sizes, needed(store, records), unreadable=records.unreadable)
+
+
+def refuse_unreadable(unreadable: list[Path]) -> None:
+    """gc keeps what records name: an unreadable one names nothing, so its artifacts would look unneeded."""
+    if unreadable:
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        files = ", ".join(map(str, unreadable[:3])) + more
+        raise HarnessError(f"store gc: cannot read {len(unreadable)} file(s) of the results folders ({files}); "
+                           "what they need is unknown, so nothing is collected: restore or remove them")
 
 
 def garbage(store: Store, results_dirs: Iterable[Path], *, min_age_hours: float) -> list[tuple[Artifact, int]]:
-    """(artifact, bytes) of every artifact no record needs and older than `min_age_hours`."""
-    keep = needed(store, results_dirs)
+    """(artifact, bytes) of every artifact the store wrote that no record needs and older than `min_age_hours`.
+    A HarnessError while a record file cannot be read."""
+    results_dirs = list(results_dirs)
+    records = read_records(results_dirs)
+    refuse_unreadable(records.unreadable)
+    keep = needed(store, records)
     cutoff = time.time() - min_age_hours * 3600
+    results = [Path(r).resolve() for r in results_dirs]
     out = []
     for art in store.artifacts():
         folder = store.path(*art)
-        if art in keep or folder.is_symlink() or not folder.is_dir():
+        try:
+            if art in keep or not store.owned(*art) or folder.stat().st_mtime > cutoff:
+                continue
+        except OSError:  # removed meanwhile (a concurrent gc, or a run replacing it)
             continue
-        if folder.stat().st_mtime > cutoff:
-            continue
+        where = folder.resolve()
+        if any(r == where or where in r.parents or r in where.parents for r in results):
+            continue  # a results folder kept inside an artifact folder (or holding one): records are never garbage
         out.append((art, folder_size(folder)))
     return out
 
@@ -135,13 +176,25 @@ class Checked(NamedTuple):
 
 
 def verify(store: Store, *, delete: bool) -> Iterator[Checked]:
-    """Hash every artifact against its manifest, deleting the damaged ones if asked (the next run recomputes them)."""
+    """Hash every artifact against its manifest, deleting the damaged ones if asked (the next run recomputes them).
+
+    Deleting needs a marked store, and removes only artifacts the store wrote (a folder without its meta.json
+    is reported, not removed) that still fail their manifest under their lock, with no writer holding it.
+    """
+    if delete:
+        require_marker(store.root, "store verify --delete")
     for kind, key, problem in store.audit():
         if problem is None:
             verified = store.verified(kind, key)
             yield Checked("ok" if verified else "unverified", kind, key,
                           "" if verified else "no manifest (written before verification existed)")
             continue
-        if delete:
-            store.delete(kind, key)
-        yield Checked("deleted" if delete else "damaged", kind, key, problem)
+        if not delete:
+            yield Checked("damaged", kind, key, problem)
+        elif store.delete(kind, key, if_damaged=True):
+            yield Checked("deleted", kind, key, problem)
+        elif store.problem(kind, key, full=True) is None:
+            yield Checked("ok", kind, key, "")  # a writer replaced it meanwhile
+        else:
+            why = "a run holds its lock" if store.owned(kind, key) else "no meta.json: not an artifact the store wrote"
+            yield Checked("damaged", kind, key, f"{problem}; left in place ({why})")

@@ -104,7 +104,7 @@ def _threads(n: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """`python -m harness.sweep.jobs JOB.json`: run one job; its result is the last line on stdout (JSON).
     Bad input is one `error:` line and exit 2, as in the CLI."""
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, StageError
     from harness.safety import escape_controls
 
     args = sys.argv[1:] if argv is None else argv
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     except HarnessError as exc:
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except StageError as exc:  # a full disk: the stage named, exit 1 (the sweep retries, then logs the line)
+        print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(result))
 
 

@@ -33,18 +33,18 @@ def digest(secret: str) -> str:
 
 def checked_seed(value: object) -> int | str:
     """A suite or judge `seed` as given: a public seed (an int), `private` (the secret in $HARNESS_PRIVATE_WORLD,
-    turned into its digest here) or a digest `private:<16 hex>` (a record's)."""
+    turned into its digest here) or a digest `private:<16 hex>` (a record's). ValueError (pydantic names the field)."""
     if isinstance(value, bool):
-        raise ConfigError(f"seed must be an integer, 'private' or 'private:<digest>', got {value!r}")
+        raise ValueError(f"seed must be an integer, 'private' or 'private:<digest>', got {value!r}")
     if isinstance(value, int):
         if not 0 <= value <= MAX_SEED:
-            raise ConfigError(f"seed {value} is out of range: 0 to {MAX_SEED}")
+            raise ValueError(f"seed {value} is out of range: 0 to {MAX_SEED}")
         return value
     if value == "private":
-        return digest(_secret())
+        return digest(_secret(ValueError))
     if isinstance(value, str) and DIGEST.fullmatch(value):
         return value
-    raise ConfigError(f"seed must be an integer, 'private' or 'private:<16 hex digits>', got {value!r}")
+    raise ValueError(f"seed must be an integer, 'private' or 'private:<16 hex digits>', got {value!r}")
 
 
 def world_seed(seed: int | str) -> int:
@@ -61,8 +61,8 @@ def is_private(seed: object) -> bool:
     return isinstance(seed, str) and seed.startswith(PREFIX)
 
 
-def _secret() -> str:
+def _secret(error: type[Exception] = ConfigError) -> str:
     secret = os.environ.get(ENV, "")
     if not secret:
-        raise ConfigError(f"a private world needs its secret in ${ENV} (never committed; one per evaluation round)")
+        raise error(f"a private world needs its secret in ${ENV} (never committed; one per evaluation round)")
     return secret

@@ -19,6 +19,7 @@ from harness.progress import say
 from harness.registry import register_suite
 from harness.specs import EvalSpec, ModelSpec, stable_hash
 from harness.store.artifacts import Store, atomic_write_text
+from harness.store.layout import SUITES
 from harness.suite import AttackBudget, StageResources, Suite, SuiteData, TuningProtocol
 from harness.training.loop import TrainConfig
 from tasks.beavertails_groups import GROUPS
@@ -28,7 +29,7 @@ from tasks.tiny.world import CATEGORIES, TOXIC, Size
 
 BUILD_VERSION = "9"  # bump when the world, base model or judge recipe changes (rebuilds the checkpoints)
 PROTOCOL = "2"       # bump when the suite's eval protocol changes (budgets, phi, conditions)
-KIND = "suites"
+KIND = SUITES  # a built-in store kind: listed and collected by `harness store ls/gc`
 
 
 # Every training defence, built in or installed from another package, gets the same budget and the same data
