@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from harness.progress import warn
+from harness.results.jsonio import loads, read_text
 from harness.store.artifacts import Store
 from harness.store.manifest import META
 
@@ -80,10 +82,12 @@ def needed(store: Store, results_dirs: Iterable[Path]) -> dict[Artifact, set[str
     suites: dict[Artifact, set[str]] = {}
     for path in record_files(results_dirs):
         try:
-            text = path.read_text()
-            suite = str(json.loads(text).get("suite", "?"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            continue  # not a record (tables, tuning logs are not JSON records); nothing to keep for it
+            text = read_text(path)  # bounded, like every record reader: a hostile file is skipped, not a crash
+            suite = str(loads(text).get("suite", "?"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            warn(f"skipped {path}: not a readable JSON record ({getattr(exc, 'msg', type(exc).__name__)}); "
+                 "nothing is kept for it")
+            continue
         todo = list(roots(text, by_key))
         while todo:
             art = todo.pop()
