@@ -76,6 +76,7 @@ def load_folder(folder: Path) -> ResultFolder:
 
 def _check_records(folder: Path, loaded: ResultFolder) -> None:
     """Validate each record only to report the invalid ones; no number is read from a record."""
+    from harness.progress import warn
     from harness.results.records import read_record
 
     for path in sorted(folder.glob("*.json")):
@@ -84,3 +85,4 @@ def _check_records(folder: Path, loaded: ResultFolder) -> None:
         except HarnessError as exc:
             loaded.invalid_record_ids.add(path.stem)
             loaded.exclusions.append(Exclusion(str(path), str(exc)))
+            warn(str(exc), prefix="excluded ")  # one line, as every record reader says what it leaves out

@@ -43,6 +43,12 @@ class Site:
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(unstable_rule=UNSTABLE_RULE, rank_rule=RANK_RULE, budget_rule=BUDGET_RULE)
         self.infos = {name: defence_info(name) for name in sorted({r.key.name for b in boards for r in b.rows})}
+        self.scans: dict[Path | None, str] = {}  # a scan log read (and a bad one reported) once per build
+
+    def _scan(self, path: Path | None) -> str:
+        if path not in self.scans:
+            self.scans[path] = scan_summary(path)
+        return self.scans[path]
 
     def write(self, folder: Path, plots: list[dict[str, str]]) -> None:
         (folder / "defence").mkdir(parents=True, exist_ok=True)
@@ -113,7 +119,7 @@ class Site:
                 "settings": [(k, json.dumps(v)) for k, v in sorted(row.key.settings.items())],
                 "tuning_log": tuning.read_text() if tuning and tuning.is_file() else "",
                 "tuning_path": str(tuning) if tuning else "(no safe file name for this defence)",
-                "scan": scan_summary(tuning.with_suffix(".scan.json") if tuning else None),
+                "scan": self._scan(tuning.with_suffix(".scan.json") if tuning else None),
                 "plot": f"../plots/{plots[plot_name(row)]}", "budgets": budgets,
                 "cells": self._row_view(board, row, full_notes=True)["cells"],
                 "generalization": self._generalization(board, row)}
@@ -180,12 +186,20 @@ def entry_anchor(board: Board, row: Row) -> str:
 
 def scan_summary(path: Path | None) -> str:
     """One line from a `harness tune --scan` log: how many scanned settings pass the guard ('' if none)."""
+    from harness.errors import HarnessError
+    from harness.progress import warn
+    from harness.tuning.logs import ScanLog, read_log
+
     if path is None or not path.is_file():
         return ""
-    log = json.loads(path.read_text())
-    stable = ", ".join(json.dumps(p, sort_keys=True) for p in log["stable"]) or "none"
-    parts = "; ".join(json.dumps(f, sort_keys=True) if f else "the whole space" for f in log["scans"])
-    return (f"{len(log['stable'])} of {len(log['trials'])} scanned settings (of {log['space_size']} in the space; "
+    try:
+        log = read_log(path, ScanLog)  # bounded and validated: a hostile log is one line, never a crash
+    except HarnessError as exc:
+        warn(str(exc), prefix="excluded ")
+        return ""
+    stable = ", ".join(json.dumps(p, sort_keys=True) for p in log.stable) or "none"
+    parts = "; ".join(json.dumps(f, sort_keys=True) if f else "the whole space" for f in log.scans)
+    return (f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space; "
             f"scanned: {parts}) pass the stability guard: {stable}. Log: {path}")
 
 

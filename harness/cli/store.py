@@ -70,8 +70,8 @@ def store_ls(home: HomeOpt = None, results_dir: KeepOpt = None) -> None:
 
     store, folders = _store_and_results(home, results_dir)
     use = usage(store, folders)
-    for path in use.unreadable:
-        warn(f"cannot read {path}: the artifacts it needs count as needed by no record")
+    for path, why in use.unreadable:
+        warn(f"cannot read {path} ({why}): the artifacts it needs count as needed by no record")
     typer.echo(f"{'KIND':<14}{'ARTIFACTS':>10}{'SIZE':>12}{'NO RECORD NEEDS':>18}")
     for kind, (n, total, free) in use.by_kind().items():
         typer.echo(f"{kind:<14}{n:>10}{human(total):>12}{human(free):>18}")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import CorruptRecordError, HarnessError
 from harness.progress import warn
+from harness.results.jsonio import JSONLimitError, read_json
 from harness.results.metrics import AttackBudget, Evidence, Metrics
 from harness.specs import RunSpec
 from harness.store.artifacts import atomic_write_text
@@ -144,13 +145,15 @@ def _unreadable(path: Path) -> bool:
 def read_record(path: Path) -> RunRecord:
     """A record file, validated against the typed models; the first wrong field is named in the error."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(Path(path))  # bounded: a file nested too deep or too large is corrupt, not a crash
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise CorruptRecordError(f"corrupt record {path}: not a JSON text file ({type(exc).__name__})") from None
     except FileNotFoundError:
         raise HarnessError(f"cannot read record {path}: no such file") from None
     except OSError as exc:  # e.g. no permission: a reader skips it like any other unreadable record
         raise CorruptRecordError(f"unreadable record {path}: {exc.strerror}") from None
+    except JSONLimitError as exc:
+        raise CorruptRecordError(f"corrupt record {path}: refused ({exc.msg})") from None
     except json.JSONDecodeError as exc:
         raise CorruptRecordError(f"corrupt record {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CorruptRecordError
+from harness.results.jsonio import loads
 from harness.results.records import RunRecord
 from harness.specs import canonical_json, trim_added_params
 
@@ -246,7 +247,10 @@ def read_table(path: Path) -> Any:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for torn files
         raise CorruptRecordError(f"{path}: unreadable Parquet ({type(exc).__name__}: {exc})") from None
-    meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    try:
+        meta = loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRecordError(f"{path}: unreadable table metadata ({type(exc).__name__})") from None
     if meta != {"table": name, "version": SCHEMA_VERSION}:
         raise CorruptRecordError(f"{path}: schema {meta or 'missing'}, expected {name} v{SCHEMA_VERSION}; "
                                  "rebuild with `harness tables`")

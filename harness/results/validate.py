@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CorruptRecordError, HarnessError
+from harness.results.jsonio import JSONLimitError, read_json
 from harness.results.records import SCHEMA_FILE, RunRecord, read_record, results_folder
 from harness.specs import spec_id
 
@@ -72,7 +73,9 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
     """The record (None if unreadable) and every problem with it; `in_folder`: it must sit in
     `<suite>/v<protocol version>/`."""
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
+    except JSONLimitError as exc:
+        return None, [f"refused: {exc.msg}"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, [f"not a readable JSON file ({type(exc).__name__})"]
     problems = schema(raw)[:3] if schema is not None else []

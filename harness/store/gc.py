@@ -14,7 +14,6 @@ nothing for its artifacts, so gc refuses to run while one exists.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from harness.errors import HarnessError
+from harness.results.jsonio import loads, read_text
 from harness.store.artifacts import Store
 from harness.store.layout import require_marker
 from harness.store.manifest import META
@@ -40,7 +40,7 @@ class Usage:
 
     sizes: dict[Artifact, int]
     suites: dict[Artifact, set[str]] = field(default_factory=dict)
-    unreadable: list[Path] = field(default_factory=list)  # record files that could not be read
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # record files that could not be read, why
 
     def by_kind(self) -> dict[str, tuple[int, int, int]]:
         """kind -> (artifacts, bytes, bytes no record needs)."""
@@ -66,7 +66,8 @@ def folder_size(path: Path) -> int:
 
 def record_files(results_dirs: Iterable[Path]) -> Iterator[Path]:
     for folder in results_dirs:
-        yield from sorted(p for p in Path(folder).glob("**/*.json") if p.is_file())
+        # every entry named like a record, not only regular files: a FIFO or a device is reported, never opened
+        yield from sorted(p for p in Path(folder).glob("**/*.json") if not p.is_dir())
 
 
 def roots(text: str, by_key: dict[str, list[Artifact]]) -> set[Artifact]:
@@ -82,17 +83,17 @@ class Records:
     """The JSON files of the results folders: (text, suite) of each object, and the files that cannot be read."""
 
     texts: list[tuple[str, str]] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it cannot be read)
 
 
 def read_records(results_dirs: Iterable[Path]) -> Records:
     out = Records()
     for path in record_files(results_dirs):
         try:
-            text = path.read_text()
-            data = json.loads(text)
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            out.unreadable.append(path)  # a torn record: what it needs is unknown
+            text = read_text(path)  # bounded, like every record reader
+            data = loads(text)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            out.unreadable.append((path, getattr(exc, "msg", None) or str(exc) or type(exc).__name__))
             continue
         if isinstance(data, dict):  # tables and tuning logs are JSON too; what they name is kept as well
             out.texts.append((text, str(data.get("suite", "?"))))
@@ -124,11 +125,11 @@ def usage(store: Store, results_dirs: Iterable[Path]) -> Usage:
     return Usage(sizes, needed(store, records), unreadable=records.unreadable)
 
 
-def refuse_unreadable(unreadable: list[Path]) -> None:
+def refuse_unreadable(unreadable: list[tuple[Path, str]]) -> None:
     """gc keeps what records name: an unreadable one names nothing, so its artifacts would look unneeded."""
     if unreadable:
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
-        files = ", ".join(map(str, unreadable[:3])) + more
+        files = "; ".join(f"{path}: {why}" for path, why in unreadable[:3]) + more
         raise HarnessError(f"store gc: cannot read {len(unreadable)} file(s) of the results folders ({files}); "
                            "what they need is unknown, so nothing is collected: restore or remove them")
 

@@ -4,7 +4,9 @@ A grid names a suite (and its settings), optionally another base model, the defe
 and defence seeds), the attacks (budgets, shared settings and attack seeds; by default the suite's budget
 grid) and the conditions to measure (pairs of harm subsets: `all`/`all` measures resistance, stability and
 trainability; a held-out pair measures generalization). The file is read strictly: unknown keys, duplicate
-keys and every invalid value are reported at once, in one line, before any work.
+keys and every invalid value are reported at once, in one line, before any work. A hostile file costs no
+more than a bounded read: at most MAX_GRID_BYTES, MAX_GRID_DEPTH levels, no YAML anchors or aliases, and at
+most MAX_CELLS cells, counted from the grid's dimensions before any cell is planned.
 
 `plan` expands a grid into the sweep's DAG: one `DefendNode` per defended model (defence, settings, defence
 seed, defence harm subset), shared by every `Cell` (one run: attack budget, attack seed, condition) that
@@ -14,19 +16,21 @@ attacks it. Cells are typed values, a RunSpec each, never `--set` text parsed ba
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from harness.errors import ConfigError, HarnessError
 from harness.specs import MAX_SEED, RunSpec, stable_hash
 from harness.suite import Suite
 
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# A seed is a plain integer: YAML `true` is not 1, `1.0` is not 1 (pydantic's lax mode would take both).
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 Settings = dict[str, Any]
 
 
@@ -91,15 +95,51 @@ class Grid(GridModel):
 
 
 # ------------------------------------------------------------------------------------------------ reading
+# A grid is a few kilobytes of plain data; these bounds refuse hostile files before they cost time or memory.
+MAX_GRID_BYTES = 2**16  # the file: 64 KiB (the committed grids are under 1 KiB; PyYAML reads ~100 KiB/s)
+MAX_GRID_DEPTH = 32     # nested collections (a grid needs about 6)
+MAX_CELLS = 10_000      # cells of one grid, counted before any is planned (split a bigger sweep into grids)
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, stricter: a repeated key is an error (PyYAML keeps the last silently), and `1e-4`
-    is a float (YAML 1.1 needs `1.0e-4`)."""
+    is a float (YAML 1.1 needs `1.0e-4`). Anchors and aliases are refused: an alias expands without copying,
+    so 600 bytes of nested aliases (a "billion laughs") become 10^9 values once validated. Nesting is limited
+    to MAX_GRID_DEPTH: composing recurses once per level."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self.depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # `[` / `{` refused as scanned: the scanner reads ahead about 1 KiB of tokens for each, so waiting for
+        # compose_node would cost seconds on a file of brackets.
+        if self.flow_level >= MAX_GRID_DEPTH:
+            raise ConfigError(f"line {self.line + 1}: nested deeper than {MAX_GRID_DEPTH} levels")
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError(f"line {line}: YAML anchors and aliases (&name, *name) are not allowed in a grid; "
+                              "write each value out")
+        if self.depth >= MAX_GRID_DEPTH:
+            raise ConfigError(f"line {line}: nested deeper than {MAX_GRID_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # `? [a, b]` or `{[1]: x}`: a list or mapping as a key
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: a key must be a plain value, not a "
+                              f"{type(key).__name__}")
         if key in seen:
             raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}'")
         seen.add(key)
@@ -117,12 +157,18 @@ def load_grid(path: Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"grid file {path} not found" if not path.exists() else f"grid file {path} is not a file")
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_GRID_BYTES + 1)  # never more, whatever the file's size
+    if len(raw) > MAX_GRID_BYTES:
+        raise ConfigError(f"grid file {path} is larger than {MAX_GRID_BYTES // 1024} KiB (a grid is a few KiB "
+                          "of settings)")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+        data = yaml.load(raw.decode(), Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except ConfigError as exc:
         raise ConfigError(f"grid file {path}: {exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"grid file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, an integer of over 4300 digits
+        why = str(exc).split("; use sys.set_int_max_str_digits")[0]  # Python's advice is not the user's fix
+        raise ConfigError(f"grid file {path} is not valid YAML: {' '.join(why.split())[:300]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"grid file {path}: expected a mapping with suite, defences, ... (got {type(data).__name__})")
     try:
@@ -131,7 +177,8 @@ def load_grid(path: Path) -> Grid:
         problems = [f"{'.'.join(str(p) for p in e['loc']) or '(grid)'}: "
                     + (f"unknown key (valid: {_valid_keys(e['loc'])})" if e["type"] == "extra_forbidden" else e["msg"])
                     for e in exc.errors()]
-        raise ConfigError(f"invalid grid file {path}: " + "; ".join(problems)) from None
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""  # one line, of bounded length
+        raise ConfigError(f"invalid grid file {path}: " + "; ".join(problems[:20]) + more) from None
 
 
 def _valid_keys(loc: tuple[Any, ...]) -> str:
@@ -222,12 +269,10 @@ def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
         if key in seen:
             problems.append(f"defences.{i} repeats defences.{seen[key]} ({d.name} with the same settings)")
         seen.setdefault(key, i)
-    labels = [b.label for b in budget_list]
-    problems += [f"attacks.budgets: label '{x}' appears {labels.count(x)} times" for x in sorted(set(labels))
-                 if labels.count(x) > 1]
-    names = [c.name for c in grid.conditions]
-    problems += [f"conditions: name '{x}' appears {names.count(x)} times" for x in sorted(set(names))
-                 if names.count(x) > 1]
+    labels = Counter(b.label for b in budget_list)  # counted once: list.count per label is quadratic
+    problems += [f"attacks.budgets: label '{x}' appears {n} times" for x, n in sorted(labels.items()) if n > 1]
+    names = Counter(c.name for c in grid.conditions)
+    problems += [f"conditions: name '{x}' appears {n} times" for x, n in sorted(names.items()) if n > 1]
     for where, settings in [("attacks.settings", grid.attacks.settings),
                             *((f"conditions.{c.name}.attack", c.attack) for c in grid.conditions)]:
         clash = sorted({k for b in budget_list for k in b.settings} & set(settings))
@@ -247,9 +292,20 @@ def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
         raise ConfigError("invalid grid: " + "; ".join(problems))
 
 
-def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locate: bool = True) -> Plan:
+def cell_count(grid: Grid, budget_list: list[PlannedBudget]) -> int:
+    """How many cells `plan` makes of the grid, by arithmetic: nothing is resolved or materialised."""
+    labels = Counter(b.label for b in budget_list)
+    runs = sum(len(budget_list) if c.budgets is None else sum(labels[x] for x in set(c.budgets))
+               for c in grid.conditions)
+    defended = sum(len(e.seeds or grid.defence_seeds) for e in grid.defences)
+    return defended * runs * len(grid.attacks.seeds or [None])
+
+
+def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locate: bool = True,
+         max_cells: int = MAX_CELLS) -> Plan:
     """Resolve every cell of the grid (every config error of every combination reported at once), each defence
-    at the tuned settings of the tuning logs under `tuned_from` (default: `results_dir`).
+    at the tuned settings of the tuning logs under `tuned_from` (default: `results_dir`). A grid of more than
+    `max_cells` cells is refused before any is resolved.
 
     `locate=False` (a dry run): a hub model is not fetched or looked up, so its run ids are provisional.
     """
@@ -257,6 +313,10 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
 
     _, suite = load_suite(grid.suite, dict(grid.suite_settings))
     budget_list = budgets(grid, suite)
+    count = cell_count(grid, budget_list)
+    if count > max_cells:
+        raise ConfigError(f"invalid grid: it names {count:,} cells, more than the {max_cells:,} one grid may plan; "
+                          "split it into several grid files")
     _check_shape(grid, budget_list)
     out, problems = Plan(grid=grid, suite=suite), []
     for entry, condition, budget in _combinations(grid, budget_list):

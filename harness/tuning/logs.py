@@ -4,13 +4,16 @@ tuned settings a run takes from a committed log (read by `resolve`; written by `
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness import registry
+from harness.errors import CorruptRecordError
 from harness.progress import say
+from harness.results.jsonio import read_json
 from harness.results.records import results_folder
 
 
@@ -65,6 +68,25 @@ class ScanLog(BaseModel):
     stable: list[dict[str, Any]] = Field(description="the scanned settings that pass the stability guard")
 
 
+Log = TypeVar("Log", TuningLog, ScanLog)
+
+
+def read_log(path: Path, model: type[Log]) -> Log:
+    """A tuning or scan log file, read bounded (harness.results.jsonio) and validated; `CorruptRecordError` (one
+    line naming the file and the first wrong field) if it is not one."""
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRecordError(f"unreadable tuning log {path}: {getattr(exc, 'msg', None) or type(exc).__name__}"
+                                 ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CorruptRecordError(f"invalid tuning log {path}: {'.'.join(map(str, first['loc'])) or '(log)'}: "
+                                 f"{first['msg']} ({exc.error_count()} problem(s))") from None
+
+
 def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
     """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
     `resolved` value (the plugin's params as the suite sets them)."""
@@ -91,7 +113,7 @@ def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_p
     path = log_path(results_dir, suite, protocol_version, defence)
     if not path.is_file():
         return {}
-    log = TuningLog.model_validate_json(path.read_text())
+    log = read_log(path, TuningLog)
     if log.suite_params != suite_params:
         return {}
     if log.defence_version != registry.get("defence", defence).version:

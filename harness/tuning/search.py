@@ -39,7 +39,7 @@ from harness import registry
 from harness.errors import ConfigError
 from harness.progress import say
 from harness.store.artifacts import Store, atomic_write_text
-from harness.tuning.logs import ScanLog, Trial, TuningLog, log_path, search_space, settings
+from harness.tuning.logs import ScanLog, Trial, TuningLog, log_path, read_log, search_space, settings
 
 
 def _protocol(suite_name: str, defence: str, suite_params: dict[str, Any]) -> tuple[Any, Any, dict[str, list[Any]]]:
@@ -141,7 +141,7 @@ def scan(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
                   space_size=len(grid), attack=protocol.attack.attack, attack_params=dict(protocol.attack.params),
                   trials=trials, stable=[t.params for t in trials if t.stable])
     path = log_path(results_dir, suite_name, suite.protocol_version, defence, "scan")
-    log = _merged(ScanLog.model_validate_json(path.read_text()), log) if path.is_file() else log
+    log = _merged(read_log(path, ScanLog), log) if path.is_file() else log
     atomic_write_text(path, json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
     return log
 

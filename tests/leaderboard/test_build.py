@@ -138,7 +138,9 @@ def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
     tuning = results_dir / "t" / "v1" / "tuning"
     tuning.mkdir()
     trial = {"run_id": "x", "hs_post": 0.1, "auc": 0.1, "missed": []}
-    scan = {"scans": [{"epochs": 1}], "space_size": 8, "stable": [{"lr": 0.001, "epochs": 1}],
+    scan = {"suite": "t", "protocol_version": 1, "suite_params": {}, "validation": {}, "defence": "repnoise",
+            "defence_version": "1", "space": {"lr": [0.001, 0.003], "epochs": [1, 2]}, "attack": "sft-250",
+            "attack_params": {}, "scans": [{"epochs": 1}], "space_size": 8, "stable": [{"lr": 0.001, "epochs": 1}],
             "trials": [{**trial, "params": {"lr": lr, "epochs": 1}, "stable": lr == 0.001} for lr in (0.001, 0.003)]}
     (tuning / "repnoise.scan.json").write_text(json.dumps(scan))
     build_leaderboard(results_dir, tmp_path / "out")
