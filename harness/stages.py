@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import TrainingDiverged
 from harness.results.records import StageInfo
 from harness.specs import stable_hash
 from harness.store.artifacts import Store, atomic_write_text, resolve_ref
@@ -57,11 +58,17 @@ class Stages:
         start = time.perf_counter()
         reset_peak()
         # Under the artifact's lock: an identical concurrent run waits here, then finds the artifact.
-        with self.store.compute_once(kind, key, force=self.force) as need:
-            if need:
-                meta: dict[str, Any] = {"stage": name, "inputs": dict(inputs)}
-                with self.store.writing(kind, key, meta, force=self.force) as tmp:
-                    meta.update(build(tmp) or {})
+        try:
+            with self.store.compute_once(kind, key, force=self.force) as need:
+                if need:
+                    meta: dict[str, Any] = {"stage": name, "inputs": dict(inputs)}
+                    with self.store.writing(kind, key, meta, force=self.force) as tmp:
+                        meta.update(build(tmp) or {})
+        except TrainingDiverged as exc:  # nothing was stored; the line says which stage and which setting
+            if exc.stage is not None:
+                raise
+            hint = {"defend": "; lower defence.lr", "attack": "; lower attack.lr"}.get(name, "")
+            raise TrainingDiverged(f"{name} stage: {exc}{hint}", stage=name) from None
         self.timed(name, start, cached=not need, key=key)
         return key
 

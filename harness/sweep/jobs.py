@@ -103,7 +103,7 @@ def _threads(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m harness.sweep.jobs JOB.json`: run one job; its result is the last line on stdout (JSON).
-    Bad input is one `error:` line and exit 2, as in the CLI."""
+    Bad input is one `error:` line and exit 2 (1: a run that failed after its checks), as in the CLI."""
     from harness.errors import HarnessError
     from harness.safety import escape_controls
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         result = execute(job)
     except HarnessError as exc:
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     print(json.dumps(result))
 
 

@@ -4,14 +4,16 @@ tuned settings a run takes from a committed log (read by `resolve`; written by `
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import registry
 from harness.progress import say
 from harness.results.records import results_folder
+from harness.store.artifacts import atomic_write_text
 
 
 class Trial(BaseModel):
@@ -65,6 +67,9 @@ class ScanLog(BaseModel):
     stable: list[dict[str, Any]] = Field(description="the scanned settings that pass the stability guard")
 
 
+LogT = TypeVar("LogT", "TuningLog", "ScanLog")
+
+
 def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
     """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
     `resolved` value (the plugin's params as the suite sets them)."""
@@ -104,3 +109,33 @@ def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_p
 def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the space's candidate values, in declaration order."""
     return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def read_log(path: Path, kind: type[LogT]) -> LogT | None:
+    """A tuning or scan log file, or None if there is none."""
+    return kind.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def write_log(path: Path, log: TuningLog | ScanLog) -> bool:
+    """Write a log unless the file already says the same (a fully cached tune or scan rewrites nothing, even
+    where the file predates a field with a default, such as a trial's `seed`). Returns whether it wrote."""
+    if read_log(path, type(log)) == log:
+        return False
+    return atomic_write_text(path, json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+
+
+def merge_scans(old: ScanLog, new: ScanLog) -> ScanLog:
+    """A new scan added to an earlier one of the same protocol (else the new one replaces it). A scan whose
+    settings the earlier scans already ran adds no entry to `scans`: `--set defence.lr=1e-4` after scans of
+    lr 1e-4 at each epochs value covers nothing new."""
+    same = ("suite", "protocol_version", "suite_params", "validation", "defence", "defence_version", "space",
+            "attack", "attack_params")
+    if any(getattr(old, f) != getattr(new, f) for f in same):
+        return new
+    key = lambda params: json.dumps(params, sort_keys=True)  # noqa: E731
+    known = {key(t.params): t for t in old.trials}
+    trials = known | {key(t.params): t for t in new.trials}
+    covered = all(key(t.params) in known for t in new.trials)
+    scans = old.scans + [f for f in new.scans if f not in old.scans and not covered]
+    return new.model_copy(update={"scans": scans, "trials": list(trials.values()),
+                                  "stable": [t.params for t in trials.values() if t.stable]})
