@@ -54,9 +54,10 @@ install-vllm: $(STAMP)
 	rm -f $(VLLM)
 	$(MAKE) $(VLLM)
 
-# The main job on the offline default: the tiny suite (built on first use, then cached).
+# The main job on the offline default: the tiny suite (built on first use, then cached). Its record goes to runs/
+# (the working folder; `harness publish` copies records into the committed results/).
 run: $(CORE)
-	$(BIN)/harness run --defence repnoise --attack sft-1k --results-dir runs
+	$(BIN)/harness run --defence repnoise --attack sft-1k
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness defences attacks tasks leaderboard tests benchmarks examples

@@ -10,6 +10,24 @@ from collections.abc import Iterable
 class HarnessError(Exception):
     """Bad input from the user (unknown name, invalid config, missing file, corrupt record)."""
 
+    exit_code = 2  # the CLI's exit status for it: bad input, found before any work
+
+
+class RunFailed(HarnessError):
+    """Work that started and cannot finish for a reason the user can act on (a training run that diverged):
+    one line naming the stage, exit 1, as a failed run and not as bad input."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(RunFailed):
+    """A non-finite loss or weights in training. `stage` is set once the stage that trained is known
+    (`harness.stages.Stages.cached`), so the line says where and which setting to lower."""
+
+    def __init__(self, message: str, stage: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+
 
 class UnknownNameError(HarnessError):
     """A registry lookup for a name that does not exist."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.conditions.versus_base import VersusBase
 from harness.data.views import view
-from harness.errors import HarnessError
+from harness.errors import HarnessError, RunFailed
 from harness.generation.outputs import ModelOutputs
 from harness.judges.panel import JudgePanel
 from harness.results.metrics import Agreement, Evaluation
@@ -81,7 +81,7 @@ class Evaluator:
                                prompts=self.outputs.prompt_sets["visible"], outputs=gens["visible"],
                                prompt_set="visible")
             visible = {k: v for k, v in harmfulness(vis, list(self.visible["category"])).items() if k != "per_category"}
-        return Evaluation.model_validate({
+        return _validated(name, {
             "harmfulness": by_judge[primary], "judge": primary,  # primary: held-out knowledge where a suite has it
             "by_judge": {k: {m: v[m] for m in ("mean", "frac_over_0.5")} for k, v in by_judge.items()},
             "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
@@ -134,3 +134,20 @@ def exact_match(generations: list[str], references: list[str]) -> dict[str, floa
     n = len(references)
     hits = sum(g.strip() == r.strip() for g, r in zip(generations, references, strict=True))
     return {"exact_match": hits / n if n else 0.0, "n": n}
+
+
+def _validated(name: str, values: dict[str, Any]) -> Evaluation:
+    """The evaluation as a typed metric. A non-finite metric (a model whose weights overflowed without a
+    non-finite training loss) is one line naming the evaluation, not a validation traceback: the record
+    cannot hold it, and the model, not the input, is at fault."""
+    from pydantic import ValidationError
+
+    try:
+        return Evaluation.model_validate(values)
+    except ValidationError as exc:
+        bad = next((e for e in exc.errors() if e["type"] == "finite_number"), None)
+        if bad is None:
+            raise
+        where = ".".join(str(p) for p in bad["loc"])
+        raise RunFailed(f"{name} evaluation: {where} is {bad['input']}, not a finite number: the model diverged "
+                        "(lower the learning rate of the stage that trained it)") from None

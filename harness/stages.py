@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DiskFullError
+from harness.errors import DiskFullError, TrainingDiverged
 from harness.results.records import StageInfo
 from harness.specs import stable_hash
 from harness.store.artifacts import Store, atomic_write_text, resolve_ref
@@ -76,6 +76,11 @@ class Stages:
             if exc.stage_named:
                 raise
             raise DiskFullError(name, exc.path, stage_named=True) from None
+        except TrainingDiverged as exc:  # nothing was stored; the line says which stage and which setting
+            if exc.stage is not None:
+                raise
+            hint = {"defend": "; lower defence.lr", "attack": "; lower attack.lr"}.get(name, "")
+            raise TrainingDiverged(f"{name} stage: {exc}{hint}", stage=name) from None
         self.timed(name, start, cached=not need, key=key)
         return key
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.store.artifacts import atomic_write_text
+from harness.store.layout import atomic_write_text, public_mode
 from leaderboard.board import build_boards
 from leaderboard.load import load_folder, result_folders
 
@@ -63,7 +63,7 @@ def build_leaderboard(results_dir: Path, out: Path) -> BuildSummary:
     boards = [b for f in folders for b in build_boards(f)]
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".site-"))
-    staging.chmod(0o755)  # mkdtemp makes it private; the site is for reading
+    public_mode(staging, folder=True)  # mkdtemp makes it private; the site is for reading (user's umask)
     try:
         plots.configure()
         (staging / "plots").mkdir()
@@ -92,11 +92,24 @@ def markdown_for(results_dir: Path) -> str:
 
 
 def _swap_in(staging: Path, site: Path) -> None:
-    """Replace the previous site (checked to be ours) with the staged one."""
+    """Replace the previous site (checked to be ours) with the staged one; an identical site stays as it is
+    (a rebuild from unchanged tables rewrites no file)."""
     old = None
+    if site.is_dir() and _same_tree(staging, site):
+        return
     if site.exists():
         old = Path(tempfile.mkdtemp(dir=site.parent, prefix=".site-old-"))
         site.rename(old / "site")
     staging.rename(site)
     if old is not None:
         shutil.rmtree(old)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    """Do two folders hold the same relative paths with the same bytes?"""
+    def files(root: Path) -> dict[str, Path]:
+        return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+    left, right = files(a), files(b)
+    return left.keys() == right.keys() and all(
+        left[k].read_bytes() == right[k].read_bytes() for k in left)

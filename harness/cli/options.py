@@ -9,6 +9,7 @@ import typer
 
 from harness import registry
 from harness.errors import HarnessError
+from harness.results.publish import writing_note
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
                                                   "(targets: suite, defence, attack, eval, subsets, model)")]
@@ -16,7 +17,9 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="base model: a hub
                                               "(default: the suite's); pin with --set model.revision=...")]
 SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
                                                 "`harness list suites`)")]
-ResultsOpt = Annotated[Path, typer.Option(help="where run records are written (results/<suite>/v<N>/)")]
+ResultsOpt = Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ records")]
+WorkOpt = Annotated[Path, typer.Option(help="where run records are written (<dir>/<suite>/v<N>/): the working folder "
+                                       "runs/ by default; `harness publish` copies records into results/")]
 TunedOpt = Annotated[Path | None, typer.Option(help="results folder whose committed tuning logs (<suite>/v<N>/"
                                                 "tuning/) supply each defence's tuned settings; default: ./results, "
                                                 "also when --results-dir writes elsewhere")]
@@ -31,6 +34,13 @@ def suite_name(given: str | None) -> str:
     return given or registry.default_name("suite")
 
 
+def note_published(results_dir: Path) -> None:
+    """One line when a computing command was told to write into the published results."""
+    note = writing_note(results_dir)
+    if note is not None:
+        typer.echo(note, err=True)
+
+
 def tuning_dir(path: Path | None) -> Path:
     """Where runs take tuned settings from: ./results (the committed tuning logs) unless --tuned-from says."""
     if path is None:
@@ -41,7 +51,7 @@ def tuning_dir(path: Path | None) -> Path:
 
 
 KeepOpt = Annotated[list[Path] | None, typer.Option("--results-dir", help="results folder whose records' artifacts "
-                                                   "are kept (repeat: a grid's runs/ too); default: results")]
+                                                   "are kept (repeat for more); default: results and runs")]
 
 
 def _store_and_results(home: Path | None, results: list[Path] | None) -> tuple[Any, list[Path]]:

@@ -35,8 +35,7 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
            ) -> None:
     """Rebuild the condition tables (resistance, stability, generalization, trainability) from run records."""
     from harness.preflight import readable_dir, writable_dir
-    from harness.results.records import load_records
-    from harness.results.tables import build, write_table
+    from harness.results.tables import rebuild
     from harness.safety import check_name, inside
 
     readable_dir(results_dir, "--results-dir")
@@ -48,9 +47,7 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
     for folder in folders:
         writable_dir(folder, "results folder")
     for folder in folders:
-        built = build(load_records(folder))
-        for name, frame in built.items():
-            path = write_table(frame, name, folder)
+        for path, frame in rebuild(folder):  # an unchanged table keeps its file
             typer.echo(f"{path}  ({len(frame)} rows)")
             if not quiet and len(frame):
                 cols = [c for c in frame.columns if c not in ("suite_params", "defence_params", "attack_params",
@@ -83,12 +80,17 @@ def validate(path: Annotated[Path, typer.Argument(help="a results folder (result
 
 
 def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
-         results_dir: ResultsOpt = Path("results"),
+         results_dir: Annotated[Path | None, typer.Option(help="results folder (default: results/, then the working "
+                                                          "folder runs/)")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:
     """Print a run record readably."""
     from harness.results.console import show_record
+    from harness.results.publish import PUBLISHED, WORKING
     from harness.results.records import find_record, read_record
 
+    if results_dir is None:  # a published record, else one of this machine's working runs
+        found = PUBLISHED.is_dir() and any(PUBLISHED.glob(f"*/v*/{run_id}*.json"))
+        results_dir = PUBLISHED if found or not WORKING.is_dir() else WORKING
     record = read_record(find_record(results_dir, run_id))
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
@@ -115,3 +117,44 @@ def schema(check: Annotated[bool, typer.Option("--check", help="exit 1 if the co
 
     atomic_write_text(SCHEMA_FILE, text)
     typer.echo(str(SCHEMA_FILE))
+
+
+def publish(run_ids: Annotated[list[str] | None, typer.Argument(help="run ids (or unique prefixes) of records in "
+                                                                "--from to publish")] = None,
+            every: Annotated[bool, typer.Option("--all", help="every record and tuning log in --from made with the "
+                                                "suite's default settings (others are listed and kept)")] = False,
+            source: Annotated[Path, typer.Option("--from", help="working results folder")] = Path("runs"),
+            target: Annotated[Path, typer.Option("--to", help="published results folder")] = Path("results"),
+            allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="also records made from a git tree "
+                                                      "with uncommitted changes")] = False,
+            replace_logs: Annotated[bool, typer.Option("--replace-logs", help="replace a published tuning log that "
+                                                       "differs (a re-tune)")] = False,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be published; write "
+                                                  "nothing")] = False) -> None:
+    """Copy records (and tuning logs) from the working folder into the published results after checks, then
+    rebuild that folder's tables. Never overwrites a record; refuses records made with non-default suite settings,
+    from a dirty tree (without --allow-dirty), or that do not validate: then nothing is written."""
+    from harness.results.publish import plan
+    from harness.results.publish import publish as write
+
+    the_plan = plan(source, target, run_ids=list(run_ids or []), every=every, allow_dirty=allow_dirty,
+                    replace_logs=replace_logs)
+    for line in the_plan.kept:
+        typer.echo(line, err=True)
+    if not the_plan.problems:
+        for item in the_plan.items:
+            typer.echo(f"{'would publish' if dry_run else 'publish'} {item.kind}: {item.src} -> {item.dst}")
+    if dry_run:
+        if the_plan.problems:
+            fail(f"publish would be refused: {'; '.join(the_plan.problems)}")
+        return
+    tables_written = write(the_plan)
+    for path in tables_written:
+        typer.echo(f"rebuilt {path}")
+    records = sum(i.kind == "record" for i in the_plan.items)
+    logs = sum(i.kind in ("tuning", "scan") for i in the_plan.items)
+    if not the_plan.items:
+        typer.echo(f"nothing new to publish from {source}")
+        return
+    typer.echo(f"published {records} record(s), {len(the_plan.items) - records - logs} tuning trial record(s) and "
+               f"{logs} log(s) into {target}; rebuild the leaderboard with `harness leaderboard`")

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from harness.cli.options import HomeOpt, ModelOpt, ResultsOpt, SetOpt, SuiteOpt, TunedOpt, fail, suite_name, tuning_dir
+from harness.cli.options import (
+    HomeOpt,
+    ModelOpt,
+    SetOpt,
+    SuiteOpt,
+    TunedOpt,
+    WorkOpt,
+    fail,
+    note_published,
+    suite_name,
+    tuning_dir,
+)
 from harness.errors import ConfigError
 
 
@@ -42,25 +52,29 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
         sets: SetOpt = None,
         backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
                                                          "else hf); default: the suite's")] = None,
-        results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None,
+        results_dir: WorkOpt = Path("runs"), tuned_from: TunedOpt = None, home: HomeOpt = None,
         force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON on stdout")] = False,
         ) -> None:
-    """Defend, evaluate, attack, evaluate: one cell of the benchmark, recorded under results/."""
+    """Defend, evaluate, attack, evaluate: one cell of the benchmark, recorded under runs/ (the working folder;
+    `harness publish` copies records into results/)."""
     import time
 
     from harness.pipeline import run as run_cell
     from harness.preflight import check_run, start
     from harness.resolve import resolve
     from harness.results.console import summary
+    from harness.results.publish import check_target
     from harness.results.records import record_path
     from harness.store.artifacts import Store
 
     begin = time.perf_counter()
     spec, s, overrides = resolve(suite_name(suite), defence, attack, seed=seed, attack_seed=attack_seed, sets=sets,
                                  backend=backend, model=model, tuned_from=tuning_dir(tuned_from))
+    check_target(results_dir, s.name, spec.suite.params, spec.model.id)
     store = Store(home)
     check_run(spec, s, overrides, store=store, results_dir=results_dir, force=force)
+    note_published(results_dir)
     path = record_path(results_dir, s.name, s.protocol_version, spec.run_id)
     start(store, path.parent)
     record, cached = run_cell(spec, s, overrides, store=store, results_dir=results_dir, force=force)
@@ -83,7 +97,7 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
           ray_address: Annotated[str | None, typer.Option(help="Ray cluster address for ray.init (e.g. auto, "
                                                           "ray://head:10001); default: $RAY_ADDRESS or a local "
                                                           "cluster")] = None,
-          results_dir: ResultsOpt = Path("results"), tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:
+          results_dir: WorkOpt = Path("runs"), tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:
     """Run a grid file's cells (each defended model trained once; finished cells are cache hits); exit 1 if any
     cell failed. The store (--home) and --results-dir must be paths every node sees."""
     from harness.store.artifacts import Store
@@ -108,9 +122,9 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
         (list_cells(plan, store, results_dir) if dry_run else
          status_table(plan, sweep_status(plan, store, results_dir)))
         return
+    note_published(results_dir)
     runner = make_executor(executor, parallel=max_parallel, resources=plan.suite.resources, address=ray_address)
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill stops the jobs too, as Ctrl-C does
-    try:
+    try:  # SIGTERM is Ctrl-C here too (harness.cli.main): the jobs are stopped by close()
         result = run_sweep(plan, runner, store=store, results_dir=results_dir, retries=retries)
     finally:
         runner.close()
@@ -119,19 +133,17 @@ def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, mo
         raise typer.Exit(1)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or plugin)")],
-         suite: SuiteOpt = None, sets: SetOpt = None, results_dir: ResultsOpt = Path("results"),
+         suite: SuiteOpt = None, sets: SetOpt = None, results_dir: WorkOpt = Path("runs"),
          home: HomeOpt = None,
          scan: Annotated[bool, typer.Option("--scan", help="run every setting of the search space instead (those "
                                             "matching --set defence.FIELD=VALUE); writes <defence>.scan.json "
                                             "as evidence and never changes the tuned settings")] = False) -> None:
     """Tune a defence on the suite's validation data: the same trials, attack and stability guard for every
-    defence; writes results/<suite>/v<N>/tuning/<defence>.json, which later runs take their settings from."""
+    defence; writes runs/<suite>/v<N>/tuning/<defence>.json (`harness publish` puts it in results/, which later
+    runs take their settings from)."""
     from harness.resolve import load_suite
+    from harness.results.publish import check_target
     from harness.specs import parse_overrides
     from harness.store.artifacts import Store
     from harness.tuning.logs import log_path
@@ -145,6 +157,8 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
     if extra or (overrides["defence"] and not scan):
         raise ConfigError("tune takes --set suite.FIELD=VALUE, and defence.FIELD=VALUE only with --scan (to fix "
                           "fields of the scanned space); the tuner chooses the defence's settings itself")
+    check_target(results_dir, s.name, suite_spec.params)
+    note_published(results_dir)
     if scan:
         log = run_scan(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params,
                        fixed=overrides["defence"])

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from harness.cli.options import HomeOpt, KeepOpt, fail
+from harness.results.publish import PUBLISHED, WORKING
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect the artifact store.")
 
@@ -55,7 +56,8 @@ def _store_and_results(home: Path | None, results: list[Path] | None) -> tuple[A
     store = Store(home)
     if not store.root.is_dir():
         fail(f"--home {store.root} is not a directory (no artifact store there)")
-    folders = results or [Path("results")]
+    # By default the published records' artifacts and those of the working folder (where runs write) are kept.
+    folders = results or [PUBLISHED, *([WORKING] if WORKING.is_dir() else [])]
     for folder in folders:  # a mistyped folder would keep nothing: an error, never an empty keep set
         if not folder.is_dir():
             fail(f"--results-dir {folder} is not a directory (the records whose artifacts are kept)")

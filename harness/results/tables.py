@@ -19,8 +19,9 @@ from typing import Any
 
 from harness.errors import CorruptRecordError
 from harness.results.jsonio import loads
-from harness.results.records import RunRecord
+from harness.results.records import RunRecord, load_records
 from harness.specs import canonical_json, trim_added_params
+from harness.store.layout import public_mode, same_content
 
 SCHEMA_VERSION = 3
 META_KEY = b"immunization_bench.table"
@@ -217,7 +218,8 @@ def build(records: Sequence[RunRecord]) -> dict[str, Any]:
 
 
 def write_table(frame: Any, name: str, folder: Path) -> Path:
-    """Write a table atomically with its schema version in the Parquet metadata."""
+    """Write a table atomically with its schema version in the Parquet metadata, with the user's umask; a file
+    that already holds these rows is left as it is."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -226,14 +228,35 @@ def write_table(frame: Any, name: str, folder: Path) -> Path:
     table = table.replace_schema_metadata(meta)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.parquet"
+    if _unchanged(path, frame):
+        return path
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
     try:
+        with os.fdopen(fd, "wb") as fh:
+            public_mode(fh.fileno())
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        if not same_content(path, Path(tmp).read_bytes()):  # identical bytes: the file keeps its mtime
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _unchanged(path: Path, frame: Any) -> bool:
+    """Does the table file already hold exactly these rows? Then it is not rewritten, even where this pyarrow
+    would encode it in other bytes: rebuilding tables from unchanged records changes no committed file."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(read_table(path).reset_index(drop=True).equals(frame.reset_index(drop=True)))
+    except CorruptRecordError:
+        return False
+
+
+def rebuild(folder: Path) -> list[tuple[Path, Any]]:
+    """Every condition table of a results folder built from its records and written ((path, frame) each); a
+    table whose bytes would not change keeps its file."""
+    return [(write_table(frame, name, folder), frame) for name, frame in build(load_records(folder)).items()]
 
 
 def read_table(path: Path) -> Any:

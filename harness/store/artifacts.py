@@ -33,7 +33,15 @@ from typing import Any
 from harness.errors import CorruptRecordError, DiskFullError, HarnessError, StageError, is_disk_full
 from harness.progress import warn
 from harness.store import layout
-from harness.store.layout import JOURNAL, LOCKS, atomic_write_text, is_real_dir, is_regular_file, known_kinds
+from harness.store.layout import (
+    JOURNAL,
+    LOCKS,
+    atomic_write_text,
+    is_real_dir,
+    is_regular_file,
+    known_kinds,
+    public_mode,
+)
 from harness.store.locks import file_lock, try_lock
 from harness.store.manifest import META, build_manifest, check_manifest
 
@@ -218,6 +226,7 @@ class Store:
             with self.lock(kind, key):  # re-entrant: callers inside `compute_once` already hold it
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.", suffix=".tmp"))
+                public_mode(tmp, folder=True)  # a store shared by a cluster's users is read as any folder is
                 try:
                     yield tmp
                     self._commit(kind, key, {**meta, MANIFEST: build_manifest(tmp)}, tmp, force)

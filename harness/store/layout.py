@@ -42,19 +42,62 @@ BUILTIN_KINDS = frozenset({MODELS, GENERATIONS, SCORES, DEGENERATE, STABILITY, T
 KIND_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # a plain folder name: no dots, no separators
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and a rename, so readers never see half a file."""
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc): `os.umask(0)` then restore
+    would briefly let another thread (a sweep's) create files with no mask at all."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("Umask:"))
+            _UMASK = int(line.split()[1], 8)
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
+
+
+def public_mode(fd_or_path: int | str | Path, *, folder: bool = False) -> None:
+    """Give a file (or folder) made by `mkstemp` / `mkdtemp` (always 0600 / 0700) the mode an ordinary
+    `open` / `mkdir` would have given it under the user's umask, so records, tables and logs are as readable
+    as any other file the user writes."""
+    mode = (0o777 if folder else 0o666) & ~umask()
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
+def same_content(path: Path, data: bytes) -> bool:
+    """Does `path` already hold exactly `data`? (A rewrite of identical bytes would still change its mtime and
+    touch a committed file for nothing.)"""
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def atomic_write_text(path: Path, text: str) -> bool:
+    """Write `text` to `path` via a temporary file and a rename, so readers never see half a file; with the
+    user's umask. A file that already holds exactly `text` is left untouched. Returns whether it wrote."""
+    data = text.encode()
+    if same_content(path, data):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            public_mode(fh.fileno())
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return True
 
 
 def is_regular_file(path: Path) -> bool:

@@ -2,11 +2,13 @@
 result (harness.sweep.jobs.execute's dict); a failure is the future's exception, one readable line in `JobFailed`.
 
 - `local`: each job in its own process (`python -m harness.sweep.jobs JOB.json`), at most `max_parallel` at once,
-  each with the suite's CPU threads (one on a small CPU: OMP_NUM_THREADS, MKL_NUM_THREADS and torch's).
+  each with the suite's CPU threads (one on a small CPU: OMP_NUM_THREADS, MKL_NUM_THREADS and torch's). A job's
+  `warning:` lines are shown on the sweep's output as they come, prefixed with the job's label.
 - `ray`: each job a Ray task with the suite's resource needs (CPUs, GPUs, memory), on the cluster at
   `address` (`ray.init(address=...)`: "auto", "ray://host:10001", ...) or on a local one started here. The
   artifact store and the results folder must be paths every node sees (a shared file system): the jobs
-  write there, and the store's locks keep concurrent writers of one artifact safe.
+  write there, and the store's locks keep concurrent writers of one artifact safe. Ray forwards its workers'
+  output, warnings included, to the sweep's.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class LocalExecutor:
         with self._lock:
             self._procs.add(proc)
         try:
-            out, err = proc.communicate()
+            out, err = _communicate(proc, job.label)
         finally:
             with self._lock:
                 self._procs.discard(proc)
@@ -81,6 +83,27 @@ class LocalExecutor:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _communicate(proc: subprocess.Popen[str], label: str) -> tuple[str, str]:
+    """(stdout, stderr) of a job's process, as `communicate` gives them, while its `warning:` lines (a damaged
+    artifact being recomputed, a record kept that this run's metrics contradict) are shown on the sweep's own
+    output as they come, named by the job: captured output would hide them until the job failed, or for good."""
+    from harness.progress import warn
+
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are pipes (Popen above)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
+    reader.start()  # stdout in its own thread: a full pipe must never block the job while stderr is read here
+    err = []
+    for line in stderr:
+        err.append(line)
+        if line.startswith("warning: "):
+            warn(f"{label}: {line.removeprefix('warning: ').rstrip()}")
+    proc.wait()
+    reader.join()
+    return "".join(out), "".join(err)
 
 
 def error_line(stderr: str, returncode: int) -> str:

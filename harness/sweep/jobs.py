@@ -103,7 +103,8 @@ def _threads(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m harness.sweep.jobs JOB.json`: run one job; its result is the last line on stdout (JSON).
-    Bad input is one `error:` line and exit 2, as in the CLI."""
+    Bad input is one `error:` line and exit 2 (1: a run that failed after its checks, or a full disk), as in
+    the CLI."""
     from harness.errors import HarnessError, StageError
     from harness.safety import escape_controls
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         result = execute(job)
     except HarnessError as exc:
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except StageError as exc:  # a full disk: the stage named, exit 1 (the sweep retries, then logs the line)
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
         sys.exit(1)

@@ -75,14 +75,18 @@ class SweepResult:
 
 def prepare_sweep(grid_file: Path, *, store: Store, results_dir: Path, tuned_from: Path | None = None,
                   locate: bool = True, check: bool = True) -> Plan:
-    """Read the grid and resolve every cell; `check`: each cell's split sizes and the writable folders too.
+    """Read the grid and resolve every cell; `check`: each cell's split sizes and the writable folders too, and
+    that a sweep into the published results runs the suite's default settings (`publish.check_target`).
     `tuned_from`: the results folder of the tuning logs (default: `results_dir`). `locate=False` (a dry run)
     does not look up a hub model."""
     from harness.preflight import check_run, readable_dir, writable_dir
+    from harness.results.publish import check_target
 
     readable_dir(results_dir, "--results-dir")
     the_plan = plan(load_grid(grid_file), results_dir=results_dir, tuned_from=tuned_from, locate=locate)
     if check:
+        for cell in {c.spec.suite.model_dump_json() + c.spec.model.id: c for c in the_plan.cells}.values():
+            check_target(results_dir, the_plan.suite.name, cell.spec.suite.params, cell.spec.model.id)
         writable_dir(store.root, "--home (the artifact store)")
         for cell in the_plan.cells:
             check_run(cell.spec, the_plan.suite, cell.overrides, store=store, results_dir=results_dir)

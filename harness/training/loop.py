@@ -205,6 +205,7 @@ def train(model: Any, rows: Sequence[Any], collate: Callable[[list[Any]], dict[s
                 seen += count_inputs(batch)
                 with autocast():
                     out = loss_fn(model, batch)
+                check_finite(out.loss, step)
                 # Per-token accumulation: backward of (token count x mean) sums token losses; the sum of the
                 # weights divides the gradient once all micro-batches are in (see the module docstring).
                 weight = len(chunk) if out.tokens is None else out.tokens
@@ -234,12 +235,36 @@ def train(model: Any, rows: Sequence[Any], collate: Callable[[list[Any]], dict[s
                 progress(1, f"loss {metrics.get('loss', float('nan')):.3f}")
             if callback and every and step % every == 0 and step != total:
                 callback(step, model)
+    check_weights(stepped, step)
     if callback:
         callback(step, model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
     return TrainLog(step, time.perf_counter() - start, history, seen)
+
+
+def check_finite(loss: Any, step: int) -> None:
+    """Stop at the first non-finite loss: a diverged run (e.g. a learning rate far too high) would otherwise
+    train to the end on NaN weights and fail later, far from its cause, on a metric that cannot be recorded."""
+    import torch
+
+    value = loss.detach()
+    if not bool(torch.isfinite(value).all()):
+        from harness.errors import TrainingDiverged
+
+        raise TrainingDiverged(f"training diverged (loss is {float(value.float().sum())} at step {step + 1})")
+
+
+def check_weights(params: Sequence[Any], steps: int) -> None:
+    """The trained weights are finite (the last step can overflow them with every loss before it finite)."""
+    import torch
+
+    for p in params:
+        if not bool(torch.isfinite(p.detach()).all()):
+            from harness.errors import TrainingDiverged
+
+            raise TrainingDiverged(f"training diverged (weights are not finite after step {steps})")
 
 
 def count_inputs(batch: dict[str, Any]) -> int:

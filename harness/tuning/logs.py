@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from harness.errors import CorruptRecordError
 from harness.progress import say
 from harness.results.jsonio import read_json
 from harness.results.records import results_folder
+from harness.store.artifacts import atomic_write_text
 
 
 class Trial(BaseModel):
@@ -71,9 +73,11 @@ class ScanLog(BaseModel):
 Log = TypeVar("Log", TuningLog, ScanLog)
 
 
-def read_log(path: Path, model: type[Log]) -> Log:
-    """A tuning or scan log file, read bounded (harness.results.jsonio) and validated; `CorruptRecordError` (one
-    line naming the file and the first wrong field) if it is not one."""
+def read_log(path: Path, model: type[Log]) -> Log | None:
+    """A tuning or scan log file, read bounded (harness.results.jsonio) and validated; None where there is none;
+    `CorruptRecordError` (one line naming the file and the first wrong field) if it is not a log."""
+    if not os.path.lexists(path):
+        return None
     try:
         data = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -126,3 +130,32 @@ def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_p
 def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the space's candidate values, in declaration order."""
     return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def write_log(path: Path, log: TuningLog | ScanLog) -> bool:
+    """Write a log unless the file already says the same (a fully cached tune or scan rewrites nothing, even
+    where the file predates a field with a default, such as a trial's `seed`). Returns whether it wrote."""
+    try:
+        if read_log(path, type(log)) == log:
+            return False
+    except CorruptRecordError:
+        pass  # a damaged log is replaced
+
+    return atomic_write_text(path, json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+
+
+def merge_scans(old: ScanLog, new: ScanLog) -> ScanLog:
+    """A new scan added to an earlier one of the same protocol (else the new one replaces it). A scan whose
+    settings the earlier scans already ran adds no entry to `scans`: `--set defence.lr=1e-4` after scans of
+    lr 1e-4 at each epochs value covers nothing new."""
+    same = ("suite", "protocol_version", "suite_params", "validation", "defence", "defence_version", "space",
+            "attack", "attack_params")
+    if any(getattr(old, f) != getattr(new, f) for f in same):
+        return new
+    key = lambda params: json.dumps(params, sort_keys=True)  # noqa: E731
+    known = {key(t.params): t for t in old.trials}
+    trials = known | {key(t.params): t for t in new.trials}
+    covered = all(key(t.params) in known for t in new.trials)
+    scans = old.scans + [f for f in new.scans if f not in old.scans and not covered]
+    return new.model_copy(update={"scans": scans, "trials": list(trials.values()),
+                                  "stable": [t.params for t in trials.values() if t.stable]})

@@ -30,7 +30,6 @@ defence that no trial made stable could pass the guard anywhere in (that part of
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,18 @@ from typing import Any
 from harness import registry
 from harness.errors import ConfigError
 from harness.progress import say
-from harness.store.artifacts import Store, atomic_write_text
-from harness.tuning.logs import ScanLog, Trial, TuningLog, log_path, read_log, search_space, settings
+from harness.store.artifacts import Store
+from harness.tuning.logs import (
+    ScanLog,
+    Trial,
+    TuningLog,
+    log_path,
+    merge_scans,
+    read_log,
+    search_space,
+    settings,
+    write_log,
+)
 
 
 def _protocol(suite_name: str, defence: str, suite_params: dict[str, Any]) -> tuple[Any, Any, dict[str, list[Any]]]:
@@ -107,8 +116,7 @@ def tune(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
                     trials_budget=protocol.trials, attack=protocol.attack.attack,
                     attack_params=dict(protocol.attack.params), trials=trials, confirmations=confirmations,
                     chosen=best.params if best else {}, passed_guard=best is not None)
-    atomic_write_text(log_path(results_dir, suite_name, suite.protocol_version, defence),
-                      json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+    write_log(log_path(results_dir, suite_name, suite.protocol_version, defence), log)
     return log
 
 
@@ -141,19 +149,7 @@ def scan(suite_name: str, defence: str, *, store: Store, results_dir: Path, suit
                   space_size=len(grid), attack=protocol.attack.attack, attack_params=dict(protocol.attack.params),
                   trials=trials, stable=[t.params for t in trials if t.stable])
     path = log_path(results_dir, suite_name, suite.protocol_version, defence, "scan")
-    log = _merged(read_log(path, ScanLog), log) if path.is_file() else log
-    atomic_write_text(path, json.dumps(log.model_dump(mode="json"), indent=2) + "\n")
+    old = read_log(path, ScanLog)
+    log = merge_scans(old, log) if old is not None else log
+    write_log(path, log)
     return log
-
-
-def _merged(old: ScanLog, new: ScanLog) -> ScanLog:
-    """A new scan added to an earlier one of the same protocol (else the new one replaces it)."""
-    same = ("suite", "protocol_version", "suite_params", "validation", "defence", "defence_version", "space",
-            "attack", "attack_params")
-    if any(getattr(old, f) != getattr(new, f) for f in same):
-        return new
-    key = lambda params: json.dumps(params, sort_keys=True)  # noqa: E731
-    trials = {key(t.params): t for t in old.trials} | {key(t.params): t for t in new.trials}
-    scans = old.scans + [f for f in new.scans if f not in old.scans]
-    return new.model_copy(update={"scans": scans, "trials": list(trials.values()),
-                                  "stable": [t.params for t in trials.values() if t.stable]})
