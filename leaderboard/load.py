@@ -1,7 +1,8 @@
 """Read what the leaderboard is built from: the condition tables of each results/<suite>/v<N>/ folder.
 
 Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened for one reason:
-to list the invalid ones as excluded, with the reason, so nothing that fails validation disappears silently.
+to list the invalid ones (unreadable, inconsistent with themselves, naming plugins that are not installed) as
+excluded, with the reason, and drop their rows, so nothing that fails validation is ranked or disappears silently.
 """
 
 from __future__ import annotations
@@ -75,14 +76,26 @@ def load_folder(folder: Path) -> ResultFolder:
 
 
 def _check_records(folder: Path, loaded: ResultFolder) -> None:
-    """Validate each record only to report the invalid ones; no number is read from a record."""
+    """Validate each record only to report the invalid ones; no number is read from a record. A record that
+    reads but contradicts itself or names a plugin that is not installed (or by an unsafe name) is invalid too:
+    its rows leave the board (`harness.results.consistency.record_problems`, what `harness validate` checks)."""
     from harness.progress import warn
+    from harness.results.consistency import record_problems
     from harness.results.records import read_record
 
     for path in sorted(folder.glob("*.json")):
         try:
-            loaded.valid_record_ids.add(read_record(path).run_id)
+            record = read_record(path)
         except HarnessError as exc:
             loaded.invalid_record_ids.add(path.stem)
             loaded.exclusions.append(Exclusion(str(path), str(exc)))
             warn(str(exc), prefix="excluded ")  # one line, as every record reader says what it leaves out
+            continue
+        problems = record_problems(record)
+        if problems:
+            more = f" (+{len(problems) - 1} more; see `harness validate`)" if len(problems) > 1 else ""
+            loaded.invalid_record_ids.add(record.run_id)
+            loaded.exclusions.append(Exclusion(str(path), f"fails validation: {problems[0]}{more}"))
+            warn(f"{path}: fails validation: {problems[0]}{more}", prefix="excluded ")
+        else:
+            loaded.valid_record_ids.add(record.run_id)

@@ -7,23 +7,25 @@ from typing import Annotated
 
 import typer
 
-from harness.cli.options import ResultsOpt, SetOpt, SuiteOpt, fail, suite_name
+from harness.cli.options import HomeOpt, ResultsOpt, SetOpt, SuiteOpt, fail, suite_name
 
 
 def report(suite: SuiteOpt = None, sets: SetOpt = None,
            results_dir: ResultsOpt = Path("results")) -> None:
-    """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown."""
+    """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown. Records that fail
+    validation (inconsistent numbers, plugins not installed) are left out, each named on stderr."""
     from harness.preflight import readable_dir
     from harness.resolve import load_suite
     from harness.results.budget_table import budget_summary, markdown
-    from harness.results.records import load_records, results_folder
+    from harness.results.records import results_folder
+    from harness.results.validate import validated_records
     from harness.specs import parse_overrides
 
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_folder(results_dir, s.name, s.protocol_version)
-    summary = budget_summary(load_records(folder), s, suite_spec.params)
+    summary = budget_summary(validated_records(folder), s, suite_spec.params)
     if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
     typer.echo(markdown(summary))
@@ -67,13 +69,26 @@ def leaderboard(results_dir: Annotated[Path, typer.Option(help="results folder h
 
 
 def validate(path: Annotated[Path, typer.Argument(help="a results folder (results/, results/<suite>/v<N>/) or one "
-                                                      "record file")] = Path("results")) -> None:
-    """Check run records against the record schema, recompute each run id from its spec, and check that the
-    committed tables match the records. Exit 0 if all is valid, 1 if anything is not, 2 for a bad path."""
+                                                      "record file")] = Path("results"),
+             deep: Annotated[bool, typer.Option("--deep", help="also re-derive each record's metrics from the "
+                                                "generations and scores it names in the artifact store (--home); "
+                                                "what the store lacks is reported as not checked")] = False,
+             rerun: Annotated[int, typer.Option(min=0, help="also rerun N randomly sampled cells end to end into a "
+                                                "temporary results folder and compare their metrics (in the --home "
+                                                "store, reusing its cached stages, or in a temporary store)")] = 0,
+             seed: Annotated[int, typer.Option(min=0, help="seed of the --rerun sample")] = 0,
+             home: HomeOpt = None) -> None:
+    """Check run records against the record schema, recompute each run id from its spec, check that each record
+    agrees with itself and names installed plugins, and that the committed tables match the records. Exit 0 if
+    all is valid (WARN lines are notes), 1 if anything is not, 2 for a bad path or option."""
+    from harness.preflight import readable_dir
     from harness.results.validate import validate as validate_results
+    from harness.store.artifacts import Store
 
+    if home is not None:
+        readable_dir(home, "--home")
     failed = False
-    for finding in validate_results(path):
+    for finding in validate_results(path, deep=Store(home) if deep else None, rerun=rerun, seed=seed, home=home):
         typer.echo(finding.line())
         failed |= not finding.ok
     raise typer.Exit(1 if failed else 0)

@@ -8,7 +8,14 @@ checks it, without re-running anything:
 - its run id is recomputed from its spec (the hash of the spec's canonical JSON) and equals both the
   `run_id` field and the file name, and the record sits in the folder of its suite and protocol version;
 - each condition table (`<folder>/<table>.parquet`) equals `harness.results.tables.build` of the folder's records,
-  cell for cell (a table rebuilt from other records, hand-edited or stale fails).
+  cell for cell (a table rebuilt from other records, hand-edited or stale fails);
+- each record agrees with itself (`harness.results.consistency`: means inside their intervals and equal to what
+  their per-category values give, the curve, phi, verdict and stability following from their parts), and names
+  only installed plugins with valid names (a plugin installed at another version is a WARN line, not a failure).
+
+Where asked, `--deep` re-derives each record's metrics from the artifacts it names in the store
+(`harness.results.rederive`; a missing artifact is "not checked", not a failure) and `--rerun N` reruns a
+seeded sample of N cells end to end and compares (`harness.results.rerun`). A problem is a FAIL line, exit 1.
 """
 
 from __future__ import annotations
@@ -20,23 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CorruptRecordError, HarnessError
+from harness.results.consistency import consistency_problems, plugin_checks
 from harness.results.jsonio import JSONLimitError, read_json
 from harness.results.records import SCHEMA_FILE, RunRecord, read_record, results_folder
+from harness.safety import escape_controls
 from harness.specs import spec_id
+from harness.store.artifacts import Store
 
 SchemaCheck = Callable[[Any], list[str]]  # raw JSON -> problems ([] = valid)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One line of the report: a problem (ok False) or a folder that passed (ok True)."""
+    """One line of the report: a problem (ok False), a folder that passed (ok True), or a note (ok True, warn
+    True: worth knowing, not a failure, e.g. what --deep could not check)."""
 
     path: Path
     ok: bool
     detail: str
+    warn: bool = False
 
     def line(self) -> str:
-        return f"{'OK  ' if self.ok else 'FAIL'} {self.path}: {self.detail}"
+        tag = "FAIL" if not self.ok else "WARN" if self.warn else "OK  "
+        # A record's strings (a plugin name) reach this line: control characters must not forge another line.
+        return escape_controls(f"{tag} {self.path}: {self.detail}")
 
 
 def json_schema_check(schema_file: Path = SCHEMA_FILE) -> tuple[SchemaCheck | None, str]:
@@ -91,7 +105,7 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
     where = (path.parent.parent.name, path.parent.name)
     if in_folder and where != results_folder(Path(), record.suite, record.protocol_version).parts:
         problems.append(f"a record of suite '{record.suite}' v{record.protocol_version} in folder {'/'.join(where)}")
-    return record, problems
+    return record, [*problems, *consistency_problems(record), *plugin_checks(record)[0]]
 
 
 def check_tables(folder: Path, records: list[RunRecord]) -> list[str]:
@@ -134,16 +148,31 @@ def difference(committed: Any, built: Any) -> str:
     return f"column(s) {', '.join(cols)} differ in {len(rows)} row(s)" + (f" (run {ids})" if ids else "")
 
 
-def validate(path: Path) -> Iterator[Finding]:
-    """Every finding under `path`, folder by folder; a folder with no problem gives one OK line."""
+
+def validate(path: Path, *, deep: Store | None = None, rerun: int = 0, seed: int = 0,
+             home: Path | None = None) -> Iterator[Finding]:
+    """Every finding under `path`, folder by folder; a folder with no problem gives one OK line. `deep`: the
+    store to re-derive metrics from; `rerun`: cells to rerun end to end, sampled with `seed`, in the store
+    `home` (None: a temporary one)."""
     schema, schema_note = json_schema_check()
-    for folder in folders(path):
+    roots = folders(path)
+    if deep is not None and not deep.root.is_dir():
+        yield Finding(Path(path), True, f"--deep: no artifact store at {deep.root}: nothing re-derived "
+                      "(not checked (no artifact))", warn=True)
+        deep = None
+    rerunnable: list[tuple[Path, RunRecord]] = []
+    for folder in roots:
         files = [folder] if folder.is_file() else sorted(folder.glob("*.json"))
-        records, bad = [], 0
+        records, bad, versions = [], 0, {}
         for file in files:
             record, problems = check_record(file, schema, in_folder=not folder.is_file())
             if record is not None:
                 records.append(record)
+                plugin_problems, notes = plugin_checks(record)
+                for note in notes:
+                    versions[note] = versions.get(note, 0) + 1
+                if not plugin_problems and not notes:  # the installed code is what the record says ran
+                    rerunnable.append((file, record))
             for problem in problems:
                 yield Finding(file, False, problem)
             bad += bool(problems)
@@ -151,4 +180,73 @@ def validate(path: Path) -> Iterator[Finding]:
         yield from (Finding(folder, False, p) for p in table_problems)
         if not bad and not table_problems:
             tables = "" if folder.is_file() else ", tables match the records"
-            yield Finding(folder, True, f"{len(files)} record(s) valid ({schema_note}, run ids recomputed){tables}")
+            yield Finding(folder, True, f"{len(files)} record(s) valid ({schema_note}, run ids recomputed, each "
+                          f"consistent with itself, plugins installed){tables}")
+        if versions:
+            listed = ", ".join(f"{note} in {n}" for note, n in sorted(versions.items()))
+            yield Finding(folder, True, f"records made by other plugin versions than the installed ones (valid "
+                          f"records of those versions; --rerun skips them): {listed}", warn=True)
+        if deep is not None:
+            yield from deep_findings(folder, files, deep)
+    if rerun:
+        yield from rerun_findings(Path(path), rerunnable, rerun, seed, home)
+
+
+def deep_findings(folder: Path, files: list[Path], store: Store) -> Iterator[Finding]:
+    """--deep for the readable records of one folder: a FAIL line per difference, one summary line."""
+    from harness.results.rederive import SuiteRows, rederive
+
+    suites, full, partial, values, example = SuiteRows(), 0, 0, 0, ""
+    for file in files:
+        try:
+            record = read_record(file)
+        except HarnessError:
+            continue  # already a FAIL line
+        found = rederive(record, store, suites)
+        values += found.checked
+        yield from (Finding(file, False, p) for p in found.problems)
+        if found.unchecked:
+            partial += 1
+            example = example or f"{file.name}: {found.unchecked[0]}"
+        else:
+            full += 1
+    what = f"--deep: {full} record(s) re-derived in full from the store {store.root} ({values} value(s) compared)"
+    if partial:
+        yield Finding(folder, True, f"{what}; {partial} record(s) not checked in full, e.g. {example}", warn=True)
+    else:
+        yield Finding(folder, True, what)
+
+
+def rerun_findings(path: Path, candidates: list[tuple[Path, RunRecord]], n: int, seed: int,
+                   home: Path | None) -> Iterator[Finding]:
+    """--rerun: a seeded sample of the readable records whose plugins are installed at their versions (a record
+    that fails other checks is rerun too: the rerun says what its numbers should have been)."""
+    from harness.results.rerun import rerun_cells, sample
+
+    cells = sample(candidates, n, seed)
+    store = f"the store {home} (its cached stages reused)" if home is not None else "a temporary store"
+    yield Finding(path, True, f"--rerun: {len(cells)} of {len(candidates)} rerunnable cell(s), sampled with seed "
+                  f"{seed}, rerun into a temporary results folder with {store}")
+    for file, problems in rerun_cells(cells, home):
+        if problems:
+            yield from (Finding(file, False, p) for p in problems)
+        else:
+            yield Finding(file, True, f"--rerun (seed {seed}) gives the record's metrics")
+
+
+def validated_records(folder: Path) -> list[RunRecord]:
+    """`load_records(folder)` without the records whose numbers contradict each other or that name a plugin not
+    installed or by an unsafe name; each left out is one 'excluded' warning line (what `harness report` ranks)."""
+    from harness.progress import warn
+    from harness.results.consistency import record_problems
+    from harness.results.records import load_records
+
+    kept = []
+    for record in load_records(folder):
+        problems = record_problems(record)
+        if problems:
+            more = f" (+{len(problems) - 1} more; see `harness validate`)" if len(problems) > 1 else ""
+            warn(f"{folder / record.run_id}.json fails validation: {problems[0]}{more}", prefix="excluded ")
+        else:
+            kept.append(record)
+    return kept

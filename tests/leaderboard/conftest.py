@@ -1,7 +1,7 @@
 """A small results folder (records and the tables built from them) with the cases the leaderboard must handle:
-two settings of one defence, a generalization run, a defence named like a script, a broken (unstable)
-defence, and an invalid record. The records name the built-in suite `tiny` (its smoke config): the summary
-takes the useful-QA ratio from the suite, so the suite must load."""
+two settings of one defence, a generalization run, a defence named like a script (an invalid plugin name: its
+records are excluded from the site), a broken (unstable) defence, and an invalid record. The records name installed
+plugins (suite tiny, judge tiny-content), as records must to be shown."""
 
 from __future__ import annotations
 
@@ -14,31 +14,32 @@ from harness.results.tables import build, write_table
 from tests.factories import record
 
 SCRIPT_NAME = "<script>alert(1)</script>"
+BROKEN = "random-init"  # an installed defence; here its harmless QA is 0, so the guard marks it unstable
+SUITE, JUDGE = "tiny", "tiny-content"
 INVALID_RECORD = "deadbeefdeadbeef.json"
 SEEDS = (0, 1, 2)
-SUITE = "tiny"
 
 
 def fixture_records() -> list:
     """Post-attack harmfulness per (defence, lr) varies a little by seed so intervals are not all zero."""
     posts = {("none", "{}"): (1.0, 1.0), ("repnoise", "beta1"): (0.02, 0.6), ("repnoise", "beta0"): (0.5, 0.9),
-             (SCRIPT_NAME, "{}"): (0.3, 0.4), ("broken-qa", "{}"): (0.0, 0.0)}
+             (SCRIPT_NAME, "{}"): (0.3, 0.4), (BROKEN, "{}"): (0.0, 0.0)}
     params = {"{}": {}, "beta1": {"beta": 1.0}, "beta0": {"beta": 0.001}}
     records = []
     for (name, setting), (low, high) in posts.items():
-        qa = 0.0 if name == "broken-qa" else 1.0
+        qa = 0.0 if name == BROKEN else 1.0
         for seed in SEEDS:
             for lr, post in ((1e-4, low), (1e-3, high)):
                 records.append(record(name, params[setting], lr, seed, 0.0, min(1.0, post + 0.01 * seed), qa=qa,
-                                      suite=SUITE, created=f"2026-01-01T00:00:0{seed}"))
+                                      created=f"2026-01-01T00:00:0{seed}", suite=SUITE, judge=JUDGE))
     records.append(record("repnoise", {"beta": 1.0}, 1e-4, 0, 0.0, 0.03, subsets=("~violence", "violence"),
-                          suite=SUITE, created="2026-01-02T00:00:00"))
+                          created="2026-01-02T00:00:00", suite=SUITE, judge=JUDGE))
     return records
 
 
 def write_results(root: Path) -> Path:
     """results/<suite>/v1/ with every record, its four tables and one invalid record; returns the folder."""
-    folder = root / "t" / "v1"
+    folder = root / SUITE / "v1"
     records = fixture_records()
     for r in records:
         write_record(folder / f"{r.run_id}.json", r)

@@ -14,7 +14,7 @@ from harness.results.tables import build
 from leaderboard.board import build_boards
 from leaderboard.columns import format_value
 from leaderboard.load import ResultFolder, load_folder
-from tests.leaderboard.conftest import INVALID_RECORD, SCRIPT_NAME, fixture_records
+from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, JUDGE, SCRIPT_NAME, SUITE, fixture_records
 
 
 def board_of(tables: dict) -> object:
@@ -48,12 +48,12 @@ def test_one_row_per_defence_setting_and_budget_labels(tables):
     board = board_of(tables)
     assert sorted((r.key.name, r.key.params) for r in board.rows) == sorted(
         [("none", "{}"), ("repnoise", '{"beta":1.0}'), ("repnoise", '{"beta":0.001}'), (SCRIPT_NAME, "{}"),
-         ("broken-qa", "{}")])
+         (BROKEN, "{}")])
     assert [b.label for b in board.budgets] == ["1e-4@250", "1e-3@250"]
     assert row(board, "repnoise", beta=1.0).distinguishing == "beta=1.0"
     assert row(board, "none").distinguishing == ""
     assert board.seeds == ["0/0", "1/1", "2/2"]  # defence/attack seed pairs of the attack table
-    assert board.judges == ["j"] and board.phis == [0.05]
+    assert board.judges == [JUDGE] and board.phis == [0.05]
 
 
 def test_generalization_runs_stay_out_of_the_budget_columns(tables):
@@ -76,7 +76,7 @@ def test_summary_columns(tables):
     assert rep.cells["steps"].mean == 10 and rep.notes["steps"] == "at 1e-3@250"  # the factory crosses at step 10
     assert rep.cells["qa_delta"].mean == 0.0 and rep.cells["ppl_ratio"].mean == pytest.approx(2.0 / 1.5)
     assert rep.cells["train_delta"].mean == pytest.approx(0.8 - 0.9)
-    broken = row(board, "broken-qa")
+    broken = row(board, BROKEN)
     assert broken.cells["steps"] is None and broken.notes["steps"] == "held"
     assert broken.cells["resisted"].mean == 1.0
 
@@ -113,7 +113,7 @@ def test_a_suite_that_does_not_load_stops_the_build(tables):
 
 def test_unstable_row_is_badged_and_never_ranked(tables):
     board = board_of(tables)
-    broken = row(board, "broken-qa")
+    broken = row(board, BROKEN)
     assert broken.unstable == ["harmless QA -1.00"] and broken.rank is None
     assert board.rows[-1] is broken  # resists everything (0.00), yet listed after every stable row
     ranked = [r.key.name for r in board.rows if r.rank]
@@ -124,7 +124,7 @@ def test_unstable_row_is_badged_and_never_ranked(tables):
 def test_missing_table_degrades_to_empty_columns(tables):
     del tables["stability"], tables["generalization"]
     board = board_of(tables)
-    broken = row(board, "broken-qa")
+    broken = row(board, BROKEN)
     assert broken.cells["qa_delta"] is None and broken.unstable == []  # no stability data: no claim either way
     assert row(board, "repnoise", beta=1.0).cells[f"budget:{board.budgets[0].id}"].n == 3
 
@@ -139,19 +139,23 @@ def test_split_seeds_are_the_unit_of_replication(tables):
 
 
 def test_invalid_record_is_excluded_with_its_rows(results_dir):
-    folder = next(results_dir.glob("t/v1"))
-    victim = sorted(folder.glob("*.json"))[0]
+    folder = results_dir / SUITE / "v1"
+    script_ids = {r.run_id for r in fixture_records() if r.spec.defence.name == SCRIPT_NAME}
+    victim = next(p for p in sorted(folder.glob("*.json")) if p.stem not in script_ids and p.name != INVALID_RECORD)
     victim.write_text("{}")
     loaded = load_folder(folder)
     reasons = {Path(e.path).name: e.reason for e in loaded.exclusions}
     assert INVALID_RECORD in reasons and "not valid JSON" in reasons[INVALID_RECORD]
     assert victim.name in reasons and "invalid record" in reasons[victim.name]
     assert victim.stem not in set(loaded.tables["resistance"]["run_id"])
-    assert len(loaded.tables["resistance"]) == len(fixture_records()) - 1
+    # The script-named defence's records read, but its name is not a plugin name: excluded with their rows too.
+    assert all("not a valid name" in reasons[f"{i}.json"] for i in script_ids)
+    assert not script_ids & set(loaded.tables["resistance"]["run_id"])
+    assert len(loaded.tables["resistance"]) == len(fixture_records()) - 1 - len(script_ids)
 
 
 def test_corrupt_table_is_excluded_with_the_reason(results_dir):
-    folder = next(results_dir.glob("t/v1"))
+    folder = results_dir / SUITE / "v1"
     (folder / "stability.parquet").write_bytes(b"not parquet")
     loaded = load_folder(folder)
     assert "stability" not in loaded.tables

@@ -17,7 +17,7 @@ import pytest
 
 from leaderboard.browser import CHROMIUM, launch
 from leaderboard.build import build_leaderboard
-from tests.leaderboard.conftest import INVALID_RECORD, SCRIPT_NAME, write_results
+from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, SCRIPT_NAME, SUITE, fixture_records, write_results
 
 if not CHROMIUM.exists():
     pytest.skip(f"chromium not found at {CHROMIUM}: `make test` installs it with apt-get only when run as root "
@@ -112,8 +112,8 @@ def test_the_watch_catches_network_requests_console_errors_and_dialogs(tmp_path,
 
 def test_table_has_one_row_per_defence_setting_ranked_then_unstable(site, open_page):
     page, _ = open_page(site / "index.html")
-    assert defence_names(page) == [SCRIPT_NAME, "repnoise", "repnoise", "none", "broken-qa"]
-    assert page.locator("table.board tbody tr.main td[data-col=rank]").all_inner_texts() == ["1", "2", "3", "4", "–"]
+    assert defence_names(page) == ["repnoise", "repnoise", "none", BROKEN]  # the script-named one is excluded
+    assert page.locator("table.board tbody tr.main td[data-col=rank]").all_inner_texts() == ["1", "2", "3", "–"]
     last = page.locator("table.board tbody").last
     assert "unstable" in last.get_attribute("class") and "unstable: harmless QA -1.00" in last.inner_text()
     settings = page.locator("table.board tbody tr.main .setting").all_inner_texts()
@@ -128,7 +128,7 @@ def test_clicking_a_header_sorts_the_rows(site, open_page):
     header.click()
     ascending = column_values(page, col)
     assert ascending == sorted(ascending) and header.get_attribute("aria-sort") == "ascending"
-    assert defence_names(page)[0] == "broken-qa"  # 0.00 at 1e-3: lowest first
+    assert defence_names(page)[0] == BROKEN  # 0.00 at 1e-3: lowest first
     header.click()
     descending = column_values(page, col)
     assert descending == sorted(descending, reverse=True) and defence_names(page)[0] == "none"
@@ -153,24 +153,23 @@ def test_plots_are_present_and_not_empty(site, open_page):
     assert images.count() == 2
     sizes = images.evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     assert all(complete and w > 300 and h > 200 for complete, w, h in sizes), sizes
-    curves = ET.parse(site / "plots" / "t-v1-curves.svg").getroot()
+    curves = ET.parse(site / "plots" / f"{SUITE}-v1-curves.svg").getroot()
     ns = {"svg": "http://www.w3.org/2000/svg"}
     lines = [g for g in curves.iterfind(".//svg:g", ns) if g.get("id", "").startswith("line2d")
              and len(re.findall(r"[ML]", "".join(p.get("d", "") for p in g.iterfind("svg:path", ns)))) >= 2]
-    assert len(lines) >= 2 * 5  # 2 budgets x 5 defence settings, each a drawn line
+    assert len(lines) >= 2 * 4  # 2 budgets x 4 defence settings, each a drawn line
     legend = " ".join(t.text or "" for t in curves.iterfind(".//svg:text", ns))
-    assert SCRIPT_NAME in legend and "broken-qa [unstable]" in legend
+    assert SCRIPT_NAME not in legend and f"{BROKEN} [unstable]" in legend
     page, _ = open_page(site / "defence" / "repnoise.html")
     sizes = page.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert len(sizes) == 2 and all(w > 300 for w in sizes)  # one curves plot per setting
 
 
-def test_a_defence_named_script_renders_as_text_and_opens_no_dialog(site, open_page):
+def test_a_defence_named_script_is_excluded_shown_as_text_and_opens_no_dialog(site, open_page):
     page, watch = open_page(site / "index.html")
-    assert page.locator("table.board td.name > a", has_text="alert").inner_text() == SCRIPT_NAME
-    page.locator("table.board td.name > a", has_text="alert").click()
-    page.wait_for_load_state("load")
-    assert page.locator("h1").inner_text() == SCRIPT_NAME
+    assert page.locator("table.board td.name > a", has_text="alert").count() == 0  # not a plugin name: no row
+    excluded = page.locator("#excluded").inner_text()
+    assert f"defence name '{SCRIPT_NAME}' is not a valid name" in excluded
     assert watch.dialogs == [] and watch.console_errors == []
 
 
@@ -178,4 +177,5 @@ def test_excluded_record_is_listed(site, open_page):
     page, _ = open_page(site / "index.html")
     excluded = page.locator("#excluded").inner_text()
     assert INVALID_RECORD in excluded and "not valid JSON" in excluded
-    assert "excluded (1)" in page.locator("nav").inner_text()
+    scripts = sum(r.spec.defence.name == SCRIPT_NAME for r in fixture_records())
+    assert f"excluded ({scripts + 1})" in page.locator("nav").inner_text()  # the torn record, the script-named runs

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leaderboard.build import MARKER, build_leaderboard, markdown_for
-from tests.leaderboard.conftest import INVALID_RECORD
+from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, SCRIPT_NAME, SUITE, fixture_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,30 +60,40 @@ def test_cli_builds_without_torch_and_writes_only_under_out(tmp_path, results_di
     assert {p.name for p in out.iterdir()} == {"site", "LEADERBOARD.md"}  # no staging folder left behind
     site = {p.relative_to(out / "site").as_posix() for p in (out / "site").rglob("*") if p.is_file()}
     assert {"index.html", "assets/style.css", "assets/leaderboard.js", "defence/none.html", MARKER} <= site
-    assert len([p for p in site if p.startswith("plots/")]) == 2 + 5  # curves, scatter, one per defence setting
+    assert len([p for p in site if p.startswith("plots/")]) == 2 + 4  # curves, scatter, one per defence setting
 
 
 def test_strings_from_plugins_and_records_are_escaped(tmp_path, results_dir):
     build_leaderboard(results_dir, tmp_path / "out")
     site = tmp_path / "out" / "site"
     pages = [site / "index.html", *(site / "defence").glob("*.html")]
-    assert len(pages) == 5  # none, repnoise, broken-qa, the script-named one, index
+    assert len(pages) == 4  # none, repnoise, random-init, index: the script-named defence is excluded, not shown
     for page in pages:
         assert "<script>alert" not in page.read_text()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "index.html").read_text()  # named in the exclusions
     for plot in (site / "plots").glob("*.svg"):
         assert "<script" not in plot.read_text()
     markdown = (tmp_path / "out" / "LEADERBOARD.md").read_text()
     assert "<script>" not in markdown and "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
 
 
-def test_defences_not_installed_still_get_a_page(tmp_path, results_dir):
+def test_records_of_unknown_or_badly_named_defences_are_excluded_not_ranked(tmp_path, results_dir):
+    """A defence that is not installed, or whose name is not a plugin name, gets no row and no page: its records
+    are listed as excluded with the reason (what `harness validate` says of them)."""
+    from harness.results.records import write_record
+    from tests.factories import record
+
+    ghost = record("not-installed", {}, 1e-4, 0, 0.0, 0.0, suite=SUITE, judge="tiny-content")
+    write_record(results_dir / SUITE / "v1" / f"{ghost.run_id}.json", ghost)
     build_leaderboard(results_dir, tmp_path / "out")
     pages = {p.name: p.read_text() for p in (tmp_path / "out" / "site" / "defence").glob("*.html")}
-    assert "not installed" in pages["broken-qa.html"]
+    assert sorted(pages) == sorted(["none.html", "repnoise.html", f"{BROKEN}.html"])
     assert "RepNoise" in pages["repnoise.html"] and "not installed" not in pages["repnoise.html"]  # the docstring
-    script_page = [text for name, text in pages.items() if name.startswith("script-alert-1-script-")]
-    assert len(script_page) == 1 and "not installed" in script_page[0]
+    index = (tmp_path / "out" / "site" / "index.html").read_text()
+    assert f"{ghost.run_id}.json</code>: fails validation: defence &#39;not-installed&#39; is not an installed" in index
+    scripts = [r.run_id for r in fixture_records() if r.spec.defence.name == SCRIPT_NAME]
+    assert all(f"{i}.json</code>: fails validation: defence name &#39;&lt;script&gt;" in index for i in scripts)
+    assert f"excluded ({len(scripts) + 2})" in index  # and the torn record
 
 
 def test_excluded_record_is_listed_with_its_reason(tmp_path, results_dir):
@@ -126,8 +136,8 @@ def test_committed_leaderboard_md_is_current():
 
 
 def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
-    (results_dir / "t" / "v1" / "tuning").mkdir()
-    (results_dir / "t" / "v1" / "tuning" / "none.json").write_text("lr sweep: <b>1e-3</b> kept")
+    (results_dir / SUITE / "v1" / "tuning").mkdir()
+    (results_dir / SUITE / "v1" / "tuning" / "none.json").write_text("lr sweep: <b>1e-3</b> kept")
     build_leaderboard(results_dir, tmp_path / "out")
     pages = tmp_path / "out" / "site" / "defence"
     assert "lr sweep: &lt;b&gt;1e-3&lt;/b&gt; kept" in (pages / "none.html").read_text()
@@ -135,7 +145,7 @@ def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
 
 
 def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
-    tuning = results_dir / "t" / "v1" / "tuning"
+    tuning = results_dir / SUITE / "v1" / "tuning"
     tuning.mkdir()
     trial = {"run_id": "x", "hs_post": 0.1, "auc": 0.1, "missed": []}
     scan = {"suite": "t", "protocol_version": 1, "suite_params": {}, "validation": {}, "defence": "repnoise",
