@@ -14,8 +14,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh artifact store for the session (never the user's ~/.cache)."""
-    return tmp_path_factory.mktemp("harness_home")
+    """A fresh artifact store for the session (never the user's ~/.cache). Under pytest-xdist (`make test` runs
+    two workers) the workers of one run share it: the store computes each artifact once across processes
+    (per-artifact locks), so the smoke world is built once, not once per worker. A test that deletes from a
+    store uses its own."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp("harness_home")
+    shared = tmp_path_factory.getbasetemp().parent / "harness_home"
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 @pytest.fixture(scope="session")

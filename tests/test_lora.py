@@ -2,6 +2,8 @@
 evaluates through hf (base + adapter) and, where vLLM is installed, vLLM (LoRARequest on the base engine)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,10 +128,20 @@ def test_lora_attack_end_to_end_hf_and_vllm_identical(smoke_base, home, tmp_path
     assert same >= 0.95
 
 
+def _own_store(shared: Path, tmp_path: Path) -> Path:
+    """A store of this test's own: a copy of the session's (its finished artifacts; not its locks, journal or
+    the temporary folders of writes in progress)."""
+    own = tmp_path / "home"
+    shutil.copytree(shared, own, symlinks=True,
+                    ignore=shutil.ignore_patterns(".locks", ".sweeps", "journal.jsonl", ".*.tmp", ".*.old"))
+    return own
+
+
 @pytest.mark.slow
 def test_store_ls_and_gc_keep_what_records_need(smoke_base, home, tmp_path):
     from harness.results.records import read_record
 
+    home = _own_store(home, tmp_path)  # gc deletes: never from the session's store that other tests read
     results = tmp_path / "results"
     rec = run_lora(home, results, "hf")
     (home / "generations" / "0123456789abcdef").mkdir(parents=True)  # an artifact no record needs
