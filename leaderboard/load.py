@@ -1,7 +1,8 @@
 """Read what the leaderboard is built from: the condition tables of each results/<suite>/v<N>/ folder.
 
-Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened for one reason:
-to list the invalid ones as excluded, with the reason, so nothing that fails validation disappears silently.
+Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened to list the
+invalid ones as excluded, with the reason, so nothing that fails validation disappears silently, and to gather the
+judge panel's agreement counts of the valid ones (the tables hold the primary judge only).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ResultFolder:
     exclusions: list[Exclusion] = field(default_factory=list)
     valid_record_ids: set[str] = field(default_factory=set)
     invalid_record_ids: set[str] = field(default_factory=set)
+    panels: list[Any] = field(default_factory=list)  # the valid records' judge-panel matrices (metrics.Panel)
 
     @property
     def stale_record_ids(self) -> list[str]:
@@ -75,12 +77,15 @@ def load_folder(folder: Path) -> ResultFolder:
 
 
 def _check_records(folder: Path, loaded: ResultFolder) -> None:
-    """Validate each record only to report the invalid ones; no number is read from a record."""
+    """Validate each record to report the invalid ones; of a valid one only its judge-panel counts are kept."""
     from harness.results.records import read_record
 
     for path in sorted(folder.glob("*.json")):
         try:
-            loaded.valid_record_ids.add(read_record(path).run_id)
+            record = read_record(path)
+            loaded.valid_record_ids.add(record.run_id)
+            m = record.metrics
+            loaded.panels += [e.panel for e in (m.base, m.pre_attack, m.post_attack) if e.panel is not None]
         except HarnessError as exc:
             loaded.invalid_record_ids.add(path.stem)
             loaded.exclusions.append(Exclusion(str(path), str(exc)))
