@@ -56,8 +56,8 @@ class Config(DataConfig):
     judge_revision: str | None = Field(None, description="hub revision of the primary judge")
     judge_label: int | str = Field(0, description="its harmful class: index or id2label name (reference: 0)")
     judge_template: str = Field("Question: {prompt}\nAnswer:{generation}", description="text the judge reads")
-    second_judge: str | None = Field(None, description="second judge, generative (Llama Guard style; e.g. "
-                                     "meta-llama/Llama-Guard-3-1B): its agreement is recorded. None: off")
+    second_judge: str | None = Field(None, description="second judge, generative (Llama Guard style), custom "
+                                     "settings: its agreement is recorded (published judges: `panel`). None: off")
     second_judge_format: Literal["chat", "template"] = Field("chat", description="its prompt: chat template or "
                                                             "the Llama-Guard-1-style template")
     second_judge_prefix: str = Field("", description="text before its verdict (Llama Guard 3: '\\n\\n')")

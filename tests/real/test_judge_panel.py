@@ -122,7 +122,8 @@ def _received(judge) -> str:
 def _alone(judge, text: str):
     """Next-token logits of one judge prompt, computed directly (no batching, no padding)."""
     with torch.no_grad():
-        return judge.model(input_ids=torch.tensor([judge.encode(text)])).logits[0, -1].float()
+        ids = torch.tensor([judge.encode(text)], device=judge.model.device)
+        return judge.model(input_ids=ids).logits[0, -1].float().cpu()
 
 
 def test_every_preset_is_pinned_or_a_named_placeholder():
@@ -216,11 +217,11 @@ def test_wildguard_answers_its_fields_and_reads_harmful_response(ckpt, store):
 def test_beaver_dam_flags_by_its_largest_category(ckpt, store):
     judge = _build("beaver-dam-7b", store, model=str(ckpt["beaver"]))
     assert judge.text(Q, A) == f"BEGINNING OF CONVERSATION: USER: {Q} ASSISTANT:{A}</s>"
-    enc = judge.tokenizer([judge.text(Q, A)], return_tensors="pt")
-    ids = enc["input_ids"][0]
+    enc = judge.tokenizer([judge.text(Q, A)], return_tensors="pt").to(judge.model.device)
+    ids = enc["input_ids"][0].tolist()
     assert ids[0] == judge.tokenizer.bos_token_id and ids[-1] == judge.tokenizer.eos_token_id
     with torch.no_grad():
-        expected = float(judge.model(**enc).logits[0].float().sigmoid().max())
+        expected = float(judge.model(**enc).logits[0].float().sigmoid().max().cpu())
     scores = judge.score(PROMPTS, ANSWERS)  # batched: right-padded with <pad>, pooled at the last real token
     assert scores[0] == pytest.approx(expected, abs=1e-5) and all(0 <= s <= 1 for s in scores)
 
@@ -266,6 +267,25 @@ def test_an_unpinned_or_altered_preset_is_refused_before_any_work(judge_ckpt, st
         presets.check(presets.CLASSIFIER, params)
     with pytest.raises(HarnessError, match="fixes reading"):
         presets.expand("wildguard", reading="verdict")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"reading": "rating", "ratings": ("1", "not-a-token")}, "are not tokens of its vocabulary"),
+    ({"base_model": "gemma"}, "is not a PEFT adapter: no adapter_config.json"),
+    ({"reading": "fields", "fields": ("Verdict:",), "safe_word": " x", "unsafe_word": " x"}, "start with the same"),
+])
+def test_bad_generative_settings_are_one_line_before_loading(ckpt, store, settings, message):
+    settings = {**settings, "base_model": str(ckpt["gemma"])} if "base_model" in settings else settings
+    cfg = generative.Config(model=str(ckpt["llama"]), format="template", **settings)
+    with pytest.raises(HarnessError, match=message):
+        generative.check(cfg, store)
+
+
+def test_a_reading_needs_its_settings():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs `fields`"):
+        generative.Config(model="m", reading="fields")
 
 
 def test_a_suite_names_its_primary_and_its_panel(ckpt, judge_ckpt):
@@ -376,3 +396,8 @@ def test_a_run_records_every_judge_and_the_panel_matrix(ckpt, ckpts, judge_ckpt,
                                                                   for b in names[i + 1:]]
         assert all(p.n == 8 and p.both + p.a_only + p.b_only <= 8 for p in evaluation.panel.pairs)
     assert len(parsed.provenance.judge_ids) == 4
+    from harness.results import console
+
+    with console.console.capture() as shown:
+        console.summary(parsed, cached=False, seconds=1.0, path="record.json")
+    assert "post_attack panel agreement: deberta-beavertails~llama-guard-3-1b " in shown.get()
