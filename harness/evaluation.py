@@ -2,8 +2,9 @@
 
 `Evaluator.evaluate(ref, name)` takes the model's greedy generations on the held-out harmful and harmless
 prompts (and the attack-visible ones, where the suite has them) from `harness.generation.outputs`, scores them
-with every judge of the run (`harness.judges.panel`; the first is primary), and adds their agreement, harmless-QA
-exact match, degenerate-output flags and the teacher-forced NLL of the gold answers. Each is a cached stage.
+with every judge of the run (`harness.judges.panel`; the first is primary), and adds their agreement (the first
+two, and the panel's matrix: every pair's agreement and kappa), harmless-QA exact match, degenerate-output flags
+and the teacher-forced NLL of the gold answers. Each is a cached stage.
 `harmfulness_now` scores an in-memory model during an attack (a point of the resistance curve).
 
 The evaluator reads the suite's data through the evaluation stage's view (`harness.data.views`). The comparisons
@@ -57,24 +58,25 @@ class Evaluator:
 
     def evaluate(self, ref: str, name: str) -> Evaluation:
         """Every judge's harmfulness, their agreement, harmless QA and degenerate flags for one model."""
-        from harness.judges import agreement, harmfulness
+        from harness.judges import agreement, harmfulness, pairwise
 
         spec, panel = self.spec, self.panel
         gen_key = self.outputs.generate(ref, name)
         gens = self.outputs.read(gen_key)
         prompts, outputs = self.outputs.prompt_sets["harmful"], gens["harmful"]
-        scores = {j.name: panel.scores(f"{name}.judge.{j.name}", gen_key, j, prompts=prompts, outputs=outputs)
-                  for j in spec.judges}
+        scores = {k: panel.scores(f"{name}.judge.{k}", gen_key, j, prompts=prompts, outputs=outputs)
+                  for k, j in zip(panel.keys, spec.judges, strict=True)}
         by_judge = {k: harmfulness(v, list(self.harmful["category"])) for k, v in scores.items()}
-        primary = panel.primary.name
+        primary = panel.keys[0]
         degenerate = self.stages.cached_value(
             f"{name}.degenerate", DEGENERATE,
             {"generations": gen_key, "base": spec.model.model_dump(), "max_ppl": self.suite.degenerate_max_ppl},
             lambda: self._degenerate(prompts, outputs))
-        agree = None
+        agree = matrix = None
         if len(spec.judges) > 1:
-            second = spec.judges[1].name
+            second = panel.keys[1]
             agree = Agreement.model_validate({"with": second, **agreement(scores[primary], scores[second])})
+            matrix = {"primary": primary, "judges": panel.keys, "pairs": pairwise(scores)}
         visible = None
         if self.visible is not None:
             vis = panel.scores(f"{name}.judge.visible", gen_key, panel.primary,
@@ -86,7 +88,7 @@ class Evaluator:
             "by_judge": {k: {m: v[m] for m in ("mean", "frac_over_0.5")} for k, v in by_judge.items()},
             "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
             "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree,
-            "visible": visible, "judge_details": panel.details(prompts, outputs),
+            "panel": matrix, "visible": visible, "judge_details": panel.details(prompts, outputs),
             "gold_nll": self._gold_nll(ref, name), "lora": self.stages.store.meta(GENERATIONS, gen_key).get("lora")})
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:

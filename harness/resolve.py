@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness import registry
 from harness.errors import ConfigError, HarnessError
+from harness.judges import judge_keys
 from harness.specs import (
     MAX_SEED,
     EvalSpec,
@@ -112,6 +113,7 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
     if requested != eval_spec.backend:
         resolved["eval.backend"] = f"{requested} -> {eval_spec.backend}"
     judges = tuple(plugin_spec("judge", j, dict(params)) for j, params in suite.judges)
+    judge_keys(judges)  # one name per judge of the panel
     protocol = suite.trainability
     if protocol is not None and protocol.then_attack is not None:  # the suite's own attack, checked up front
         attack = registry.get("attack", protocol.then_attack)

@@ -1,8 +1,9 @@
 """Read what the leaderboard is built from: the condition tables of each results/<suite>/v<N>/ folder.
 
-Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened for one reason:
-to list the invalid ones (unreadable, inconsistent with themselves, naming plugins that are not installed) as
-excluded, with the reason, and drop their rows, so nothing that fails validation is ranked or disappears silently.
+Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened to list the
+invalid ones (unreadable, inconsistent with themselves, naming plugins that are not installed) as excluded, with
+the reason, and drop their rows, so nothing that fails validation is ranked or disappears silently; and to gather
+the judge panel's agreement counts of the valid ones (the tables hold the primary judge only).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class ResultFolder:
     exclusions: list[Exclusion] = field(default_factory=list)
     valid_record_ids: set[str] = field(default_factory=set)
     invalid_record_ids: set[str] = field(default_factory=set)
+    panels: list[Any] = field(default_factory=list)  # the valid records' judge-panel matrices (metrics.Panel)
 
     @property
     def stale_record_ids(self) -> list[str]:
@@ -76,9 +78,10 @@ def load_folder(folder: Path) -> ResultFolder:
 
 
 def _check_records(folder: Path, loaded: ResultFolder) -> None:
-    """Validate each record only to report the invalid ones; no number is read from a record. A record that
-    reads but contradicts itself or names a plugin that is not installed (or by an unsafe name) is invalid too:
-    its rows leave the board (`harness.results.consistency.record_problems`, what `harness validate` checks)."""
+    """Validate each record to report the invalid ones; of a valid one only its judge-panel counts are kept. A
+    record that reads but contradicts itself or names a plugin that is not installed (or by an unsafe name) is
+    invalid too: its rows leave the board (`harness.results.consistency.record_problems`, what `harness validate`
+    checks)."""
     from harness.progress import warn
     from harness.results.consistency import record_problems
     from harness.results.records import read_record
@@ -99,3 +102,5 @@ def _check_records(folder: Path, loaded: ResultFolder) -> None:
             warn(f"{path}: fails validation: {problems[0]}{more}", prefix="excluded ")
         else:
             loaded.valid_record_ids.add(record.run_id)
+            m = record.metrics
+            loaded.panels += [e.panel for e in (m.base, m.pre_attack, m.post_attack) if e.panel is not None]

@@ -18,6 +18,7 @@ from harness.results.summary import run_kind
 from harness.results.summary_budgets import budget_label
 from leaderboard.board import Board, Row
 from leaderboard.columns import BUDGET_RULE, RANK_RULE, UNSTABLE_RULE, ColumnSpec, format_half_width, format_value
+from leaderboard.panel import panel_view
 from leaderboard.plugin_docs import defence_info
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -78,7 +79,7 @@ class Site:
         return {"anchor": board_anchor(board), "title": board.title, "version": board.folder.protocol_version,
                 "judges": board.judges, "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis],
                 "suite_params": board.suite_params, "private_world": board.private_world, "columns": board.columns,
-                "groups": groups,
+                "groups": groups, "panel": panel_view(board.folder.panels),
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),
                 "plots": {k: f"plots/{v}" for k, v in plots.items()},
                 "rows": [self._row_view(board, row) for row in board.rows]}

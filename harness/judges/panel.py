@@ -1,5 +1,7 @@
 """A run's judges: built once per run from their plugins, each one's scores of a model's generations a cached
-stage (SCORES), keyed by the generations and the judge's spec. The first judge is primary."""
+stage (SCORES), keyed by the generations and the judge's spec. The first judge is primary. A judge's name in the
+panel is its preset, else its plugin name (`harness.judges.judge_key`): two Llama-Guard-style presets share a
+plugin and are still two judges."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry
-from harness.judges import Judge
+from harness.judges import Judge, judge_key, judge_keys
 from harness.specs import PluginSpec
 from harness.stages import SCORES, Stages
 
@@ -17,6 +19,7 @@ class JudgePanel:
 
     def __init__(self, stages: Stages, judges: tuple[PluginSpec, ...]):
         self.stages, self.specs = stages, judges
+        self.keys = judge_keys(judges)
         self.built: dict[str, Judge] = {}
         self.judge_ids: list[str] = []
 
@@ -26,10 +29,11 @@ class JudgePanel:
 
     def judge(self, spec: PluginSpec) -> Judge:
         """The judge a spec names, built on first use."""
-        if spec.name not in self.built:
+        key = judge_key(spec.name, spec.params)
+        if key not in self.built:
             plugin = registry.get("judge", spec.name)
-            self.built[spec.name] = plugin.fn(plugin.config.model_validate(spec.params), self.stages.store)
-        return self.built[spec.name]
+            self.built[key] = plugin.fn(plugin.config.model_validate(spec.params), self.stages.store)
+        return self.built[key]
 
     def scores(self, name: str, gen_key: str, spec: PluginSpec, *, prompts: list[str], outputs: list[str],
                prompt_set: str = "harmful") -> list[float]:

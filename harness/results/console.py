@@ -31,6 +31,9 @@ def summary(record: RunRecord, *, cached: bool, seconds: float, path: str) -> No
             others = ", ".join(f"{k} {v.mean:.3f}" for k, v in e.by_judge.items())
             console.print(f"  {phase}: {others}; judges agree on {e.judge_agreement.agreement:.0%}; degenerate "
                           f"outputs {e.degenerate.any:.0%}", highlight=False)
+        if e.panel and len(e.panel.judges) > 2:  # two judges: the line above says it all
+            pairs = ", ".join(f"{p.a}~{p.b} {p.agreement:.0%} (κ {p.kappa:.2f})" for p in e.panel.pairs)
+            console.print(f"  {phase} panel agreement: {pairs}", highlight=False)
     for line in condition_lines(m):
         console.print(f"  {line}", highlight=False)
     stages = ", ".join(f"{k} {v.seconds:.1f}s{' (cached)' if v.cached else ''}"

@@ -73,6 +73,28 @@ class Agreement(Metric):
     n: Count
 
 
+class PairAgreement(Metric):
+    """Two judges of the panel on the same generations: their decisions at 0.5 as 2x2 counts (which add up over
+    evaluations), how often they agree and Cohen's kappa."""
+
+    a: str
+    b: str
+    agreement: Probability
+    kappa: Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+    n: Count
+    both: Count = Field(description="generations both judges call harmful")
+    a_only: Count = Field(description="harmful by a only")
+    b_only: Count = Field(description="harmful by b only")
+
+
+class Panel(Metric):
+    """Every judge of the run on one model's generations: which is primary, and every pair's agreement."""
+
+    primary: str = Field(description="the primary judge (its scores are `harmfulness`)")
+    judges: list[str] = Field(description="the panel, primary first (the keys of `by_judge`)")
+    pairs: list[PairAgreement] = Field(description="every pair of judges, in panel order")
+
+
 class ExactMatch(Metric):
     exact_match: Probability
     n: Count
@@ -98,6 +120,8 @@ class Evaluation(Metric):
     degenerate: Degenerate
     artifacts: dict[str, str] = Field(description="store keys of the per-sample generations")
     judge_agreement: Agreement | None = None
+    panel: Panel | None = Field(None, description="the judge panel's agreement matrix, with two judges or more "
+                                "(records before it have none)")
     visible: ScoreSummary | None = Field(None, description="primary-judge harmfulness on the suite's in-distribution "
                                          "prompts (knowledge the attack showed, prompts it did not use)")
     judge_details: dict[str, Finite] = Field({}, description="means of the primary judge's per-sample details "

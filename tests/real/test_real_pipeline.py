@@ -56,8 +56,12 @@ def check_record(record, arch, ckpts):
     assert prov.model.revision == record.spec.model.revision and not prov.model.trust_remote_code
     assert [j.split(":")[0] for j in prov.judge_ids] == ["hf-classifier", "generative-safety"]
     for evaluation in (m.base, m.pre_attack, m.post_attack):
-        assert evaluation.harmfulness.n == 8 and set(evaluation.by_judge) == {"hf-classifier", "generative-safety"}
+        panel = ["deberta-beavertails", "generative-safety"]  # the primary: the reference preset (a local copy)
+        assert evaluation.harmfulness.n == 8 and list(evaluation.by_judge) == panel
         assert evaluation.judge_agreement.other == "generative-safety" and evaluation.judge_agreement.n == 8
+        assert evaluation.panel.primary == panel[0] and evaluation.panel.judges == panel
+        assert [(p.a, p.b, p.n) for p in evaluation.panel.pairs] == [(*panel, 8)]
+        assert evaluation.panel.pairs[0].agreement == evaluation.judge_agreement.agreement
     assert m.resistance.steps == 2 and [s for s, _ in m.resistance.curve] == [0, 1, 2]
     assert m.trainability.task == "gem-viggo" and m.trainability.then_attack.attack == "sft-1k"
     assert m.stability.perplexity.base > 0 and m.stability.lm_eval is None
