@@ -54,7 +54,8 @@ class Config(DataConfig):
                                      "meta-llama/Llama-Guard-3-1B): its agreement is recorded. None: off")
     second_judge_format: Literal["chat", "template"] = Field("chat", description="its prompt: chat template or "
                                                             "the Llama-Guard-1-style template")
-    second_judge_prefix: str = Field("", description="text before its verdict (Llama Guard 3: '\\n\\n')")
+    second_judge_prefix: str = Field("", description="text before its verdict (Llama Guard 3: two newlines, "
+                                     "--set 'suite.second_judge_prefix=\"\\n\\n\"')")
     n_eval: int = Field(300, gt=0, description="harmful prompts scored per evaluation (paper: 300)")
     n_harmless: int = Field(100, ge=0, description="harmless prompts per evaluation (perplexity, over-refusal)")
     max_new_tokens: int = Field(50, gt=0, description="greedy tokens per answer (paper: 50)")
