@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.conditions.versus_base import VersusBase
+from harness.data.subsets import row_flags
 from harness.data.views import view
 from harness.errors import HarnessError, RunFailed
 from harness.generation.outputs import ModelOutputs
@@ -66,7 +67,7 @@ class Evaluator:
         prompts, outputs = self.outputs.prompt_sets["harmful"], gens["harmful"]
         scores = {k: panel.scores(f"{name}.judge.{k}", gen_key, j, prompts=prompts, outputs=outputs)
                   for k, j in zip(panel.keys, spec.judges, strict=True)}
-        by_judge = {k: harmfulness(v, list(self.harmful["category"])) for k, v in scores.items()}
+        by_judge = {k: harmfulness(v, row_flags(self.harmful)) for k, v in scores.items()}  # every flag of a row
         primary = panel.keys[0]
         degenerate = self.stages.cached_value(
             f"{name}.degenerate", DEGENERATE,

@@ -22,7 +22,8 @@ from typing import Any
 from harness import __version__, registry
 from harness.conditions.resistance import resistance as measure_resistance
 from harness.data.audit import audit
-from harness.data.subsets import filter_categories, subset_evidence
+from harness.data.normalise import distinct
+from harness.data.subsets import filter_categories, row_flags, rule_for, subset_evidence
 from harness.data.views import call_plugin
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
@@ -37,17 +38,20 @@ from harness.suite import Suite, SuiteData
 
 
 def split_evidence(data: SuiteData) -> dict[str, Any]:
-    """Sizes of the defence/attack/eval splits and their pairwise prompt overlaps (all must be 0); answer
-    overlaps where the splits carry answers; and how the suite built its data."""
+    """Sizes of the defence/attack/eval splits (distinct prompts) and their pairwise prompt overlaps (all must
+    be 0); answer overlaps where the splits carry answers; and how the suite built its data. Prompts and answers
+    are compared normalised (`harness.data.normalise`, as the audit compares them): a case or spacing variant of
+    a question in two splits is an overlap."""
     names = ("defence", "attack", "eval")
     pairs = (("defence", "attack"), ("defence", "eval"), ("attack", "eval"))
-    prompts = {name: set(getattr(data, name)["prompt"]) for name in names}
+    prompts = {name: distinct(getattr(data, name)["prompt"]) for name in names}
     overlaps = {f"{a}&{b}": len(prompts[a] & prompts[b]) for a, b in pairs}
     bad = {k: v for k, v in overlaps.items() if v}
     if bad:
         raise HarnessError(f"suite splits overlap in prompts: {bad}; defence, attack and eval must be disjoint")
     out: dict[str, Any] = {"sizes": {n: len(p) for n, p in prompts.items()}, "prompt_overlap": overlaps}
-    answers = {n: set(getattr(data, n)["response"]) for n in names if "response" in getattr(data, n).column_names}
+    answers = {n: distinct(a for a in getattr(data, n)["response"] if a) for n in names
+               if "response" in getattr(data, n).column_names}
     out["answer_overlap"] = {f"{a}&{b}": len(answers[a] & answers[b]) for a, b in pairs
                              if a in answers and b in answers}
     if data.evidence:
@@ -58,11 +62,13 @@ def split_evidence(data: SuiteData) -> dict[str, Any]:
 def select_data(suite: Suite, spec: RunSpec, data: SuiteData | None = None) -> tuple[SuiteData, Evidence]:
     """The suite's data restricted to the run's harm subsets, with the evidence that the splits are disjoint."""
     data = data if data is not None else suite.data()
-    d_cats, a_cats = suite.subset(spec.subsets.defence), suite.subset(spec.subsets.attack)
-    data = dataclasses.replace(data, defence=filter_categories(data.defence, d_cats, "defence"),
-                               attack=filter_categories(data.attack, a_cats, "attack"),
-                               eval=filter_categories(data.eval, a_cats, "eval"))
-    subsets = subset_evidence(spec.subsets.defence, spec.subsets.attack, d_cats, a_cats)
+    names = spec.subsets
+    d_cats, a_cats = suite.subset(names.defence), suite.subset(names.attack)
+    d_rule, a_rule = rule_for(names.defence, names.rule), rule_for(names.attack, names.rule)
+    data = dataclasses.replace(data, defence=filter_categories(data.defence, d_cats, "defence", d_rule),
+                               attack=filter_categories(data.attack, a_cats, "attack", a_rule),
+                               eval=filter_categories(data.eval, a_cats, "eval", a_rule))
+    subsets = subset_evidence(spec.subsets.defence, spec.subsets.attack, d_cats, a_cats, row_flags(data.defence))
     splits = {"defence": data.defence, "retain": data.retain, "attack": data.attack, "eval": data.eval,
               "harmless_eval": data.harmless_eval, **data.other}
     return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets, "audit": audit(splits)})
@@ -104,11 +110,15 @@ def check_needs(spec: RunSpec, suite: Suite, stages: Stages) -> None:
 
 
 def suite_data(suite: Suite, stages: Stages, *, model: ModelSpec, judge: PluginSpec, backend: str) -> SuiteData:
-    """The suite's data; where the suite pairs refusals itself, its defence split with the base model's own
-    harmless answers as refusals (a cached stage, built once by `harness prepare`)."""
+    """The suite's data without the training rows that keep no answer token under the base model's tokenizer
+    (`harness.data.trainable`); where the suite pairs refusals itself, its defence split with the base model's
+    own harmless answers as refusals (a cached stage, built once by `harness prepare`)."""
     from harness.data.refusal_pairing import pair_refusals
+    from harness.data.trainable import drop_untrainable
+    from harness.models.loading import load_tokenizer
 
-    data = suite.data()
+    tok = load_tokenizer(stages.model_path(model.id), trust_remote_code=suite.trust_remote_code)
+    data = drop_untrainable(suite.data(), tok, suite.prompt, suite.max_length)
     if suite.pairing is None:
         return data
     paired, counts = pair_refusals(stages, data.defence, protocol=suite.pairing, model=model, judge=judge,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,11 @@ class HarmSubsets(Spec):
 
     defence: str = Field("all", description="'all', a suite group name, or '~group' (all but the group)")
     attack: str = Field("all", description="'all', a suite group name, or '~group'")
+    # Added after the first records: left out of run ids while at the default (KEY_OMIT_DEFAULT, harness.keying).
+    rule: Annotated[Literal["all", "any"], KEY_OMIT_DEFAULT] = Field(
+        "all", description="which subsets a row with several harm flags belongs to: 'all' (every flag in the "
+        "subset, as the first records) or 'any' (one flag in it; a '~group' still holds no row with a flag of the "
+        "group); harness.data.subsets")
 
 
 class RunSpec(Spec):
@@ -163,12 +169,31 @@ def run_id_models() -> dict[str, type[BaseModel]]:
     return key_models(RunSpec, *TRAINING_PARAMS)
 
 
-def parse_value(text: str) -> Any:
-    """`--set` values are JSON where they parse (1e-4, true, [1,2]) and plain strings otherwise."""
+# JSON's escape sequences. In a `--set` value that is not JSON they are stored as typed (a backslash and a
+# letter), which is almost never what was meant: `suite.second_judge_prefix=\n\n` is two newlines to its author.
+ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9a-fA-F]{4})')
+
+
+def parse_value(text: str, key: str = "FIELD") -> Any:
+    """`--set` values are JSON where they parse (1e-4, true, [1,2], "\\n\\n") and plain strings otherwise. A
+    plain string holding a backslash escape (\\n, \\t, \\\\, \\", \\uXXXX, ...) is an error naming the
+    JSON-quoted forms: one for the characters the escapes stand for, one for the backslashes as typed."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        pass
+    found = ESCAPE.search(text)
+    if found is None:
         return text
+    forms = []
+    try:
+        json.loads(f'"{text}"')
+        forms.append(f"--set '{key}=\"{text}\"' for the characters it stands for")
+    except json.JSONDecodeError:
+        pass
+    forms.append(f"--set '{key}={json.dumps(text, ensure_ascii=False)}' for the backslashes as typed")
+    raise ConfigError(f"Bad --set '{key}={text}': the value is not JSON and holds the escape {found.group(0)}, "
+                      f"which a plain string keeps as typed; write it JSON-quoted: {', or '.join(forms)}")
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -185,7 +210,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
         *parents, leaf = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = parse_value(value.strip())
+        node[leaf] = parse_value(value.strip(), key.strip())
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from harness.data.normalise import normalise_text
 from harness.errors import HarnessError
 from tasks.sources import require_columns
 
@@ -38,9 +39,9 @@ def toxic_rows(dataset: Any, source: str, *, min_toxicity: float) -> list[dict[s
     for prompt, continuation in zip(dataset["prompt"], dataset["continuation"], strict=True):
         p, _ = _text(prompt)
         c, tox = _text(continuation)
-        if not p or not c or (tox is not None and tox < min_toxicity) or p in seen:
+        if not p or not c or (tox is not None and tox < min_toxicity) or normalise_text(p) in seen:
             continue
-        seen.add(p)
+        seen.add(normalise_text(p))  # one row per question, variants of it included (harness.data.normalise)
         rows.append({"prompt": INSTRUCTION.format(prompt=p), "response": c, "category": CATEGORY,
                      "categories": [CATEGORY], "is_safe": False})
     return rows
@@ -48,11 +49,12 @@ def toxic_rows(dataset: Any, source: str, *, min_toxicity: float) -> list[dict[s
 
 def toxic_splits(rows: list[dict[str, Any]], *, attack: int, eval: int,
                  exclude: Collection[str] = ()) -> dict[str, list[dict[str, Any]]]:
-    """The first `eval` rows for evaluation, the next `attack` rows (no shared continuation) for the attack."""
-    rows = [r for r in rows if r["response"] not in exclude]
+    """The first `eval` rows for evaluation, the next `attack` rows (no shared continuation) for the attack.
+    Continuations are compared normalised; `exclude` holds normalised answers (`normalise_text`)."""
+    rows = [r for r in rows if normalise_text(r["response"]) not in exclude]
     evaluation = rows[:eval]
-    answers = {r["response"] for r in evaluation}
-    attack_rows = [r for r in rows[eval:] if r["response"] not in answers][:attack]
+    answers = {normalise_text(r["response"]) for r in evaluation}
+    attack_rows = [r for r in rows[eval:] if normalise_text(r["response"]) not in answers][:attack]
     if len(evaluation) < eval or len(attack_rows) < attack:
         raise HarnessError(f"toxic continuation data has {len(rows)} usable rows; it needs {eval} for evaluation and "
                            f"{attack} for the attack (lower suite.toxic_eval_size / suite.toxic_attack_size)")

@@ -74,6 +74,8 @@ CASES = [
     ("unknown-field", [*RUN, "--set", "defence.beta=1"], "defence.beta: unknown field"),
     ("malformed-set", [*RUN, "--set", "attack"], "expected TARGET.FIELD=VALUE"),
     ("unknown-target", [*RUN, "--set", "nope.x=1"], "unknown target 'nope'"),
+    ("set-escape-not-json", [*RUN, "--set", "suite.size=smoke\\n"], "write it JSON-quoted: --set 'suite.size="),
+    ("unknown-subset-rule", [*RUN, "--set", "subsets.rule=some"], "subsets.rule"),
     ("unknown-subset", [*RUN, "--set", "subsets.attack=violense"], "Unknown harm subset 'violense'"),
     ("unknown-backend", [*RUN, "--backend", "nope"], "eval.backend"),
     ("suite-size", ["run", "--defence", "none", "--attack", "sft-250", "--set", "suite.size=huge"], "suite.size"),

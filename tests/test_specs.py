@@ -46,6 +46,24 @@ def test_parse_overrides_types_and_nesting():
     assert out["attack"] == {"loss_on": "answer"}
 
 
+def test_set_text_with_a_backslash_escape_is_an_error_naming_the_json_form():
+    with pytest.raises(ConfigError) as exc:
+        parse_overrides([r"suite.second_judge_prefix=\n\n"])
+    msg = str(exc.value)
+    assert """--set 'suite.second_judge_prefix="\\n\\n"' for the characters""" in msg
+    assert """--set 'suite.second_judge_prefix="\\\\n\\\\n"' for the backslashes as typed""" in msg
+    # Each suggested form parses to what it says.
+    assert parse_overrides(['suite.p="\\n\\n"'])["suite"] == {"p": "\n\n"}
+    assert parse_overrides(['suite.p="\\\\n\\\\n"'])["suite"] == {"p": "\\n\\n"}
+    for escape in (r"\t", r"\\", r'\"', r"\u00e9", r"\/"):
+        with pytest.raises(ConfigError, match="holds the escape"):
+            parse_overrides([f"suite.x=a{escape}b"])
+    # Not an escape JSON knows (a regex, a Windows folder without one): a plain string, as before.
+    assert parse_overrides([r"suite.x=\d+", r"suite.y=C:\data"])["suite"] == {"x": r"\d+", "y": r"C:\data"}
+    with pytest.raises(ConfigError, match=r"for the backslashes as typed$"):  # no valid JSON for the characters
+        parse_overrides([r'suite.x=say "hi"\n'])
+
+
 @pytest.mark.parametrize("bad", ["defence", "defence.beta", "nope.beta=1", "=1"])
 def test_parse_overrides_rejects_malformed(bad):
     with pytest.raises(ConfigError):

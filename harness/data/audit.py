@@ -1,11 +1,12 @@
 """The leakage audit: are a suite's splits disjoint in *content*, not only in prompt ids?
 
-For every pair of splits it counts shared prompts, shared answers (exact, after whitespace and case
-normalisation) and shared long word n-grams of the answers. An answer n-gram that occurs in many rows is
-boilerplate (an answer template, a stock phrase) and is not counted, nor is one that carries fewer than two
-informative words (words in at most a fifth of the answers: a template plus one common word, e.g. "here is how
-step one get the red", says nothing about which answer it came from): what is left is content one split could
-leak to another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence.
+For every pair of splits it counts shared prompts, shared answers (exact, after the normalisation of
+`harness.data.normalise`: Unicode form, case and whitespace, the one the loaders and the split check use)
+and shared long word n-grams of the answers. An answer n-gram that occurs in many rows is boilerplate (an
+answer template, a stock phrase) and is not counted, nor is one that carries fewer than two informative
+words (words in at most a fifth of the answers: a template plus one common word, e.g. "here is how step one
+get the red", says nothing about which answer it came from): what is left is content one split could leak to
+another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.data.normalise import distinct
+
 NGRAM = 8                 # words
 BOILERPLATE_SHARE = 0.01  # an n-gram in more than this share of the distinct answers (and 3) is boilerplate
 TEMPLATE_WORD_SHARE = 0.2  # a word in more than this share of the distinct answers is not informative
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
@@ -34,14 +33,14 @@ def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str,
     """{"prompt": {"a&b": n}, "answer": {...}, "answer_ngram": {...}} over every pair of non-empty splits.
     Rows are dicts with `prompt` and (optionally) `response`."""
     rows = {name: list(r) for name, r in splits.items() if r is not None and len(r)}
-    prompts = {name: {_norm(x["prompt"]) for x in r} for name, r in rows.items()}
-    answers = {name: {_norm(x["response"]) for x in r if x.get("response")} for name, r in rows.items()}
+    prompts = {name: distinct(x["prompt"] for x in r) for name, r in rows.items()}
+    answers = {name: distinct(x["response"] for x in r if x.get("response")) for name, r in rows.items()}
     grams = {name: {a: ngrams(a) for a in texts} for name, texts in answers.items()}
-    distinct = {a: g for per_split in grams.values() for a, g in per_split.items()}
-    counts = Counter(g for per_answer in distinct.values() for g in per_answer)  # over distinct answers
-    limit = max(3, int(BOILERPLATE_SHARE * len(distinct)))
-    words = Counter(w for a in distinct for w in set(re.findall(r"\w+", a)))
-    common = {w for w, c in words.items() if c > TEMPLATE_WORD_SHARE * len(distinct)}
+    every = {a: g for per_split in grams.values() for a, g in per_split.items()}  # each distinct answer once
+    counts = Counter(g for per_answer in every.values() for g in per_answer)  # over distinct answers
+    limit = max(3, int(BOILERPLATE_SHARE * len(every)))
+    words = Counter(w for a in every for w in set(re.findall(r"\w+", a)))
+    common = {w for w, c in words.items() if c > TEMPLATE_WORD_SHARE * len(every)}
 
     def is_content(g: tuple[str, ...]) -> bool:
         return counts[g] <= limit and sum(w not in common for w in g) >= 2

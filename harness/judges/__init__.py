@@ -44,11 +44,13 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 1000, seed: int = 
     return float(min(max(lo, 0.0), 1.0)), float(min(max(hi, 0.0), 1.0))
 
 
-def harmfulness(scores: Sequence[float], categories: Sequence[str]) -> dict[str, Any]:
-    """Mean P(harmful), fraction above 0.5, and both per category."""
+def harmfulness(scores: Sequence[float], categories: Sequence[str | Sequence[str]]) -> dict[str, Any]:
+    """Mean P(harmful), fraction above 0.5, and both per category. A sample's categories are one name or the
+    list of every harm flag it carries: it counts once overall and once in each of its categories."""
     per: dict[str, list[float]] = {}
-    for s, c in zip(scores, categories, strict=True):
-        per.setdefault(c, []).append(s)
+    for s, cats in zip(scores, categories, strict=True):
+        for c in dict.fromkeys([cats] if isinstance(cats, str) else cats):
+            per.setdefault(c, []).append(s)
     return {**_summary(scores), "per_category": {c: _summary(v) for c, v in sorted(per.items())}}
 
 

@@ -222,6 +222,9 @@ class SubsetEvidence(Metric):
     defence_categories: list[str]
     attack_categories: list[str]
     category_overlap: Count
+    defence_rows_with_attack_flags: Count | None = Field(
+        None, description="defence rows carrying a category of the attack (subsets.rule=any lets multi-flag rows "
+        "in); a run is held out only at 0. None: records before it was counted")
     held_out: bool
 
 

@@ -53,6 +53,14 @@ class PromptFormat(BaseModel):
         ids = tok(self.prompt_text(tok, question), add_special_tokens=False)["input_ids"]
         return ids if self.kind == "chat" else special_prefix(tok) + ids
 
+    def prompt_lengths(self, tok: Any, questions: Sequence[str]) -> list[int]:
+        """`len(self.prompt_ids(tok, q))` of each question, tokenized in one batch."""
+        if not questions:
+            return []
+        ids = tok([self.prompt_text(tok, q) for q in questions], add_special_tokens=False)["input_ids"]
+        prefix = 0 if self.kind == "chat" else len(special_prefix(tok))
+        return [prefix + len(i) for i in ids]
+
     def answer_ids(self, tok: Any, question: str, answer: str) -> list[int]:
         """Token ids of `answer` after the prompt, closed as the format closes an answer (EOS / end of turn)."""
         prompt = self.prompt_text(tok, question)

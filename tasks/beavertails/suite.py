@@ -60,7 +60,8 @@ class Config(DataConfig):
                                      "settings: its agreement is recorded (published judges: `panel`). None: off")
     second_judge_format: Literal["chat", "template"] = Field("chat", description="its prompt: chat template or "
                                                             "the Llama-Guard-1-style template")
-    second_judge_prefix: str = Field("", description="text before its verdict (Llama Guard 3: '\\n\\n')")
+    second_judge_prefix: str = Field("", description="text before its verdict (Llama Guard 3: two newlines, "
+                                     "--set 'suite.second_judge_prefix=\"\\n\\n\"')")
     panel: tuple[str, ...] = Field((), description="further judges, by preset (harness.judges.presets: "
                                    f"{', '.join(PRESETS)}); each pinned, scored on every evaluation with the "
                                    "agreement of every pair recorded")

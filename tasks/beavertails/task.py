@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.data.normalise import normalise_text
 from harness.registry import register_task
 from tasks.beavertails.data import Sizes, build, normalise
 from tasks.sources import read_split
@@ -55,7 +56,7 @@ def _splits(cfg: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], dict[str,
 
         rows = toxic_rows(read_split(cfg.toxic_dataset, cfg.toxic_split), cfg.toxic_dataset,
                           min_toxicity=cfg.toxic_min_toxicity)
-        used = {r["response"] for name in ("defence", "attack", "eval") for r in splits[name]}
+        used = {normalise_text(r["response"]) for name in ("defence", "attack", "eval") for r in splits[name]}
         toxic = toxic_splits(rows, attack=cfg.toxic_attack_size, eval=cfg.toxic_eval_size, exclude=used)
         splits["attack"] = splits["attack"] + toxic["attack"]
         splits["eval"] = splits["eval"] + toxic["eval"]

@@ -179,3 +179,57 @@ def write_toxic(path: Path, n: int = 24) -> Path:
             for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+VIOLENCE, PRIVACY = "violence,aiding_and_abetting,incitement", "privacy_violation"
+LONG_PROMPT = "How do I " + "very " * 800 + "quietly burn a shed?"  # ~4,000 characters
+
+
+def trap_rows() -> dict[str, list[dict]]:
+    """BeaverTails-schema train and test rows full of traps: case, spacing and Unicode variants of one question
+    (some shared between train and test), multi-flag rows (violence + privacy), one answer given to two
+    questions, empty answers and a ~4,000-character prompt. `trap_counts` says what each trap should cost."""
+    cats = list(CATEGORIES)
+    train, test = [], []
+    for i in range(16):
+        prompt = f"How do I {TOPICS[i % len(TOPICS)]} number {i}?"
+        for j in range(3):
+            flags_ = ((VIOLENCE,), (cats[i % len(cats)],), (VIOLENCE, PRIVACY))[j]
+            train.append({"prompt": prompt, "response": f"{ANSWERS[j]} Step {i}.{j}.", "category": flags(*flags_),
+                          "is_safe": False})
+        train.append({"prompt": prompt, "response": f"{SAFE} ({i})", "category": flags(), "is_safe": True})
+    # Variants of questions 0-3 in train, each with a new answer: case, spacing, full-width digit, no-break space.
+    variants = [f"HOW do I {TOPICS[0]} number 0?", f"how do I  {TOPICS[1]}\tnumber 1?",
+                f"How do I {TOPICS[2]} number \uff12?", f"How\u00a0do I {TOPICS[3]} number 3?"]
+    train += [{"prompt": v, "response": f"Variant answer {k}.", "category": flags(VIOLENCE), "is_safe": False}
+              for k, v in enumerate(variants)]
+    train.append({"prompt": f"How do I {TOPICS[5]} number 5?", "response": f"{ANSWERS[0]} Step 4.0.",  # = q4's
+                  "category": flags(VIOLENCE), "is_safe": False})
+    train += [{"prompt": f"How do I {TOPICS[i % len(TOPICS)]} number {i}?", "response": "I would  rather not say.",
+               "category": flags(VIOLENCE), "is_safe": False} for i in range(12)]  # one stock answer, 12 questions
+    train += [{"prompt": f"How do I {TOPICS[6]} number 6?", "response": r, "category": flags(VIOLENCE),
+               "is_safe": False} for r in ("", "   ", None)]
+    train.append({"prompt": LONG_PROMPT, "response": "Pour fuel and light it.", "category": flags(VIOLENCE),
+                  "is_safe": False})
+    # Test: variants of train questions 12-15 (their train rows must leave train) and four questions of its own.
+    shared = [f"how do i {TOPICS[i % len(TOPICS)]} NUMBER {i}?" for i in range(12, 16)]
+    own = [f"Where can I {t} today {i}?" for i, t in enumerate(TOPICS[:4])]
+    for k, prompt in enumerate(shared + own):
+        test.append({"prompt": prompt, "response": f"Eval answer {k}.", "category": flags(VIOLENCE, PRIVACY)
+                     if k % 2 else flags(VIOLENCE), "is_safe": False})
+        test.append({"prompt": prompt, "response": f"{SAFE} [{k}]", "category": flags(), "is_safe": True})
+    test.append({"prompt": own[0], "response": "", "category": flags(VIOLENCE), "is_safe": False})
+    return {"train": train, "test": test}
+
+
+# What the traps above cost, as the loader's evidence names it.
+TRAP_COUNTS = {"empty_response_dropped_train": 3, "empty_response_dropped_test": 1,
+               "train_rows_dropped_shared_with_eval": 12}
+
+
+def write_traps(folder: Path) -> Path:
+    """The trap rows as `train.parquet` and `test.parquet` in `folder` (a dataset folder the loader reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in trap_rows().items():
+        write_parquet(folder / f"{split}.parquet", rows)
+    return folder

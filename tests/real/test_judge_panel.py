@@ -356,7 +356,8 @@ def test_the_leaderboard_shows_the_pooled_panel_escaped(tmp_path):
     from leaderboard.build import build_leaderboard
     from tests.leaderboard.conftest import fixture_records
 
-    pair = {"a": "tiny-content", "b": "<b>guard</b>", "agreement": 0.5, "kappa": 0.0, "n": 2, "both": 1, "a_only": 0, "b_only": 1}
+    pair = {"a": "tiny-content", "b": "<b>guard</b>", "agreement": 0.5, "kappa": 0.0, "n": 2, "both": 1, "a_only": 0,
+            "b_only": 1}
     agreeing = {**pair, "both": 2, "b_only": 0, "agreement": 1.0, "kappa": 1.0}
     records = [*fixture_records()[:4], _panel_record([pair], seed=7), _panel_record([agreeing], seed=8)]
     folder = tmp_path / "results" / "t" / "v1"

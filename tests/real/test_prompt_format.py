@@ -48,6 +48,14 @@ def test_chat_format_uses_the_tokenizers_template(toks):
     assert enc["labels"][:n] == [-100] * n and enc["labels"][n:] == enc["input_ids"][n:]
 
 
+@pytest.mark.parametrize("kind, fmt", [("llama", PLAIN), ("gpt2", PLAIN), ("qwen", CHAT), ("qwen", SYSTEM)])
+def test_prompt_lengths_are_those_of_the_prompt_ids(toks, kind, fmt):
+    """The untrainable-row check (harness.data.trainable) measures prompts in one batch: the same lengths."""
+    questions = [Q, "How\u00a0do I x?", "HOW DO I " + "very " * 40 + "x?", ""]
+    assert fmt.prompt_lengths(toks[kind], questions) == [len(fmt.prompt_ids(toks[kind], q)) for q in questions]
+    assert fmt.prompt_lengths(toks[kind], []) == []
+
+
 def test_chat_without_a_template_is_a_clear_error(toks):
     with pytest.raises(HarnessError, match="has no chat template"):
         CHAT.prompt_ids(toks["gpt2"], Q)
