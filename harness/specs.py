@@ -129,7 +129,7 @@ class RunSpec(Spec):
 
 # Fields added after the first records are marked KEY_OMIT_DEFAULT where they are declared (here, and in the
 # shared training options below); run ids and cache keys leave them out while at the default that means "as
-# before". schemas/run-id-fields.json records which fields the committed run ids hash (tests/test_run_ids.py).
+# before". schemas/run-id-fields.json records which fields the committed run ids hash (tests/results/test_run_ids.py).
 # The configs of these kinds share the training options; their params are keyed with those options' markers.
 # Only the shared options are: a record's spec is keyed without importing any plugin (validate, report and the
 # leaderboard read records where plugins may be missing), so a plugin's own config carries no markers (registry).

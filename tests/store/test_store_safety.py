@@ -20,7 +20,7 @@ from harness.stages import MODELS, SCORES, Stages
 from harness.store.artifacts import JOURNAL, Store
 from harness.store.gc import garbage, verify
 from harness.store.layout import FORMAT, MARKER, read_marker
-from tests.test_bad_inputs import snapshot
+from tests.cli.test_bad_inputs import snapshot
 
 OLD, NEEDED = "0123456789abcdef", "fedcba9876543210"  # artifact keys (16 hex: what records name)
 

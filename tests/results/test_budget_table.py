@@ -95,7 +95,7 @@ def test_the_readme_table_is_what_harness_report_prints_for_the_committed_record
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--results-dir", str(repo / "results")],
                          capture_output=True, text=True, check=True, cwd=repo).stdout
     rows = [line for line in out.splitlines() if line.startswith("|")]

@@ -98,7 +98,7 @@ def test_the_cell_count_is_the_plans_and_the_cap_is_checked_before_planning(tmp_
         grid = load_grid(path)
         _, suite = load_suite(grid.suite, dict(grid.suite_settings))
         counts[path.stem] = cell_count(grid, budgets(grid, suite))
-    # the plans' cell counts (tests/test_grid.py plans each committed grid)
+    # the plans' cell counts (tests/sweep/test_grid.py plans each committed grid)
     assert counts == {"beavertails-llama2": 90, "beavertails-qwen-0.5b": 243, "tiny-smoke": 8, "tiny-v2": 378}
     smoke = load_grid(REPO / "grids" / "tiny-smoke.yaml")
     assert len(plan(smoke, results_dir=tmp_path, locate=False, max_cells=8).cells) == 8

@@ -25,7 +25,7 @@ from leaderboard.plots import plot_files
 from leaderboard.render import board_anchor
 from tests.factories import record
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FOLDERS = ("results/tiny/v1", "results/tiny/v2")
 
 

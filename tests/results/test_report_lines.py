@@ -6,7 +6,7 @@ from pathlib import Path
 from harness.results.console import _hs, condition_lines
 from harness.results.records import read_record
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _record(defence: str):
