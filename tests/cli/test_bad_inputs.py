@@ -34,12 +34,25 @@ GRIDS = {
     "unknown-defence": GRID_HEAD + "defences: [{name: nope}]\n",
     "two-problems": GRID_HEAD + "defences: [{name: nope}, {name: none, settings: {beta: 1}}]\n",
     "not-yaml": "suite: [tiny\n",
+    # hostile grids (issue 22): each refused in well under a second, before any cell is planned
+    "alias-bomb": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+    "million-cells": GRID_HEAD + "defences: [{name: none}]\ndefence_seeds: [" + ", ".join(map(str, range(1000)))
+                     + "]\nattacks: {seeds: [" + ", ".join(map(str, range(1000))) + "]}\n",
+    "deep-brackets": GRID_HEAD + "defences: " + "[" * 5000 + "]" * 5000 + "\n",
+    "unhashable-key": GRID_HEAD + "? [a, b]\n: 1\ndefences: [{name: none}]\n",
+    "seed-true": GRID_HEAD + "defences: [{name: none}]\ndefence_seeds: [true]\n",
 }
 BIG = str(2**64)
 
 # (case id, argv with {R} results, {H} home, {F} a file, {D} damaged results, {RO} a read-only dir, {G} the grid
 # files above; message part)
 CASES = [
+    ("grid-alias-bomb", ["sweep", "{G}/alias-bomb.yaml"], "alias"),
+    ("grid-million-cells", ["sweep", "{G}/million-cells.yaml"], "6,000,000 cells"),
+    ("grid-deep-brackets", ["sweep", "{G}/deep-brackets.yaml"], "nest"),
+    ("grid-unhashable-key", ["sweep", "{G}/unhashable-key.yaml"], "key"),
+    ("grid-seed-true", ["sweep", "{G}/seed-true.yaml"], "defence_seeds"),
     ("lr-infinity", [*RUN, "--set", "attack.lr=Infinity"], "attack.lr: must be a finite number"),
     ("lr-1e400", [*RUN, "--set", "attack.lr=1e400"], "attack.lr: must be a finite number"),
     ("lr-nan", [*RUN, "--set", "attack.lr=NaN"], "attack.lr"),
