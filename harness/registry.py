@@ -226,6 +226,11 @@ def _origin(module: str) -> str:
     return f"module '{module}' ({where})"
 
 
+def declared_modules(kind: Kind) -> list[str]:
+    """The modules the entry points of `kind` name (read from metadata, nothing imported)."""
+    return sorted({d.module for decls in _declarations(kind).values() for d in decls})
+
+
 def names(kind: Kind) -> list[str]:
     """Every name of `kind` known without importing anything: entry points plus already registered."""
     return sorted(set(_declarations(kind)) | set(_registry[kind]))
