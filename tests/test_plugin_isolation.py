@@ -48,6 +48,8 @@ def installed(cheats, monkeypatch):
     monkeypatch.syspath_prepend(str(cheats))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(cheats), str(REPO)]))
     monkeypatch.setitem(registry._registry, "defence", dict(registry._registry["defence"]))
+    for module in ("tests.fixtures.cheating_defences", "tests.fixtures.peeking_defences"):
+        monkeypatch.delitem(sys.modules, module, raising=False)  # imported afresh: it registers into this registry
     return cheats
 
 
