@@ -171,13 +171,14 @@ def test_a_defence_in_its_process_saves_the_weights_it_gives_in_process(name, pa
     assert not outcome.work.exists()
 
 
-def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(tiny, tmp_path):
-    """The attack's training callback: in-process it saw the model at steps 1, 2; the process saves each, and
-    the stage loads them back equal (the resistance curve is scored on them)."""
+@pytest.mark.parametrize("name", ["sft-250", "lora-1k"])
+def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(name, tiny, tmp_path):
+    """The attack's training callback: in-process it saw the model at steps 1, 2; the process saves each (a
+    LoRA attack: its adapter), and the stage loads them back equal (the resistance curve is scored on them)."""
     from harness.models.loading import load_causal_lm
     from harness.stages import Loading
 
-    plugin = registry.get("attack", "sft-250")
+    plugin = registry.get("attack", name)
     cfg = plugin.config.model_validate({"samples": 8, "lr": 1e-3, "batch_size": 4})
     model, tok = load_causal_lm(tiny)
     seen: dict[int, dict[str, torch.Tensor]] = {}
@@ -188,16 +189,21 @@ def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(tiny,
 
     result = call_plugin("attack", plugin, model, cfg, dataclasses.replace(_ctx(), tokenizer=tok, callback=record,
                                                                            every=1))
-    out, outcome = _run(tmp_path, tiny, "attack", "sft-250", cfg.model_dump(mode="json"), ctx=_ctx(every=1),
-                        curve=True)
+    out, outcome = _run(tmp_path, tiny, "attack", name, cfg.model_dump(mode="json"), ctx=_ctx(every=1), curve=True)
     response = outcome.raise_for_failure()
     assert [s.step for s in response.snapshots] == sorted(seen) == [1, 2]
-    stages = type("S", (), {"loading": Loading()})()
+    stages = type("Stages", (), {"loading": Loading(), "load": lambda self, ref, dtype=None: load_causal_lm(tiny)})()
     for snap in response.snapshots:
-        loaded = load_snapshot(stages, "unused", snap).state_dict()
+        loaded = load_snapshot(stages, "the attack's input", snap).state_dict()
+        assert loaded.keys() == seen[snap.step].keys()
         assert all(torch.equal(loaded[k], v) for k, v in seen[snap.step].items())
-    saved = _weights(out)
-    assert all(torch.equal(saved[k], v) for k, v in result.state_dict().items() if k in saved)
+    file = "adapter_model.safetensors" if response.result == "adapter" else "model.safetensors"
+    assert response.result == ("adapter" if name == "lora-1k" else "model")
+    from safetensors.torch import load_file
+
+    saved, state = load_file(str(out / file)), result.state_dict()
+    assert saved and all(torch.equal(v, state[k] if k in state else state[k.replace(".weight", ".default.weight")])
+                         for k, v in saved.items())
     outcome.cleanup()
 
 

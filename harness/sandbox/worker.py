@@ -15,6 +15,7 @@ seed: the plugin's inputs are built the same way in both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -240,8 +241,18 @@ def _report(req: Request, resp: Response, model: Any, returned: Any, before: dic
 
 
 def _exit_with_parent() -> None:
-    """End this process when the stage that started it is gone (killed, or ended without waiting)."""
+    """End this process when the stage that started it is gone (killed, or ended without waiting): on Linux at
+    once (the kernel's parent-death signal: an orphan must not write into a folder a resumed run has cleaned),
+    elsewhere within a second."""
     parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
