@@ -207,6 +207,25 @@ def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(name,
     outcome.cleanup()
 
 
+def test_the_check_hands_the_plugin_what_a_run_hands_it(tiny, tmp_path):
+    """The sentinels cannot be told from a run's: a run's plugin gets the very same objects (a view rebuilt around
+    the stage's saved splits, `Withheld` for the rest). The requests differ only in what the check measures
+    afterwards and in the seeds of what the plugin must not depend on."""
+    from harness.sandbox.worker import Request
+
+    requests = []
+    for check, hash_seed in ((False, 0), (True, 1)):
+        (tmp_path / str(check)).mkdir()
+        _, outcome = _run(tmp_path / str(check), tiny, "defence", "none", check=check, hash_seed=hash_seed)
+        outcome.raise_for_failure()
+        requests.append(Request.model_validate_json((outcome.work / "request.json").read_text()).model_dump())
+        outcome.cleanup()
+    differ = {k for k in requests[0] if requests[0][k] != requests[1][k]}
+    assert differ == {"check", "rng_seed", "splits", "out", "work", "policy"}  # paths of each process's own folders
+    assert requests[0]["splits"].keys() == requests[1]["splits"].keys() == {"defence", "retain"}
+    assert requests[0]["policy"]["modules"] == requests[1]["policy"]["modules"]
+
+
 # ----------------------------------------------------------------------------- cheats, in their process
 def test_a_defence_calling_the_suite_loader_fails_with_one_line(installed, tiny, tmp_path):
     for name, what in (("loads-suite", "imported 'harness.resolve'"), ("loads-suite-quietly", "reached '")):
