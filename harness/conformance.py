@@ -2,17 +2,23 @@
 
 A submitted defence is compared with the others only if it plays by the same rules, so the check runs it
 for real, twice, on the smoke-size tiny suite (built in about a minute, or reused from the store) and
-reports one line per rule:
+reports one line per rule. Each run is a pipeline stage's run: the defence in its own process
+(`harness.sandbox`), with only the defence stage's splits and its model, behind the same guard. The check and a
+run hand the defence identical inputs built the same way, so a defence that tells them apart gains nothing:
+in a run, too, the withheld splits are not in its process at all.
 
 - its Config is valid (strict, defaults validate, the suite's values validate), documented (a
   description on every field) and hashable (frozen, canonical JSON: it enters the run id);
 - it declares a version (it enters every cache key and result row);
-- it reads no split it must not see: it gets the defence stage's view of the data (`harness.data.views`, the
-  same view a real run gives it), where every split but defence and retain is a stand-in that raises, naming
-  the split, on any use (and is logged, in case the defence swallows the error);
-- it returns a model of the input's class and parameter shapes (or None: unchanged), which saves with
-  `save_pretrained` and loads back equal; two runs with the same seed give equal weights (`torch.equal`
-  on every tensor); no forward/backward hook is left on any module, nor globally;
+- it reads no split it must not see: every split but defence and retain is a stand-in that raises, naming the
+  split, on any use (and is logged, in case the defence swallows the error);
+- it stays in its sandbox: it imports none of the suite's data builders and reads nothing of the store but
+  its model, starts no program, opens no connection (`harness.sandbox.guard`);
+- it returns a model of the input's class and parameter shapes (or None: unchanged), which saves and loads
+  back equal in another process, and whose logits on a probe equal its checkpoint's (its behaviour is its
+  weights); two runs with the same seed, in two processes with different hash seeds and global RNG states,
+  save equal tensors; it leaves no hook, no patched `forward` and no replaced method on any module or class,
+  nor a global hook (`harness.sandbox.inspection`);
 - it runs within the smoke budget: at most TIME_FACTOR times the wall time of one epoch of plain SFT on
   refusals over the same defence split at the suite's defence budget, measured on the same machine just
   before (floor: TIME_FLOOR_S seconds), so the limit means the same on a laptop and on a GPU node.
@@ -23,22 +29,25 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from harness import registry
-from harness.data.views import message, view
+from harness.data.views import message
 from harness.plugins import StageContext
+from harness.sandbox.guard import message as guard_message
+from harness.sandbox.launch import Outcome
+from harness.sandbox.worker import Response
 from harness.specs import stable_hash
 from harness.suite import Suite, SuiteData
 
 TIME_FACTOR = 10.0  # RepNoise, the costliest built-in, takes about 3-4x an SFT step (benchmarks/)
 TIME_FLOOR_S = 30.0
-RUN_CHECKS = ("reads no forbidden split", "runs", "same architecture", "saves and loads", "same seed, same weights",
-              "no hooks left", "within time budget")
+RUN_CHECKS = ("reads no forbidden split", "stays in its sandbox", "runs", "same architecture", "saves and loads",
+              "behaviour is its weights", "same seed, same weights", "no hooks or patches left", "within time budget")
 
 
 @dataclass(frozen=True)
@@ -122,59 +131,28 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- running it
 @dataclass
 class Attempt:
-    """One call of the defence on a freshly loaded base model."""
+    """One run of the defence in its own process (`harness.sandbox`), as a pipeline stage runs it, on a fresh
+    copy of the base model; its model saved into `out`."""
 
-    model: Any
-    result: Any = None
-    error: str = ""
-    seconds: float = 0.0
-    hooks_left: list[str] = field(default_factory=list)
+    outcome: Outcome
+    out: Path
 
     @property
-    def output(self) -> Any:
-        return self.model if self.result is None else self.result
+    def response(self) -> Response:
+        return self.outcome.response or Response(error=f"its process exited with code {self.outcome.returncode} "
+                                                       f"without a result (log: {self.outcome.work / 'worker.log'})")
 
 
-def attempt(plugin: registry.Plugin, cfg: BaseModel, base: Path, data: SuiteData, *, max_length: int,
-            seed: int) -> Attempt:
-    """Load the base, run one forward pass asking for hidden states and attentions (transformers installs
-    its own output-capturing hooks on first such use, and keeps them), count the hooks per module, call
-    the defence, and name every module (of the input or the returned model) with more hooks than before."""
-    import torch
+def attempt(plugin: registry.Plugin, cfg: BaseModel, base: Path, data: SuiteData, *, suite: Suite, seed: int,
+            store_root: Path, out: Path, hash_seed: int) -> Attempt:
+    """Run the defence once in its own process with hash seed `hash_seed` (the global RNGs seeded apart too)."""
+    from harness.sandbox.launch import run_plugin
+    from harness.sandbox.worker import ModelPlan
 
-    from harness.models.loading import load_causal_lm
-
-    model, tok = load_causal_lm(base)
-    with torch.no_grad():
-        model(input_ids=torch.tensor([[tok.eos_token_id or 0]], device=model.device), output_hidden_states=True,
-              output_attentions=True)
-    before, global_before = _hook_counts(model), _global_hooks()
-    run = Attempt(model=model)
-    ctx = StageContext(tokenizer=tok, data=data, max_length=max_length, seed=seed)
-    start = time.perf_counter()
-    try:
-        run.result = plugin.fn(model, cfg, ctx)
-    except Exception as exc:  # the plugin's failure is the check's finding, reported by name
-        run.error = f"{type(exc).__name__}: {_first_line(exc)}"
-    run.seconds = time.perf_counter() - start
-    for out in (model, run.result) if run.result is not None and run.result is not model else (model,):
-        run.hooks_left += [n for n, k in _hook_counts(out).items() if k > before.get(n, 0)]
-    if _global_hooks() > global_before:
-        run.hooks_left.append("torch.nn.modules.module (global hooks)")
-    return run
-
-
-HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def _hook_counts(model: Any) -> dict[str, int]:
-    return {name or "(model)": sum(len(getattr(m, d, {})) for d in HOOK_DICTS) for name, m in model.named_modules()}
-
-
-def _global_hooks() -> int:
-    from torch.nn.modules import module
-
-    return sum(len(getattr(module, f"_global{d}", {})) for d in HOOK_DICTS)
+    ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=seed, template=suite.prompt)
+    outcome = run_plugin("defence", plugin.name, cfg.model_dump(mode="json"), ModelPlan(path=str(base)), ctx,
+                         out=out, store_root=store_root, check=True, hash_seed=hash_seed)
+    return Attempt(outcome, out)
 
 
 def reference_seconds(suite: Suite, data: SuiteData, base: Path, seed: int) -> float:
@@ -193,78 +171,114 @@ def reference_seconds(suite: Suite, data: SuiteData, base: Path, seed: int) -> f
     return time.perf_counter() - start
 
 
-def run_checks(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, base: Path, *, seed: int = 0
-               ) -> Iterator[Result]:
-    """Run the defence twice on the suite's base and yield the run-time checks as they finish."""
+def run_checks(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, base: Path, *, store_root: Path,
+               seed: int = 0) -> Iterator[Result]:
+    """Run the defence twice, each time in its own process with another hash seed, on the suite's base and yield
+    the run-time checks as they finish."""
     data = suite.data()
     sft = reference_seconds(suite, data, base, seed)
     limit = max(TIME_FLOOR_S, TIME_FACTOR * sft)
-    log: list[str] = []
-    first = attempt(plugin, cfg, base, view(data, "defence", log), max_length=suite.max_length, seed=seed)
-    yield Result("reads no forbidden split", not log, message("defence", log, "the defence") if log else "")
-    yield Result("runs", not first.error, first.error)
-    if first.error:
-        yield from (Result(name, None, "the defence did not return") for name in RUN_CHECKS[2:])
+    with tempfile.TemporaryDirectory(prefix="harness-check-") as tmp:
+        runs = [lambda i=i: attempt(plugin, cfg, base, data, suite=suite, seed=seed, store_root=store_root,
+                                    out=Path(tmp) / f"run{i}", hash_seed=i) for i in (1, 2)]
+        first = runs[0]()
+        try:
+            yield from _checks(first, runs[1], base, limit, sft)
+        finally:
+            first.outcome.cleanup()
+
+
+def _checks(first: Attempt, second_run: Any, base: Path, limit: float, sft: float) -> Iterator[Result]:
+    resp = first.response
+    yield Result("reads no forbidden split", not resp.withheld,
+                 message("defence", resp.withheld, "the defence") if resp.withheld else "")
+    yield Result("stays in its sandbox", not resp.violations,
+                 guard_message("the defence", resp.violations[0]) if resp.violations else "")
+    yield Result("runs", not resp.error, resp.error.splitlines()[0] if resp.error else "")
+    if resp.error:
+        yield from (Result(name, None, "the defence did not return") for name in RUN_CHECKS[3:])
         return
-    yield architecture(first)
-    yield saves_and_loads(first, base)
-    second = attempt(plugin, cfg, base, view(data, "defence", log), max_length=suite.max_length, seed=seed)
-    yield deterministic(first, second)
-    yield Result("no hooks left", not first.hooks_left,
-                 f"hooks remain on {', '.join(first.hooks_left[:3])}" if first.hooks_left else "")
-    yield Result("within time budget", first.seconds <= limit,
-                 f"{first.seconds:.1f} s (limit {limit:.0f} s: the larger of {TIME_FLOOR_S:.0f} s and "
+    yield Result("same architecture", not resp.architecture, resp.architecture or (
+        "returned None: the input model, unchanged" if resp.result == "unchanged" else ""))
+    yield from saves_and_loads(first, base)
+    second = second_run()
+    try:
+        yield deterministic(first, second)
+    finally:
+        second.outcome.cleanup()
+    yield Result("no hooks or patches left", not resp.changes, "changed: " + "; ".join(resp.changes[:3]) +
+                 (f" (and {len(resp.changes) - 3} more)" if len(resp.changes) > 3 else "") if resp.changes else "")
+    yield Result("within time budget", resp.seconds <= limit,
+                 f"{resp.seconds:.1f} s (limit {limit:.0f} s: the larger of {TIME_FLOOR_S:.0f} s and "
                  f"{TIME_FACTOR:.0f} x {sft:.1f} s of plain SFT over the same split)")
 
 
-def _shapes(model: Any) -> dict[str, tuple[Any, Any]]:
-    """Name -> (shape, dtype) of every tensor a checkpoint would hold."""
-    return {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()}
+def load_output(run: Attempt, base: Path) -> Any:
+    """The defended model as the next stage loads it: the base (unchanged), the saved checkpoint, or the base
+    with the saved adapter merged."""
+    from harness.models.loading import load_causal_lm
+
+    resp = run.response
+    if resp.result == "model":
+        return load_causal_lm(run.out, resp.dtype or "float32")[0]
+    model = load_causal_lm(base, resp.dtype or "float32")[0]
+    if resp.result == "adapter":
+        from harness.training.lora import load_adapter_model
+
+        model = load_adapter_model(model, run.out, merge=True)
+    return model
 
 
-def architecture(run: Attempt) -> Result:
-    """The attack and the evaluation load the defended model as the base's architecture: same class, same
-    tensors (names, shapes, dtypes)."""
-    if run.result is None:
-        return Result("same architecture", True, "returned None: the input model, unchanged")
-    got, want = run.result, run.model
-    if type(got) is not type(want):
-        return Result("same architecture", False, f"returned {type(got).__name__}, input was {type(want).__name__}")
-    diff = sorted(set(_shapes(got).items()) ^ set(_shapes(want).items()))
-    if diff:
-        return Result("same architecture", False, f"parameters differ in name, shape or dtype: {diff[0][0]}")
-    return Result("same architecture", True)
-
-
-def saves_and_loads(run: Attempt, base: Path) -> Result:
-    """The pipeline stores the defended model as a checkpoint and every later stage loads it back."""
+def saves_and_loads(run: Attempt, base: Path) -> Iterator[Result]:
+    """The pipeline stores the defended model and every later stage loads it back in a fresh process: what
+    loads must be the model the defence left (every tensor), and behave like it (its logits on a probe, which a
+    hook or a patched forward would change)."""
     import torch
 
-    from harness.models.loading import load_causal_lm, load_tokenizer, save_checkpoint
+    from harness.sandbox.inspection import digests, probe_logits
 
-    with tempfile.TemporaryDirectory(prefix="harness-check-") as tmp:
-        try:
-            save_checkpoint(run.output, load_tokenizer(base), Path(tmp))
-            loaded, _ = load_causal_lm(Path(tmp))
-        except Exception as exc:  # any failure to round-trip is the finding
-            return Result("saves and loads", False, f"{type(exc).__name__}: {_first_line(exc)}")
-        want, got = run.output.state_dict(), loaded.state_dict()
-        bad = [k for k in want if k not in got or not torch.equal(want[k].cpu(), got[k].cpu())]
-    return Result("saves and loads", not bad, f"tensor(s) differ after loading: {', '.join(bad[:3])}" if bad else "")
+    resp = run.response
+    try:
+        if resp.save_error:
+            raise RuntimeError(resp.save_error)
+        loaded = load_output(run, base)
+    except Exception as exc:  # any failure to round-trip is the finding
+        yield Result("saves and loads", False, f"{type(exc).__name__}: {_first_line(exc)}")
+        yield Result("behaviour is its weights", None, "nothing loaded")
+        return
+    got = digests(loaded)
+    bad = [k for k, v in resp.digests.items() if got.get(k) != v]
+    yield Result("saves and loads", not bad, f"tensor(s) differ after loading: {', '.join(bad[:3])}"
+                 + (" (the defence returned None but changed the model in place)" if resp.result == "unchanged"
+                    else "") if bad else "")
+    want, mine = torch.load(run.outcome.work / "probe.pt", weights_only=True), probe_logits(loaded)
+    gap = float((want - mine).abs().max()) if want.shape == mine.shape else float("inf")
+    ok = gap <= 1e-4 * (1.0 + float(want.abs().max()))
+    yield Result("behaviour is its weights", ok, "" if ok else
+                 f"the returned model's logits differ from its checkpoint's by up to {gap:.3g}: something besides "
+                 "its weights (a hook, a patched forward) changes what it computes")
 
 
 def deterministic(a: Attempt, b: Attempt) -> Result:
-    """A cached defended model stands for every re-run of its spec: the same seed must give the same weights."""
+    """A cached defended model stands for every re-run of its spec, in any process: two runs with the same seed,
+    in two processes with different hash seeds and global RNG states, must save the same tensors."""
     import torch
+    from safetensors.torch import load_file
 
     name = "same seed, same weights"
-    if b.error:
-        return Result(name, False, f"the second run failed: {b.error}")
-    if (a.result is None) != (b.result is None):
-        return Result(name, False, "one run returned None and the other a model")
-    sa, sb = a.output.state_dict(), b.output.state_dict()
-    bad = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    return Result(name, not bad, f"tensor(s) differ: {', '.join(bad[:3])} (seed from ctx.seed)" if bad else "")
+    if b.response.error:
+        return Result(name, False, f"the second run failed: {b.response.error.splitlines()[0]}")
+    if a.response.result != b.response.result:
+        return Result(name, False, f"one run returned {a.response.result}, the other {b.response.result}")
+    files = sorted(p.name for p in a.out.glob("*.safetensors"))
+    if files != sorted(p.name for p in b.out.glob("*.safetensors")):
+        return Result(name, False, "the two runs saved different files")
+    bad = []
+    for file in files:
+        ta, tb = load_file(str(a.out / file)), load_file(str(b.out / file))
+        bad += [k for k in ta if k not in tb or not torch.equal(ta[k], tb[k])]
+    return Result(name, not bad, f"tensor(s) differ: {', '.join(bad[:3])} (seed from ctx.seed; no hash(), no "
+                                 "unseeded global RNG)" if bad else "")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -321,4 +335,5 @@ def _run_on_suite(plugin: registry.Plugin, cfg: BaseModel, suite: Suite, home: P
 
     store = Store(home)
     suite.prepare(store, False)
-    yield from run_checks(plugin, cfg, suite, Path(resolve_ref(suite.model.id, store)), seed=seed)
+    yield from run_checks(plugin, cfg, suite, Path(resolve_ref(suite.model.id, store)), store_root=store.root,
+                          seed=seed)

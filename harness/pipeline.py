@@ -24,7 +24,6 @@ from harness.conditions.resistance import resistance as measure_resistance
 from harness.data.audit import audit
 from harness.data.normalise import distinct
 from harness.data.subsets import filter_categories, row_flags, rule_for, subset_evidence
-from harness.data.views import call_plugin
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
 from harness.plugins import StageContext
@@ -288,38 +287,42 @@ def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, resul
 def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, stages: Stages, ctx: StageContext,
                  *, on_step: Callable[[int, Any, Any], None] | None = None,
                  extra: dict[str, Any] | None = None) -> Build:
-    """The build of a defend or attack stage: load `source_ref`, apply the plugin on the stage's view of
-    `ctx.data` (`dataviews.call_plugin`: a read of a withheld split fails the stage, nothing is stored), save
-    the result.
+    """The build of a defend or attack stage: the plugin runs in its own process (`harness.sandbox`) on the
+    model `source_ref` and the stage's view of `ctx.data`, saved to a private folder with its allowed splits
+    only; it cannot import the suite's data builders or read the store beyond its input model. A read of a
+    withheld split or a guard refusal fails the stage (one line), and nothing is stored.
 
     A plugin that returns None changed nothing: the artifact is an alias of its source, no copy is saved.
-    `on_step(step, model, tokenizer)` is handed to the plugin as its training callback; `extra` (filled by
-    it, e.g. a resistance curve) is saved beside the model as extra.json.
+    `on_step(step, model, tokenizer)` is called for each point of the plugin's training callback (the plugin's
+    process saves the model at that step; it is loaded here, after training); `extra` (filled by it, e.g. a
+    resistance curve) is saved beside the model as extra.json.
     """
     plugin = registry.get(kind, plugin_spec.name)
-    cfg = plugin.config.model_validate(plugin_spec.params)
+    plugin.config.model_validate(plugin_spec.params)  # a bad config fails here, before a process starts
 
     def build(tmp: Path) -> dict[str, Any] | None:
-        from harness.models.loading import save_checkpoint
+        from harness.models.loading import load_tokenizer
+        from harness.sandbox.launch import load_snapshot, model_plan, run_plugin
         from harness.stages import free_memory
-        from harness.training.lora import is_adapter_model, save_adapter
 
-        model, tok = stages.load(source_ref)
-        callback = (lambda step, m: on_step(step, m, tok)) if on_step else None
+        plan = model_plan(stages, source_ref)
         with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
-            result = call_plugin(kind, plugin, model, cfg,
-                                 dataclasses.replace(ctx, tokenizer=tok, progress=advance, callback=callback))
+            outcome = run_plugin(kind, plugin_spec.name, dict(plugin_spec.params), plan, ctx, out=tmp,
+                                 store_root=stages.store.root, progress=advance, curve=on_step is not None)
+        try:
+            response = outcome.raise_for_failure()
+            if on_step is not None and response.snapshots:
+                tok = load_tokenizer(plan.path, trust_remote_code=plan.trust_remote_code)
+                for snap in response.snapshots:
+                    model = load_snapshot(stages, source_ref, snap)
+                    on_step(snap.step, model, tok)
+                    del model
+                    free_memory()
+            result = response.result
+        finally:
+            outcome.cleanup()
         atomic_write_text(tmp / "extra.json", json.dumps(extra or {}))
-        meta: dict[str, Any] | None = None
-        if result is None:
-            meta = {"alias": source_ref}
-        elif is_adapter_model(result):  # a LoRA: the adapter only, on the ref of the model it was trained on
-            save_adapter(result, tok, tmp)
-            meta = {"adapter_of": source_ref}
-        else:
-            save_checkpoint(result, tok, tmp)
-        del model, result
-        free_memory()
-        return meta
+        return {"alias": source_ref} if result == "unchanged" else {"adapter_of": source_ref} \
+            if result == "adapter" else None
 
     return build

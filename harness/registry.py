@@ -4,9 +4,12 @@ Built-in and third-party plugins are found the same way: each name is an entry p
 `harness.<kind>s` whose value is the module that registers it. Nothing is imported until a name is
 looked up, and a plugin that fails to import breaks only the runs that use it.
 
-A name has one owner. Two distributions declaring the same name, or a module registering a name that
-another module's entry point declares (e.g. an outside `defend` under the name 'repnoise'), is a
-`PluginLoadError` naming both sides: never a silent "last one wins".
+A name has one owner: the distribution whose entry point declares it. Two distributions declaring the same
+name, or a module registering a name that another distribution declares (e.g. an outside `defend` under the
+name 'repnoise'), is a `PluginLoadError` naming both sides: never a silent "last one wins". Ownership is
+decided by the module that calls the decorator (and the distribution it belongs to), not by the function's
+`__module__`: an outside package may register a built-in function (e.g. `attacks.sft`'s) under a name it
+declares itself.
 
     @register_defence("repnoise", config=Config, version="1")
     def defend(model, cfg, ctx): ...
@@ -23,7 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points, packages_distributions
+from importlib.metadata import PackageNotFoundError, distribution, entry_points, packages_distributions
 from importlib.metadata import version as dist_version
 from typing import Any, Literal, TypeVar
 
@@ -58,10 +61,12 @@ class Plugin:
     # Parts of the model the plugin reaches into (harness.models.architecture.FEATURES), checked on the base
     # model's structure before any work, so a model it cannot handle is refused in a second.
     needs: tuple[str, ...] = ()
+    registrar: str = ""  # the module that registered it ('': the function's own module)
 
     @property
     def module(self) -> str:
-        return self.fn.__module__
+        """The module that registered the plugin: it (and its distribution) owns the name."""
+        return self.registrar or self.fn.__module__
 
 
 @dataclass(frozen=True)
@@ -114,20 +119,48 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                               "importing plugins. Drop the marker (a new option of one plugin re-keys its runs)")
 
     def decorate(fn: F) -> F:
+        registrar = _caller_module()
         owners = _declarations(kind).get(name, [])
-        if owners and not any(d.owns(fn.__module__) for d in owners):
+        if owners and not any(_owned_by(d, registrar) for d in owners):
             raise PluginLoadError(
-                f"{kind} '{name}' is registered by {_origin(fn.__module__)}, but the name belongs to "
+                f"{kind} '{name}' is registered by {_origin(registrar)}, but the name belongs to "
                 f"{' and '.join(map(str, owners))}: a plugin cannot replace another; choose a new name")
         existing = _registry[kind].get(name)
-        if existing is not None and (existing.module, existing.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+        if existing is not None and (existing.module, existing.fn.__qualname__) != (registrar, fn.__qualname__):
             raise PluginLoadError(f"{kind} '{name}' is registered twice: by {_origin(existing.module)} and by "
-                                  f"{_origin(fn.__module__)}; choose a new name for one of them")
+                                  f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs))
+        _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
+                                       registrar)
         return fn
 
     return decorate
+
+
+def _caller_module() -> str:
+    """The module whose code called the decorator: the first frame outside this module (a decorator, or
+    `register_attack(...)(fn)` applied to a function imported from elsewhere)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "") if frame is not None else ""
+
+
+def _owned_by(decl: Declaration, module: str) -> bool:
+    """`module` registers under `decl`: it is the declared module or inside it, or its file is one the
+    declaring distribution installed (a helper module of the same package; a top-level package name two
+    distributions share gives nothing)."""
+    if decl.owns(module):
+        return True
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if not decl.distribution or not file:
+        return False
+    try:
+        dist = distribution(decl.distribution)
+    except PackageNotFoundError:
+        return False
+    target = os.path.realpath(file)
+    return any(os.path.realpath(dist.locate_file(f)) == target for f in dist.files or ())
 
 
 def register_defence(name: str, **kw: Any) -> Callable[[F], F]:
@@ -208,9 +241,11 @@ def names(kind: Kind) -> list[str]:
     return sorted(set(_declarations(kind)) | set(_registry[kind]))
 
 
-def declared_modules(kind: Kind, name: str) -> list[str]:
-    """The modules that entry points name for a plugin, read from metadata without importing anything (normally
-    one; more than one is the conflict `get` refuses)."""
+def declared_modules(kind: Kind, name: str | None = None) -> list[str]:
+    """The modules that entry points name, read from metadata without importing anything: for one plugin `name`
+    (normally one; more than one is the conflict `get` refuses), or for every plugin of `kind` (sorted)."""
+    if name is None:
+        return sorted({d.module for decls in _declarations(kind).values() for d in decls})
     return [d.module for d in _declarations(kind).get(name, [])]
 
 

@@ -59,7 +59,7 @@ def test_example_passes_plugins_check(example, smoke_base, home):
     run = harness_with([example], "plugins", "check", "weight-noise", home=home)
     assert run.returncode == 0, run.stdout + run.stderr
     results = _results(run.stdout)
-    assert len(results) == 12 and all(word == "PASS" for word, _ in results.values()), run.stdout
+    assert len(results) == 14 and all(word == "PASS" for word, _ in results.values()), run.stdout
     assert "INFO defence 'weight-noise' v2 from distribution immunization-bench-weight-noise 0.1.0" in run.stdout
     assert "INFO gets the suite's training budget lr=0.001, epochs=1, batch_size=8, retain_harmless=1.0" in run.stdout
 
@@ -87,7 +87,7 @@ def test_record_of_outside_defence_names_its_distribution(example, smoke_base, h
 @pytest.mark.parametrize(("name", "failing"), [
     ("reads-attack", {"reads no forbidden split", "runs"}),
     ("peeks-eval", {"reads no forbidden split"}),
-    ("leaves-hook", {"no hooks left"}),
+    ("leaves-hook", {"no hooks or patches left"}),
     ("sloppy", {"config documented", "version declared", "same seed, same weights"}),
 ])
 def test_broken_defence_fails_the_check_it_breaks(name, failing, leaky, smoke_base, home):
@@ -97,11 +97,12 @@ def test_broken_defence_fails_the_check_it_breaks(name, failing, leaky, smoke_ba
     assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, run.stdout
     if name == "reads-attack":
         assert "read the 'attack' split" in results["reads no forbidden split"][1]
-        assert all(results[n][0] == "SKIP" for n in ("same architecture", "no hooks left", "within time budget"))
+        assert all(results[n][0] == "SKIP" for n in ("same architecture", "no hooks or patches left",
+                                                    "within time budget"))
     if name == "peeks-eval":
         assert "read the 'eval' split" in results["reads no forbidden split"][1]
     if name == "leaves-hook":
-        assert "model.layers.0.mlp" in results["no hooks left"][1]
+        assert "model.layers.0.mlp" in results["no hooks or patches left"][1]
     if name == "sloppy":
         assert "scale" in results["config documented"][1]
 

@@ -53,38 +53,58 @@ def test_broken_plugin_fails_only_its_lookup(monkeypatch):
     assert rows["broken"].startswith("BROKEN:") and "v1" in rows["none"]
 
 
-def _fn(module, qualname="defend"):
-    """A plugin function as another module would define it (every defence's function is named `defend`)."""
+def _register_from(module, kind, name, qualname="defend", fn_module=None):
+    """Register a plugin function as module `module` would: the decorator called from that module's code (its
+    globals' __name__), the function defined there unless `fn_module` says it was imported from elsewhere."""
+    from pydantic import BaseModel
+
     def fn(): ...
-    fn.__module__, fn.__qualname__ = module, qualname
+    fn.__module__, fn.__qualname__ = fn_module or module, qualname
+    scope = {"__name__": module, "register": registry.register, "BaseModel": BaseModel, "fn": fn}
+    exec(f"register({kind!r}, {name!r}, config=BaseModel, version='1')(fn)", scope)
     return fn
 
 
 def test_same_name_from_another_module_is_an_error():
     """The old check compared only __qualname__, so an outside `defend` silently replaced a built-in's."""
-    from pydantic import BaseModel
-
-    registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin"))
+    _register_from("pkg_one.plugin", "judge", "dup-test")
     try:
-        registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin"))  # a reload
+        _register_from("pkg_one.plugin", "judge", "dup-test")  # a reload
         with pytest.raises(PluginLoadError, match=r"registered twice: by module 'pkg_one.plugin'.*'pkg_two.plugin'"):
-            registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_two.plugin"))
+            _register_from("pkg_two.plugin", "judge", "dup-test")
         with pytest.raises(PluginLoadError, match="registered twice"):
-            registry.register("judge", "dup-test", config=BaseModel, version="1")(_fn("pkg_one.plugin", "other"))
+            _register_from("pkg_one.plugin", "judge", "dup-test", qualname="other")
+        with pytest.raises(PluginLoadError, match=r"registered twice: by module 'pkg_one.plugin'.*'pkg_two.plugin'"):
+            _register_from("pkg_two.plugin", "judge", "dup-test", fn_module="pkg_one.plugin")  # its function, reused
         assert registry._registry["judge"]["dup-test"].module == "pkg_one.plugin"
     finally:
         del registry._registry["judge"]["dup-test"]
 
 
 def test_a_module_cannot_register_a_name_another_package_declares():
-    """Even before the built-in is imported: the entry point says who owns 'repnoise'."""
-    from pydantic import BaseModel
-
-    with pytest.raises(PluginLoadError) as exc:
-        registry.register("defence", "repnoise", config=BaseModel, version="1")(_fn("outside_pkg.defence"))
-    msg = str(exc.value)
-    assert "module 'outside_pkg.defence'" in msg and f"immunization-bench {BENCH} (module defences.repnoise)" in msg
+    """Even before the built-in is imported: the entry point says who owns 'repnoise'; registering the built-in's
+    own function from outside does not make the outside module its owner."""
+    for fn_module in (None, "defences.repnoise"):
+        with pytest.raises(PluginLoadError) as exc:
+            _register_from("outside_pkg.defence", "defence", "repnoise", fn_module=fn_module)
+        msg = str(exc.value)
+        assert "module 'outside_pkg.defence'" in msg and f"immunization-bench {BENCH} (module defences.repnoise)" in msg
     assert registry.get("defence", "repnoise").module == "defences.repnoise"
+
+
+def test_a_builtin_function_registered_under_a_new_name_belongs_to_the_registering_module():
+    """Ownership is the registering module's (and its distribution's), not the function's `__module__`: the
+    built-in SFT function under a name of its own is no replacement of 'sft-1k'."""
+    from attacks import sft
+
+    scope = {"__name__": "my_attacks.reuse", "register_attack": registry.register_attack, "sft": sft}
+    try:
+        exec("register_attack('reused-sft-test', config=sft.Config, version='1', budget=sft.BUDGET)(sft.attack)", scope)
+        plugin = registry._registry["attack"]["reused-sft-test"]
+        assert plugin.fn is sft.attack and plugin.module == "my_attacks.reuse"
+        assert registry.get("attack", "sft-1k").module == "attacks.sft"
+    finally:
+        registry._registry["attack"].pop("reused-sft-test", None)
 
 
 def test_two_distributions_declaring_one_name_fail_its_lookup_only(monkeypatch):

@@ -7,8 +7,11 @@ is counts, not data); every other field of `SuiteData`, `other` included, is a s
 stage's entry names it.
 
 The pipeline's defend and attack stages, the evaluator (and the attack a trainability protocol runs after its
-fine-tune) and `harness plugins check` all take their views from here. Plugins are called through
-`call_plugin`, which fails the stage when anything withheld was touched, even if the plugin caught the error.
+fine-tune) and `harness plugins check` all take their views from here. The defend and attack stages (and the
+check) run the plugin in its own process (`harness.sandbox`), which receives only the allowed splits and
+rebuilds this view around them, so a withheld split is not even in the plugin's memory; the trainability
+protocol's attack is called in-process through `call_plugin`. Either way the stage fails when anything withheld
+was touched, even if the plugin caught the error.
 """
 
 from __future__ import annotations

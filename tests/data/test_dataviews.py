@@ -1,8 +1,9 @@
 """Stage data views (harness.data.views): one allow-list decides which splits each stage reads; everything else,
 including a field added to SuiteData later, raises and is logged. Every registered defence and attack (and the
-example package's defence) is run through the pipeline's stage functions with its entry replaced by a spy, and
-receives only its splits; the trainability protocol's attack goes through the same entry. A defence that reads
-a withheld split in a real `harness run` fails it with one line, exit 2."""
+example package's defence) is run through the pipeline's stage functions with its entry replaced by a spy (its
+process played here, on the splits the stage saves for it), and receives only its splits; the trainability
+protocol's attack goes through the same entry. A defence that reads a withheld split in a real `harness run`
+fails it with one line, exit 2."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from harness.errors import HarnessError
 from harness.pipeline import CellContext, attack_stage, defend_stage
 from harness.plugins import StageContext
 from harness.specs import PluginSpec
+from harness.stages import Loading
 from harness.suite import SuiteData
 from harness.training.loop import TrainConfig
 from tests.conftest import REPO
@@ -45,13 +47,18 @@ def _data(cls: type = SuiteData, **extra: Any) -> Any:
     return cls(**splits, other={"judge_training": _rows("judge")}, evidence={"rows_read": 42}, **extra)
 
 
-def _assert_view(got: Any, full: Any, stage: str) -> None:
-    """`got` holds exactly the stage's splits (the very objects of `full`) and the evidence; every other field
-    is withheld: any use raises, naming the split and the stage."""
+def _assert_view(got: Any, full: Any, stage: str, copied: bool = False) -> None:
+    """`got` holds exactly the stage's splits (the very objects of `full`; with `copied`, equal rows: what a
+    plugin's process loads from the stage's copy) and the evidence; every other field is withheld: any use
+    raises, naming the split and the stage."""
     for f in dataclasses.fields(full):
         value = getattr(got, f.name)
         if f.name in STAGE_SPLITS[stage] or f.name in METADATA:
-            assert value is getattr(full, f.name), f.name
+            if copied:
+                assert (value == getattr(full, f.name)) if f.name in METADATA else \
+                    (value.to_list() == getattr(full, f.name).to_list()), f.name
+            else:
+                assert value is getattr(full, f.name), f.name
             continue
         assert isinstance(value, Withheld), f"{stage} sees {f.name}"
         with pytest.raises(SplitAccessError, match=f"the {stage} stage read the '{f.name}' split"):
@@ -159,6 +166,8 @@ class FakeStages:
 
     def __init__(self, root: Path):
         self.root = root
+        self.store = type("Store", (), {"root": root / "store"})()
+        self.loading = Loading()
 
     def cached(self, name: str, kind: str, inputs: dict[str, Any], build: Any) -> str:
         tmp = self.root / name
@@ -166,11 +175,38 @@ class FakeStages:
         build(tmp)
         return name
 
-    def load(self, ref: str) -> tuple[Any, Any]:
-        return f"model:{ref}", "tokenizer"
+    def adapter(self, ref: str) -> None:
+        return None
+
+    def model_path(self, ref: str) -> Path:
+        return self.root / ref
 
     def model_ref(self, key: str) -> str:
         return key
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch):
+    """The plugin process, played in this process: its data are what the stage saves for it (`materialise`),
+    loaded and viewed as the worker does; the plugin is called on them, and the outcome read as the stage reads
+    a real one."""
+    from harness.sandbox import launch
+    from harness.sandbox.guard import Policy
+    from harness.sandbox.worker import Request, Response, load_data
+
+    def run_plugin(kind, name, params, plan, ctx, *, out, store_root, progress=None, curve=False, **_kw):
+        work = out.parent / f"work-{kind}"
+        request = Request(kind=kind, name=name, params=params, model=plan, seed=ctx.seed, rng_seed=ctx.seed,
+                          splits=launch.materialise(ctx.data, kind, work / "data"), evidence=dict(ctx.data.evidence),
+                          max_length=ctx.max_length, template=ctx.template, out=str(out), work=str(work),
+                          policy=Policy())
+        log: list[str] = []
+        plugin = registry.get(kind, name)
+        context = dataclasses.replace(ctx, tokenizer="tokenizer", data=view(load_data(request), kind, log))
+        plugin.fn(f"model:{plan.path}", plugin.config.model_validate(params), context)
+        return launch.Outcome(f"{kind} '{name}'", kind, Response(result="unchanged", withheld=log), work, 0)
+
+    monkeypatch.setattr(launch, "run_plugin", run_plugin)
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, kind: registry.Kind, name: str) -> list[StageContext]:
@@ -212,7 +248,7 @@ def test_every_defence_gets_only_the_defence_view(name, monkeypatch, tmp_path, r
     assert defend_stage(cell) == "defend"
     (ctx,) = seen
     assert ctx.tokenizer == "tokenizer" and ctx.seed == cell.spec.seed
-    _assert_view(ctx.data, cell.data, "defence")
+    _assert_view(ctx.data, cell.data, "defence", copied=True)
 
 
 @pytest.mark.parametrize("name", registry.names("attack"))
@@ -222,7 +258,7 @@ def test_every_attack_gets_only_the_attack_view(name, monkeypatch, tmp_path):
     assert attack_stage(cell, "defended") == "attack"
     (ctx,) = seen
     assert ctx.seed == cell.spec.attack_seed_used
-    _assert_view(ctx.data, cell.data, "attack")
+    _assert_view(ctx.data, cell.data, "attack", copied=True)
 
 
 def test_a_defence_reading_a_withheld_split_fails_its_stage(monkeypatch, tmp_path):

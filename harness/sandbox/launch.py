@@ -1,0 +1,248 @@
+"""Run a defence or an attack in its own process (`harness.sandbox.worker`) with only its inputs.
+
+`run_plugin` saves the stage's allowed splits (`harness.data.views.STAGE_SPLITS`) into a private temporary
+folder, writes a request naming them, the model the plugin starts from (a `ModelPlan`: folders, read-only), its
+config, seed, prompt format and context length, and starts `python -m harness.sandbox.worker REQUEST.json` with
+the guard's `Policy`: no import of the suite's data builders, no read of the store but the plugin's own input
+and output folders, no process, no network. The environment names no store (`HARNESS_HOME` is an empty
+folder) and fixes the hash seed, so a plugin that hashes strings gives one result per run id.
+
+The stage then raises what the plugin did wrong (`Outcome.raise_for_failure`: a withheld split, a guard
+refusal, a plugin error) and reads back the curve snapshots (`load_snapshot`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import registry
+from harness.data.views import SplitAccessError, allowed, message
+from harness.errors import HarnessError
+from harness.plugins import StageContext
+from harness.sandbox.guard import Policy, SandboxError
+from harness.sandbox.guard import message as guard_message
+from harness.sandbox.worker import ModelPlan, Request, Response, Snapshot
+
+RUN_HASH_SEED = 0  # PYTHONHASHSEED of every run's plugin process (the check uses others)
+
+
+class PluginFailed(RuntimeError):
+    """A plugin raised (not bad input: a bug in it), or its process died. Carries the plugin's traceback."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a plugin process left: its response (None: it died first), its private folder, its exit code."""
+
+    who: str
+    stage: str
+    response: Response | None
+    work: Path
+    returncode: int
+
+    def raise_for_failure(self) -> Response:
+        """The response of a plugin that succeeded; else the stage's error, in the order a reader needs it: a
+        withheld split (even if the plugin then failed), a guard refusal, the plugin's own HarnessError (one
+        line), any other failure."""
+        resp = self.response
+        if resp is None:
+            raise PluginFailed(f"{self.who}'s process exited with code {self.returncode} without a result: "
+                               f"{_tail(self.work / 'worker.log')} (log: {self.work / 'worker.log'})")
+        if resp.withheld:
+            raise SplitAccessError(message(self.stage, resp.withheld, self.who))
+        if resp.violations:
+            raise SandboxError(guard_message(self.who, resp.violations[0]))
+        if resp.error and resp.harness_error:
+            raise HarnessError(resp.error.partition(": ")[2])
+        if resp.error or resp.save_error:
+            what = resp.error or f"its model does not save: {resp.save_error}"
+            raise PluginFailed(f"{self.who} failed: {what}\n{resp.traceback}")
+        return resp
+
+    def cleanup(self) -> None:
+        """Delete the private folder (data copies, snapshots); a process that died keeps its log there."""
+        if self.response is None:
+            for sub in ("data", "curve", "home"):
+                shutil.rmtree(self.work / sub, ignore_errors=True)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def model_plan(stages: Any, ref: str, dtype: str | None = None) -> ModelPlan:
+    """How `Stages.load(ref)` loads a model, as folders: the checkpoint, then each adapter merged onto it."""
+    adapters: list[str] = []
+    while (adapter := stages.adapter(ref)) is not None:
+        adapters.insert(0, str(adapter[1]))
+        ref = adapter[0]
+    return ModelPlan(path=str(stages.model_path(ref)), adapters=adapters, dtype=dtype or stages.loading.dtype,
+                     trust_remote_code=stages.loading.trust_remote_code)
+
+
+def policy(plugin: registry.Plugin, *, store_root: Path | None, allow: list[Path]) -> Policy:
+    """The guard of a plugin's process: the packages of every suite and task entry point (and the suite
+    loader) neither importable nor readable, the store and the datasets caches unreadable but for `allow`.
+    A package that holds the plugin itself stays open (an outside distribution may ship both)."""
+    def own(module: str) -> bool:
+        return plugin.module == module or plugin.module.startswith(module + ".")
+
+    modules = {"harness.resolve"}
+    for kind in ("suite", "task"):
+        for declared in registry.declared_modules(kind):  # type: ignore[arg-type]
+            top = declared.split(".")[0]
+            modules.add(declared.rpartition(".")[0] or declared if own(top) else top)
+    modules = {m for m in modules if not own(m)}
+    labels = {str(store_root): "the store, beyond the plugin's own model"} if store_root is not None else {}
+    for module in sorted(modules):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            for path in list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else []):
+                labels[path] = f"the source of '{module}', which builds the suite's data"
+    labels |= {path: "a datasets cache" for path in _datasets_caches()}
+    return Policy(modules=sorted(modules), paths=list(labels), allow=[str(p) for p in allow], labels=labels)
+
+
+def _datasets_caches() -> list[str]:
+    """Where `datasets` and the hub keep downloaded datasets (a suite's evaluation data may be there)."""
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    out = [os.environ.get("HF_DATASETS_CACHE", str(home / "datasets"))]
+    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
+    return out + [str(p) for p in hub.glob("datasets--*")]
+
+
+def materialise(data: Any, stage: str, folder: Path) -> dict[str, str | None]:
+    """Save the splits `stage` may read into `folder` (a `datasets.Dataset` as an Arrow folder; a list of rows
+    as one first); nothing else of `data` leaves this process."""
+    from datasets import Dataset
+    from datasets.utils import logging as datasets_logging
+
+    out: dict[str, str | None] = {}
+    bars = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()  # a copy, not a step the user waits for: the stage's bar says enough
+    try:
+        for name in allowed(stage):
+            split = getattr(data, name)
+            if split is None:
+                out[name] = None
+                continue
+            if not isinstance(split, Dataset):
+                split = Dataset.from_list(list(split))
+            split.save_to_disk(str(folder / name))
+            out[name] = str(folder / name)
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
+    return out
+
+
+def run_plugin(kind: registry.Kind, name: str, params: dict[str, Any], plan: ModelPlan, ctx: StageContext, *,
+               out: Path, store_root: Path | None, progress: Callable[..., None] | None = None, curve: bool = False,
+               check: bool = False, hash_seed: int = RUN_HASH_SEED) -> Outcome:
+    """Run plugin `kind:name` with `params` in its own process on the model of `plan` and `ctx`'s data view;
+    its model is saved into `out`. `hash_seed` other than the run's also moves the global RNG seed (the
+    check's second process must differ in every source of randomness the plugin should not use)."""
+    plugin = registry.get(kind, name)
+    work = Path(tempfile.mkdtemp(prefix=f"harness-{kind}-"))
+    try:
+        return _start(plugin, params, plan, ctx, work, out=out, store_root=store_root, progress=progress,
+                      curve=curve, check=check, hash_seed=hash_seed)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a bad request: nothing of it stays
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx: StageContext, work: Path, *,
+           out: Path, store_root: Path | None, progress: Callable[..., None] | None, curve: bool, check: bool,
+           hash_seed: int) -> Outcome:
+    kind, name = plugin.kind, plugin.name
+    (work / "home").mkdir()
+    allow = [Path(plan.path), *map(Path, plan.adapters), out]
+    threads = None
+    if "torch" in sys.modules:
+        import torch
+
+        threads = torch.get_num_threads()
+    req = Request(kind=kind, name=name, params=params, model=plan, splits=materialise(ctx.data, kind, work / "data"),
+                  evidence=dict(ctx.data.evidence), seed=ctx.seed, rng_seed=(ctx.seed + hash_seed * 1_000_003) % 2**63,
+                  max_length=ctx.max_length, template=ctx.template, every=ctx.every, points=ctx.points, curve=curve,
+                  check=check, threads=threads, out=str(out), work=str(work),
+                  policy=policy(plugin, store_root=store_root, allow=allow))
+    (work / "request.json").write_text(req.model_dump_json())
+    env = {**os.environ, "HARNESS_HOME": str(work / "home"), "PYTHONHASHSEED": str(hash_seed), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    from harness.stages import free_memory
+
+    free_memory()  # the parent's cached GPU blocks go back before the plugin needs them
+    with (work / "worker.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.sandbox.worker", str(work / "request.json")],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)  # its own group: its DataLoader workers end with it
+        try:
+            _follow(proc, work / "events.jsonl", progress)
+        finally:
+            _kill_group(proc)
+    path = work / "response.json"
+    response = Response.model_validate_json(path.read_text()) if path.exists() else None
+    return Outcome(f"{kind} '{name}'", kind, response, work, proc.returncode)
+
+
+def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] | None) -> None:
+    """Forward the worker's progress events until it exits."""
+    offset = 0
+    while True:
+        exited = proc.poll() is not None
+        if events.exists():
+            with events.open("rb") as handle:
+                handle.seek(offset)
+                for line in iter(handle.readline, b""):
+                    if not line.endswith(b"\n"):
+                        break  # a line still being written: read it next time
+                    offset += len(line)
+                    event = json.loads(line)
+                    if event.get("event") == "progress" and progress:
+                        progress(int(event.get("n", 1)), str(event.get("info", "")))
+        if exited:
+            return
+        time.sleep(0.2)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _tail(log: Path) -> str:
+    lines = [x for x in (log.read_text(errors="replace").splitlines() if log.exists() else []) if x.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
+def load_snapshot(stages: Any, source_ref: str, snap: Snapshot) -> Any:
+    """The model of a curve snapshot as it was in memory at that step: a full checkpoint in its dtype, or the
+    plugin's input model with the adapter on top, unmerged (as it trained)."""
+    from harness.models.loading import load_causal_lm
+
+    if not snap.adapter:
+        return load_causal_lm(Path(snap.path), snap.dtype, trust_remote_code=stages.loading.trust_remote_code)[0]
+    from peft import PeftModel
+
+    base, _ = stages.load(source_ref, snap.dtype)
+    return PeftModel.from_pretrained(base, snap.path, autocast_adapter_dtype=False).eval()
