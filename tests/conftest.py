@@ -12,6 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: it must see the markers added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the smoke world is `slow` whether or not it says so, so a new test cannot land in the fast
+    tier (`make test-fast`) by forgetting the marker."""
+    for item in items:
+        if "smoke_base" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh artifact store for the session (never the user's ~/.cache). Under pytest-xdist (`make test` runs

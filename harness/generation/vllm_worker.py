@@ -189,9 +189,12 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
 
     on_cpu = current_platform.is_cpu()
     kwargs: dict[str, Any] = {}
+    if on_cpu:  # engine core and model worker in this process: each extra process re-imports vLLM (~12 s on CPU)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        kwargs["distributed_executor_backend"] = "uni"
     adapters = [*([req.lora] if req.lora else []), *req.loras]
     if adapters:  # every adapter of a grid at once on GPU batches; the rest wait in the CPU LoRA cache
-        kwargs = {"enable_lora": True, "max_loras": min(len(adapters), 4), "max_cpu_loras": len(adapters),
+        kwargs |= {"enable_lora": True, "max_loras": min(len(adapters), 4), "max_cpu_loras": len(adapters),
                   "max_lora_rank": next(r for r in LORA_RANKS if r >= max(a.rank for a in adapters))}
     # On CPU: eager mode (no torch.compile warm-up, which costs more than it saves on short evals).
     llm = LLM(model=req.model, tokenizer=req.model, dtype=req.dtype, seed=req.seed,
