@@ -29,7 +29,7 @@ from typing import Any
 
 from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TrainingDiverged
 from harness.plugins import StageContext
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
@@ -65,7 +65,10 @@ class Outcome:
         if resp.violations:
             raise SandboxError(guard_message(self.who, resp.violations[0]))
         if resp.error and resp.harness_error:
-            raise HarnessError(resp.error.partition(": ")[2])
+            kind, _, text = resp.error.partition(": ")
+            if kind == TrainingDiverged.__name__:  # a failed run, not bad input: the stage names itself (exit 1)
+                raise TrainingDiverged(text)
+            raise HarnessError(text)
         if resp.error or resp.save_error:
             what = resp.error or f"its model does not save: {resp.save_error}"
             raise PluginFailed(f"{self.who} failed: {what}\n{resp.traceback}")
