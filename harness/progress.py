@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,3 +39,20 @@ def warn(message: str, prefix: str = "warning: ") -> None:
     from harness.safety import escape_controls
 
     console.print(prefix + escape_controls(message), markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def new_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The complete JSON lines a worker process appended to `path` since byte `offset`, and the new offset (a line
+    still being written is left for the next call)."""
+    import json
+
+    events: list[dict[str, Any]] = []
+    if path.exists():
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            for line in iter(handle.readline, b""):
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                events.append(json.loads(line))
+    return events, offset

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.generation.vllm_worker import LORA_RANKS, LoraRequestSpec, Request, Response
+from harness.progress import new_events
 from harness.results.metrics import Canary, LoraServing
 from harness.training.collate import PROMPT_TEMPLATE, PromptFormat, as_format
 
@@ -264,17 +265,11 @@ def _wait(proc: subprocess.Popen, events: Path, log_path: Path, *, progress: Cal
     ready, offset, last = False, 0, time.monotonic()
     while True:
         exited = proc.poll() is not None
-        if events.exists():
-            with events.open("rb") as handle:
-                handle.seek(offset)
-                for line in iter(handle.readline, b""):
-                    if not line.endswith(b"\n"):
-                        break  # a line still being written: read it next time
-                    offset += len(line)
-                    event = json.loads(line)
-                    ready, last = ready or event["event"] == "ready", time.monotonic()
-                    if event["event"] == "progress" and progress:
-                        progress(int(event["n"]))
+        found, offset = new_events(events, offset)
+        for event in found:
+            ready, last = ready or event["event"] == "ready", time.monotonic()
+            if event["event"] == "progress" and progress:
+                progress(int(event["n"]))
         if exited:
             return
         limit, what = (idle_timeout_s, "produced nothing") if ready else (start_timeout_s, "did not start")

@@ -32,23 +32,20 @@ class ArchitectureError(HarnessError):
     """A model lacks a part a plugin needs (or the part cannot be found unambiguously)."""
 
 
-def _hidden_layers(model: Any) -> int | None:
+def _config_int(model: Any, names: tuple[str, ...]) -> int | None:
+    """The first integer a model's (text) config holds under one of `names` (architectures name them apart)."""
     config = getattr(model, "config", None)
     if config is None:
         return None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(text, name, None)
-        if isinstance(value, int):
-            return value
-    return None
+    return next((v for v in (getattr(text, n, None) for n in names) if isinstance(v, int)), None)
 
 
 def decoder_layers(model: Any) -> Sequence[Any]:
     """The blocks: the shallowest ModuleList of `num_hidden_layers` modules of one class."""
     import torch
 
-    want = _hidden_layers(model)
+    want = _config_int(model, ("num_hidden_layers", "n_layer", "num_layers"))
     for _name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) and (want is None or len(module) == want) \
                 and len({type(m) for m in module}) == 1 and any(True for _ in module[0].parameters()):
@@ -107,18 +104,8 @@ def attention_module(block: Any) -> Any:
     return found
 
 
-def _hidden_size(model: Any) -> int | None:
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    for name in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(text, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def mlp_modules(model: Any) -> list[Any]:
-    hidden = _hidden_size(model)
+    hidden = _config_int(model, ("hidden_size", "n_embd", "d_model"))
     return [mlp_module(block, hidden) for block in decoder_layers(model)]
 
 

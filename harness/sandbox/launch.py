@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
 from harness.errors import HarnessError, TrainingDiverged
 from harness.plugins import StageContext
+from harness.progress import new_events
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
 from harness.sandbox.worker import ModelPlan, Request, Response, Snapshot
@@ -209,16 +209,10 @@ def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] 
     offset = 0
     while True:
         exited = proc.poll() is not None
-        if events.exists():
-            with events.open("rb") as handle:
-                handle.seek(offset)
-                for line in iter(handle.readline, b""):
-                    if not line.endswith(b"\n"):
-                        break  # a line still being written: read it next time
-                    offset += len(line)
-                    event = json.loads(line)
-                    if event.get("event") == "progress" and progress:
-                        progress(int(event.get("n", 1)), str(event.get("info", "")))
+        found, offset = new_events(events, offset)
+        for event in found:
+            if event.get("event") == "progress" and progress:
+                progress(int(event.get("n", 1)), str(event.get("info", "")))
         if exited:
             return
         time.sleep(0.2)
