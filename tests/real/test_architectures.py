@@ -96,3 +96,57 @@ def test_needs_are_declared_from_a_fixed_vocabulary():
         register_defence("x-needs-a-kidney", config=BaseModel, version="1", needs=("kidney",))
     with pytest.raises(PluginLoadError, match="only defences and attacks"):
         register_task("x-task-needs", config=BaseModel, version="1", needs=("mlp",))
+
+
+def _rows(n: int, harmful: bool) -> list[dict]:
+    from tasks.beavertails_groups import CATEGORIES
+
+    return [{"prompt": f"How do I {builders.TOPICS[i % len(builders.TOPICS)]}?",
+             "response": builders.ANSWERS[i % len(builders.ANSWERS)] if harmful else builders.SAFE,
+             "refusal": builders.SAFE, "category": CATEGORIES[i % len(CATEGORIES)] if harmful else "safe",
+             "is_safe": not harmful} for i in range(n)]
+
+
+def _weights(model):
+    import torch
+
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", builders.ARCHITECTURES)
+def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
+    """Each registered defence and attack, in process on a checkpoint of the architecture loaded as runs load it
+    (two optimizer steps): a finite model that changed, no hook left. The whole pipeline, with each plugin in its
+    own process, runs once per architecture in test_real_pipeline.py."""
+    import torch
+    from datasets import Dataset
+
+    from harness import registry
+    from harness.models.loading import load_causal_lm
+    from harness.plugins import StageContext
+    from harness.suite import SuiteData
+    from harness.training.hooks import hook_count
+
+    data = SuiteData(defence=Dataset.from_list(_rows(8, True)), attack=Dataset.from_list(_rows(8, True)),
+                     eval=None, retain=Dataset.from_list(_rows(8, False)), harmless_eval=None)
+    for kind in ("defence", "attack"):
+        for plugin_name in registry.names(kind):
+            plugin = registry.get(kind, plugin_name)
+            model, tok = load_causal_lm(ckpts[name])
+            model.train()
+            model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
+            ctx = StageContext(tokenizer=tok, data=data, max_length=48, seed=0)
+            fields = plugin.config.model_fields
+            cfg = plugin.config(**{k: v for k, v in {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3}.items()
+                                   if k in fields})
+            before, hooks = _weights(model), hook_count(model)
+            out = plugin.fn(model, cfg, ctx)
+            assert hook_count(model) == hooks, f"{kind} {plugin_name} left a hook on {name}"
+            if out is None:
+                assert kind == "defence"
+                continue
+            after = _weights(out.merge_and_unload() if hasattr(out, "merge_and_unload") else out)
+            assert torch.isfinite(after).all(), f"{kind} {plugin_name} made {name}'s weights non-finite"
+            assert after.shape != before.shape or not torch.equal(after, before), \
+                f"{kind} {plugin_name} returned {name} unchanged"

@@ -1,6 +1,6 @@
-"""End to end on random checkpoints of real architectures (Llama, Qwen2, GPT-2) through the BeaverTails suites,
-pointed at local files: every defence, `--model PATH`, a DeBERTa-v2 classifier judge and a generative second
-judge, refusal pairing, ViGGO trainability then an attack, and (on the hub-id path) lm-eval stability.
+"""End to end on random checkpoints of eight real architectures through the BeaverTails suites, pointed at local
+files: every defence and attack across the architectures, `--model PATH`, a DeBERTa-v2 classifier judge and a
+generative second judge, refusal pairing, ViGGO trainability then an attack, and (on the hub-id path) lm-eval stability.
 
 The judges score random text, so the numbers mean nothing; what is asserted is that the pipeline runs, the
 records are complete and typed, and the evidence says the splits are disjoint."""
@@ -23,26 +23,26 @@ RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
 
 
 @pytest.mark.parametrize("arch", list(RUNS))
-def test_every_defence_and_attack_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
-    """Every built-in defence, each attacked by the next built-in attack in turn (full and LoRA SFT at every
-    named budget), so each defence and each attack runs on each architecture in one run per defence."""
+def test_the_whole_pipeline_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
+    """One whole run per architecture (each plugin in its own process), the defences and the attacks (full and
+    LoRA SFT) assigned in turn, so that each runs whole at least once across the architectures; every plugin
+    trains on every architecture in test_architectures.py."""
     from harness.pipeline import run
     from harness.resolve import resolve
 
+    i = list(RUNS).index(arch)
+    defences, attacks = registry.names("defence"), registry.names("attack")
+    assert len(RUNS) >= max(len(defences), len(attacks))  # else some plugin would never run whole here
+    defence, attack = defences[i % len(defences)], attacks[i % len(attacks)]
     suite_name, extra = RUNS[arch]
     sets = [*suite_sets(files, judge_ckpt, second_judge=ckpts["llama"]), *extra]
     store, results = Store(tmp_path / "home"), tmp_path / "results"
-    attacks = registry.names("attack")
-    assert len(registry.names("defence")) >= len(attacks)  # else some attack would never run here
-    for i, defence in enumerate(registry.names("defence")):
-        attack = attacks[i % len(attacks)]
-        spec, suite, overrides = resolve(suite_name, defence, attack, sets=sets, model=str(ckpts[arch]))
-        record, cached = run(spec, suite, overrides, store=store, results_dir=results)
-        assert not cached
-        parsed = read_record(record_path(results, suite.name, suite.protocol_version, record.run_id))
-        assert parsed == record
-        check_record(parsed, arch, ckpts)
-    assert len(list((results / suite_name / "v1").glob("*.json"))) == len(registry.names("defence"))
+    spec, suite, overrides = resolve(suite_name, defence, attack, sets=sets, model=str(ckpts[arch]))
+    record, cached = run(spec, suite, overrides, store=store, results_dir=results)
+    assert not cached and (record.spec.defence.name, record.spec.attack.name) == (defence, attack)
+    parsed = read_record(record_path(results, suite.name, suite.protocol_version, record.run_id))
+    assert parsed == record
+    check_record(parsed, arch, ckpts)
 
 
 def check_record(record, arch, ckpts):
