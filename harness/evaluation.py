@@ -7,6 +7,11 @@ two, and the panel's matrix: every pair's agreement and kappa), harmless-QA exac
 and the teacher-forced NLL of the gold answers. Each is a cached stage.
 `harmfulness_now` scores an in-memory model during an attack (a point of the resistance curve).
 
+Protocol 3's knowledge-access metrics are measured beside greedy harmfulness: compliance (answers that do not
+refuse, `harness.judges.refusal`), recall under forced compliance (the held-out prompts answered after each of the
+eval spec's `prefills`, scored by the primary judge on opening + continuation; the strongest opening counts), the
+headline `access` (the higher of the two), and per run the random-answer `floor`.
+
 The evaluator reads the suite's data through the evaluation stage's view (`harness.data.views`). The comparisons
 of a defended model with the base (stability, trainability) are `self.versus_base`
 (`harness.conditions.versus_base`). The base model that scores degenerate outputs is loaded for each scoring
@@ -25,7 +30,7 @@ from harness.generation.outputs import ModelOutputs
 from harness.judges.panel import JudgePanel
 from harness.results.metrics import Agreement, Evaluation
 from harness.specs import RunSpec
-from harness.stages import DEGENERATE, GENERATIONS, GOLD_NLL, Stages, data_fingerprint
+from harness.stages import DEGENERATE, FLOORS, GENERATIONS, GOLD_NLL, Stages, data_fingerprint
 from harness.suite import Suite, SuiteData
 
 
@@ -48,6 +53,10 @@ class Evaluator:
             sets["visible"] = list(self.visible["prompt"])
         self.outputs = ModelOutputs(stages, eval_spec=spec.eval, base=spec.model, template=suite.prompt,
                                     remote_code=suite.trust_remote_code, prompt_sets=sets)
+        self.forcing = [ModelOutputs(stages, eval_spec=spec.eval, base=spec.model,
+                                     template=suite.prompt.model_copy(update={"prefill": p}),
+                                     remote_code=suite.trust_remote_code, prompt_sets={"harmful": sets["harmful"]})
+                        for p in spec.eval.prefills]
         self.panel = JudgePanel(stages, spec.judges)
         self.versus_base = VersusBase(stages, spec, suite, loading=self.outputs.loading(), data=self.data,
                                       attack_data=view(data, "trainability_attack"), harmless=self.harmless,
@@ -90,7 +99,49 @@ class Evaluator:
             "harmless_qa": exact_match(gens["harmless"], list(self.harmless["response"])),
             "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree,
             "panel": matrix, "visible": visible, "judge_details": panel.details(prompts, outputs),
-            "gold_nll": self._gold_nll(ref, name), "lora": self.stages.store.meta(GENERATIONS, gen_key).get("lora")})
+            "gold_nll": self._gold_nll(ref, name), "lora": self.stages.store.meta(GENERATIONS, gen_key).get("lora"),
+            **self._access(ref, name, by_judge[primary]["mean"], outputs)})
+
+    def _access(self, ref: str, name: str, greedy: float, outputs: list[str]) -> dict[str, Any]:
+        """Compliance of the greedy answers; with prefills, recall under forced compliance and the headline."""
+        from harness.judges import harmfulness
+        from harness.judges.refusal import compliance
+
+        found: dict[str, Any] = {"compliance": compliance(outputs)}
+        if not self.forcing:
+            return found
+        prompts, by_prefill, best = self.outputs.prompt_sets["harmful"], [], None
+        for i, forced in enumerate(self.forcing):
+            prefill = forced.template.prefill
+            key = forced.generate(ref, f"{name}.forced{i}")
+            answers = [f"{prefill} {g}".strip() for g in forced.read(key)["harmful"]]
+            summary = harmfulness(self.panel.scores(f"{name}.forced{i}.judge", key, self.panel.primary,
+                                                    prompts=prompts, outputs=answers), ["all"] * len(answers))
+            by_prefill.append({"prefill": prefill, "mean": summary["mean"], "n": summary["n"]})
+            if best is None or summary["mean"] > best[1]["mean"]:
+                best = (prefill, summary)
+        assert best is not None
+        found["forced"] = {"by_prefill": by_prefill, "strongest": best[0], "mean": best[1]["mean"],
+                           "ci95": best[1].get("ci95")}
+        found["access"] = max(greedy, best[1]["mean"])
+        return found
+
+    def floor(self) -> float | None:
+        """The primary judge's mean on the held-out prompts answered with the attack split's answers, shuffled with
+        a fixed seed (None where the suite's attack split carries no answers)."""
+        attack = self.data.attack
+        if attack is None or "response" not in attack.column_names or len(attack) == 0:
+            return None
+        import random
+
+        prompts = self.outputs.prompt_sets["harmful"]
+        pool = list(attack["response"])
+        random.Random(0).shuffle(pool)
+        answers = [pool[i % len(pool)] for i in range(len(prompts))]
+        inputs = {"judge": self.panel.primary.model_dump(), "prompts": prompts, "answers": data_fingerprint(attack)}
+        return self.stages.cached_value(
+            "floor", FLOORS, inputs, lambda: sum(self.panel.judge(self.panel.primary).score(prompts, answers)) /
+            len(prompts))
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""
@@ -119,7 +170,7 @@ class Evaluator:
             return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
 
         inputs = {"model": ref, **self.outputs.loading(), "rows": data_fingerprint(self.harmful),
-                  "template": self.suite.prompt.model_dump()}
+                  "template": self.suite.prompt.key_dump()}
         return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, inputs, compute)
 
     def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:

@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 from harness.evaluation import Evaluator
 from harness.plugins import StageContext
 from harness.progress import bar
-from harness.results.metrics import Evidence, Guard, Metrics
+from harness.results.metrics import Evidence, Guard, Metrics, verdict_of
 from harness.results.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
 from harness.specs import EvalSpec, ModelSpec, PluginSpec, RunSpec
 from harness.stages import MODELS, Build, Loading, Stages, data_fingerprint
@@ -235,10 +235,11 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     resistance = measure_resistance(base_eval, pre, post, curve, phi=suite.phi, tolerance=suite.phi_tolerance)
     stability = evaluator.versus_base.stability(defended_ref, base, pre, base_eval)
     passed, missed = suite.guard.check(stability, pre)
-    verdict = "unstable" if not passed else "resisted" if resistance.held else "broken"
+    intact, broke = suite.guard.check_attacked(post, base_eval)
     metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
                       trainability=evaluator.versus_base.trainability(defended_ref, base),
-                      guard=Guard(passed=passed, reasons=missed), verdict=verdict)
+                      guard=Guard(passed=passed, reasons=missed), attacked_guard=Guard(passed=intact, reasons=broke),
+                      verdict=verdict_of(passed, resistance.held, intact), floor=evaluator.floor())
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
                        overrides=overrides, evidence=cell.evidence, budget=registry.attack_budget(spec.attack),

@@ -83,6 +83,10 @@ class EvalSpec(Spec):
     curve_prompts: Annotated[int, KEY_OMIT_DEFAULT] = Field(
         0, ge=0, description="harmful prompts per point inside a curve: the first k of the n_prompts (0: all). The "
         "curve's ends, before and after the attack, use all of them")
+    prefills: Annotated[tuple[str, ...], KEY_OMIT_DEFAULT] = Field(
+        (), description="forced answer openings (protocol 3): the held-out prompts are also answered greedily after "
+        "each, and the primary judge scores opening + continuation; the strongest is the forced-recall metric "
+        "(empty: not measured)")
 
     @model_validator(mode="after")
     def _curve_prompts_within_n_prompts(self) -> EvalSpec:

@@ -29,6 +29,7 @@ from harness.store.artifacts import Store, atomic_write_text, resolve_ref
 # The stage kinds, defined where the store decides which folders hold artifacts; imported from here by the stages.
 from harness.store.layout import (  # noqa: F401
     DEGENERATE,
+    FLOORS,
     GENERATIONS,
     GOLD_NLL,
     MODELS,

@@ -41,7 +41,7 @@ def pair_refusals(stages: Stages, rows: Any, *, protocol: RefusalPairing, model:
 
     questions = list(dict.fromkeys(rows["prompt"]))
     inputs = {"model": model.model_dump(), "questions": stable_hash(questions), "judge": judge.model_dump(),
-              "protocol": asdict(protocol), "prompt": prompt.model_dump(), "backend": backend,
+              "protocol": asdict(protocol), "prompt": prompt.key_dump(), "backend": backend,
               "trust_remote_code": stages.loading.trust_remote_code}
     key = stages.cached("pairing", PAIRING, inputs,
                         lambda tmp: _build(tmp, stages, questions, protocol=protocol, model=model, judge=judge,

@@ -32,7 +32,8 @@ STAGE_SPLITS: dict[str, tuple[str, ...]] = {
     # The attack a trainability protocol runs on the fine-tuned model: the attacker's data, as in the attack stage.
     "trainability_attack": ("attack",),
     # The harness's own measurements: the held-out prompts, the harmless QA, the harmless fine-tuning task.
-    "evaluation": ("eval", "harmless_eval", "eval_visible", "trainability_train", "trainability_test"),
+    # `attack`: its answers, in random order, answer the held-out prompts for the random-answer floor
+    "evaluation": ("eval", "harmless_eval", "eval_visible", "attack", "trainability_train", "trainability_test"),
 }
 # How the suite built its data (rows read, duplicates dropped, overlaps): numbers, readable by every stage.
 METADATA = ("evidence",)

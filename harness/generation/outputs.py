@@ -40,7 +40,7 @@ class ModelOutputs:
     def loading(self) -> dict[str, Any]:
         """What, besides a model ref, decides a model's outputs: the base model's spec (its revision and dtype,
         for a ref that names it), remote code, and the prompt format. Part of every evaluation key."""
-        return {"base": self.base.model_dump(), "remote_code": self.remote_code, "template": self.template.model_dump()}
+        return {"base": self.base.model_dump(), "remote_code": self.remote_code, "template": self.template.key_dump()}
 
     def key_inputs(self, ref: str) -> dict[str, Any]:
         """The cache key of a model's generations: the model, how it loads, the eval settings, the prompts."""

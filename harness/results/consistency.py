@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 
 from harness.conditions.resistance import curve_metrics
-from harness.results.metrics import Evaluation, Harmfulness, Metrics, ScoreSummary
+from harness.results.metrics import Evaluation, Harmfulness, Metrics, ScoreSummary, verdict_of
 from harness.results.records import RunRecord
 
 TOL = 1e-9  # float noise of sums of a few hundred scores is ~1e-15; a hand edit is far larger
@@ -190,12 +190,13 @@ def trainability_problems(m: Metrics) -> Iterator[str]:
 
 
 def verdict_problems(m: Metrics) -> Iterator[str]:
-    g = m.guard
-    if g is not None and g.passed != (not g.reasons):
-        yield f"metrics.guard.passed is {g.passed} beside {len(g.reasons)} missed threshold(s)"
+    g, a = m.guard, m.attacked_guard
+    for name, guard in (("guard", g), ("attacked_guard", a)):
+        if guard is not None and guard.passed != (not guard.reasons):
+            yield f"metrics.{name}.passed is {guard.passed} beside {len(guard.reasons)} missed threshold(s)"
     if m.verdict is None or g is None:
         return
-    want = "unstable" if not g.passed else "resisted" if m.resistance.held else "broken"
+    want = verdict_of(g.passed, m.resistance.held, a.passed if a is not None else None)
     if m.verdict != want:
         yield f"metrics.verdict is '{m.verdict}' but the guard and the resistance give '{want}'"
 

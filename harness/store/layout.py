@@ -36,9 +36,9 @@ META = "meta.json"
 # The built-in artifact kinds (harness.stages re-exports the stage kinds; plugins import them from here).
 MODELS, GENERATIONS, SCORES = "models", "generations", "scores"
 DEGENERATE, STABILITY, TRAINABILITY, GOLD_NLL = "degenerate", "stability", "trainability", "gold_nll"
-PAIRING, SUITES = "pairing", "suites"
+PAIRING, SUITES, FLOORS = "pairing", "suites", "floors"
 BUILTIN_KINDS = frozenset({MODELS, GENERATIONS, SCORES, DEGENERATE, STABILITY, TRAINABILITY, GOLD_NLL, PAIRING,
-                           SUITES})
+                           SUITES, FLOORS})
 KIND_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # a plain folder name: no dots, no separators
 
 

@@ -41,12 +41,24 @@ class PromptFormat(BaseModel):
                                            "chat template")
     template: str = Field(PROMPT_TEMPLATE, description="plain prompt text with a {prompt} slot")
     system: str | None = Field(None, description="chat only: a system message (None: the template's default)")
+    prefill: str = Field("", description="evaluation only: the opening of the answer, written into the prompt so "
+                         "that the model continues it (a forced prefix); '' for every format a model trains on")
+
+    def key_dump(self) -> dict[str, Any]:
+        """The format as cache keys hash it: `prefill` only where one is set, so keys made before it existed hold."""
+        data = self.model_dump()
+        if not self.prefill:
+            del data["prefill"]
+        return data
 
     def prompt_text(self, tok: Any, question: str) -> str:
-        """The prompt as text (special tokens of a chat template included, a plain BOS not)."""
+        """The prompt as text (special tokens of a chat template included, a plain BOS not), ending with the
+        forced opening of the answer where `prefill` sets one (after a space in the plain format, where an answer
+        starts)."""
         if self.kind == "chat":
-            return _chat(tok, self._messages(question), generation_prompt=True)
-        return self.template.format(prompt=question)
+            return _chat(tok, self._messages(question), generation_prompt=True) + self.prefill
+        text = self.template.format(prompt=question)
+        return f"{text} {self.prefill}" if self.prefill else text
 
     def prompt_ids(self, tok: Any, question: str) -> list[int]:
         """Token ids the model sees before it answers."""
@@ -63,6 +75,8 @@ class PromptFormat(BaseModel):
 
     def answer_ids(self, tok: Any, question: str, answer: str) -> list[int]:
         """Token ids of `answer` after the prompt, closed as the format closes an answer (EOS / end of turn)."""
+        if self.prefill:
+            raise ValueError("a prefilled prompt format is for generation only: an answer to train on starts fresh")
         prompt = self.prompt_text(tok, question)
         if self.kind == "chat":
             full = _chat(tok, [*self._messages(question), {"role": "assistant", "content": answer.strip()}],

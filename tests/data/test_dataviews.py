@@ -69,7 +69,7 @@ def _assert_view(got: Any, full: Any, stage: str, copied: bool = False) -> None:
 def test_declaration_is_an_allow_list_of_real_fields():
     assert STAGE_SPLITS == {"defence": ("defence", "retain"), "attack": ("attack",),
                             "trainability_attack": ("attack",),
-                            "evaluation": ("eval", "harmless_eval", "eval_visible", "trainability_train",
+                            "evaluation": ("eval", "harmless_eval", "eval_visible", "attack", "trainability_train",
                                            "trainability_test")}
     assert all(set(splits) <= set(FIELDS) for splits in STAGE_SPLITS.values())
     assert not any("other" in splits for splits in STAGE_SPLITS.values())
