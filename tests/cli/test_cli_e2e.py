@@ -19,7 +19,7 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prepared(home):
-    proc = harness("prepare", "tiny", *SMOKE, home=home, check=True)
+    proc = harness("prepare", "tiny", *SMOKE, "--json", home=home, check=True)
     return json.loads(proc.stdout)
 
 
