@@ -36,6 +36,12 @@ def test_prepare_reports_judge_agreement(prepared):
     assert prepared["base"]["parameters"] > 100_000
 
 
+def test_a_cached_prepare_says_so_in_one_line(prepared, home):
+    proc = harness("prepare", "tiny", *SMOKE, home=home, check=True)
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("suite tiny (size=smoke) is already built (")
+    assert f"base model {home}/suites/tiny-smoke-" in proc.stdout and "--force rebuilds" in proc.stdout
+
+
 def test_attack_breaks_the_aligned_base(first_run):
     """The world behaves like the real one: the aligned base refuses, the attack brings compliance and the
     knowledge it showed back (the smoke model is too small to recall much held-out knowledge: the default
