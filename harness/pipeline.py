@@ -306,7 +306,7 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         from harness.stages import free_memory
 
         plan = model_plan(stages, source_ref)
-        with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
+        with bar(f"{kind}: {plugin_spec.name}", total=None, info="starting its process") as advance:
             outcome = run_plugin(kind, plugin_spec.name, dict(plugin_spec.params), plan, ctx, out=tmp,
                                  store_root=stages.store.root, progress=advance, curve=on_step is not None)
         try:

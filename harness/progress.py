@@ -88,10 +88,12 @@ class Lines:
     the end."""
 
     def __init__(self, description: str, total: int | None, *, unit: str = "step", every: float = DEFAULT_EVERY,
-                 write: Callable[[str], None], now: Callable[[], float] = time.monotonic, begin: bool = True):
+                 write: Callable[[str], None], now: Callable[[], float] = time.monotonic, begin: bool = True,
+                 info: str = ""):
         self.description, self.total, self.unit, self.every = description, total, unit, every
         self.write, self.now = write, now
-        self.done, self.info = 0, ""
+        self.done, self.info = 0, info
+        self.before_first = bool(info)  # `info` says what happens before the first advance: dropped then
         self.start = self.last = now()
         # (time, units done) when the work began: the first units, or a training loop's announcement. The ETA is
         # measured from there, so a process's start-up (imports, loading a model) does not inflate it.
@@ -115,7 +117,8 @@ class Lines:
             self.total = int(expected_total(self.total, self.done, expect))
             self.begun = (now, self.done)
         self.done += n
-        self.info = info or self.info
+        self.info = info or ("" if self.before_first else self.info)
+        self.before_first = False
         if self.begun is None and n:
             self.begun = (now, self.done)
         if n and now - self.last >= self.every:
@@ -138,6 +141,8 @@ class Lines:
     def close(self, failed: bool = False) -> None:
         with self.lock:
             self.said = True  # a start line still due is not: the end line says it all
+        if self.before_first:
+            self.info = ""
         elapsed = clock(self.now() - self.start)
         if failed:
             of = "" if self.total is None else f"/{self.total}"
@@ -155,13 +160,14 @@ def plain(message: str) -> None:
 
 
 @contextmanager
-def bar(description: str, total: int | None, unit: str = "step") -> Iterator[Advance]:
+def bar(description: str, total: int | None, unit: str = "step", info: str = "") -> Iterator[Advance]:
     """A stage's progress (see the module docstring); call the yielded function as `advance(n, info)` with the
-    units done since the last call, or `advance(0, expect=N)` to announce N more."""
+    units done since the last call, or `advance(0, expect=N)` to announce N more. `info` is shown beside the
+    count until an `advance` gives another (e.g. what happens before the first unit)."""
     if not console.is_terminal:
         every = report_every()
         grace = min(GRACE, every)
-        lines = Lines(description, total, unit=unit, every=every, write=plain, begin=not grace)
+        lines = Lines(description, total, unit=unit, every=every, write=plain, begin=not grace, info=info)
         timer = threading.Timer(grace, lines.begin)
         timer.daemon = True  # never keeps a finished (or interrupted) process alive
         if grace:
@@ -178,15 +184,20 @@ def bar(description: str, total: int | None, unit: str = "step") -> Iterator[Adv
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit + "s"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, info="")
+        task = progress.add_task(description, total=total, info=info)
+        initial = {"info": bool(info)}  # the opening info is replaced by the first advance, even without one
 
         def advance(n: int = 1, info: str = "", *, expect: int | None = None) -> None:
             if expect is not None:
                 state = progress.tasks[task]
                 progress.update(task, total=expected_total(state.total, state.completed, expect))
-            progress.update(task, advance=n, **({"info": info} if info else {}))
+            fields = {"info": info} if info or initial["info"] else {}
+            initial["info"] = False
+            progress.update(task, advance=n, **fields)
 
         yield advance
+        if initial["info"]:  # nothing happened after all (a plugin that changed nothing)
+            progress.update(task, info="")
 
 
 def say(message: str) -> None:

@@ -74,6 +74,19 @@ def test_an_announced_total_does_not_double_a_given_one():
     assert b.total == 400
 
 
+def test_an_opening_note_lasts_until_the_first_advance():
+    out: list[str] = []
+    now = Clock()
+    b = Lines("defence: none", None, every=0, write=out.append, now=now, info="starting its process")
+    b.close()  # nothing happened (a defence that changed nothing): the note does not outlive the stage
+    assert out[-1] == "[defence: none] done: 0 steps in 0:00"
+    b = Lines("defence: repnoise", None, every=0, write=out.append, now=now, info="starting its process")
+    now.t = 5.0
+    b.advance(0, expect=35)
+    b.advance(1)
+    assert out[-1] == "[defence: repnoise] step 1/35 (2%) elapsed 0:05"
+
+
 def test_a_failed_stage_says_where_it_stopped():
     b, out, now = lines_bar(400)
     now.t = 41.0
@@ -129,11 +142,11 @@ def test_bar_in_a_terminal_shows_the_announced_total(monkeypatch):
     """The defence bar used to read `0/?` for the whole stage: its total comes from the plugin's loop."""
     screen = io.StringIO()
     monkeypatch.setattr(progress, "console", Console(file=screen, force_terminal=True, width=120))
-    with bar("defence: repnoise", None) as advance:
+    with bar("defence: repnoise", None, info="starting its process") as advance:
         advance(0, expect=35)
         advance(35, "loss 1.204")
     final = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).rsplit("\r", 1)[-1]
-    assert "35/35" in final and "?" not in final and "loss 1.204" in final
+    assert "35/35" in final and "?" not in final and "loss 1.204" in final and "starting" not in final
 
 
 def test_relay_passes_a_workers_total_to_the_bar():
