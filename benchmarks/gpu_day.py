@@ -93,7 +93,7 @@ def main() -> None:
         env = {**os.environ, "HARNESS_HOME": str(root / "home")}
         sets = [x for item in suite_sets(args, root) for x in ("--set", item)]
         model_args = ["--model", model] if model else []
-        prepared = harness("prepare", SUITE, *model_args, *sets, env=env)
+        prepared = harness("prepare", SUITE, *model_args, *sets, "--json", env=env)
         pairing = json.loads(prepared.stdout[prepared.stdout.index("{"):]).get("pairing", {})
         print(f"prepared: refusal pairing {pairing}")
         records = {}

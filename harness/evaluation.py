@@ -81,7 +81,7 @@ class Evaluator:
         degenerate = self.stages.cached_value(
             f"{name}.degenerate", DEGENERATE,
             {"generations": gen_key, "base": spec.model.model_dump(), "max_ppl": self.suite.degenerate_max_ppl},
-            lambda: self._degenerate(prompts, outputs))
+            lambda: self._degenerate(prompts, outputs, name))
         agree = matrix = None
         if len(spec.judges) > 1:
             second = panel.keys[1]
@@ -166,20 +166,20 @@ class Evaluator:
             with self.stages.loaded(ref, "float32") as (model, tok):
                 pairs = list(zip(self.harmful["prompt"], self.harmful["response"], strict=True))
                 nll = summed_nll(model, tok, pairs, template=self.suite.prompt, max_length=self.suite.max_length,
-                                 loss_on="answer")
+                                 loss_on="answer", label=f"{name}: NLL of the gold answers")
             return sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1)
 
         inputs = {"model": ref, **self.outputs.loading(), "rows": data_fingerprint(self.harmful),
                   "template": self.suite.prompt.key_dump()}
         return self.stages.cached_value(f"{name}.gold_nll", GOLD_NLL, inputs, compute)
 
-    def _degenerate(self, prompts: list[str], outputs: list[str]) -> dict[str, float]:
+    def _degenerate(self, prompts: list[str], outputs: list[str], name: str) -> dict[str, float]:
         from harness.conditions.degenerate import conditional_nll, degenerate_flags
 
         # Loaded for this scoring only and freed after: a 7B base held through the attack leaves no room to train.
         with self.stages.loaded(self.spec.model.id) as (model, tok):
             nll = conditional_nll(model, tok, prompts, outputs, template=self.suite.prompt,
-                                  max_length=self.suite.max_length)
+                                  max_length=self.suite.max_length, label=f"{name}: degenerate check")
         return degenerate_flags(outputs, nll, self.suite.degenerate_max_ppl)
 
 

@@ -307,18 +307,20 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         from harness.stages import free_memory
 
         plan = model_plan(stages, source_ref)
-        with bar(f"{kind}: {plugin_spec.name}", total=None) as advance:
+        with bar(f"{kind}: {plugin_spec.name}", total=None, info="starting its process") as advance:
             outcome = run_plugin(kind, plugin_spec.name, dict(plugin_spec.params), plan, ctx, out=tmp,
                                  store_root=stages.store.root, progress=advance, curve=on_step is not None)
         try:
             response = outcome.raise_for_failure()
             if on_step is not None and response.snapshots:
                 tok = load_tokenizer(plan.path, trust_remote_code=plan.trust_remote_code)
-                for snap in response.snapshots:
-                    model = load_snapshot(stages, source_ref, snap)
-                    on_step(snap.step, model, tok)
-                    del model
-                    free_memory()
+                with bar(f"{kind}: {plugin_spec.name}: curve", len(response.snapshots), unit="point") as point:
+                    for snap in response.snapshots:
+                        model = load_snapshot(stages, source_ref, snap)
+                        on_step(snap.step, model, tok)
+                        del model
+                        free_memory()
+                        point(1, f"step {snap.step}")
             result = response.result
         finally:
             outcome.cleanup()

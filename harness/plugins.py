@@ -33,7 +33,9 @@ class StageContext:
     data: SuiteData
     max_length: int                          # training context length of the suite
     seed: int
-    progress: Callable[..., None] | None = None  # advance a progress bar by optimizer steps
+    # The stage's progress bar: progress(n, info) after n optimizer steps; progress(0, expect=N) announces N
+    # steps (harness.progress; train() does both).
+    progress: Callable[..., None] | None = None
     callback: Callable[[int, Any], None] | None = None  # pass to train(): runs every `every` steps
     every: int = 0
     points: int = 0  # instead of `every`: this many evenly spaced callbacks along the training

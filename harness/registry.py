@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution, entry_points, packages_distributions
 from importlib.metadata import version as dist_version
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
@@ -320,20 +320,30 @@ def describe(kind: Kind) -> list[tuple[str, str]]:
     return rows
 
 
-def inventory(kinds: Iterable[Kind] = KINDS) -> list[tuple[str, ...]]:
-    """(kind, name, version, distribution, source file) of every plugin; a broken one gives
-    (kind, name, 'BROKEN', why, ''). Imports plugin modules (they must not import torch at module level)."""
-    rows: list[tuple[str, ...]] = []
+class InventoryRow(NamedTuple):
+    """One installed plugin as `harness plugins` lists it; a broken one has version 'BROKEN' and says why."""
+
+    kind: str
+    name: str
+    version: str
+    distribution: str
+    source: str
+    problem: str = ""
+
+
+def inventory(kinds: Iterable[Kind] = KINDS) -> list[InventoryRow]:
+    """Every plugin's row. Imports plugin modules (they must not import torch at module level)."""
+    rows: list[InventoryRow] = []
     for kind in kinds:
         for name in names(kind):
             try:
                 plugin = get(kind, name)
             except HarnessError as exc:
-                rows.append((kind, name, "BROKEN", str(exc), ""))
+                rows.append(InventoryRow(kind, name, "BROKEN", "-", "(reason below the table)", str(exc)))
                 continue
             dist = distribution_of(plugin)
-            rows.append((kind, name, plugin.version, " ".join(dist) if dist else "(no distribution)",
-                         source_file(plugin)))
+            rows.append(InventoryRow(kind, name, plugin.version, " ".join(dist) if dist else "(no distribution)",
+                                     source_file(plugin)))
     return rows
 
 

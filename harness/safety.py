@@ -30,6 +30,16 @@ def escape_controls(text: str) -> str:
     return "".join(out)
 
 
+def clip(text: str, limit: int = 300) -> str:
+    """`text` on one line, whole if it fits in `limit` characters; else cut at the last word that fits, saying how
+    much was left out (a hostile input can make a parser's message as long as the input itself)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else text[:limit]
+    return f"{head} ... ({len(text) - len(head)} more characters)"
+
+
 def check_name(value: str, what: str) -> str:
     """A name that becomes one path component: letters, digits, `_ . -`, no leading dot, no `..`."""
     if not _SAFE_NAME.fullmatch(value) or ".." in value:

@@ -122,7 +122,8 @@ def test_two_distributions_declaring_one_name_fail_its_lookup_only(monkeypatch):
 
 def test_plugin_inventory_names_distribution_and_source():
     rows = {(r[0], r[1]): r for r in registry.inventory()}
-    _, _, version, dist, source = rows[("defence", "repnoise")]
+    _, _, version, dist, source, problem = rows[("defence", "repnoise")]
+    assert problem == ""
     assert version == registry.get("defence", "repnoise").version and dist == f"immunization-bench {BENCH}"
     assert source.endswith("defences/repnoise.py")
     assert rows[("attack", "sft-1k")][4].endswith("attacks/sft.py")

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from harness.cli import plugins, results, runs, store
+from harness.cli.help import App
 from harness.errors import HarnessError, StageError, is_disk_full
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
+app = App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+          help="Immunization Bench: does a defence against harmful fine-tuning actually work?")
 app.command("list")(plugins.list_)
 app.add_typer(plugins.plugins_app, name="plugins")
 for command in (runs.prepare, runs.run, runs.sweep, results.report, results.tables, results.leaderboard,
@@ -29,6 +30,36 @@ for command in (runs.prepare, runs.run, runs.sweep, results.report, results.tabl
 app.add_typer(store.store_app, name="store")
 
 INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
+
+
+def version_line() -> str:
+    """`immunization-bench 0.1.0 (git 859816d1a2b3, clean)`: the installed package and, in a git checkout, its
+    commit and whether the tree has uncommitted changes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from harness import __version__
+    from harness.results.provenance import git_state
+
+    try:
+        package = f"immunization-bench {version('immunization-bench')}"
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        package = f"harness {__version__}"
+    commit, dirty = git_state()
+    return package + (" (not a git checkout)" if commit == "unknown" else
+                      f" (git {commit[:12]}, {'uncommitted changes' if dirty else 'clean'})")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="print the version (package, git commit) and exit")] = False
+          ) -> None:
+    """Immunization Bench: does a defence against harmful fine-tuning actually work?"""
 
 
 _TERMINATED: list[int] = []  # set by the SIGTERM handler: typer turns every KeyboardInterrupt into exit 130
@@ -44,11 +75,13 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; turn every user error into one escaped line (exit 2; 1 for a run that failed after its
     checks, e.g. diverged training) and Ctrl-C or SIGTERM into one (exit 130 / 143)."""
+    from harness.progress import report_every
     from harness.safety import escape_controls
 
     _TERMINATED.clear()
     previous = _on_sigterm(_terminate)
     try:
+        report_every()  # a bad $HARNESS_PROGRESS_EVERY is refused before any work, not in the middle of a run
         code = app(args=argv, standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
         code = 130

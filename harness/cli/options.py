@@ -11,19 +11,22 @@ from harness import registry
 from harness.errors import HarnessError
 from harness.results.publish import writing_note
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: TARGET.FIELD=VALUE "
-                                                  "(targets: suite, defence, attack, eval, subsets, model)")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="base model: a hub id or a local checkpoint folder "
-                                              "(default: the suite's); pin with --set model.revision=...")]
-SuiteOpt = Annotated[str | None, typer.Option(help="suite name (default: the declared default suite, see "
-                                                "`harness list suites`)")]
-ResultsOpt = Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ records")]
-WorkOpt = Annotated[Path, typer.Option(help="where run records are written (<dir>/<suite>/v<N>/): the working folder "
-                                       "runs/ by default; `harness publish` copies records into results/")]
-TunedOpt = Annotated[Path | None, typer.Option(help="results folder whose committed tuning logs (<suite>/v<N>/"
-                                                "tuning/) supply each defence's tuned settings; default: ./results, "
-                                                "also when --results-dir writes elsewhere")]
-HomeOpt = Annotated[Path | None, typer.Option(help="artifact store; default $HARNESS_HOME or "
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="TARGET.FIELD=VALUE", help="override a config "
+                                                  "field (targets: suite, defence, attack, eval, subsets, model); "
+                                                  "repeat for more")]
+ModelOpt = Annotated[str | None, typer.Option("--model", metavar="MODEL", help="base model: a hub id or a local "
+                                              "checkpoint folder (default: the suite's); pin with --set "
+                                              "model.revision=...")]
+SuiteOpt = Annotated[str | None, typer.Option(metavar="SUITE", help="suite name (default: the declared default "
+                                                                    "suite, see `harness list suites`)")]
+ResultsOpt = Annotated[Path, typer.Option(metavar="DIR", help="results folder holding <suite>/v<N>/ records")]
+WorkOpt = Annotated[Path, typer.Option(metavar="DIR", help="where run records are written (<dir>/<suite>/v<N>/): the "
+                                       "working folder runs/ by default; `harness publish` copies records into "
+                                       "results/")]
+TunedOpt = Annotated[Path | None, typer.Option(metavar="DIR", help="results folder whose committed tuning logs "
+                                                "(<suite>/v<N>/tuning/) supply each defence's tuned settings; default: "
+                                                "./results, also when --results-dir writes elsewhere")]
+HomeOpt = Annotated[Path | None, typer.Option(metavar="DIR", help="artifact store; default $HARNESS_HOME or "
                                               "~/.cache/immunization-bench")]
 def fail(message: str) -> None:
     raise HarnessError(message)
@@ -50,8 +53,9 @@ def tuning_dir(path: Path | None) -> Path:
     return path
 
 
-KeepOpt = Annotated[list[Path] | None, typer.Option("--results-dir", help="results folder whose records' artifacts "
-                                                   "are kept (repeat for more); default: results and runs")]
+KeepOpt = Annotated[list[Path] | None, typer.Option("--results-dir", metavar="DIR", help="results folder whose "
+                                                   "records' artifacts are kept (repeat for more); default: results "
+                                                   "and runs")]
 
 
 def _store_and_results(home: Path | None, results: list[Path] | None) -> tuple[Any, list[Path]]:

@@ -7,13 +7,18 @@ from typing import Annotated
 import typer
 
 from harness import registry
+from harness.cli.help import App
 from harness.cli.options import HomeOpt, fail, suite_name
 
-plugins_app = typer.Typer(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
+plugins_app = App(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
 
 
-def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task, judge or suite")] = None) -> None:
-    """List registered plugins with a one-line description."""
+def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task, judge or suite (default: all)")]
+          = None) -> None:
+    """List registered plugins with a one-line description; the suite commands use when none is named is
+    marked (default)."""
+    from harness.errors import HarnessError
+
     kinds = registry.KINDS
     if kind is not None:
         singular = kind.removesuffix("s")
@@ -22,13 +27,20 @@ def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task
         kinds = (singular,)  # type: ignore[assignment]
     for k in kinds:
         typer.echo(f"{k}s:")
-        for name, desc in registry.describe(k):
-            typer.echo(f"  {name:<18} {desc}")
+        try:
+            default = registry.default_name(k) if k == "suite" else None
+        except HarnessError:  # none or several declared: nothing to mark (a run without --suite says why)
+            default = None
+        rows = [(f"{name} (default)" if name == default else name, desc) for name, desc in registry.describe(k)]
+        width = max((len(name) for name, _ in rows), default=0)
+        for name, desc in rows:
+            typer.echo(f"  {name:<{width}}  {desc}")
 
 
 @plugins_app.callback(invoke_without_command=True)
 def plugins(ctx: typer.Context,
-            kind: Annotated[str | None, typer.Option(help="only this kind: defence, attack, task, judge, suite")] = None
+            kind: Annotated[str | None, typer.Option(metavar="KIND", help="only this kind: defence, attack, task, "
+                                                                          "judge, suite")] = None
             ) -> None:
     """List installed plugins: kind, name, version, distribution (package and version) and source file."""
     if ctx.invoked_subcommand is not None:
@@ -38,24 +50,32 @@ def plugins(ctx: typer.Context,
         if kind.removesuffix("s") not in kinds:
             fail(f"Unknown kind '{kind}'. Available: {', '.join(kinds)}")
         kinds = (kind.removesuffix("s"),)  # type: ignore[assignment]
-    rows = [("KIND", "NAME", "VERSION", "DISTRIBUTION", "SOURCE"), *registry.inventory(kinds)]
+    found = registry.inventory(kinds)
+    rows = [("KIND", "NAME", "VERSION", "DISTRIBUTION", "SOURCE"), *(r[:5] for r in found)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+    broken = [r for r in found if r.problem]
+    if broken:  # below the table, one line each: a reason in a cell would stretch every row
+        typer.echo(f"\n{len(broken)} broken plugin(s), not usable until fixed:")
+        for r in broken:
+            typer.echo(f"  {r.kind} {r.name}: {r.problem}")
 
 
 @plugins_app.command("check")
-def plugins_check(name: Annotated[str, typer.Argument(help="defence name (harness plugins --kind defence)")],
-                  sets: Annotated[list[str] | None, typer.Option("--set", help="defence.FIELD=VALUE: check a "
-                                                                 "non-default config")] = None,
-                  suite: Annotated[str | None, typer.Option(help="suite whose check configuration runs it "
+def plugins_check(name: Annotated[str, typer.Argument(metavar="DEFENCE", help="defence name (harness plugins "
+                                                                             "--kind defence)")],
+                  sets: Annotated[list[str] | None, typer.Option("--set", metavar="defence.FIELD=VALUE",
+                                                                 help="check a non-default config")] = None,
+                  suite: Annotated[str | None, typer.Option(metavar="SUITE", help="suite whose check configuration "
+                                                            "runs it "
                                                             "(default: the default suite, tiny at smoke size)")] = None,
                   home: HomeOpt = None,
-                  seed: Annotated[int, typer.Option(help="seed of both runs")] = 0) -> None:
+                  seed: Annotated[int, typer.Option(metavar="SEED", help="seed of both runs")] = 0) -> None:
     """Conformance check of a defence on the smoke-size tiny suite: one PASS/FAIL line per rule.
 
     Exit code 0 if every check passes, 1 if any fails, 2 for bad input. The store: --home, else
-    $HARNESS_HOME, else a temporary one (the smoke suite builds in about a minute)."""
+    $HARNESS_HOME, else a temporary one (the smoke suite builds in about 1.5 minutes on two CPU cores)."""
     from harness.conformance import check
 
     failed = False

@@ -31,7 +31,8 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     typer.echo(markdown(summary))
 
 
-def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: every suite under results/)")] = None,
+def tables(suite: Annotated[str | None, typer.Option(metavar="SUITE", help="suite name (default: every suite under "
+                                                                          "results/)")] = None,
            results_dir: ResultsOpt = Path("results"),
            quiet: Annotated[bool, typer.Option("--quiet", help="write the tables, print only their paths")] = False
            ) -> None:
@@ -58,9 +59,9 @@ def tables(suite: Annotated[str | None, typer.Option(help="suite name (default: 
                 typer.echo(frame[cols].to_string(index=False, max_colwidth=24, float_format=lambda x: f"{x:.3f}"))
 
 
-def leaderboard(results_dir: Annotated[Path, typer.Option(help="results folder holding <suite>/v<N>/ tables")]
-                = Path("results"),
-                out: Annotated[Path, typer.Option(help="writes <out>/site/ and <out>/LEADERBOARD.md")]
+def leaderboard(results_dir: Annotated[Path, typer.Option(metavar="DIR", help="results folder holding <suite>/v<N>/ "
+                                                                            "tables")] = Path("results"),
+                out: Annotated[Path, typer.Option(metavar="DIR", help="writes <out>/site/ and <out>/LEADERBOARD.md")]
                 = Path("leaderboard")) -> None:
     """Build the static leaderboard site and LEADERBOARD.md from the committed condition tables."""
     from leaderboard.build import build_leaderboard
@@ -73,10 +74,11 @@ def validate(path: Annotated[Path, typer.Argument(help="a results folder (result
              deep: Annotated[bool, typer.Option("--deep", help="also re-derive each record's metrics from the "
                                                 "generations and scores it names in the artifact store (--home); "
                                                 "what the store lacks is reported as not checked")] = False,
-             rerun: Annotated[int, typer.Option(min=0, help="also rerun N randomly sampled cells end to end into a "
-                                                "temporary results folder and compare their metrics (in the --home "
-                                                "store, reusing its cached stages, or in a temporary store)")] = 0,
-             seed: Annotated[int, typer.Option(min=0, help="seed of the --rerun sample")] = 0,
+             rerun: Annotated[int, typer.Option(min=0, metavar="N", help="also rerun N randomly sampled cells end "
+                                                "to end into a temporary results folder and compare their metrics "
+                                                "(in the --home store, reusing its cached stages, or in a temporary "
+                                                "store)")] = 0,
+             seed: Annotated[int, typer.Option(min=0, metavar="SEED", help="seed of the --rerun sample")] = 0,
              home: HomeOpt = None) -> None:
     """Check run records against the record schema, recompute each run id from its spec, check that each record
     agrees with itself and names installed plugins, and that the committed tables match the records. Exit 0 if
@@ -95,7 +97,8 @@ def validate(path: Annotated[Path, typer.Argument(help="a results folder (result
 
 
 def show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
-         results_dir: Annotated[Path | None, typer.Option(help="results folder (default: results/, then the working "
+         results_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="results folder (default: results/, "
+                                                          "then the working "
                                                           "folder runs/)")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False) -> None:
     """Print a run record readably."""
@@ -134,12 +137,14 @@ def schema(check: Annotated[bool, typer.Option("--check", help="exit 1 if the co
     typer.echo(str(SCHEMA_FILE))
 
 
-def publish(run_ids: Annotated[list[str] | None, typer.Argument(help="run ids (or unique prefixes) of records in "
-                                                                "--from to publish")] = None,
+def publish(run_ids: Annotated[list[str] | None, typer.Argument(metavar="RUN_ID", help="run ids (or unique "
+                                                                "prefixes) of records in --from to publish")] = None,
             every: Annotated[bool, typer.Option("--all", help="every record and tuning log in --from made with the "
                                                 "suite's default settings (others are listed and kept)")] = False,
-            source: Annotated[Path, typer.Option("--from", help="working results folder")] = Path("runs"),
-            target: Annotated[Path, typer.Option("--to", help="published results folder")] = Path("results"),
+            source: Annotated[Path, typer.Option("--from", metavar="DIR", help="working results folder")]
+            = Path("runs"),
+            target: Annotated[Path, typer.Option("--to", metavar="DIR", help="published results folder")]
+            = Path("results"),
             allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="also records made from a git tree "
                                                       "with uncommitted changes")] = False,
             replace_logs: Annotated[bool, typer.Option("--replace-logs", help="replace a published tuning log that "

@@ -24,9 +24,12 @@ from harness.errors import ConfigError
 
 def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (default: the declared default suite)")]
             = None, model: ModelOpt = None, sets: SetOpt = None,
-            home: HomeOpt = None, force: Annotated[bool, typer.Option("--force/--no-force")] = False) -> None:
+            home: HomeOpt = None,
+            force: Annotated[bool, typer.Option("--force/--no-force", help="rebuild even if built")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="print the build report as JSON on stdout")] = False,
+            ) -> None:
     """Build what a suite needs (the tiny suite's base model and judge; paired refusals of a real suite's
-    model); cached, automatic on first run."""
+    model); cached, automatic on first run. Prints one line: built, or already built (and where)."""
     import json
 
     from harness.pipeline import prepare as prepare_suite
@@ -35,22 +38,37 @@ def prepare(suite: Annotated[str | None, typer.Argument(help="suite name (defaul
     from harness.specs import parse_overrides
     from harness.store.artifacts import Store
 
-    base = resolve_base(suite_name(suite), parse_overrides(sets or []), model=model)
+    overrides = parse_overrides(sets or [])
+    base = resolve_base(suite_name(suite), overrides, model=model)
     store = Store(home)
     writable_dir(store.root, "--home (the artifact store)")
     start(store)
+    writes = store.writes
     report = prepare_suite(base.suite, model=base.model, judges=base.judges, eval_spec=base.eval, store=store,
                            force=force)
-    typer.echo(json.dumps(report, indent=2))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    settings = ", ".join(f"{k}={v}" for k, v in overrides["suite"].items())
+    what = f"suite {base.suite.name}{f' ({settings})' if settings else ''}"
+    ref = base.model.id.removeprefix("store:")  # a model the suite builds lives in the store
+    where = f"base model {store.root / ref}" if ref != base.model.id else f"{base.model.id}, store {store.root}"
+    if store.writes == writes:
+        typer.echo(f"{what} is already built ({where}); nothing to do: --force rebuilds, --json prints the report")
+    else:
+        typer.echo(f"{what} built ({where}; {store.writes - writes} artifact(s) written); --json prints the report")
 
 
-def run(defence: Annotated[str, typer.Option(help="defence name (harness list defences)")],
-        attack: Annotated[str, typer.Option(help="attack name (harness list attacks)")],
+def run(defence: Annotated[str, typer.Option(metavar="DEFENCE", help="defence name (harness list defences)")],
+        attack: Annotated[str, typer.Option(metavar="ATTACK", help="attack name (harness list attacks)")],
         suite: SuiteOpt = None, model: ModelOpt = None,
-        seed: Annotated[int, typer.Option(help="seed of the defence (and of the attack unless --attack-seed)")] = 0,
-        attack_seed: Annotated[int | None, typer.Option(help="seed of the attack (default: --seed)")] = None,
+        seed: Annotated[int, typer.Option(metavar="SEED", help="seed of the defence (and of the attack unless "
+                                                               "--attack-seed)")] = 0,
+        attack_seed: Annotated[int | None, typer.Option(metavar="SEED", help="seed of the attack (default: "
+                                                                             "--seed)")] = None,
         sets: SetOpt = None,
-        backend: Annotated[str | None, typer.Option(help="generation backend: hf, vllm or auto (vllm with a GPU, "
+        backend: Annotated[str | None, typer.Option(metavar="hf|vllm|auto", help="generation backend (auto: "
+                                                    "vllm with a GPU, "
                                                          "else hf); default: the suite's")] = None,
         results_dir: WorkOpt = Path("runs"), tuned_from: TunedOpt = None, home: HomeOpt = None,
         force: Annotated[bool, typer.Option("--force/--no-force", help="recompute every stage")] = False,
@@ -85,16 +103,20 @@ def run(defence: Annotated[str, typer.Option(help="defence name (harness list de
 
 def sweep(grid: Annotated[Path, typer.Argument(help="grid file (YAML): suite, model, defences, attacks, conditions; "
                                                "see grids/")],
-          executor: Annotated[str, typer.Option(help="local: separate processes on this machine; ray: Ray tasks on "
-                                                "a cluster (--ray-address) or a local one")] = "local",
-          max_parallel: Annotated[int | None, typer.Option(help="jobs at once (local default 1; ray default: as "
-                                                           "many as the cluster's resources allow)")] = None,
+          executor: Annotated[str, typer.Option(metavar="local|ray", help="local: separate processes on this "
+                                                "machine; ray: Ray tasks on a cluster (--ray-address) or a local "
+                                                "one")] = "local",
+          max_parallel: Annotated[int | None, typer.Option(metavar="N", help="jobs at once (local default 1; ray "
+                                                           "default: as many as the cluster's resources allow)")]
+          = None,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and which are done; run "
                                                 "nothing (needs no model)")] = False,
           status: Annotated[bool, typer.Option("--status", help="print done / running / failed / pending per "
                                                "defence")] = False,
-          retries: Annotated[int, typer.Option(help="retries of a failing job before it is listed as failed")] = 1,
-          ray_address: Annotated[str | None, typer.Option(help="Ray cluster address for ray.init (e.g. auto, "
+          retries: Annotated[int, typer.Option(metavar="N", help="retries of a failing job before it is listed as "
+                                                             "failed")] = 1,
+          ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster address for ray.init "
+                                                          "(e.g. auto, "
                                                           "ray://head:10001); default: $RAY_ADDRESS or a local "
                                                           "cluster")] = None,
           results_dir: WorkOpt = Path("runs"), tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
+from harness.cli.help import App
 from harness.cli.options import HomeOpt, KeepOpt, fail
 from harness.results.publish import PUBLISHED, WORKING
 
-store_app = typer.Typer(no_args_is_help=True, help="Inspect the artifact store.")
+store_app = App(no_args_is_help=True, help="Inspect the artifact store.")
 
 
 @store_app.command("verify")
@@ -86,8 +87,9 @@ def store_ls(home: HomeOpt = None, results_dir: KeepOpt = None) -> None:
 
 @store_app.command("gc")
 def store_gc(home: HomeOpt = None, results_dir: KeepOpt = None,
-             min_age_hours: Annotated[float, typer.Option(min=0, help="never delete artifacts younger than this (a "
-                                                          "running grid's have no record yet)")] = 24.0,
+             min_age_hours: Annotated[float, typer.Option(min=0, metavar="HOURS", help="never delete artifacts "
+                                                          "younger than this (a running grid's have no record yet)")]
+             = 24.0,
              yes: Annotated[bool, typer.Option("--yes", help="delete (default: a dry run that lists what would "
                                                              "go)")] = False) -> None:
     """Delete artifacts that no run record under --results-dir needs (dry run unless --yes)."""
@@ -97,12 +99,15 @@ def store_gc(home: HomeOpt = None, results_dir: KeepOpt = None,
     store, folders = _store_and_results(home, results_dir)
     if yes:
         require_marker(store.root, "store gc --yes")
-    found = garbage(store, folders, min_age_hours=min_age_hours)
+    collected = garbage(store, folders, min_age_hours=min_age_hours)
+    found = collected.garbage
     if yes:  # an artifact that stopped being the store's own since it was listed stays
         found = [(art, size) for art, size in found if store.delete(*art)]
+        collected.not_owned += len(collected.garbage) - len(found)
     for (kind, key), size in found:
         typer.echo(f"{'deleted' if yes else 'would delete'} {kind}/{key} ({human(size)})")
     _linked(store)
     total = human(sum(size for _, size in found))
-    typer.echo(f"{'deleted' if yes else 'dry run: would delete'} {len(found)} artifact(s), {total}; kept what the "
-               f"records under {', '.join(map(str, folders))} need" + ("" if yes else " (--yes deletes)"))
+    typer.echo(f"{'deleted' if yes else 'dry run: would delete'} {len(found)} artifact(s), {total}; "
+               f"{collected.kept(min_age_hours)}; records read from {', '.join(map(str, folders))}"
+               + ("" if yes else " (--yes deletes)"))

@@ -24,12 +24,12 @@ def is_repetitive(text: str) -> bool:
 
 
 def conditional_nll(model: Any, tok: Any, prompts: Sequence[str], texts: Sequence[str], *,
-                    template: str | PromptFormat, max_length: int) -> list[float]:
+                    template: str | PromptFormat, max_length: int, label: str = "conditional NLL") -> list[float]:
     """Mean per-token NLL of each text given its formatted prompt, under `model` (nan for empty texts)."""
     from harness.training.nll import summed_nll
 
     nll = summed_nll(model, tok, list(zip(prompts, texts, strict=True)), template=template, max_length=max_length,
-                     loss_on="answer", batch_size=64)
+                     loss_on="answer", batch_size=64, label=label)
     return [math.nan if not t.strip() else s / max(c, 1) for (s, c), t in zip(nll, texts, strict=True)]
 
 

@@ -15,10 +15,10 @@ from harness.training.nll import summed_nll
 
 
 def perplexity(model: Any, tok: Any, rows: Sequence[dict[str, Any]], *, template: str | PromptFormat,
-               max_length: int) -> float:
+               max_length: int, label: str = "perplexity") -> float:
     """exp(mean token NLL) over every token of `rows` (prompt and response), padding excluded."""
     nll = summed_nll(model, tok, [(r["prompt"], r["response"]) for r in rows], template=template,
-                     max_length=max_length, loss_on="sequence")
+                     max_length=max_length, loss_on="sequence", label=label)
     return math.exp(sum(s for s, _ in nll) / max(sum(c for _, c in nll), 1))
 
 

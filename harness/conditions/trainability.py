@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.training.collate import LossOn, PromptFormat, SFTCollator
-from harness.training.loop import TrainConfig, lm_loss, train
+from harness.training.loop import TrainConfig, lm_loss, n_steps, train
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,11 @@ def rouge1(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, *, protocol: TrainabilityProtocol,
-                    seed: int) -> list[list[float]]:
-    """Fine-tune `model` in place; ROUGE-1 on the test set at step 0, every k steps and at the end."""
+                    seed: int, label: str = "trainability") -> list[list[float]]:
+    """Fine-tune `model` in place; ROUGE-1 on the test set at step 0, every k steps and at the end. `label`
+    names the progress bar."""
     from harness.generation.hf import generate_with_model
+    from harness.progress import bar
 
     prompts, refs = list(test_rows["prompt"]), list(test_rows["response"])
     curve: list[list[float]] = []
@@ -56,7 +58,9 @@ def fine_tune_curve(model: Any, tok: Any, train_rows: Any, test_rows: Any, *, pr
         m.train()
 
     collate = SFTCollator(tok, protocol.max_length, loss_on=protocol.loss_on, template=protocol.template)
-    train(model, train_rows, collate, lm_loss, protocol.train, seed=seed, callback=score, every=protocol.every)
+    with bar(f"{label}: fine-tune on {protocol.task}", n_steps(len(train_rows), protocol.train)) as advance:
+        train(model, train_rows, collate, lm_loss, protocol.train, seed=seed, callback=score, every=protocol.every,
+              progress=advance)
     return curve
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness import registry
 from harness.data.views import call_plugin
+from harness.progress import bar
 from harness.results.metrics import Evaluation, Stability, Trainability
 from harness.specs import RunSpec
 from harness.stages import STABILITY, TRAINABILITY, Stages, data_fingerprint
@@ -70,7 +71,7 @@ class VersusBase:
         def compute() -> float:
             with self.stages.loaded(ref) as (model, tok):
                 return perplexity(model, tok, self.harmless.to_list(), template=self.suite.prompt,
-                                  max_length=self.suite.max_length)
+                                  max_length=self.suite.max_length, label=f"stability: perplexity of {who}")
 
         inputs = {"model": ref, **self.loading, "rows": data_fingerprint(self.harmless)}
         return self.stages.cached_value(f"stability.perplexity.{who}", STABILITY, inputs, compute)
@@ -94,7 +95,7 @@ class VersusBase:
         def compute() -> dict[str, Any]:
             with self.stages.loaded(ref) as (model, tok):
                 curve = fine_tune_curve(model, tok, data.trainability_train, data.trainability_test,
-                                        protocol=protocol, seed=self.spec.seed)
+                                        protocol=protocol, seed=self.spec.seed, label=f"trainability: {who}")
                 return {"curve": curve, "harm": self.then_attack(model, tok) if protocol.then_attack else None}
 
         inputs = {"model": ref, **self.loading, "protocol": repr(protocol), "seed": self.spec.seed,
@@ -115,7 +116,8 @@ class VersusBase:
         cfg = validate_config(f"trainability attack '{plugin.name}'", plugin.config,
                               {**defaults, **protocol.then_attack_params})
         before = self.harm_now(model, tok)
-        ctx = StageContext(tokenizer=tok, data=self.attack_data, max_length=self.suite.max_length,
-                           seed=self.spec.seed, template=self.suite.prompt)
-        attacked = call_plugin("trainability_attack", plugin, model, cfg, ctx)
+        with bar(f"trainability: attack {plugin.name}", None) as advance:  # its training loop gives the total
+            ctx = StageContext(tokenizer=tok, data=self.attack_data, max_length=self.suite.max_length,
+                               seed=self.spec.seed, template=self.suite.prompt, progress=advance)
+            attacked = call_plugin("trainability_attack", plugin, model, cfg, ctx)
         return [before, self.harm_now(attacked, tok)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.judges import score_with_progress
 from harness.progress import bar
 from harness.specs import ModelSpec, PluginSpec, stable_hash
 from harness.stages import Stages
@@ -72,13 +73,13 @@ def _build(tmp: Path, stages: Stages, questions: list[str], *, protocol: Refusal
     from harness import registry
     from harness.generation.hf import get_backend
 
-    with bar(f"pairing: {model.id} answers {len(questions)} questions", total=len(questions)) as advance:
+    with bar(f"pairing: {model.id} answers", total=len(questions), unit="question") as advance:
         answers = get_backend(backend)(stages.model_path(model.id), {"defence": questions},
                                        max_new_tokens=protocol.max_new_tokens, batch_size=protocol.batch_size,
                                        template=prompt, progress=advance, **stages.backend_options())["defence"]
     plugin = registry.get("judge", judge.name)
     scorer = plugin.fn(plugin.config.model_validate(judge.params), stages.store)
-    scores = scorer.score(questions, answers)
+    scores = score_with_progress(scorer, questions, answers, f"pairing: judge {judge.name}")
     pd.DataFrame({"prompt": questions, "refusal": answers, "score": scores}).to_parquet(tmp / "refusals.parquet")
     return {"judge_id": scorer.id, "kept": sum(bool(s <= protocol.threshold and a.strip())
                                                for s, a in zip(scores, answers, strict=True))}

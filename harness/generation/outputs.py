@@ -54,7 +54,7 @@ class ModelOutputs:
     def generate(self, ref: str, name: str) -> str:
         """The store key of `ref`'s generations (stage `<name>.generate`), generating them if not stored."""
         return self.stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref),
-                                  lambda tmp: self._build(tmp, ref))
+                                  lambda tmp: self._build(tmp, ref, name))
 
     def read(self, key: str) -> PromptSets:
         """Stored generations by prompt set, checked against the prompts they were made for."""
@@ -83,8 +83,8 @@ class ModelOutputs:
         bases = {base for base, _ in todo.values()}
         if spec.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))):
             return 0
-        with bar(f"generate ({len(todo)} LoRA adapters, one vllm engine)",
-                 total=len(todo) * sum(map(len, self.prompt_sets.values()))) as advance:
+        with bar(f"{name}: generate ({len(todo)} LoRA adapters, one vllm engine)",
+                 total=len(todo) * sum(map(len, self.prompt_sets.values())), unit="prompt") as advance:
             results = generate_vllm_loras(stages.model_path(next(iter(bases))),
                                           {ref: path for ref, (_, path) in todo.items()}, self.prompt_sets,
                                           max_new_tokens=spec.max_new_tokens, template=self.template,
@@ -94,13 +94,14 @@ class ModelOutputs:
             stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref), self._writer(texts, meta))
         return len(results)
 
-    def _build(self, tmp: Path, ref: str) -> dict[str, Any]:
+    def _build(self, tmp: Path, ref: str, name: str) -> dict[str, Any]:
         from harness.generation.hf import get_backend
 
         spec = self.spec
         adapter = self.stages.adapter(ref)
         meta: dict[str, Any] = {"backend": spec.backend}
-        with bar(f"generate ({spec.backend})", total=sum(map(len, self.prompt_sets.values()))) as advance:
+        with bar(f"{name}: generate ({spec.backend})", total=sum(map(len, self.prompt_sets.values())),
+                 unit="prompt") as advance:
             if adapter is None:
                 texts = get_backend(spec.backend)(self.stages.model_path(ref), self.prompt_sets,
                                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,

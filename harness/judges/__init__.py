@@ -23,6 +23,23 @@ class Judge(Protocol):
 # A judge may also offer `details(prompts, generations) -> {name: [value per sample]}` (e.g. compliance):
 # the evaluation records the mean of each for the primary judge.
 
+# Pairs per call of `score_with_progress`: a multiple of every power-of-two batch size up to 256, so a judge that
+# batches sees the same batches as in one call, and few enough calls to cost nothing.
+CHUNK = 256
+
+
+def score_with_progress(judge: Judge, prompts: Sequence[str], generations: Sequence[str], description: str
+                        ) -> list[float]:
+    """`judge.score` of every pair, CHUNK pairs at a time under a progress bar (a 7B judge takes minutes)."""
+    from harness.progress import bar
+
+    out: list[float] = []
+    with bar(description, total=len(prompts), unit="pair") as advance:
+        for first in range(0, len(prompts), CHUNK):
+            out += judge.score(prompts[first:first + CHUNK], generations[first:first + CHUNK])
+            advance(len(prompts[first:first + CHUNK]))
+    return out
+
 
 def _summary(scores: Sequence[float]) -> dict[str, Any]:
     n = len(scores)

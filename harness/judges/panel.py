@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry
-from harness.judges import Judge, judge_key, judge_keys
+from harness.judges import Judge, judge_key, judge_keys, score_with_progress
 from harness.specs import PluginSpec
 from harness.stages import SCORES, Stages
 
@@ -42,7 +42,8 @@ class JudgePanel:
 
         def build(tmp: Path) -> dict[str, Any]:
             judge = self.judge(spec)
-            pd.DataFrame({"score": judge.score(prompts, outputs)}).to_parquet(tmp / "scores.parquet")
+            scores = score_with_progress(judge, prompts, outputs, name)
+            pd.DataFrame({"score": scores}).to_parquet(tmp / "scores.parquet")
             return {"judge_id": judge.id}
 
         inputs = {"generations": gen_key, "judge": spec.model_dump()}

@@ -112,10 +112,11 @@ def hub_snapshot(repo: str, revision: str | None, *, remote_code: bool = False) 
     return Path(path)
 
 
-def first_sentence(exc: BaseException, limit: int = 160) -> str:
-    """The first sentence of an exception's message, on one line."""
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message, on one line and whole (never cut mid-word: the part of a
+    hub error that says what went wrong can come late in it)."""
     text = " ".join(str(exc).split())
-    return text.split(". ")[0][:limit]
+    return text.split(". ")[0].removesuffix(".")
 
 
 def load_config(ckpt: Checkpoint, *, remote_code: bool) -> Any:

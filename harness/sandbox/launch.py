@@ -30,7 +30,7 @@ from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
 from harness.errors import HarnessError, TrainingDiverged
 from harness.plugins import StageContext
-from harness.progress import new_events
+from harness.progress import new_events, relay
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
 from harness.sandbox.worker import ModelPlan, Request, Response, Snapshot
@@ -211,8 +211,7 @@ def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] 
         exited = proc.poll() is not None
         found, offset = new_events(events, offset)
         for event in found:
-            if event.get("event") == "progress" and progress:
-                progress(int(event.get("n", 1)), str(event.get("info", "")))
+            relay(progress, event)
         if exited:
             return
         time.sleep(0.2)

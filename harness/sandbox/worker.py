@@ -156,8 +156,8 @@ def run(req: Request, model: Any, tok: Any, data: Any, emit: Any) -> tuple[Respo
     resp = Response()
     work = Path(req.work)
 
-    def progress(n: int = 1, info: str = "") -> None:
-        emit(event="progress", n=n, info=info)
+    def progress(n: int = 1, info: str = "", *, expect: int | None = None) -> None:
+        emit(event="progress", n=n, info=info, **({"expect": expect} if expect is not None else {}))
 
     def callback(step: int, m: Any) -> None:  # the stage's curve: the model at this step, saved for the parent
         if step > 0:

@@ -134,27 +134,53 @@ def refuse_unreadable(unreadable: list[tuple[Path, str]]) -> None:
                            "what they need is unknown, so nothing is collected: restore or remove them")
 
 
-def garbage(store: Store, results_dirs: Iterable[Path], *, min_age_hours: float) -> list[tuple[Artifact, int]]:
-    """(artifact, bytes) of every artifact the store wrote that no record needs and older than `min_age_hours`.
-    A HarnessError while a record file cannot be read."""
+@dataclass
+class Collection:
+    """What `garbage` found: the artifacts to delete, with their bytes, and how many it keeps for each reason."""
+
+    garbage: list[tuple[Artifact, int]] = field(default_factory=list)
+    needed: int = 0        # a record under the results folders needs it
+    young: int = 0         # no record needs it, but younger than the minimum age (a running grid's)
+    not_owned: int = 0     # not an artifact the store wrote (no meta.json), or a results folder lives in it
+
+    def kept(self, min_age_hours: float) -> str:
+        """`kept 12: 9 needed by the records, 3 younger than 24 h (--min-age-hours)`."""
+        reasons = [f"{self.needed} needed by the records", f"{self.young} younger than {min_age_hours:g} h "
+                   "(--min-age-hours; a running grid's artifacts have no record yet)"]
+        if self.not_owned:
+            reasons.append(f"{self.not_owned} not the store's own artifacts")
+        return f"kept {self.needed + self.young + self.not_owned}: " + ", ".join(reasons)
+
+
+def garbage(store: Store, results_dirs: Iterable[Path], *, min_age_hours: float) -> Collection:
+    """Every artifact the store wrote that no record needs and older than `min_age_hours`, with bytes, and the
+    counts of what is kept and why. A HarnessError while a record file cannot be read."""
     results_dirs = list(results_dirs)
     records = read_records(results_dirs)
     refuse_unreadable(records.unreadable)
     keep = needed(store, records)
     cutoff = time.time() - min_age_hours * 3600
     results = [Path(r).resolve() for r in results_dirs]
-    out = []
+    out = Collection()
     for art in store.artifacts():
         folder = store.path(*art)
         try:
-            if art in keep or not store.owned(*art) or folder.stat().st_mtime > cutoff:
+            if art in keep:
+                out.needed += 1
+                continue
+            if not store.owned(*art):
+                out.not_owned += 1
+                continue
+            if folder.stat().st_mtime > cutoff:
+                out.young += 1
                 continue
         except OSError:  # removed meanwhile (a concurrent gc, or a run replacing it)
             continue
         where = folder.resolve()
         if any(r == where or where in r.parents or r in where.parents for r in results):
-            continue  # a results folder kept inside an artifact folder (or holding one): records are never garbage
-        out.append((art, folder_size(folder)))
+            out.not_owned += 1  # a results folder kept inside an artifact folder (or holding one): never garbage
+            continue
+        out.garbage.append((art, folder_size(folder)))
     return out
 
 

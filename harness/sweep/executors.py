@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from harness.errors import HarnessError
+from harness.safety import clip
 from harness.suite import StageResources
 from harness.sweep.jobs import Job, write_job
 
@@ -170,8 +171,7 @@ def ray_error(exc: BaseException) -> JobFailed:
     if isinstance(exc, JobFailed) and hasattr(exc, "error"):
         return exc
     inner = cause if isinstance(cause, BaseException) else exc
-    text = " ".join(str(inner).split())
-    return JobFailed(f"{type(inner).__name__}: {text[:300]}", str(exc)[-4000:])
+    return JobFailed(f"{type(inner).__name__}: {clip(str(inner))}", str(exc)[-4000:])
 
 
 def make_executor(name: str, *, parallel: int | None, resources: StageResources,

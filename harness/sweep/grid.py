@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from harness.errors import ConfigError, HarnessError
+from harness.safety import clip
 from harness.specs import MAX_SEED, RunSpec, stable_hash
 from harness.suite import Suite
 
@@ -168,7 +169,7 @@ def load_grid(path: Path) -> Grid:
         raise ConfigError(f"grid file {path}: {exc}") from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, an integer of over 4300 digits
         why = str(exc).split("; use sys.set_int_max_str_digits")[0]  # Python's advice is not the user's fix
-        raise ConfigError(f"grid file {path} is not valid YAML: {' '.join(why.split())[:300]}") from None
+        raise ConfigError(f"grid file {path} is not valid YAML: {clip(why)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"grid file {path}: expected a mapping with suite, defences, ... (got {type(data).__name__})")
     try:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     Bad input is one `error:` line and exit 2 (1: a run that failed after its checks, or a full disk), as in
     the CLI."""
     from harness.errors import HarnessError, StageError
-    from harness.safety import escape_controls
+    from harness.safety import clip, escape_controls
 
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             job = Job.model_validate_json(path.read_text())
         except ValidationError as exc:
-            raise HarnessError(f"job file {path} is not a valid job: {' '.join(str(exc).split())[:300]}") from None
+            raise HarnessError(f"job file {path} is not a valid job: {clip(str(exc))}") from None
         result = execute(job)
     except HarnessError as exc:
         print(f"error: {escape_controls(str(exc))}", file=sys.stderr)

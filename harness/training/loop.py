@@ -189,6 +189,8 @@ def train(model: Any, rows: Sequence[Any], collate: Callable[[list[Any]], dict[s
     seen = 0
     start = time.perf_counter()
     model.train()
+    if progress:  # the stage's bar learns its total (a plugin's process relays it to the parent's bar)
+        progress(0, expect=total)
     if callback:
         callback(0, model)
     step = 0

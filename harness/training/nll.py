@@ -10,12 +10,23 @@ from harness.training.collate import IGNORE, LossOn, PromptFormat, encode_sft, p
 
 
 def summed_nll(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, template: str | PromptFormat,
-               max_length: int, loss_on: LossOn, batch_size: int = 32) -> list[tuple[float, int]]:
+               max_length: int, loss_on: LossOn, batch_size: int = 32, label: str = "teacher-forced NLL"
+               ) -> list[tuple[float, int]]:
     """(summed next-token NLL, token count) of each (prompt, text) pair, formatted as in training.
 
     `loss_on="answer"` scores the text given its prompt; `"sequence"` scores prompt and text. Padding is never
-    counted; sequences longer than `max_length` tokens are truncated (as in training).
+    counted; sequences longer than `max_length` tokens are truncated (as in training). `label` names the
+    progress bar.
     """
+    from harness.progress import bar
+
+    with bar(label, total=len(pairs), unit="text") as advance:
+        return _summed_nll(model, tok, pairs, template=template, max_length=max_length, loss_on=loss_on,
+                           batch_size=batch_size, advance=advance)
+
+
+def _summed_nll(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, template: str | PromptFormat,
+                max_length: int, loss_on: LossOn, batch_size: int, advance: Any) -> list[tuple[float, int]]:
     import torch
     import torch.nn.functional as F
 
@@ -33,4 +44,5 @@ def summed_nll(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, templa
                               ignore_index=IGNORE)                          # (B, T-1)
         counts = (labels != IGNORE).sum(dim=1)                               # (B,)
         out += [(float(s), int(c)) for s, c in zip(nll.sum(dim=1), counts, strict=True)]
+        advance(len(counts))
     return out

@@ -255,3 +255,38 @@ def test_bad_input_in_a_real_process(tree, argv, message):
     proc = harness(*expand(argv, base), home=base / "home")
     assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()] and message in proc.stderr
     assert "Traceback" not in proc.stderr and snapshot(base) == before
+
+
+def test_a_hub_error_is_one_line_and_never_cut(tree, capfd, monkeypatch):
+    """The hub's message says what went wrong late in its first sentence (a network error, then why the cache
+    cannot help): the line keeps all of it, on one line, and drops only the advice sentences after it."""
+    import huggingface_hub
+
+    why = ("Got: ConnectError: [Errno -2] Name or service not known An error happened while trying to locate the "
+           "files on the Hub, and we cannot find the appropriate snapshot folder for the specified revision on the "
+           "local disk")
+
+    def offline(*args, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError(f"{why}.\nPlease check your connection and try again.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    base, _ = tree
+    before = snapshot(base)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(expand([*RUN, "--model", "some-org/absent-model"], base))
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: model 'some-org/absent-model' not found") and err.rstrip().endswith(f"{why})")
+    assert "Please check" not in err and snapshot(base) == before
+
+
+@pytest.mark.parametrize("text, clipped", [
+    ("short message", "short message"),
+    ("word " * 100, "word " * 59 + "word ... (200 more characters)"),
+    ("x" * 400, "x" * 300 + " ... (100 more characters)"),
+])
+def test_a_long_parser_message_is_clipped_at_a_word_and_says_so(text, clipped):
+    from harness.safety import clip
+
+    assert clip(text) == clipped.strip()

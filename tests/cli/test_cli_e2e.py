@@ -19,7 +19,7 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prepared(home):
-    proc = harness("prepare", "tiny", *SMOKE, home=home, check=True)
+    proc = harness("prepare", "tiny", *SMOKE, "--json", home=home, check=True)
     return json.loads(proc.stdout)
 
 
@@ -34,6 +34,12 @@ def test_prepare_reports_judge_agreement(prepared):
     agree = prepared["judge_agreement"]
     assert agree["n"] > 100 and agree["agreement"] > 0.85
     assert prepared["base"]["parameters"] > 100_000
+
+
+def test_a_cached_prepare_says_so_in_one_line(prepared, home):
+    proc = harness("prepare", "tiny", *SMOKE, home=home, check=True)
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("suite tiny (size=smoke) is already built (")
+    assert f"base model {home}/suites/tiny-smoke-" in proc.stdout and "--force rebuilds" in proc.stdout
 
 
 def test_attack_breaks_the_aligned_base(first_run):

@@ -76,7 +76,7 @@ def test_hub_id_offline_prepare_then_run(hf_home, judge_ckpt, files, tmp_path):
     sets = [*suite_sets(files, judge_ckpt), "suite.prompt=chat", "suite.lm_eval_tasks=[\"tiny_mc\"]",
             f"suite.lm_eval_include={REPO / 'tests/fixtures/lm_eval_task'}", "suite.lm_eval_builtin=false"]
     args = [x for s in sets for x in ("--set", s)]
-    prepared = harness("prepare", "beavertails-qwen-0.5b", "--model", HUB_ID, *args, home=tmp_path / "h",
+    prepared = harness("prepare", "beavertails-qwen-0.5b", "--model", HUB_ID, *args, "--json", home=tmp_path / "h",
                        check=True, env=env)
     report = json.loads(prepared.stdout)
     assert report["model"] == {"id": HUB_ID, "revision": commit, "source": "hub", "dtype": "float32",

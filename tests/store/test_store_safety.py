@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,7 @@ def test_a_results_folder_inside_the_store_is_never_garbage(tmp_path, capfd):
     results = store.root / "results"
     rec = record(results, NEEDED)
     os.utime(rec.parent, (0, 0))
-    assert [art for art, _ in garbage(store, [results], min_age_hours=0)] == [(SCORES, OLD)]
+    assert [art for art, _ in garbage(store, [results], min_age_hours=0).garbage] == [(SCORES, OLD)]
     code, out, _ = cli(capfd, "store", "gc", "--home", str(store.root), "--results-dir", str(results),
                        "--min-age-hours", "0")
     assert code == 0 and f"would delete {SCORES}/{OLD}" in out and "results" not in out.splitlines()[0]
@@ -282,3 +283,25 @@ def test_a_full_disk_in_a_run_is_one_line_and_exit_1(tmp_path, capfd, monkeypatc
     one_error_line(err, "error: no space left on device while writing defend to ", str(tmp_path / "store" / MODELS),
                    "free space and rerun to resume")
     assert list(Store(tmp_path / "store").artifacts()) == []
+
+
+def test_gc_says_why_it_keeps_what_it_keeps(tmp_path, capfd):
+    """`store ls` lists artifacts no record needs; gc's dry run names the minimum age that keeps the young ones."""
+    store = Store(tmp_path / "store")
+    young = "00000000000000aa"
+    for key in (OLD, NEEDED, young):
+        make(store, key=key)
+    for key in (OLD, NEEDED):
+        os.utime(store.path(SCORES, key), (0, 0))
+    results = tmp_path / "results"
+    record(results, NEEDED)
+    code, out, _ = cli(capfd, "store", "gc", "--home", str(store.root), "--results-dir", str(results))
+    *listed, last = out.splitlines()
+    assert code == 0 and [line.split(" (")[0] for line in listed] == [f"would delete {SCORES}/{OLD}"]
+    assert re.match(r"dry run: would delete 1 artifact\(s\), \d+ B; kept 2:", last)
+    assert last.split("B; ", 1)[1].startswith("kept 2: 1 needed by the records, 1 younger "
+                           "than 24 h (--min-age-hours;") and str(results) in last
+    code, out, _ = cli(capfd, "store", "gc", "--home", str(store.root), "--results-dir", str(results),
+                       "--min-age-hours", "0")
+    assert code == 0 and "would delete 2 artifact(s)" in out and "kept 1: 1 needed by the records, 0 younger than 0 h" \
+        in out
