@@ -25,7 +25,9 @@ from harness.specs import EvalSpec, ModelSpec, stable_hash
 from harness.stages import GENERATIONS, Stages
 from harness.training.collate import PromptFormat
 
-CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}  # how an attack is watched, not a model evaluated
+# How an attack is watched, and which forced openings are also measured: not what a model's greedy outputs depend on.
+CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}
+NOT_OUTPUTS = CURVE_FIELDS | {"prefills"}
 PromptSets = dict[str, list[str]]
 
 
@@ -44,7 +46,7 @@ class ModelOutputs:
 
     def key_inputs(self, ref: str) -> dict[str, Any]:
         """The cache key of a model's generations: the model, how it loads, the eval settings, the prompts."""
-        return {"model": ref, **self.loading(), "eval": self.spec.model_dump(exclude=CURVE_FIELDS),
+        return {"model": ref, **self.loading(), "eval": self.spec.model_dump(exclude=NOT_OUTPUTS),
                 "prompts": self.prompt_sets}
 
     def group_key(self) -> str:

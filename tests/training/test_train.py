@@ -160,3 +160,4 @@ def test_bf16_master_keeps_small_updates_that_bf16_weights_lose():
         return (after != before).float().mean().item()
 
     assert run("bf16-master") > run("model")
+
