@@ -144,37 +144,52 @@ def pareto_figure(views: list[Any], title: str, measure: str) -> Any:
 
 def place_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], colors: list[Any],
                  fontsize: float = 8) -> None:
-    """Annotate each point with its label at the first offset (OFFSETS, then farther out) whose text box overlaps
-    no label placed before, no point and stays inside the axes; a label set away from its point gets a leader
-    line. Greedy and deterministic: points in order of their position, left to right."""
+    """Annotate each point with its label at the first offset (`_offsets`: near ones, then a widening spiral)
+    whose text box overlaps no label placed before and no point and stays inside the axes; a label set away from
+    its point gets a leader line; with no room anywhere, the nearest offset. Greedy and deterministic: points in
+    order of position, left to right."""
     fig = ax.figure
     fig.canvas.draw()  # fix the layout (and so the data -> pixel transform) before measuring text
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    pixels = [ax.transData.transform(p) for p in points]
-    taken = [_box(px, 5) for px in pixels]
+    taken = [_box(ax.transData.transform(p), 5) for p in points]
+
+    def label(i: int, dx: float, dy: float) -> Any:
+        far = dx * dx + dy * dy > 15 ** 2
+        return ax.annotate(labels[i], points[i], xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                           color=colors[i], ha="left" if dx > 2 else "right" if dx < -2 else "center",
+                           va="bottom" if dy >= 0 else "top",
+                           arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if far else None)
+
     for i in sorted(range(len(points)), key=lambda k: (points[k][0], -points[k][1])):
-        text = None
-        for scale in (1, 2, 3, 4):
-            for dx, dy in OFFSETS:
-                text = ax.annotate(labels[i], points[i], xytext=(dx * scale, dy * scale), textcoords="offset points",
-                                   fontsize=fontsize, color=colors[i],
-                                   ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                                   arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if scale > 1 else None)
-                box = text.get_window_extent(renderer)
-                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-                if inside and not any(box.overlaps(t) for t in taken):
-                    taken.append(box)
-                    break
-                text.remove()
-                text = None
-            if text is not None:
+        for dx, dy in _offsets():
+            text = label(i, dx, dy)
+            box = _text_box(text, renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
                 break
-        if text is None:  # nowhere free: the nearest spot, still labelled
-            dx, dy = OFFSETS[0]
-            taken.append(ax.annotate(labels[i], points[i], xytext=(dx, dy), textcoords="offset points",
-                                     fontsize=fontsize, color=colors[i]).get_window_extent(renderer))
+            text.remove()
+        else:
+            box = _text_box(label(i, *OFFSETS[0]), renderer)
+        taken.append(box)
+
+
+def _text_box(annotation: Any, renderer: Any) -> Any:
+    """The box of an annotation's text alone (its leader line may cross other boxes, its text may not)."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)  # what Annotation.get_window_extent does before adding the arrow
+    return Text.get_window_extent(annotation, renderer)
+
+
+def _offsets() -> list[tuple[float, float]]:
+    """Candidate label offsets in points: the near ones, then rings of 16 directions 10 points apart."""
+    import math
+
+    rings = [(r * math.cos(2 * math.pi * k / 16), r * math.sin(2 * math.pi * k / 16))
+             for r in range(18, 220, 10) for k in range(16)]
+    return [*OFFSETS, *rings]
 
 
 def _box(pixel: Any, radius: float) -> Any:

@@ -81,7 +81,7 @@ def definitions(board: Board) -> list[dict[str, str]]:
            {"col": "defence", "label": "defence", "text": "Defence setting: name, plugin version, and the settings "
             "that tell two rows of one defence apart (full settings under ▸). Unstable rows: " + UNSTABLE_RULE},
            {"col": "interval", "label": "95% CI", "text": INTERVAL_RULE},
-           {"col": "verdict", "label": "verdict", "text": VERDICT_RULE + " " + PHI_RULE},
+           {"col": "verdict", "label": "verdict", "text": VERDICT_RULE.removeprefix("Verdict: ") + " " + PHI_RULE},
            {"col": "seeds", "label": "seeds", "text": "Seed cells behind each number: defence seed x attack seed."}]
     out += [{"col": col_id(board, c), "label": c.label, "text": f"{c.tooltip}"} for c in board.columns]
     return out

@@ -50,10 +50,10 @@ def _is_finite(value: object) -> bool:
         return False  # pandas NA and friends
 
 
-RANK_RULE = ("Rows are ranked by their headline estimate, lower first. A row's place is 1 + the number of rows "
-             "whose 95% interval lies entirely below its own (clearly better); rows that no interval separates "
-             "share a place, shown =N. A row without an interval (one seed) counts as the point it is; rows "
-             "without a headline come after every row with one.")
+RANK_RULE = ("A row's place is one more than the number of rows whose 95% interval of the headline lies entirely "
+             "below its own (clearly better, lower first); rows that no interval separates share a place, shown =N. "
+             "A row without an interval (one seed) counts as the point it is; rows without a headline come after "
+             "every row with one.")
 
 
 @dataclass(frozen=True)
