@@ -27,7 +27,17 @@ from leaderboard.columns import BUDGET_RULE, PHI_RULE, RANK_RULE, UNSTABLE_RULE,
 from leaderboard.panel import panel_view
 from leaderboard.plugin_docs import defence_info
 from leaderboard.tuning import tuning_view
-from leaderboard.views import cell_view, col_id, definitions, group_of, headline, heat, rank_text, verdict_view
+from leaderboard.views import (
+    HEAT_COLUMNS,
+    cell_view,
+    col_id,
+    definitions,
+    group_of,
+    headline,
+    heat,
+    rank_text,
+    verdict_view,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -131,7 +141,7 @@ class Site:
                 href = runs
             else:
                 href = f"defence/{slug(row.key.name)}.html#{anchor}-c{i}"
-            is_heat = column.id in ("hs_pre", "worst", "held_out", "cross_domain") or column.id in budget_index
+            is_heat = column.id in HEAT_COLUMNS or column.id in budget_index
             view.update(col=col_id(board, column), href=href, heat=heat(row.cells.get(column.id)) if is_heat else "",
                         attack=column.attack, group=group_of(column))
             cells[column.id] = view
