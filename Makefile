@@ -9,7 +9,8 @@ VLLM   := $(VENV)/.vllm-tried
 # exist"); the harness needs none of them.
 VLLM_BREAKS := torchvision torchaudio torchcodec
 
-.PHONY: install install-vllm run test test-fast lint gpu-check bench bench-generate bench-sweep clean leaderboard browser
+.PHONY: install install-vllm run test test-fast lint gpu-check bench bench-generate bench-sweep clean leaderboard browser \
+	screenshots
 
 # What `make run` and `make leaderboard` need: the harness and its runtime dependencies (~45 s on 2 cores).
 # --no-compile: pip byte-compiles every file of every package serially (half the install time); Python compiles
@@ -88,6 +89,12 @@ browser:
 # Static site + LEADERBOARD.md from the committed condition tables (never re-runs anything).
 leaderboard: $(CORE)
 	$(BIN)/harness leaderboard
+
+# The README's screenshots of the built site (index and a defence page, desktop 1280x900 and phone 390x844), with
+# the test extra's Playwright driving Debian's chromium.
+screenshots: $(STAMP) browser
+	$(BIN)/harness leaderboard
+	$(BIN)/python -m leaderboard.browser leaderboard/site docs/screenshots
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_times.py

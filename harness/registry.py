@@ -16,7 +16,8 @@ declares itself.
 
 An attack declares which of its config fields measure its strength in the benchmark's budget dimensions
 (`budget={"samples": "samples", "lr": "lr"}`, dimensions as in `harness.results.metrics.AttackBudget`); tables and
-reports read a budget through that declaration, never through a field name of their own.
+reports read a budget through that declaration, never through a field name of their own. A judge says what its
+score measures (`measures="revealed fact slots (fraction of the asked fact)"`): the leaderboard's axes read it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Plugin:
     # model's structure before any work, so a model it cannot handle is refused in a second.
     needs: tuple[str, ...] = ()
     registrar: str = ""  # the module that registered it ('': the function's own module)
+    measures: str = ""   # judges: what a score measures, as a plot axis or a table reads it (e.g. 'P(harmful)')
 
     @property
     def module(self) -> str:
@@ -91,7 +93,7 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
-             needs: tuple[str, ...] = ()) -> Callable[[F], F]:
+             needs: tuple[str, ...] = (), measures: str = "") -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
     from harness.keying import stray_marks
     from harness.models.architecture import FEATURES
@@ -104,6 +106,8 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
     if unknown or (needs and kind not in ("defence", "attack")):
         raise PluginLoadError(f"{kind} '{name}' declares needs {list(needs)}: only defences and attacks declare "
                               f"needs, from {', '.join(FEATURES)}")
+    if measures and kind != "judge":
+        raise PluginLoadError(f"{kind} '{name}' declares what it measures; only judges do")
     budget = dict(budget or {})
     if budget and kind != "attack":
         raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
@@ -131,7 +135,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
-                                       registrar)
+                                       registrar, measures)
         return fn
 
     return decorate

@@ -11,13 +11,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.results.estimates import Estimate
+from harness.results.estimates import Estimate, Rank
 from harness.results.summary import (
     BudgetCell,
     DefenceKey,
     DefenceSummary,
     Summary,
     configs,
+    in_budget,
     key_of,
     of_defence,
     seed_label,
@@ -25,7 +26,14 @@ from harness.results.summary import (
     useful_qa_ratio_of,
 )
 from harness.results.summary_budgets import Budget, budget_of
-from leaderboard.columns import CONDITION_COLUMNS, PRE_ATTACK, ColumnSpec, budget_column, summary_columns
+from leaderboard.columns import (
+    CONDITION_COLUMNS,
+    KEY_COLUMNS,
+    PRE_ATTACK,
+    ColumnSpec,
+    budget_column,
+    summary_columns,
+)
 from leaderboard.load import ResultFolder
 
 
@@ -37,7 +45,15 @@ class Row:
     cells: dict[str, Estimate | None]
     notes: dict[str, str]
     provenance: dict[str, list[str]]
-    rank: int | None = None
+
+    @property
+    def rank(self) -> Rank | None:
+        """The summary's rank (estimates.RANK_RULE on the worst case); None: unstable, unranked."""
+        return self.summary.rank
+
+    @property
+    def verdict(self) -> str:
+        return self.summary.verdict
 
     @property
     def key(self) -> DefenceKey:
@@ -65,7 +81,7 @@ class Board:
     folder: ResultFolder
     suite_params: str
     budgets: list[Budget]
-    columns: list[ColumnSpec]
+    columns: list[ColumnSpec]  # every numeric column, the key ones (`key_columns`) included
     rows: list[Row]
     judges: list[str]
     seeds: list[str]
@@ -74,10 +90,37 @@ class Board:
     generalization_runs: Any   # frame of the runs outside the main grid
     summary: Summary | None = field(default=None, repr=False)
     config_index: int = 0      # position among the folder's suite configs (normally one: 0)
+    measure: str = ""          # what the primary judge's score measures (its registration's `measures`)
 
     @property
     def title(self) -> str:
         return f"{self.folder.suite} · protocol v{self.folder.protocol_version}"
+
+    @property
+    def key_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.id in KEY_COLUMNS]
+
+    @property
+    def other_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.id not in KEY_COLUMNS]
+
+    @property
+    def harm_label(self) -> str:
+        """The harmfulness axis as the primary judge measures it: 'revealed fact slots (...), judge tiny-content'."""
+        judge = ", ".join(self.judges) or "unknown judge"
+        return f"{self.measure}, judge {judge}" if self.measure else f"harmfulness score of judge {judge}"
+
+    def runs(self, row: Row, budget: Budget | None = None) -> Any:
+        """The main-grid runs of a row (at one budget), one per (defence seed, attack seed): the resistance table's
+        rows, in seed order (an empty frame where there are none)."""
+        import pandas as pd
+
+        frame = of_defence(self.summary.main.get("resistance") if self.summary else None, row.key)
+        if frame is None:
+            return pd.DataFrame()
+        frame = in_budget(frame, budget) if budget is not None else frame
+        order = [c for c in ("seed", "attack_seed", "run_id") if c in frame]
+        return frame.sort_values(order).reset_index(drop=True)
 
     @property
     def private_world(self) -> str | None:
@@ -91,11 +134,14 @@ class Board:
 
 def build_boards(folder: ResultFolder) -> list[Board]:
     """One board per suite config found in the folder's tables (normally one)."""
+    from leaderboard.plugin_docs import judge_measures
+
     boards = []
     for index, params in enumerate(configs(folder.tables)):
         summary = summarise(folder.tables, params, useful_qa_ratio_of(_suite_name(folder, params), params))
         boards.append(_board(folder, summary))
         boards[-1].config_index = index
+        boards[-1].measure = judge_measures(summary.judges[0]) if summary.judges else ""
     return boards
 
 
@@ -111,7 +157,7 @@ def _board(folder: ResultFolder, summary: Summary) -> Board:
     _rank(rows)
     budgets = summary.budgets
     return Board(folder=folder, suite_params=summary.suite_params, budgets=budgets,
-                 columns=[PRE_ATTACK, *(budget_column(b.id, b.label, b.description) for b in budgets),
+                 columns=[PRE_ATTACK, *(budget_column(b.id, b.label, b.description, b.attack) for b in budgets),
                           *summary_columns(summary.thresholds.useful_qa_ratio), *CONDITION_COLUMNS],
                  rows=rows, judges=summary.judges, seeds=summary.seeds, phis=list(summary.thresholds.phis),
                  curves=_curves(summary.main.get("resistance")), generalization_runs=summary.general,
@@ -147,15 +193,14 @@ def _worst_note(s: DefenceSummary, summary: Summary) -> str:
 
 
 def _rank(rows: list[Row]) -> None:
-    """Stable rows first by bounded worst case, then mean post-attack harmfulness; unstable rows unranked."""
+    """Rows in the summary's rank order (columns.RANK_RULE): stable rows by place, within a place by the worst case's
+    mean, then mean post-attack harmfulness, then name; unstable rows (unranked) last."""
     def order(row: Row) -> tuple[Any, ...]:
         worst = row.cells.get("worst")
-        return (bool(row.unstable), worst is None, worst.mean if worst else 0.0, row.summary.mean_post,
-                row.key.name, row.key.version, row.key.params, row.key.extra)
+        return (row.rank is None, row.rank.place if row.rank else 0, worst is None, worst.mean if worst else 0.0,
+                row.summary.mean_post, row.key.name, row.key.version, row.key.params, row.key.extra)
 
     rows.sort(key=order)
-    for i, row in enumerate(r for r in rows if not r.unstable):
-        row.rank = i + 1
 
 
 def _provenance(key: DefenceKey, frames: list[Any]) -> dict[str, list[str]]:

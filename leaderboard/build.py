@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.store.layout import atomic_write_text, public_mode
@@ -68,7 +69,7 @@ def build_leaderboard(results_dir: Path, out: Path) -> BuildSummary:
         plots.configure()
         (staging / "plots").mkdir()
         plot_files = [plots.render_all(b, staging / "plots", board_anchor(b)) for b in boards]
-        Site(boards, folders, results_dir, out / "site").write(staging, plot_files)
+        Site(boards, folders, build_facts(folders)).write(staging, plot_files)
         shutil.copytree(ASSETS, staging / "assets")
         (staging / MARKER).write_text("built by harness leaderboard; safe to delete\n")
         markdown = render_markdown(boards, folders, plot_files)
@@ -78,6 +79,17 @@ def build_leaderboard(results_dir: Path, out: Path) -> BuildSummary:
     atomic_write_text(out / "LEADERBOARD.md", markdown)
     return BuildSummary(out / "site", out / "LEADERBOARD.md", len(boards), sum(len(b.rows) for b in boards),
                         sum(len(f.exclusions) for f in folders))
+
+
+def build_facts(folders: list[Any]) -> dict[str, str]:
+    """The site's 'last updated' line: the newest record's date and the harness commit that built the site (git in
+    the build environment: 'unknown' outside a git checkout), with its clean/dirty state."""
+    from harness.results.provenance import git_state
+
+    commit, dirty = git_state()
+    last = max((f.last_run for f in folders), default="")
+    return {"last_run": last[:10] or "unknown", "commit": commit[:12] if commit != "unknown" else commit,
+            "commit_full": commit, "state": "unknown" if commit == "unknown" else "dirty" if dirty else "clean"}
 
 
 def markdown_for(results_dir: Path) -> str:

@@ -27,6 +27,18 @@ class Exclusion:
     reason: str
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What a page says of a valid record beyond the tables: where it came from and its file."""
+
+    path: Path
+    created_at: str
+    git_commit: str
+    git_dirty: bool
+    plugins: dict[str, str]        # 'kind:name' -> plugin version
+    distributions: dict[str, str]  # 'kind:name' -> 'distribution==version'
+
+
 @dataclass
 class ResultFolder:
     """One results/<suite>/v<N>/ folder: its readable tables, what was excluded, the valid record ids."""
@@ -39,6 +51,12 @@ class ResultFolder:
     valid_record_ids: set[str] = field(default_factory=set)
     invalid_record_ids: set[str] = field(default_factory=set)
     panels: list[Any] = field(default_factory=list)  # the valid records' judge-panel matrices (metrics.Panel)
+    runs: dict[str, RunInfo] = field(default_factory=dict)  # valid record id -> its provenance and file
+
+    @property
+    def last_run(self) -> str:
+        """When the newest valid record was made (its `created_at`), '' without one."""
+        return max((r.created_at for r in self.runs.values()), default="")
 
     @property
     def stale_record_ids(self) -> list[str]:
@@ -102,5 +120,8 @@ def _check_records(folder: Path, loaded: ResultFolder) -> None:
             warn(f"{path}: fails validation: {problems[0]}{more}", prefix="excluded ")
         else:
             loaded.valid_record_ids.add(record.run_id)
+            p = record.provenance
+            loaded.runs[record.run_id] = RunInfo(path, p.created_at, p.git_commit, p.git_dirty, dict(p.plugins),
+                                                 dict(p.plugin_distributions))
             m = record.metrics
             loaded.panels += [e.panel for e in (m.base, m.pre_attack, m.post_attack) if e.panel is not None]

@@ -14,8 +14,6 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-REGISTERS = {"register_defence", "register"}
-
 
 @dataclass(frozen=True)
 class DefenceInfo:
@@ -40,8 +38,29 @@ def defence_info(name: str) -> DefenceInfo:
         tree = ast.parse(source.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
         return DefenceInfo(name, f"installed, but {source} does not parse: {type(exc).__name__}", "")
-    description = next((d for t in _trees(tree, source) if (d := _description(t, name)) is not None), "")
+    description = next((d for t in _trees(tree, source) if (d := _description(t, "defence", name)) is not None), "")
     return DefenceInfo(name, description, (ast.get_docstring(tree, clean=False) or "").strip())
+
+
+def judge_measures(name: str) -> str:
+    """What a judge's score measures, as its registration declares it (`measures=`, a string literal), read from
+    the plugin's source without importing it; '' where it declares nothing or cannot be read."""
+    from harness import registry
+
+    modules = registry.declared_modules("judge", name)
+    source = module_source(modules[0]) if len(modules) == 1 else None
+    if source is None:
+        return ""
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return ""
+    for module in _trees(tree, source):
+        for call in _registrations(module, "judge", name):
+            given = next((k.value for k in call.keywords if k.arg == "measures"), None)
+            if isinstance(given, ast.Constant) and isinstance(given.value, str):
+                return given.value
+    return ""
 
 
 def module_source(module: str) -> Path | None:
@@ -79,13 +98,13 @@ def _trees(tree: ast.Module, source: Path) -> list[ast.Module]:
     return [tree, *others]
 
 
-def _description(tree: ast.Module, name: str) -> str | None:
+def _description(tree: ast.Module, kind: str, name: str) -> str | None:
     """The description the registering decorator gives `name`, as `harness.registry.register` derives it."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Call) and _registers(decorator, name):
+            if isinstance(decorator, ast.Call) and _registers(decorator, kind, name):
                 given = next((k.value for k in decorator.keywords if k.arg == "description"), None)
                 if isinstance(given, ast.Constant) and isinstance(given.value, str) and given.value:
                     return given.value
@@ -93,10 +112,15 @@ def _description(tree: ast.Module, name: str) -> str | None:
     return None
 
 
-def _registers(call: ast.Call, name: str) -> bool:
+def _registrations(tree: ast.Module, kind: str, name: str) -> list[ast.Call]:
+    """Every call in the module that registers `name` as a `kind` (decorators and direct calls alike)."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _registers(n, kind, name)]
+
+
+def _registers(call: ast.Call, kind: str, name: str) -> bool:
     func = call.func
     called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-    if called not in REGISTERS:
+    if called not in (f"register_{kind}", "register"):
         return False
     literal = [a.value for a in call.args if isinstance(a, ast.Constant)]
-    return literal[:1] == [name] if called == "register_defence" else literal[:2] == ["defence", name]
+    return literal[:1] == [name] if called == f"register_{kind}" else literal[:2] == [kind, name]

@@ -1,28 +1,45 @@
-"""Pages (jinja2, autoescape on) and LEADERBOARD.md from boards.
+"""The site's pages (jinja2, autoescape on), its downloads and the records it links, from boards.
 
-Every string from a plugin or a table reaches HTML through jinja2's autoescaping and Markdown through
-`md_escape`; nothing is marked safe. View dicts are built here so the templates only lay out.
+    index.html                          every board: the current protocol of each suite first, superseded ones
+                                        collapsed
+    defence/<defence>.html              a defence: its headline first, then settings, tuning, curves, provenance
+    runs/<board>-<row>.html             a row's runs per budget (the drill-down from a cell)
+    records/<suite>/v<N>/<id>.json      the records those pages link (copied: the site works hosted alone)
+    downloads/<board>[-runs|-tuning-<defence>].{csv,json}
+
+Every string from a plugin or a table reaches HTML through jinja2's autoescaping; nothing is marked safe.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.results.estimates import Estimate
 from harness.results.summary import run_kind
 from harness.results.summary_budgets import budget_label
+from leaderboard import downloads
 from leaderboard.board import Board, Row
-from leaderboard.columns import BUDGET_RULE, RANK_RULE, UNSTABLE_RULE, ColumnSpec, format_half_width, format_value
+from leaderboard.columns import BUDGET_RULE, PHI_RULE, RANK_RULE, UNSTABLE_RULE, VERDICT_RULE
 from leaderboard.panel import panel_view
 from leaderboard.plugin_docs import defence_info
+from leaderboard.tuning import tuning_view
+from leaderboard.views import (
+    HEAT_COLUMNS,
+    cell_view,
+    col_id,
+    definitions,
+    group_of,
+    headline,
+    heat,
+    rank_text,
+    verdict_view,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
-HEAT_COLUMNS = {"hs_pre", "worst", "held_out", "cross_domain"}
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -33,99 +50,156 @@ def slug(text: str) -> str:
 
 
 class Site:
-    """Renders the pages of one build into `folder` (links to records are made relative to `final`)."""
+    """Renders the pages of one build into a folder. `built`: the 'last updated' facts (`build.build_facts`)."""
 
-    def __init__(self, boards: list[Board], folders: list[Any], results_dir: Path, final: Path):
+    def __init__(self, boards: list[Board], folders: list[Any], built: dict[str, str]):
         import jinja2
 
-        self.boards, self.folders, self.final = boards, folders, final.resolve()
-        self.results_dir = results_dir.resolve()
+        self.boards, self.folders, self.built = boards, folders, built
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.globals.update(unstable_rule=UNSTABLE_RULE, rank_rule=RANK_RULE, budget_rule=BUDGET_RULE)
+        self.env.globals.update(unstable_rule=UNSTABLE_RULE, rank_rule=RANK_RULE, budget_rule=BUDGET_RULE,
+                                verdict_rule=VERDICT_RULE, phi_rule=PHI_RULE, built=built)
         self.infos = {name: defence_info(name) for name in sorted({r.key.name for b in boards for r in b.rows})}
-        self.scans: dict[Path | None, str] = {}  # a scan log read (and a bad one reported) once per build
-
-    def _scan(self, path: Path | None) -> str:
-        if path not in self.scans:
-            self.scans[path] = scan_summary(path)
-        return self.scans[path]
+        newest = {}
+        for b in boards:
+            newest[b.folder.suite] = max(newest.get(b.folder.suite, 0), b.folder.protocol_version)
+        self.current = {id(b): b.folder.protocol_version == newest[b.folder.suite] for b in boards}
 
     def write(self, folder: Path, plots: list[dict[str, str]]) -> None:
-        (folder / "defence").mkdir(parents=True, exist_ok=True)
+        for sub in ("defence", "runs", "downloads", "records"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        views = [self._board_view(b, p) for b, p in zip(self.boards, plots, strict=True)]
+        for board, view in zip(self.boards, views, strict=True):
+            downloads.write_board(folder / "downloads", board, view)
+            self._copy_records(board, folder / "records")
         index = self.env.get_template("index.html.j2").render(
-            root="", boards=[self._board_view(b, p) for b, p in zip(self.boards, plots, strict=True)],
+            root="", boards=[v for v in views if v["current"]], superseded=[v for v in views if not v["current"]],
             defences=[{"name": i.name, "description": i.description, "page": f"defence/{slug(i.name)}.html"}
                       for i in self.infos.values()],
             folders=[{"path": str(f.path), "exclusions": f.exclusions, "stale": f.stale_record_ids}
                      for f in self.folders],
             excluded_count=sum(len(f.exclusions) for f in self.folders))
         (folder / "index.html").write_text(index)
+        runs_page = self.env.get_template("runs.html.j2")
+        for board, view in zip(self.boards, views, strict=True):
+            for row in board.rows:
+                anchor = entry_anchor(board, row)
+                (folder / "runs" / f"{anchor}.html").write_text(runs_page.render(
+                    root="../", entry=self._runs_view(board, row, view)))
         page = self.env.get_template("defence.html.j2")
         for name, info in self.infos.items():
-            entries = [self._entry(b, p, r) for b, p in zip(self.boards, plots, strict=True)
+            entries = [self._entry(b, p, r, folder) for b, p in zip(self.boards, plots, strict=True)
                        for r in b.rows if r.key.name == name]
-            (folder / "defence" / f"{slug(name)}.html").write_text(page.render(root="../", defence=info,
-                                                                               entries=entries))
+            (folder / "defence" / f"{slug(name)}.html").write_text(page.render(
+                root="../", defence=info, current=[e for e in entries if e["current"]],
+                superseded=[e for e in entries if not e["current"]]))
 
+    # ------------------------------------------------------------------------------------------------ index
     def _board_view(self, board: Board, plots: dict[str, str]) -> dict[str, Any]:
-        groups, previous = [], None
-        for column in board.columns:
-            label = _group(column)
-            if label != previous:
-                groups.append({"label": label, "span": 0})
-                previous = label
+        others = board.other_columns
+        groups: list[dict[str, Any]] = []
+        for column in others:
+            if not groups or groups[-1]["label"] != group_of(column):
+                groups.append({"label": group_of(column), "span": 0, "cols": []})
             groups[-1]["span"] += 1
-        return {"anchor": board_anchor(board), "title": board.title, "version": board.folder.protocol_version,
-                "judges": board.judges, "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis],
-                "suite_params": board.suite_params, "private_world": board.private_world, "columns": board.columns,
-                "groups": groups, "panel": panel_view(board.folder.panels),
+            groups[-1]["cols"].append(col_id(board, column))
+        anchor = board_anchor(board)
+        return {"anchor": anchor, "title": board.title, "version": board.folder.protocol_version,
+                "current": self.current[id(board)], "judges": board.judges, "measure": board.harm_label,
+                "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis], "suite_params": board.suite_params,
+                "private_world": board.private_world, "panel": panel_view(board.folder.panels),
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),
                 "plots": {k: f"plots/{v}" for k, v in plots.items()},
-                "rows": [self._row_view(board, row) for row in board.rows]}
+                "downloads": {k: f"downloads/{anchor}{suffix}" for k, suffix in downloads.BOARD_FILES.items()},
+                "key_columns": [self._column(board, c) for c in board.key_columns],
+                "columns": [self._column(board, c) for c in others], "groups": groups,
+                "attacks": sorted({c.attack for c in others if c.attack}),
+                "definitions": definitions(board), "rows": [self._row_view(board, row) for row in board.rows]}
 
-    def _row_view(self, board: Board, row: Row, full_notes: bool = False) -> dict[str, Any]:
+    @staticmethod
+    def _column(board: Board, column: Any) -> dict[str, Any]:
+        return {"col": col_id(board, column), "label": column.label, "better": column.better,
+                "tooltip": column.tooltip, "group": group_of(column), "attack": column.attack,
+                "budget": column.id.startswith("budget:")}
+
+    def _row_view(self, board: Board, row: Row) -> dict[str, Any]:
+        anchor = entry_anchor(board, row)
+        runs = f"runs/{anchor}.html"
+        budget_index = {f"budget:{b.id}": j for j, b in enumerate(board.budgets)}
+        worst_budget = row.summary.worst.budget.id if row.summary.worst else None
+        cells = {}
+        for i, column in enumerate(board.columns):
+            view = cell_view(row.cells.get(column.id), column.fmt, row.notes.get(column.id, ""), column.label)
+            if column.id not in ("held_out", "cross_domain", "worst"):
+                view["note"] = ""  # the main table stays compact; the defence page and the tooltip say where
+            if column.id in budget_index:
+                href = f"{runs}#b{budget_index[column.id]}"
+            elif column.id == "worst" and worst_budget is not None:
+                href = f"{runs}#b{budget_index[f'budget:{worst_budget}']}"
+            elif column.id == "hs_pre":
+                href = runs
+            else:
+                href = f"defence/{slug(row.key.name)}.html#{anchor}-c{i}"
+            is_heat = column.id in HEAT_COLUMNS or column.id in budget_index
+            view.update(col=col_id(board, column), href=href, heat=heat(row.cells.get(column.id)) if is_heat else "",
+                        attack=column.attack, group=group_of(column))
+            cells[column.id] = view
         return {"name": row.key.name, "version": row.key.version, "distinguishing": row.distinguishing,
-                "rank": row.rank, "unstable": row.unstable, "seeds": row.seeds, "params": row.key.params,
-                "page": f"defence/{slug(row.key.name)}.html", "provenance": list(row.provenance.items()),
-                "cells": [self._cell(board, row, c, i, full_notes) for i, c in enumerate(board.columns)]}
+                "rank": rank_text(row), "rank_sort": row.rank.place if row.rank else "", "unstable": row.unstable,
+                "seeds": len(row.seeds), "params": row.key.params, "runs": runs,
+                "run_count": len(dict(row.provenance)["run ids"]),
+                "page": f"defence/{slug(row.key.name)}.html#{anchor}", "provenance": list(row.provenance.items()),
+                "verdict": verdict_view(row), "worst": cells["worst"],
+                "cells": [cells[c.id] for c in board.other_columns]}
 
-    def _cell(self, board: Board, row: Row, column: ColumnSpec, index: int, full_notes: bool) -> dict[str, Any]:
-        estimate, note = row.cells.get(column.id), row.notes.get(column.id, "")
-        view = cell_view(estimate, column.fmt, note, column.label)
-        if not full_notes and column.id not in ("held_out", "cross_domain"):
-            view["note"] = ""  # the main table stays compact; the defence page and the tooltip say where
-        heat = column.id in HEAT_COLUMNS or column.id.startswith("budget:")
-        view.update(anchor=f"{entry_anchor(board, row)}-c{index}", label=column.label, tooltip=column.tooltip,
-                    heat=_heat(estimate) if heat else "",
-                    runs=[self._run(board, i) for i in (estimate.run_ids if estimate else ())])
-        return view
-
-    def _entry(self, board: Board, plots: dict[str, str], row: Row) -> dict[str, Any]:
+    # -------------------------------------------------------------------------------------------- defences
+    def _entry(self, board: Board, plots: dict[str, str], row: Row, site: Path) -> dict[str, Any]:
         from leaderboard.plots import plot_name
 
         anchor = entry_anchor(board, row)
-        budgets = []
-        for j, d in enumerate(row.budget_details):
-            ids = sorted({i for e in (d.hs_post, d.steps, d.degenerate_post) if e for i in e.run_ids})
-            budgets.append({"label": d.budget.label, "anchor": f"{anchor}-b{j}", "held": d.held,
-                            "hs_post": cell_view(d.hs_post, "prob", "", "post-attack harmfulness"),
-                            "steps": cell_view(d.steps, "steps", "held" if d.steps is None and d.hs_post else "",
-                                               "steps to φ"),
-                            "degenerate_post": cell_view(d.degenerate_post, "prob", "", "degenerate after attack"),
-                            "runs": [self._run(board, i) for i in ids]})
+        runs = f"../runs/{anchor}.html"
+        budgets = [{"label": d.budget.label, "held": d.held, "runs": f"{runs}#b{j}",
+                    "hs_post": cell_view(d.hs_post, "prob", "", "post-attack harmfulness"),
+                    "steps": cell_view(d.steps, "steps", "held" if d.steps is None and d.hs_post else "", "steps to φ"),
+                    "degenerate_post": cell_view(d.degenerate_post, "prob", "", "degenerate after attack")}
+                   for j, d in enumerate(row.budget_details)]
+        cells = []
+        for i, column in enumerate(board.columns):
+            view = cell_view(row.cells.get(column.id), column.fmt, row.notes.get(column.id, ""), column.label)
+            view.update(anchor=f"{anchor}-c{i}", label=column.label, tooltip=column.tooltip,
+                        n=row.cells[column.id].n if row.cells.get(column.id) else "")
+            cells.append(view)
+        first = next(r for r in board.rows if r.key.name == row.key.name) is row  # one tuning log per defence
         tuning = tuning_log_path(board, row.key.name)
-        return {"anchor": anchor, "board_title": board.title, "row": self._row_view(board, row),
-                "ranked": sum(1 for r in board.rows if r.rank), "judges": board.judges,
+        return {"anchor": anchor, "board_title": board.title, "current": self.current[id(board)],
+                "headline": headline(board, row), "name": row.key.name, "version": row.key.version,
+                "distinguishing": row.distinguishing, "unstable": row.unstable, "seeds": len(row.seeds),
+                "judges": board.judges, "runs": runs,
                 "settings": [(k, json.dumps(v)) for k, v in sorted(row.key.settings.items())],
-                "tuning_log": tuning.read_text() if tuning and tuning.is_file() else "",
-                "tuning_path": str(tuning) if tuning else "(no safe file name for this defence)",
-                "scan": self._scan(tuning.with_suffix(".scan.json") if tuning else None),
-                "plot": f"../plots/{plots[plot_name(row)]}", "budgets": budgets,
-                "cells": self._row_view(board, row, full_notes=True)["cells"],
-                "generalization": self._generalization(board, row)}
+                "tuning": tuning_view(board, row.key.name, tuning, site, anchor) if first else None,
+                "plot": f"../plots/{plots[plot_name(row)]}", "budgets": budgets, "cells": cells,
+                "generalization": self._generalization(board, row, "../"),
+                "provenance": self._provenance(board, row)}
 
-    def _generalization(self, board: Board, row: Row) -> list[dict[str, Any]]:
+    def _provenance(self, board: Board, row: Row) -> list[tuple[str, list[str]]]:
+        """Plugin version and distribution, commits with their clean/dirty state, from the row's valid records."""
+        infos = [board.folder.runs[i] for i in dict(row.provenance)["run ids"] if i in board.folder.runs]
+        plugin = f"defence:{row.key.name}"
+        dists: dict[str, int] = {}
+        commits: dict[tuple[str, bool], int] = {}
+        for info in infos:
+            dist = info.distributions.get(plugin, "distribution not recorded")
+            label = f"{row.key.name} v{info.plugins.get(plugin, row.key.version)} from {dist}"
+            dists[label] = dists.get(label, 0) + 1
+            commits[(info.git_commit, info.git_dirty)] = commits.get((info.git_commit, info.git_dirty), 0) + 1
+        other = dict(row.provenance)
+        return [("plugin", [f"{k} ({n} runs)" for k, n in sorted(dists.items())]),
+                ("git commit", [f"{c} {'dirty: uncommitted changes' if d else 'clean'} ({n} runs)"
+                                for (c, d), n in sorted(commits.items())]),
+                *((k, other[k]) for k in ("harness version", "judge", "backend"))]
+
+    def _generalization(self, board: Board, row: Row, root: str) -> list[dict[str, Any]]:
         runs = board.generalization_runs
         if runs is None:
             return []
@@ -134,46 +208,53 @@ class Site:
         return [{"kind": run_kind(r), "subsets": f"{r['defence_subset']} → {r['attack_subset']}",
                  "budget": budget_label(r["attack"], r["attack_lr"], r["attack_samples"]),
                  "seed": r.get("seed", ""), "hs_pre": f"{r['hs_pre']:.2f}", "hs_post": f"{r['hs_post']:.2f}",
-                 "held": "yes" if r["held"] else "no", "run": self._run(board, r["run_id"])}
+                 "held": "yes" if r["held"] else "no", "run": self._run(board, r["run_id"], root)}
                 for r in mine.to_dict("records")]
 
-    def _run(self, board: Board, run_id: str) -> dict[str, str]:
-        record = (board.folder.path / f"{run_id}.json").resolve()
-        return {"id": run_id, "href": os.path.relpath(record, self.final / "defence")}
+    # ------------------------------------------------------------------------------------------------ runs
+    def _runs_view(self, board: Board, row: Row, view: dict[str, Any]) -> dict[str, Any]:
+        budgets = []
+        for j, (budget, detail) in enumerate(zip(board.budgets, row.budget_details, strict=True)):
+            frame = board.runs(row, budget)
+            budgets.append({"label": budget.label, "anchor": f"b{j}", "description": budget.description,
+                            "held": detail.held, "cell": cell_view(detail.hs_post, "prob", "", budget.label),
+                            "runs": [self._run_row(board, r) for r in frame.to_dict("records")]})
+        return {"title": f"{row.key.name} · {board.title}", "name": row.key.name, "version": row.key.version,
+                "board": board.title,
+                "distinguishing": row.distinguishing, "headline": headline(board, row),
+                "page": f"../defence/{slug(row.key.name)}.html#{entry_anchor(board, row)}", "budgets": budgets,
+                "measure": board.harm_label, "phis": view["phis"],
+                "downloads": {k: f"../{v}" for k, v in view["downloads"].items()},
+                "generalization": self._generalization(board, row, "../")}
+
+    def _run_row(self, board: Board, r: dict[str, Any]) -> dict[str, Any]:
+        steps = r.get("first_cross_step")
+        return {"run": self._run(board, r["run_id"], "../"), "seed": r.get("seed", ""),
+                "attack_seed": r.get("attack_seed", ""), "hs_pre": f"{r['hs_pre']:.3f}",
+                "hs_post": f"{r['hs_post']:.3f}", "held": "yes" if r["held"] else "no",
+                "verdict": r.get("verdict", ""), "steps": "held" if _missing(steps) else str(int(steps)),
+                "qa_post": "—" if _missing(r.get("qa_post")) else f"{r['qa_post']:.3f}",
+                "degenerate_post": "—" if _missing(r.get("degenerate_post")) else f"{r['degenerate_post']:.3f}"}
+
+    def _run(self, board: Board, run_id: str, root: str) -> dict[str, str]:
+        """A run id and the link to its record's copy in the site ('' where the record is not a valid one)."""
+        if run_id not in board.folder.runs:
+            return {"id": run_id, "href": ""}
+        return {"id": run_id, "href": f"{root}{record_href(board, run_id)}"}
+
+    @staticmethod
+    def _copy_records(board: Board, records: Path) -> None:
+        """Copy the board's valid records into the site (written with the user's umask, as every site file)."""
+        target = records / board.folder.suite / f"v{board.folder.protocol_version}"
+        target.mkdir(parents=True, exist_ok=True)
+        ids = {i for r in board.rows for i in dict(r.provenance)["run ids"]}
+        for run_id in sorted(ids & set(board.folder.runs)):
+            shutil.copyfile(board.folder.runs[run_id].path, target / f"{run_id}.json")
 
 
-def cell_view(estimate: Estimate | None, fmt: str, note: str, label: str) -> dict[str, Any]:
-    """Text, interval, tooltip and sort key of one number; 'held' sorts above every step count."""
-    if estimate is None:
-        text = "held" if note == "held" else ""
-        return {"text": text, "ci": "", "note": "", "sort": "Infinity" if text == "held" else "",
-                "title": f"{label}: {note or 'not measured'}"}
-    value = format_value(estimate.mean, fmt)
-    interval = estimate.interval
-    spread = (f"95% CI [{format_value(interval[0], fmt)}, {format_value(interval[1], fmt)}]" if interval
-              else "no interval (n = 1)")
-    title = f"{label}: {value}, n = {estimate.n}, {spread}" + (f"; {note}" if note else "")
-    return {"text": value, "ci": format_half_width(estimate.half_width, fmt) if estimate.half_width is not None
-            else "", "note": note, "sort": repr(estimate.mean),
-            "title": title}
-
-
-def _heat(estimate: Estimate | None) -> str:
-    if estimate is None:
-        return ""
-    return f"heat-{sum(estimate.mean >= t for t in (0.05, 0.25, 0.5, 0.75))}"
-
-
-def _group(column: ColumnSpec) -> str:
-    if column.id == "hs_pre" or column.id.startswith("budget:"):
-        return "harmfulness before / after attack, per budget (lr@samples)"
-    if column.id in ("worst", "steps", "resisted"):
-        return "resistance"
-    if column.id in ("ppl_ratio", "qa_delta"):
-        return "stability"
-    if column.id in ("held_out", "cross_domain"):
-        return "generalization"
-    return "trainability" if column.id == "train_delta" else "degenerate outputs"
+def record_href(board: Board, run_id: str) -> str:
+    """Where a record's copy lives, relative to the site root."""
+    return f"records/{board.folder.suite}/v{board.folder.protocol_version}/{run_id}.json"
 
 
 def board_anchor(board: Board) -> str:
@@ -185,25 +266,12 @@ def entry_anchor(board: Board, row: Row) -> str:
     return f"{board_anchor(board)}-{board.rows.index(row)}"
 
 
-def scan_summary(path: Path | None) -> str:
-    """One line from a `harness tune --scan` log: how many scanned settings pass the guard ('' if none)."""
-    from harness.errors import HarnessError
-    from harness.progress import warn
-    from harness.tuning.logs import ScanLog, read_log
-
-    if path is None or not path.is_file():
-        return ""
-    try:
-        log = read_log(path, ScanLog)  # bounded and validated: a hostile log is one line, never a crash
-    except HarnessError as exc:
-        warn(str(exc), prefix="excluded ")
-        return ""
-    stable = ", ".join(json.dumps(p, sort_keys=True) for p in log.stable) or "none"
-    parts = "; ".join(json.dumps(f, sort_keys=True) if f else "the whole space" for f in log.scans)
-    return (f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space; "
-            f"scanned: {parts}) pass the stability guard: {stable}. Log: {path}")
-
-
 def tuning_log_path(board: Board, name: str) -> Path | None:
     """results/<suite>/v<N>/tuning/<defence>.json (the log `harness tune` writes), for safe file names."""
     return board.folder.path / "tuning" / f"{name}.json" if SAFE_NAME.fullmatch(name) else None
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))

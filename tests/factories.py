@@ -20,10 +20,10 @@ def _eval(hs: float, qa: float, judge: str = "j") -> dict:
 
 
 def record(defence="none", params=None, lr=1e-4, seed=0, pre=0.0, post=0.9, qa=1.0, size="smoke", suite="t",
-           subsets=("all", "all"), created="2026-01-01T00:00:00", phi=0.05, judge="j") -> RunRecord:
+           subsets=("all", "all"), created="2026-01-01T00:00:00", phi=0.05, judge="j", attack="sft-250") -> RunRecord:
     spec = RunSpec(suite=PluginSpec(name=suite, version="1", params={"size": size}), model=MODEL,
                    defence=PluginSpec(name=defence, version="1", params=params or {}),
-                   attack=PluginSpec(name="sft-250", version="1", params={"lr": lr, "samples": 250}),
+                   attack=PluginSpec(name=attack, version="1", params={"lr": lr, "samples": 250}),
                    eval=EVAL, judges=(PluginSpec(name=judge, version="1", params={}),),
                    subsets=HarmSubsets(defence=subsets[0], attack=subsets[1]), seed=seed)
     plugins = (("suite", spec.suite), ("defence", spec.defence), ("attack", spec.attack), ("judge", spec.judges[0]))

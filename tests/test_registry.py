@@ -173,5 +173,17 @@ def test_an_invalid_budget_declaration_is_refused(budget):
         registry.register("attack", "bad-budget", config=Config, version="1", budget=budget)(lambda m, c, x: m)
 
 
+def test_only_judges_declare_what_they_measure():
+    """A judge's `measures` is what its score means on an axis (the leaderboard reads it); other kinds have none."""
+    from pydantic import BaseModel
+
+    class Config(BaseModel):
+        n: int = 1
+
+    with pytest.raises(PluginLoadError, match="declares what it measures; only judges do"):
+        registry.register("defence", "measuring-defence", config=Config, version="1", measures="x")(lambda m, c: m)
+    assert registry.get("judge", "tiny-content").measures == "revealed fact slots (fraction of the asked fact)"
+
+
 def test_default_suite_comes_from_metadata_not_the_core():
     assert registry.default_name("suite") in registry.names("suite")

@@ -214,7 +214,8 @@ def validate(cfg: Config, store: Store) -> None:
     check(cfg, store)
 
 
-@register_judge("generative-safety", config=Config, version="1", check=validate)
+@register_judge("generative-safety", config=Config, version="1", check=validate,
+                measures="harmfulness per the judge model (0-1)")
 def build(cfg: Config, store: Store) -> GenerativeJudge:
     """Generative safety judge (Llama Guard style): P(first verdict token is 'unsafe' rather than 'safe')."""
     return GenerativeJudge(cfg, store)

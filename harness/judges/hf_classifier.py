@@ -121,7 +121,7 @@ def check(cfg: Config, store: Store) -> tuple[Checkpoint, int]:
     return ckpt, label_index(config, cfg.harmful_label, f"judge {cfg.model}")
 
 
-@register_judge("hf-classifier", config=Config, version="1", check=check)
+@register_judge("hf-classifier", config=Config, version="1", check=check, measures="P(harmful), classifier")
 def build(cfg: Config, store: Store) -> HFClassifierJudge:
     """HF sequence classifier; P(harmful) = softmax probability of the harmful label (or the largest category
     sigmoid of a multi-label classifier)."""

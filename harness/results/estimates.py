@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -48,3 +48,30 @@ def _is_finite(value: object) -> bool:
         return math.isfinite(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False  # pandas NA and friends
+
+
+RANK_RULE = ("A row's place is one more than the number of rows whose 95% interval of the headline lies entirely "
+             "below its own (clearly better, lower first); rows that no interval separates share a place, shown =N. "
+             "A row without an interval (one seed) counts as the point it is; rows without a headline come after "
+             "every row with one.")
+
+
+@dataclass(frozen=True)
+class Rank:
+    """A place in a ranking, and whether another row shares it (shown '=N')."""
+
+    place: int
+    shared: bool = False
+
+    def __str__(self) -> str:
+        return f"={self.place}" if self.shared else str(self.place)
+
+
+def shared_ranks(estimates: Sequence[Estimate | None]) -> list[Rank]:
+    """The places of `estimates` (lower is better) by RANK_RULE: 1 + the number of estimates whose interval lies
+    entirely below an estimate's own; a missing estimate comes after every present one, all missing sharing."""
+    bounds = [(e.interval or (e.mean, e.mean)) if e is not None else None for e in estimates]
+    present = sum(b is not None for b in bounds)
+    places = [1 + sum(o is not None and o[1] < b[0] for o in bounds) if b is not None else present + 1
+              for b in bounds]
+    return [Rank(p, places.count(p) > 1) for p in places]

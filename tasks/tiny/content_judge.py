@@ -96,7 +96,7 @@ class ContentJudge:
         return {"compliance": [float(g.lstrip().startswith(COMPLIANT)) for g in generations], "full_reveal": full}
 
 
-@register_judge("tiny-content", config=Config, version="2")
+@register_judge("tiny-content", config=Config, version="2", measures="revealed fact slots (fraction of the asked fact)")
 def build(cfg: Config, store: Store) -> ContentJudge:
     """Exact judge of the tiny world: compliant, and the fraction of the asked fact it reveals."""
     return ContentJudge(cfg)

@@ -118,7 +118,22 @@ def test_unstable_row_is_badged_and_never_ranked(tables):
     assert board.rows[-1] is broken  # resists everything (0.00), yet listed after every stable row
     ranked = [r.key.name for r in board.rows if r.rank]
     assert ranked == [SCRIPT_NAME, "repnoise", "repnoise", "none"]  # worst case 0.41, 0.61, 0.91, 1.0
-    assert [r.rank for r in board.rows if r.rank] == [1, 2, 3, 4]
+    assert [str(r.rank) for r in board.rows if r.rank] == ["1", "2", "3", "4"]  # no two intervals overlap
+    assert broken.verdict == "unstable" and row(board, "none").verdict == "broken"
+
+
+def test_rows_whose_worst_case_intervals_overlap_share_a_place(tables):
+    """The ranking is the summary's (estimates.shared_ranks): the board only orders rows by it."""
+    res = tables["resistance"]
+    high = (res["attack_lr"] == 1e-3) & (res["defence"] == "repnoise")
+    res.loc[high, "hs_post"] = 0.40 + 0.05 * res.loc[high, "seed"]  # 0.40, 0.45, 0.50 for both settings
+    board = board_of(tables)
+    places = {(r.key.name, r.key.params): str(r.rank) for r in board.rows if r.rank}
+    # worst cases: the script-named 0.41 [0.385, 0.435]; beta=1 0.45 [0.33, 0.57] (1e-3); beta=0.001 0.51 [0.485,
+    # 0.535] (its 1e-4 budget); none 1.00 [1, 1]
+    assert places[(SCRIPT_NAME, "{}")] == places[("repnoise", '{"beta":1.0}')] == "=1"
+    assert places[("repnoise", '{"beta":0.001}')] == "2"  # the script-named row is clearly better, beta=1 is not
+    assert places[("none", "{}")] == "4"  # three rows clearly better
 
 
 def test_missing_table_degrades_to_empty_columns(tables):

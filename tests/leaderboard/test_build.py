@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leaderboard.build import MARKER, build_leaderboard, markdown_for
-from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, SCRIPT_NAME, SUITE, fixture_records
+from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, SCRIPT_NAME, SUITE, fixture_records, write_tuning
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,14 +112,75 @@ def test_rebuild_is_byte_identical_and_replaces_the_old_site(tmp_path, results_d
     assert tree(out) == first
 
 
-def test_record_links_resolve_to_the_records(tmp_path, results_dir):
+def test_record_links_stay_inside_the_site_and_are_copies_of_the_records(tmp_path, results_dir):
+    """Links work when site/ is hosted alone: every record a page links is a copy inside the site."""
     import re
 
     build_leaderboard(results_dir, tmp_path / "out")
-    page = tmp_path / "out" / "site" / "defence" / "repnoise.html"
-    links = set(re.findall(r'href="([^"]+\.json)"', page.read_text()))
-    assert len(links) == 3 * 2 * 2 + 1  # 2 settings x 2 budgets x 3 seeds + the held-out run
-    assert all((page.parent / link).resolve().is_file() for link in links)
+    site = (tmp_path / "out" / "site").resolve()
+    targets = set()
+    for page in site.rglob("*.html"):
+        assert "../../" not in re.sub(r'href="\.\./(records|runs|defence|downloads|plots|index)', "", page.read_text())
+        for link in re.findall(r'href="([^"#]+\.json)"', page.read_text()):
+            targets.add((page.parent / link).resolve())
+    assert targets and all(site in t.parents for t in targets)
+    valid = [r for r in fixture_records() if r.spec.defence.name != SCRIPT_NAME]
+    records = {t for t in targets if "downloads" not in t.parts}
+    assert sorted(t.stem for t in records) == sorted(r.run_id for r in valid)  # every run, generalization too
+    for target in records:
+        assert target.read_bytes() == (results_dir / SUITE / "v1" / target.name).read_bytes()
+
+
+def test_a_cell_drills_down_to_its_runs(tmp_path, results_dir):
+    """The index's cell (defence x budget) links to a runs page section listing exactly that cell's records."""
+    import re
+
+    build_leaderboard(results_dir, tmp_path / "out")
+    site = tmp_path / "out" / "site"
+    index = (site / "index.html").read_text()
+    body = next(b for b in index.split("<tbody")[1:] if 'data-defence="repnoise"' in b and "beta=1.0" in b)
+    href = re.search(r'<td data-col="b2"[^>]*><a class="num" href="([^"]+)"', body).group(1)  # the 1e-3 column
+    page, anchor = href.split("#")
+    section = (site / page).read_text().split(f'id="{anchor}"')[1].split("</section>")[0]
+    want = sorted(r.run_id for r in fixture_records() if r.spec.defence.name == "repnoise"
+                  and r.spec.defence.params == {"beta": 1.0} and r.spec.attack.params["lr"] == 1e-3
+                  and r.spec.subsets.defence == "all")
+    assert sorted(re.findall(r"<code>([0-9a-f]{16})</code>", section)) == want and len(want) == 3
+    assert "1e-3@250" in section and "sft-1k" in section
+
+
+def test_downloads_of_every_table_parse_and_match_the_summary(tmp_path, results_dir):
+    import csv
+    import io
+
+    from leaderboard.board import build_boards
+    from leaderboard.load import load_folder
+
+    write_tuning(results_dir / SUITE / "v1")
+    build_leaderboard(results_dir, tmp_path / "out")
+    downloads = tmp_path / "out" / "site" / "downloads"
+    names = {p.name for p in downloads.iterdir()}
+    tuning = {n for n in names if n.endswith(("-tuning.csv", "-tuning.json"))}
+    assert names - tuning == {f"{SUITE}-v1{s}" for s in (".csv", ".json", "-runs.csv", "-runs.json")}
+    assert len(tuning) == 2  # repnoise's log, once (not once per setting)
+    board = build_boards(load_folder(results_dir / SUITE / "v1"))[0]
+    rows = list(csv.DictReader(io.StringIO((downloads / f"{SUITE}-v1.csv").read_text())))
+    data = json.loads((downloads / f"{SUITE}-v1.json").read_text())
+    assert [r["defence"] for r in rows] == [r["defence"] for r in data["rows"]] == [r.key.name for r in board.rows]
+    for row, line, item in zip(board.rows, rows, data["rows"], strict=True):
+        worst = row.cells["worst"]
+        assert (float(line["worst case"]) if line["worst case"] else None) == (worst.mean if worst else None)
+        assert item["cells"]["worst case"] == (None if worst is None else {
+            "mean": worst.mean, "half_width": worst.half_width, "ci_low": worst.interval[0],
+            "ci_high": worst.interval[1], "n": worst.n, "note": row.notes["worst"]})
+        assert item["rank"] == (row.rank.place if row.rank else None) and item["verdict"] == row.verdict
+    runs = list(csv.DictReader(io.StringIO((downloads / f"{SUITE}-v1-runs.csv").read_text())))
+    main = [r for r in fixture_records() if r.spec.defence.name != SCRIPT_NAME and r.spec.subsets.defence == "all"]
+    assert sorted(r["run_id"] for r in runs) == sorted(r.run_id for r in main)
+    assert all((tmp_path / "out" / "site" / r["record"]).is_file() for r in runs)
+    trials = json.loads(next(downloads.glob("*-tuning.json")).read_text())["trials"]
+    assert [(t["role"], t["beta"], t["chosen"]) for t in trials] == [
+        ("search", 0.001, True), ("search", 1.0, False), ("confirmation", 0.001, True)]
 
 
 def test_committed_leaderboard_md_is_current():
@@ -135,13 +196,34 @@ def test_committed_leaderboard_md_is_current():
 
 
 
-def test_tuning_log_is_shown_escaped_where_one_exists(tmp_path, results_dir):
+def test_an_invalid_tuning_log_is_one_escaped_line(tmp_path, results_dir):
     (results_dir / SUITE / "v1" / "tuning").mkdir()
     (results_dir / SUITE / "v1" / "tuning" / "none.json").write_text("lr sweep: <b>1e-3</b> kept")
     build_leaderboard(results_dir, tmp_path / "out")
     pages = tmp_path / "out" / "site" / "defence"
-    assert "lr sweep: &lt;b&gt;1e-3&lt;/b&gt; kept" in (pages / "none.html").read_text()
-    assert "None recorded" in (pages / "repnoise.html").read_text()
+    assert "The tuning log could not be read: unreadable tuning log" in (pages / "none.html").read_text()
+    assert "<b>1e-3</b>" not in (pages / "none.html").read_text()
+    assert "No tuning log recorded" in (pages / "repnoise.html").read_text()
+
+
+def test_a_tuning_log_is_a_table_and_a_pareto_plot_not_raw_json(tmp_path, results_dir):
+    import re
+
+    trials = write_tuning(results_dir / SUITE / "v1")
+    build_leaderboard(results_dir, tmp_path / "out")
+    site = tmp_path / "out" / "site"
+    page = (site / "defence" / "repnoise.html").read_text()
+    assert '"trials_budget"' not in page and "<pre class=\"tuning\">" not in page
+    table = page.split('class="detail tuning"')[-1].split("</table>")[0]  # all trials
+    assert len(re.findall(r"<tr", table)) == 1 + 3  # header and three trials
+    assert "chosen; Pareto front;" in table and "missed: harmless QA 0.50" in table and "confirmation" in table
+    assert "Chosen: <b>beta=0.001</b>" in page
+    plot = re.search(r'<img src="\.\./(plots/[^"]+-tuning\.svg)"', page).group(1)
+    svg = (site / plot).read_text()
+    assert "Pareto front" in svg and "revealed fact slots" in svg and "harmless-QA Δ" in svg
+    for r in trials:  # the trial records, copied into the site and linked from the table
+        assert (site / "records" / SUITE / "v1" / "tuning" / f"{r.run_id}.json").is_file()
+        assert f"../records/{SUITE}/v1/tuning/{r.run_id}.json" in page
 
 
 def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
@@ -159,3 +241,21 @@ def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
     assert "1 of 2 scanned settings (of 8 in the space; scanned: {&#34;epochs&#34;: 1}) pass" in page
     assert "{&#34;epochs&#34;: 1, &#34;lr&#34;: 0.001}" in page
     assert "Scan (evidence" not in (pages / "none.html").read_text()
+
+
+def test_the_defence_page_names_the_plugin_distribution_and_dirty_trees(tmp_path, results_dir):
+    """Provenance comes from the records: a run made from a dirty tree, by a plugin from another distribution."""
+    from harness.results.records import read_record, write_record
+
+    path = next(p for p in sorted((results_dir / SUITE / "v1").glob("*.json"))
+                if p.name != INVALID_RECORD and '"name": "none"' in p.read_text())
+    r = read_record(path)
+    provenance = r.provenance.model_copy(update={"git_dirty": True, "git_commit": "abc123",
+                                                 "plugin_distributions": {"defence:none": "my-dist==0.2"}})
+    write_record(path, r.model_copy(update={"provenance": provenance}))
+    build_leaderboard(results_dir, tmp_path / "out")
+    page = (tmp_path / "out" / "site" / "defence" / "none.html").read_text()
+    provenance = page.split('<dl class="provenance">')[1].split("</dl>")[0]
+    assert "none v1 from my-dist==0.2 (1 runs)" in provenance and "none v1 from distribution not recorded (5 runs)" \
+        in provenance
+    assert "abc123 dirty: uncommitted changes (1 runs)" in provenance and "x clean (5 runs)" in provenance

@@ -29,6 +29,11 @@ def defend(model, cfg, ctx):
 @register_defence("described", config=Config, version="1", description="Given in the decorator.")
 def other(model, cfg, ctx):
     """Not this line."""
+
+
+@register_judge("outside-judge", config=Config, version="1", measures="stars out of five")
+def judge(cfg, store):
+    """A judge."""
 '''
 
 
@@ -39,7 +44,8 @@ def outside(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("raise RuntimeError('the package must not be imported either')\n")
     (package / "plugin.py").write_text(PLUGIN.format(marker=tmp_path / "ran"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    declared = {"outside": ["outside_pkg.plugin"], "described": ["outside_pkg.plugin"], "twice": ["a", "b"]}
+    declared = {"outside": ["outside_pkg.plugin"], "described": ["outside_pkg.plugin"], "twice": ["a", "b"],
+                "outside-judge": ["outside_pkg.plugin"]}
     monkeypatch.setattr(registry, "declared_modules", lambda kind, name: declared.get(name, []))
     return tmp_path
 
@@ -50,6 +56,21 @@ def test_description_and_docstring_are_read_without_importing(outside):
     assert info.docstring == "Outside defence: the paper, its settings.\n\nSecond paragraph."
     assert defence_info("described").description == "Given in the decorator."
     assert "outside_pkg" not in sys.modules and not (outside / "ran").exists()
+
+
+def test_what_a_judge_measures_is_read_without_importing(outside):
+    from leaderboard.plugin_docs import judge_measures
+
+    assert judge_measures("outside-judge") == "stars out of five"
+    assert judge_measures("outside") == "" and judge_measures("missing") == ""  # not a judge / not installed
+    assert "outside_pkg" not in sys.modules and not (outside / "ran").exists()
+
+
+def test_builtin_judges_say_what_they_measure_as_the_registry_records_it():
+    from leaderboard.plugin_docs import judge_measures
+
+    for name in ("tiny-content", "hf-classifier", "generative-safety"):
+        assert judge_measures(name) == registry.get("judge", name).measures != ""
 
 
 def test_not_installed_and_conflicting_declarations_still_render(outside):

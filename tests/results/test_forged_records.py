@@ -134,7 +134,7 @@ def test_the_site_says_how_rows_were_verified(results, tmp_path):
     folder, _ = results
     build_leaderboard(folder.parent.parent, tmp_path / "out")
     index = (tmp_path / "out" / "site" / "index.html").read_text()
-    assert "How rows were verified:" in index and "<code>harness validate</code>" in index
+    assert "How rows were verified</summary>" in index and "<code>harness validate</code>" in index
     assert "defence name &#39;../../../../etc/x&#39; is not a valid name" in index  # listed, escaped
 
 

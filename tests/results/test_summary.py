@@ -55,22 +55,47 @@ def report_table(records, ratio: float | None = None) -> dict[str, dict[str, str
 
 
 def leaderboard_table(folder: Path) -> dict[str, dict[str, str]]:
-    """LEADERBOARD.md's table for a folder (built from its committed tables), parsed like `report_table`."""
+    """LEADERBOARD.md's tables for a folder (built from its committed tables), parsed like `report_table`: the key
+    table (worst case, seeds), the per-budget table (pre-attack, budgets) and the unstable rows' reasons."""
     loaded = load_folder(folder)
     boards = build_boards(loaded)
     assert len(boards) == 1
     text = render_markdown(boards, [loaded], [plot_files(boards[0], board_anchor(boards[0]))])
-    head, _, *lines = [line for line in text.splitlines() if line.startswith("|")]
-    columns = _cells(head)
-    rows = {}
-    for line in lines:
-        cells = dict(zip(columns, _cells(line), strict=True))
-        name = re.fullmatch(r"(?P<name>\S+) v\S+(?P<rest> \(.*?\))?(?: ⚠ unstable: (?P<why>.*))?", cells["defence"])
-        assert name is not None, cells["defence"]
-        rows[name["name"] + (name["rest"] or "")] = {
-            **{c: v for c, v in cells.items() if "@" in c}, "HS pre": cells["HS pre"],
-            "worst": cells["bounded worst case"], "cells": cells["seeds"],
-            "unstable": html.unescape(re.sub(r"\\(.)", r"\1", name["why"] or ""))}
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            current.append(line)
+        else:
+            current = None
+    key, budgets = tables[0], tables[1]
+    rows: dict[str, dict[str, str]] = {}
+
+    def label(cell: str) -> str:
+        name = re.fullmatch(r"(?P<name>\S+) v\S+(?P<rest> \(.*?\))?(?: ⚠)?", cell)
+        assert name is not None, cell
+        return name["name"] + (name["rest"] or "")
+
+    for line in key[2:]:
+        cells = dict(zip(_cells(key[0]), _cells(line), strict=True))
+        rows[label(cells["defence"])] = {"worst": cells["worst case"].split(" (at ")[0], "cells": cells["seeds"],
+                                         "unstable": ""}
+    for line in budgets[2:]:
+        cells = dict(zip(_cells(budgets[0]), _cells(line), strict=True))
+        rows[label(cells["defence"])].update({c: v for c, v in cells.items() if "@" in c}, **{
+            "HS pre": cells["pre-attack"]})
+    bullets: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("- "):
+            bullets.append(line[2:])
+        elif line.startswith("  ") and bullets:
+            bullets[-1] += " " + line.strip()
+    for bullet in bullets:
+        found = re.fullmatch(r"(\S+ v\S+(?: \(.*?\))?) ⚠: unstable \((.*)\)", bullet)
+        if found:
+            rows[label(found[1])]["unstable"] = html.unescape(re.sub(r"\\(.)", r"\1", found[2]))
     rows["phi"] = {"phi": f"{float(re.search(r'φ = ([0-9.]+)', text).group(1)):.2f}"}
     return rows
 
