@@ -21,7 +21,7 @@ from typing import Any
 
 from harness import __version__, registry
 from harness.conditions.resistance import resistance as measure_resistance
-from harness.data.audit import audit
+from harness.data.audit import audit, leaks
 from harness.data.normalise import distinct
 from harness.data.subsets import filter_categories, row_flags, rule_for, subset_evidence
 from harness.errors import HarnessError
@@ -70,7 +70,13 @@ def select_data(suite: Suite, spec: RunSpec, data: SuiteData | None = None) -> t
     subsets = subset_evidence(spec.subsets.defence, spec.subsets.attack, d_cats, a_cats, row_flags(data.defence))
     splits = {"defence": data.defence, "retain": data.retain, "attack": data.attack, "eval": data.eval,
               "harmless_eval": data.harmless_eval, **data.other}
-    return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets, "audit": audit(splits)})
+    found = audit(splits)
+    leaked = leaks(found, suite.audit_by_design)
+    if leaked:
+        raise HarnessError(f"leakage audit: the splits share content ({'; '.join(leaked[:6])}"
+                           f"{f'; +{len(leaked) - 6} more' if len(leaked) > 6 else ''}) that suite {suite.name} does "
+                           "not declare by design (Suite.audit_by_design); nothing was trained")
+    return data, Evidence.model_validate({**split_evidence(data), "subsets": subsets, "audit": found})
 
 
 def locate_base(model: ModelSpec, suite: Suite, stages: Stages) -> LoadedModel:

@@ -6,7 +6,9 @@ and shared long word n-grams of the answers. An answer n-gram that occurs in man
 answer template, a stock phrase) and is not counted, nor is one that carries fewer than two informative
 words (words in at most a fifth of the answers: a template plus one common word, e.g. "here is how step one
 get the red", says nothing about which answer it came from): what is left is content one split could leak to
-another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence.
+another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence, and enforced:
+a nonzero count on a pair the suite does not declare by design (`Suite.audit_by_design`) fails the run before
+any training (`leaks`).
 """
 
 from __future__ import annotations
@@ -54,3 +56,9 @@ def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str,
         out["answer"][pair] = len(answers[a] & answers[b])
         out["answer_ngram"][pair] = len(content[a] & content[b])
     return out
+
+
+def leaks(found: Mapping[str, Mapping[str, int]], by_design: frozenset[str] = frozenset()) -> list[str]:
+    """'<kind> <a>&<b>: n' for each nonzero count of an audit that the suite does not declare by design."""
+    return [f"{kind} {pair}: {n}" for kind, pairs in found.items() for pair, n in pairs.items()
+            if n and f"{kind}:{pair}" not in by_design]
