@@ -28,7 +28,7 @@ from harness.data.views import view
 from harness.errors import HarnessError, RunFailed
 from harness.generation.outputs import ModelOutputs
 from harness.judges.panel import JudgePanel
-from harness.results.metrics import Agreement, Evaluation
+from harness.results.metrics import SAMPLE_CHARS, SAMPLE_SIZE, Agreement, Evaluation
 from harness.specs import RunSpec
 from harness.stages import DEGENERATE, FLOORS, GENERATIONS, GOLD_NLL, Stages, data_fingerprint
 from harness.suite import Suite, SuiteData
@@ -58,6 +58,7 @@ class Evaluator:
                                      remote_code=suite.trust_remote_code, prompt_sets={"harmful": sets["harmful"]})
                         for p in spec.eval.prefills]
         self.panel = JudgePanel(stages, spec.judges)
+        self.samples: dict[str, list[dict[str, Any]]] = {}  # per evaluation name: the record's bounded sample
         self.versus_base = VersusBase(stages, spec, suite, loading=self.outputs.loading(), data=self.data,
                                       attack_data=view(data, "trainability_attack"), harmless=self.harmless,
                                       harmful=self.harmful, harm_now=self.harmfulness_now)
@@ -78,6 +79,8 @@ class Evaluator:
                   for k, j in zip(panel.keys, spec.judges, strict=True)}
         by_judge = {k: harmfulness(v, row_flags(self.harmful)) for k, v in scores.items()}  # every flag of a row
         primary = panel.keys[0]
+        self.samples[name] = [{"prompt": p, "output": o[:SAMPLE_CHARS], "score": v} for p, o, v in
+                              zip(prompts[:SAMPLE_SIZE], outputs, scores[primary], strict=False)]
         degenerate = self.stages.cached_value(
             f"{name}.degenerate", DEGENERATE,
             {"generations": gen_key, "base": spec.model.model_dump(), "max_ppl": self.suite.degenerate_max_ppl},

@@ -249,7 +249,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
                        overrides=overrides, evidence=cell.evidence, budget=registry.attack_budget(spec.attack),
-                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, cell.loaded))
+                       metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, cell.loaded),
+                       samples=evaluator.samples)
     record, wrote = write_record_once(path, record, replace_corrupt=force)
     return record, not wrote
 

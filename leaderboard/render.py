@@ -5,6 +5,7 @@
     defence/<defence>.html              a defence: its headline first, then settings, tuning, curves, provenance
     runs/<board>-<row>.html             a row's runs per budget (the drill-down from a cell)
     records/<suite>/v<N>/<id>.json      the records those pages link (copied: the site works hosted alone)
+    samples/<suite>-v<N>-<id>.html      a run's bounded sample of prompts, answers and scores (records that hold one)
     downloads/<board>[-runs|-tuning-<defence>].{csv,json}
 
 Every string from a plugin or a table reaches HTML through jinja2's autoescaping; nothing is marked safe.
@@ -56,6 +57,7 @@ class Site:
         import jinja2
 
         self.boards, self.folders, self.built = boards, folders, built
+        self._records: dict[Path, dict[str, Any]] = {}
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(unstable_rule=UNSTABLE_RULE, rank_rule=RANK_RULE, budget_rule=BUDGET_RULE,
@@ -67,12 +69,13 @@ class Site:
         self.current = {id(b): b.folder.protocol_version == newest[b.folder.suite] for b in boards}
 
     def write(self, folder: Path, plots: list[dict[str, str]]) -> None:
-        for sub in ("defence", "runs", "downloads", "records"):
+        for sub in ("defence", "runs", "downloads", "records", "samples"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         views = [self._board_view(b, p) for b, p in zip(self.boards, plots, strict=True)]
         for board, view in zip(self.boards, views, strict=True):
             downloads.write_board(folder / "downloads", board, view)
             self._copy_records(board, folder / "records")
+            self._write_samples(board, folder)
         index = self.env.get_template("index.html.j2").render(
             root="", boards=[v for v in views if v["current"]], superseded=[v for v in views if not v["current"]],
             defences=[{"name": i.name, "description": i.description, "page": f"defence/{slug(i.name)}.html"}
@@ -239,8 +242,35 @@ class Site:
     def _run(self, board: Board, run_id: str, root: str) -> dict[str, str]:
         """A run id and the link to its record's copy in the site ('' where the record is not a valid one)."""
         if run_id not in board.folder.runs:
-            return {"id": run_id, "href": ""}
-        return {"id": run_id, "href": f"{root}{record_href(board, run_id)}"}
+            return {"id": run_id, "href": "", "samples": ""}
+        sample = f"{root}{samples_href(board, run_id)}" if self._record(board, run_id).get("samples") else ""
+        return {"id": run_id, "href": f"{root}{record_href(board, run_id)}", "samples": sample}
+
+    def _record(self, board: Board, run_id: str) -> dict[str, Any]:
+        """A valid record's JSON, read once per build."""
+        path = board.folder.runs[run_id].path
+        if path not in self._records:
+            self._records[path] = json.loads(path.read_text())
+        return self._records[path]
+
+    def _write_samples(self, board: Board, folder: Path) -> None:
+        """A page per run whose record holds a sample (records before samples have none)."""
+        page = self.env.get_template("samples.html.j2")
+        titles = {"base": "Undefended base", "pre_attack": "Defended, before the attack",
+                  "post_attack": "Defended, after the attack"}
+        ids = {i for r in board.rows for i in dict(r.provenance)["run ids"]} & set(board.folder.runs)
+        for run_id in sorted(ids):
+            record = self._record(board, run_id)
+            if not record.get("samples"):
+                continue
+            spec, metrics = record["spec"], record["metrics"]
+            evaluations = [{"name": n, "title": titles.get(n, n), "rows": rows,
+                            "mean": f"{metrics[n]['harmfulness']['mean']:.3f}" if n in metrics else "—"}
+                           for n, rows in record["samples"].items()]
+            (folder / samples_href(board, run_id)).write_text(page.render(root="../", run={
+                "id": run_id, "record": f"../{record_href(board, run_id)}", "defence": spec["defence"]["name"],
+                "attack": spec["attack"]["name"], "measure": board.harm_label, "evaluations": evaluations,
+                "size": max(len(e["rows"]) for e in evaluations)}))
 
     @staticmethod
     def _copy_records(board: Board, records: Path) -> None:
@@ -255,6 +285,11 @@ class Site:
 def record_href(board: Board, run_id: str) -> str:
     """Where a record's copy lives, relative to the site root."""
     return f"records/{board.folder.suite}/v{board.folder.protocol_version}/{run_id}.json"
+
+
+def samples_href(board: Board, run_id: str) -> str:
+    """Where a run's sample page lives, relative to the site root."""
+    return f"samples/{slug(board.folder.suite)}-v{board.folder.protocol_version}-{run_id}.html"
 
 
 def board_anchor(board: Board) -> str:

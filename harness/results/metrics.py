@@ -156,6 +156,17 @@ class Evaluation(Metric):
                                      "fallback where vLLM could not serve it)")
 
 
+class Sample(Metric):
+    """One held-out prompt of an evaluation, the model's greedy answer and the primary judge's score."""
+
+    prompt: str
+    output: str = Field(description="the greedy answer (cut at SAMPLE_CHARS characters)")
+    score: Probability = Field(description="the primary judge's score of the whole answer")
+
+
+SAMPLE_SIZE, SAMPLE_CHARS = 8, 400  # a record's bounded sample: the first prompts of each evaluation
+
+
 class Resistance(Metric):
     """Harmfulness along the attack against the threshold phi."""
 

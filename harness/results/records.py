@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.errors import CorruptRecordError, HarnessError
 from harness.progress import warn
 from harness.results.jsonio import JSONLimitError, read_json
-from harness.results.metrics import AttackBudget, Evidence, Metrics
+from harness.results.metrics import AttackBudget, Evidence, Metrics, Sample
 from harness.specs import RunSpec
 from harness.store.artifacts import atomic_write_text
 
@@ -90,6 +90,9 @@ class RunRecord(BaseModel):
     budget: AttackBudget = Field(AttackBudget(), description="the attack's strength in the budget dimensions")
     metrics: Metrics
     provenance: Provenance
+    samples: dict[str, list[Sample]] | None = Field(
+        None, description="per evaluation (base, pre_attack, post_attack), the first held-out prompts, their "
+        "greedy answers and the primary judge's scores: what the numbers look like (records before it have none)")
 
 
 def record_schema() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results.metrics import Sample
 from harness.results.records import write_record
 from harness.results.tables import build, write_table
 from tests.factories import record
@@ -35,7 +36,14 @@ def fixture_records() -> list:
                                       created=f"2026-01-01T00:00:0{seed}", suite=SUITE, judge=JUDGE, attack=attack))
     records.append(record("repnoise", {"beta": 1.0}, 1e-4, 0, 0.0, 0.03, subsets=("~violence", "violence"),
                           created="2026-01-02T00:00:00", suite=SUITE, judge=JUDGE))
+    first = next(i for i, r in enumerate(records) if r.spec.defence.name == "none")  # one run holds a sample
+    records[first] = records[first].model_copy(update={"samples": SAMPLES})
     return records
+
+
+SAMPLE_OUTPUT = "Sure, here is how. <script>alert(2)</script> Step one: get the zarn plok."
+SAMPLES = {name: [Sample(prompt=f"How do I do {name} thing {i}?", output=SAMPLE_OUTPUT, score=0.25 * i)
+                  for i in range(3)] for name in ("base", "pre_attack", "post_attack")}
 
 
 def write_results(root: Path) -> Path:

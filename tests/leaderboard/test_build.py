@@ -120,7 +120,8 @@ def test_record_links_stay_inside_the_site_and_are_copies_of_the_records(tmp_pat
     site = (tmp_path / "out" / "site").resolve()
     targets = set()
     for page in site.rglob("*.html"):
-        assert "../../" not in re.sub(r'href="\.\./(records|runs|defence|downloads|plots|index)', "", page.read_text())
+        inside = r'href="\.\./(records|runs|samples|defence|downloads|plots|index)'
+        assert "../../" not in re.sub(inside, "", page.read_text())
         for link in re.findall(r'href="([^"#]+\.json)"', page.read_text()):
             targets.add((page.parent / link).resolve())
     assert targets and all(site in t.parents for t in targets)
@@ -147,6 +148,30 @@ def test_a_cell_drills_down_to_its_runs(tmp_path, results_dir):
                   and r.spec.subsets.defence == "all")
     assert sorted(re.findall(r"<code>([0-9a-f]{16})</code>", section)) == want and len(want) == 3
     assert "1e-3@250" in section and "sft-1k" in section
+
+
+def test_a_run_drills_down_to_its_sample_of_prompts_answers_and_scores(tmp_path, results_dir):
+    """A run whose record holds a sample links to a page of its prompts, answers (escaped) and judge scores, inside
+    the site; a run without one has no such link."""
+    import re
+
+    from tests.leaderboard.conftest import SAMPLE_OUTPUT
+
+    build_leaderboard(results_dir, tmp_path / "out")
+    site = tmp_path / "out" / "site"
+    with_sample = next(r.run_id for r in fixture_records() if r.samples)
+    pages = [p for p in (site / "runs").glob("*.html") if with_sample in p.read_text()]
+    assert pages
+    text = pages[0].read_text()
+    links = re.findall(r'<a class="sample" href="([^"]+)"', text)
+    assert links == [f"../samples/{SUITE}-v1-{with_sample}.html"]  # only the run that holds a sample
+    page = (pages[0].parent / links[0]).resolve()
+    assert page.is_relative_to(site.resolve())
+    html = page.read_text()
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "<script>alert(2)" not in html
+    assert html.count("How do I do post_attack thing") == 3 and "0.50" in html
+    assert "Defended, after the attack" in html and f"../records/{SUITE}/v1/{with_sample}.json" in html
+    assert html.count(SAMPLE_OUTPUT.split("<")[0]) == 9
 
 
 def test_downloads_of_every_table_parse_and_match_the_summary(tmp_path, results_dir):
