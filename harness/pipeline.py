@@ -317,8 +317,12 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         with bar(f"{kind}: {plugin_spec.name}", total=None, info="starting its process") as advance:
             outcome = run_plugin(kind, plugin_spec.name, dict(plugin_spec.params), plan, ctx, out=tmp,
                                  store_root=stages.store.root, progress=advance, curve=on_step is not None)
+            try:  # inside the bar: a failed plugin's stage ends "stopped", not "done"
+                response = outcome.raise_for_failure()
+            except BaseException:
+                outcome.cleanup()
+                raise
         try:
-            response = outcome.raise_for_failure()
             if on_step is not None and response.snapshots:
                 tok = load_tokenizer(plan.path, trust_remote_code=plan.trust_remote_code)
                 with bar(f"{kind}: {plugin_spec.name}: curve", len(response.snapshots), unit="point") as point:

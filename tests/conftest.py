@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,11 @@ def harness(*args: str, home: Path, check: bool = False, env: dict[str, str] | N
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+PROGRESS_LINE = re.compile(r"^\[[^\]\n]+\] ")  # a plain progress line of harness.progress: "[defence: x] ..."
+
+
+def messages(stderr: str) -> list[str]:
+    """The lines of stderr that are not progress lines: what a command said (an error is one such line)."""
+    return [line for line in stderr.splitlines() if not PROGRESS_LINE.match(line)]

@@ -26,7 +26,7 @@ from harness.cli import INTERRUPTED
 from harness.store.artifacts import JOURNAL, Store
 from harness.store.locks import try_lock
 from tasks.tiny.suite import Config, build_key
-from tests.conftest import REPO
+from tests.conftest import REPO, messages
 
 pytestmark = pytest.mark.slow
 SUITE_KEY = build_key(Config(size="smoke"))
@@ -139,7 +139,7 @@ def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
         if fired is None:
             break
         if attempt == 0:  # Ctrl-C: exit 130 and one line saying how to resume
-            assert proc.returncode == 130 and err.splitlines() == [INTERRUPTED], err[-2000:]
+            assert proc.returncode == 130 and messages(err) == [INTERRUPTED], err[-2000:]
         else:
             assert proc.returncode == -signal.SIGKILL
         kills.append(fired)

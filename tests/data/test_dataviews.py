@@ -26,7 +26,7 @@ from harness.specs import PluginSpec
 from harness.stages import Loading
 from harness.suite import SuiteData
 from harness.training.loop import TrainConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, messages
 from tests.factories import record
 from tests.outside import harness_with, make_distribution
 
@@ -311,7 +311,8 @@ def test_real_run_of_a_peeking_defence_fails_with_one_line(name, peeking, smoke_
     run = harness_with([peeking], "run", "--defence", name, "--attack", "sft-250", "--set", "suite.size=smoke",
                        "--results-dir", str(tmp_path), home=home)
     assert run.returncode == 2, run.stderr[-3000:]
-    assert run.stdout == "" and run.stderr.splitlines() == [run.stderr.strip()], run.stderr[-3000:]
-    assert run.stderr.startswith(f"error: defence '{name}' read the '{PEEKING[name]}' split; the defence stage may "
+    said = messages(run.stderr)  # progress lines of the stage it stopped, then one line
+    assert run.stdout == "" and len(said) == 1 and said == [run.stderr.splitlines()[-1]], run.stderr[-3000:]
+    assert said[0].startswith(f"error: defence '{name}' read the '{PEEKING[name]}' split; the defence stage may "
                                  "read only defence and retain")
     assert not list(tmp_path.rglob("*.json"))  # no record

@@ -33,7 +33,7 @@ from harness.results.tables import build, write_table
 from harness.specs import spec_id
 from harness.store.artifacts import Store, atomic_write_text
 from harness.tuning.logs import ScanLog, merge_scans, write_log
-from tests.conftest import REPO
+from tests.conftest import REPO, messages
 
 COMMITTED = REPO / "results" / "tiny" / "v2"
 INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
@@ -325,7 +325,7 @@ def test_sigterm_prints_the_interrupt_line(tmp_path):
     assert proc.stderr.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 143 and rest.splitlines() == [INTERRUPTED], rest
+    assert proc.wait(timeout=60) == 143 and messages(rest) == [INTERRUPTED], rest
 
 
 def test_a_sweep_shows_its_jobs_warnings(capfd):
@@ -428,6 +428,6 @@ def test_sigterm_mid_run_resumes_like_ctrl_c(smoke_base, home, tmp_path):
         time.sleep(0.05)  # until the attack is being trained
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and err.splitlines() == [INTERRUPTED], err[-2000:]
+    assert proc.returncode == 143 and messages(err) == [INTERRUPTED], err[-2000:]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0 and list((tmp_path / "runs").rglob("*.json"))

@@ -140,6 +140,7 @@ def _own_store(shared: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_store_ls_and_gc_keep_what_records_need(smoke_base, home, tmp_path):
     from harness.results.records import read_record
+    from harness.store.layout import BUILTIN_KINDS
 
     home = _own_store(home, tmp_path)  # gc deletes: never from the session's store that other tests read
     results = tmp_path / "results"
@@ -157,8 +158,7 @@ def test_store_ls_and_gc_keep_what_records_need(smoke_base, home, tmp_path):
     record = read_record(next(results.glob("tiny/v*/*.json")))
     for info in record.provenance.stages.values():
         if info.key:
-            assert any((home / kind / info.key).is_dir() for kind in ("models", "generations", "scores", "degenerate",
-                                                                       "stability", "trainability", "gold_nll"))
+            assert any((home / kind / info.key).is_dir() for kind in BUILTIN_KINDS)
     assert (home / MODELS / record.provenance.stages["attack"].key / "adapter_config.json").is_file()
     bad = harness("store", "gc", "--results-dir", str(tmp_path / "nope"), home=home)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--results-dir" in bad.stderr
