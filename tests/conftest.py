@@ -37,11 +37,21 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_base(home: Path) -> Path:
-    """The smoke-size tiny suite's base checkpoint, built once per session (the store caches it)."""
+    """The smoke-size tiny suite's base checkpoint, built once per session (the store caches it). The process that
+    builds it leaves what it printed, without a terminal and a progress line every 2 s, in `PREPARE_LOG` (the
+    progress test reads the world build's lines there instead of building a second world)."""
     from tasks.tiny.suite import Config, build_key
 
-    harness("prepare", "tiny", "--set", "suite.size=smoke", home=home, check=True)
+    proc = harness("prepare", "tiny", "--set", "suite.size=smoke", home=home, check=True,
+                   env={"HARNESS_PROGRESS_EVERY": "2"})
+    if "] started" in proc.stderr:  # this process built it (another worker's waited and found it built)
+        tmp = home / f".{PREPARE_LOG}.{os.getpid()}"
+        tmp.write_text(proc.stderr)
+        tmp.replace(home / PREPARE_LOG)
     return home / "suites" / build_key(Config(size="smoke")) / "base"
+
+
+PREPARE_LOG = "smoke-prepare.log"
 
 
 def harness(*args: str, home: Path, check: bool = False, env: dict[str, str] | None = None

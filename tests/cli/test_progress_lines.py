@@ -1,26 +1,38 @@
 """`harness run ... 2>&1 | cat` (CI, a pipe, a file) shows progress lines during the world build and every long
-stage, each with its count, total and ETA, arriving while the stage runs. A fresh store, so the world is built
-(slow: ~3 min on two CPU cores)."""
+stage, each with its count, total and ETA, arriving while the stage runs. The world build's lines are those the
+session's smoke build printed without a terminal (tests/conftest.py: `smoke_base`); the run goes into a store that
+holds only that world, so every stage of the run is computed."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import PREPARE_LOG, REPO
 
 pytestmark = pytest.mark.slow
 PERIODIC = r"\[{}\] {} \d+/(\d+) \(\d+%\) elapsed \d+:\d\d eta \d+:\d\d"
 
 
-def run_without_a_terminal(tmp_path) -> list[tuple[float, str]]:
+def build_log(home: Path) -> str:
+    """What the session's smoke build printed (the worker that built it writes it; another may still be writing)."""
+    deadline = time.monotonic() + 120
+    while not (home / PREPARE_LOG).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    return (home / PREPARE_LOG).read_text()
+
+
+def run_without_a_terminal(tmp_path, home: Path) -> list[tuple[float, str]]:
     """(seconds since start, line) of everything the run writes, read from a pipe as it arrives."""
+    shutil.copytree(home / "suites", tmp_path / "home" / "suites")  # the built world, no stage of any run
     env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "HARNESS_PROGRESS_EVERY": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--defence", "repnoise", "--attack",
                              "sft-250", "--set", "suite.size=smoke", "--results-dir", str(tmp_path / "runs")],
@@ -33,17 +45,23 @@ def run_without_a_terminal(tmp_path) -> list[tuple[float, str]]:
     return lines
 
 
-def test_a_piped_run_reports_progress_through_the_world_build_and_every_stage(tmp_path):
-    timed = run_without_a_terminal(tmp_path)
+def test_a_piped_run_reports_progress_through_the_world_build_and_every_stage(smoke_base, home, tmp_path):
+    built = build_log(home)
+    timed = run_without_a_terminal(tmp_path, home)
     text = "\n".join(line for _, line in timed)
-    assert "\r" not in text and not re.search(r"━ *\d+/", text)  # no bar drawn into a log
-    for name, unit in (("tiny base: pretrain", "step"), ("tiny base: align", "step"),
-                       ("tiny judge: train classifier", "step"), ("defence: repnoise", "step"),
-                       ("attack: sft-250", "step")):
-        assert re.search(rf"^\[{re.escape(name)}\] started", text, re.M), name
-        total = re.search(PERIODIC.format(re.escape(name), unit), text)
+    for log in (built, text):
+        assert "\r" not in log and not re.search(r"━ *\d+/", log)  # no bar drawn into a log
+    for name, unit, log in (("tiny base: pretrain", "step", built), ("tiny base: align", "step", built),
+                            ("tiny judge: train classifier", "step", built), ("defence: repnoise", "step", text),
+                            ("attack: sft-250", "step", text)):
+        assert re.search(rf"^\[{re.escape(name)}\] started", log, re.M), name
+        total = re.search(PERIODIC.format(re.escape(name), unit), log)
         assert total and int(total.group(1)) > 1, f"no line with a total and an ETA for {name}"
-        assert re.search(rf"^\[{re.escape(name)}\] done: {total.group(1)} {unit}s in \d+:\d\d", text, re.M), name
+        assert re.search(rf"^\[{re.escape(name)}\] done: {total.group(1)} {unit}s in \d+:\d\d", log, re.M), name
+    # The world build speaks while it runs: its longest stage prints a line at least every few seconds.
+    elapsed = [int(m) * 60 + int(s) for m, s in re.findall(r"^\[tiny base: pretrain\] step .* elapsed (\d+):(\d\d)",
+                                                           built, re.M)]
+    assert len(elapsed) >= 3 and max(b - a for a, b in itertools.pairwise([0, *elapsed])) < 40, elapsed
     for stage in ("pre_attack: generate (hf)", "post_attack: generate (hf)", "post_attack.judge.hf-classifier",
                   "attack: sft-250: curve", "trainability: defended: fine-tune on tiny-viggo"):
         assert re.search(rf"^\[{re.escape(stage)}\] done: \d+ ", text, re.M), stage
