@@ -192,6 +192,10 @@ def make_suite(name: str, model: str, cfg: Config, *, plugin_defaults: Mapping[s
         pairing=RefusalPairing(max_new_tokens=cfg.refusal_max_new_tokens, batch_size=cfg.eval_batch_size,
                                keep=cfg.defence_size),
         reference_defence="none",
+        # BeaverTails answers one prompt several times, harmful and safe: the retain split is the safe answers to
+        # the defence prompts, the harmless evaluation the safe answers to the evaluation prompts (the RepNoise
+        # reference's construction). Shared prompts there are the dataset's design; answers must still be disjoint.
+        audit_by_design=frozenset({"prompt:defence&retain", "prompt:eval&harmless_eval"}),
         resources=resources,
         description=description,
     )
