@@ -26,8 +26,7 @@ from harness.stages import GENERATIONS, Stages
 from harness.training.collate import PromptFormat
 
 # How an attack is watched, and which forced openings are also measured: not what a model's greedy outputs depend on.
-CURVE_FIELDS = {"curve_every", "curve_points", "curve_prompts"}
-NOT_OUTPUTS = CURVE_FIELDS | {"prefills"}
+NOT_OUTPUTS = {"curve_every", "curve_points", "curve_prompts", "prefills"}
 PromptSets = dict[str, list[str]]
 
 
