@@ -60,7 +60,7 @@ class Evaluator:
         self.panel = JudgePanel(stages, spec.judges)
         self.samples: dict[str, list[dict[str, Any]]] = {}  # per evaluation name: the record's bounded sample
         self.versus_base = VersusBase(stages, spec, suite, loading=self.outputs.loading(), data=self.data,
-                                      attack_data=view(data, "trainability_attack"), harmless=self.harmless,
+                                      attack_data=data, harmless=self.harmless,
                                       harmful=self.harmful, harm_now=self.harmfulness_now)
 
     @property

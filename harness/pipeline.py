@@ -201,8 +201,8 @@ def defend_stage(cell: CellContext) -> str:
 
 def attack_stage(cell: CellContext, defended: str) -> str:
     """The attacked model's store key (a full model, or a LoRA adapter on the defended model). The attack sees
-    only its split (`dataviews.STAGE_SPLITS`); a callback records harmfulness every k steps into the artifact's
-    extra.json."""
+    only its split (`dataviews.STAGE_SPLITS`) and the splits it declares (`reads`); a callback records
+    harmfulness every k steps into the artifact's extra.json."""
     spec, data, stages = cell.spec, cell.data, cell.stages
     points: list[list[float]] = []
 
@@ -210,9 +210,11 @@ def attack_stage(cell: CellContext, defended: str) -> str:
         if step > 0:
             points.append([step, cell.evaluator.harmfulness_now(model, tok)])
 
+    reads = registry.get("attack", spec.attack.name).reads  # further splits it declares (none: its split alone)
     return stages.cached("attack", MODELS, {
         "defended": defended, "attack": spec.attack.key_dump(), "seed": spec.attack_seed_used,
         "data": data_fingerprint(data.attack), "curve_every": spec.eval.curve_every,
+        **({"reads": {r: data_fingerprint(getattr(data, r)) for r in reads}} if reads else {}),
         **{k: v for k in ("curve_points", "curve_prompts") if (v := getattr(spec.eval, k))}},
         apply_plugin("attack", spec.attack, stages.model_ref(defended), stages,
                      dataclasses.replace(cell.ctx, seed=spec.attack_seed_used, every=spec.eval.curve_every,

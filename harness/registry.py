@@ -64,6 +64,9 @@ class Plugin:
     needs: tuple[str, ...] = ()
     registrar: str = ""  # the module that registered it ('': the function's own module)
     measures: str = ""   # judges: what a score measures, as a plot axis or a table reads it (e.g. 'P(harmful)')
+    # Attacks: further splits the attack reads beside its own (`harness.data.views.DECLARABLE`, e.g. ('retain',)
+    # for an attack that trains on harmless data); part of the attack stage's cache key.
+    reads: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -93,7 +96,7 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
-             needs: tuple[str, ...] = (), measures: str = "") -> Callable[[F], F]:
+             needs: tuple[str, ...] = (), measures: str = "", reads: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
     from harness.keying import stray_marks
     from harness.models.architecture import FEATURES
@@ -108,6 +111,12 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                               f"needs, from {', '.join(FEATURES)}")
     if measures and kind != "judge":
         raise PluginLoadError(f"{kind} '{name}' declares what it measures; only judges do")
+    if reads:
+        from harness.data.views import DECLARABLE
+
+        if kind != "attack" or not set(reads) <= set(DECLARABLE["attack"]):
+            raise PluginLoadError(f"{kind} '{name}' declares it reads {list(reads)}: only attacks declare reads, "
+                                  f"from {', '.join(DECLARABLE['attack'])}")
     budget = dict(budget or {})
     if budget and kind != "attack":
         raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
@@ -135,7 +144,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
-                                       registrar, measures)
+                                       registrar, measures, tuple(reads))
         return fn
 
     return decorate

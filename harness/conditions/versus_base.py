@@ -32,7 +32,8 @@ class VersusBase:
     def __init__(self, stages: Stages, spec: RunSpec, suite: Suite, *, loading: dict[str, Any], data: SuiteData,
                  attack_data: SuiteData, harmless: Any, harmful: Any, harm_now: HarmNow):
         self.stages, self.spec, self.suite, self.loading = stages, spec, suite, loading
-        self.data, self.attack_data = data, attack_data  # the evaluation's and the trainability attack's views
+        # The evaluation's view, and the suite's data that `call_plugin` gives the trainability attack its view of
+        self.data, self.attack_data = data, attack_data
         self.harmless, self.harmful, self.harm_now = harmless, harmful, harm_now
 
     def stability(self, defended: str, base: str, pre: Evaluation, base_eval: Evaluation) -> Stability:
@@ -103,6 +104,9 @@ class VersusBase:
         if protocol.then_attack:
             inputs |= {"attack_data": data_fingerprint(self.attack_data.attack), "eval": self.spec.eval.model_dump(),
                        "judge": self.spec.judges[0].model_dump(), "prompts": data_fingerprint(self.harmful)}
+            reads = registry.get("attack", protocol.then_attack).reads
+            if reads:
+                inputs["attack_reads"] = {r: data_fingerprint(getattr(self.attack_data, r)) for r in reads}
         return self.stages.cached_value(f"trainability.{who}", TRAINABILITY, inputs, compute)
 
     def then_attack(self, model: Any, tok: Any) -> list[float]:

@@ -35,6 +35,10 @@ STAGE_SPLITS: dict[str, tuple[str, ...]] = {
     # `attack`: its answers, in random order, answer the held-out prompts for the random-answer floor
     "evaluation": ("eval", "harmless_eval", "eval_visible", "attack", "trainability_train", "trainability_test"),
 }
+# Splits a plugin of a stage may also declare it reads (`register_attack(..., reads=("retain",))`): an attack whose
+# kind trains on harmless data (benign fine-tuning, an identity shift, a poisoned user task, retain-set fine-tuning)
+# reads the harmless retain rows. A defence already has them; nothing else is declarable.
+DECLARABLE: dict[str, tuple[str, ...]] = {"attack": ("retain",), "trainability_attack": ("retain",)}
 # How the suite built its data (rows read, duplicates dropped, overlaps): numbers, readable by every stage.
 METADATA = ("evidence",)
 
@@ -44,19 +48,24 @@ class SplitAccessError(HarnessError):
     stops with one line (exit 2), as for any bad input."""
 
 
-def allowed(stage: str) -> tuple[str, ...]:
-    """The splits `stage` may read."""
+def allowed(stage: str, reads: Iterable[str] = ()) -> tuple[str, ...]:
+    """The splits `stage` may read, with the further splits its plugin declares (`reads`, from `DECLARABLE`)."""
     if stage not in STAGE_SPLITS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_SPLITS)}")
-    return STAGE_SPLITS[stage]
+    extra = tuple(r for r in dict.fromkeys(reads) if r not in STAGE_SPLITS[stage])
+    bad = [r for r in extra if r not in DECLARABLE.get(stage, ())]
+    if bad:
+        raise ValueError(f"the {stage} stage cannot be given {', '.join(bad)}; a plugin of it may declare only "
+                         f"{', '.join(DECLARABLE.get(stage, ())) or 'nothing'}")
+    return STAGE_SPLITS[stage] + extra
 
 
-def message(stage: str, splits: Iterable[str], who: str = "") -> str:
+def message(stage: str, splits: Iterable[str], who: str = "", reads: Iterable[str] = ()) -> str:
     """One line: who read which withheld split(s), and what the stage may read."""
     names = list(dict.fromkeys(splits))
     quoted = ", ".join(f"'{n}'" for n in names)
     return (f"{who or f'the {stage} stage'} read the {quoted} split{'s' if len(names) > 1 else ''}; "
-            f"the {stage} stage may read only {' and '.join(allowed(stage))}")
+            f"the {stage} stage may read only {' and '.join(allowed(stage, reads))}")
 
 
 class Withheld:
@@ -95,10 +104,10 @@ class Withheld:
         return f"<split '{get(self, '_split')}': not visible to the {get(self, '_stage')} stage>"
 
 
-def view(data: SuiteData, stage: str, log: list[str] | None = None) -> SuiteData:
-    """`data` as `stage` may see it: its allowed splits and the evidence kept, every other field (present
-    now or added later) a `Withheld` that appends the split's name to `log` when touched."""
-    keep = {*allowed(stage), *METADATA}
+def view(data: SuiteData, stage: str, log: list[str] | None = None, reads: Iterable[str] = ()) -> SuiteData:
+    """`data` as `stage` may see it: its allowed splits (and those its plugin declares, `reads`) and the evidence
+    kept, every other field (present now or added later) a `Withheld` that appends the split's name to `log`."""
+    keep = {*allowed(stage, reads), *METADATA}
     log = [] if log is None else log
     return dataclasses.replace(data, **{f.name: Withheld(f.name, stage, log) for f in dataclasses.fields(data)
                                         if f.name not in keep})
@@ -110,14 +119,14 @@ def call_plugin(stage: str, plugin: Any, model: Any, cfg: Any, ctx: StageContext
     `SplitAccessError` naming the plugin, whether the plugin let the error through, raised another, or caught
     it and went on (the view's log shows the access)."""
     log: list[str] = []
-    ctx = dataclasses.replace(ctx, data=view(ctx.data, stage, log))
+    ctx = dataclasses.replace(ctx, data=view(ctx.data, stage, log, plugin.reads))
     who = f"{plugin.kind} '{plugin.name}'"
     try:
         result = plugin.fn(model, cfg, ctx)
     except Exception as exc:
         if log:
-            raise SplitAccessError(message(stage, log, who)) from exc
+            raise SplitAccessError(message(stage, log, who, plugin.reads)) from exc
         raise
     if log:
-        raise SplitAccessError(message(stage, log, who))
+        raise SplitAccessError(message(stage, log, who, plugin.reads))
     return result

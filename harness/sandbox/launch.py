@@ -51,6 +51,7 @@ class Outcome:
     response: Response | None
     work: Path
     returncode: int
+    reads: tuple[str, ...] = ()  # the further splits the plugin declares it reads
 
     def raise_for_failure(self) -> Response:
         """The response of a plugin that succeeded; else the stage's error, in the order a reader needs it: a
@@ -61,7 +62,7 @@ class Outcome:
             raise PluginFailed(f"{self.who}'s process exited with code {self.returncode} without a result: "
                                f"{_tail(self.work / 'worker.log')} (log: {self.work / 'worker.log'})")
         if resp.withheld:
-            raise SplitAccessError(message(self.stage, resp.withheld, self.who))
+            raise SplitAccessError(message(self.stage, resp.withheld, self.who, self.reads))
         if resp.violations:
             raise SandboxError(guard_message(self.who, resp.violations[0]))
         if resp.error and resp.harness_error:
@@ -127,9 +128,9 @@ def _datasets_caches() -> list[str]:
     return out + [str(p) for p in hub.glob("datasets--*")]
 
 
-def materialise(data: Any, stage: str, folder: Path) -> dict[str, str | None]:
-    """Save the splits `stage` may read into `folder` (a `datasets.Dataset` as an Arrow folder; a list of rows
-    as one first); nothing else of `data` leaves this process."""
+def materialise(data: Any, stage: str, folder: Path, reads: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Save the splits `stage` (with its plugin's declared `reads`) may read into `folder` (a `datasets.Dataset`
+    as an Arrow folder; a list of rows as one first); nothing else of `data` leaves this process."""
     from datasets import Dataset
     from datasets.utils import logging as datasets_logging
 
@@ -137,7 +138,7 @@ def materialise(data: Any, stage: str, folder: Path) -> dict[str, str | None]:
     bars = datasets_logging.is_progress_bar_enabled()
     datasets_logging.disable_progress_bar()  # a copy, not a step the user waits for: the stage's bar says enough
     try:
-        for name in allowed(stage):
+        for name in allowed(stage, reads):
             split = getattr(data, name)
             if split is None:
                 out[name] = None
@@ -179,7 +180,8 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
         import torch
 
         threads = torch.get_num_threads()
-    req = Request(kind=kind, name=name, params=params, model=plan, splits=materialise(ctx.data, kind, work / "data"),
+    splits = materialise(ctx.data, kind, work / "data", plugin.reads)
+    req = Request(kind=kind, name=name, params=params, model=plan, splits=splits,
                   evidence=dict(ctx.data.evidence), seed=ctx.seed, rng_seed=(ctx.seed + hash_seed * 1_000_003) % 2**63,
                   max_length=ctx.max_length, template=ctx.template, every=ctx.every, points=ctx.points, curve=curve,
                   check=check, threads=threads, out=str(out), work=str(work),
@@ -201,7 +203,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
             _kill_group(proc)
     path = work / "response.json"
     response = Response.model_validate_json(path.read_text()) if path.exists() else None
-    return Outcome(f"{kind} '{name}'", kind, response, work, proc.returncode)
+    return Outcome(f"{kind} '{name}'", kind, response, work, proc.returncode, plugin.reads)
 
 
 def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] | None) -> None:

@@ -107,7 +107,10 @@ def main(request_path: str) -> None:
         torch.set_num_threads(req.threads)
     model, tok = load(req.model)
     log: list[str] = []
-    data = view(load_data(req), req.kind, log)  # the defence and attack stages' views are named by the kind
+    from harness import registry
+
+    reads = registry.get(req.kind, req.name).reads  # the further splits the plugin declares it reads
+    data = view(load_data(req), req.kind, log, reads)  # the defence and attack stages' views are named by the kind
     before = _prepare_check(model, tok) if req.check else None
     seed_everything(req.rng_seed)
     install(req.policy)

@@ -47,13 +47,13 @@ def _data(cls: type = SuiteData, **extra: Any) -> Any:
     return cls(**splits, other={"judge_training": _rows("judge")}, evidence={"rows_read": 42}, **extra)
 
 
-def _assert_view(got: Any, full: Any, stage: str, copied: bool = False) -> None:
+def _assert_view(got: Any, full: Any, stage: str, copied: bool = False, reads: tuple[str, ...] = ()) -> None:
     """`got` holds exactly the stage's splits (the very objects of `full`; with `copied`, equal rows: what a
     plugin's process loads from the stage's copy) and the evidence; every other field is withheld: any use
     raises, naming the split and the stage."""
     for f in dataclasses.fields(full):
         value = getattr(got, f.name)
-        if f.name in STAGE_SPLITS[stage] or f.name in METADATA:
+        if f.name in STAGE_SPLITS[stage] or f.name in reads or f.name in METADATA:
             if copied:
                 assert (value == getattr(full, f.name)) if f.name in METADATA else \
                     (value.to_list() == getattr(full, f.name).to_list()), f.name
@@ -168,8 +168,10 @@ class FakeStages:
         self.root = root
         self.store = type("Store", (), {"root": root / "store"})()
         self.loading = Loading()
+        self.inputs: dict[str, dict[str, Any]] = {}  # each stage's cache key inputs
 
     def cached(self, name: str, kind: str, inputs: dict[str, Any], build: Any) -> str:
+        self.inputs[name] = inputs
         tmp = self.root / name
         tmp.mkdir(exist_ok=True)
         build(tmp)
@@ -196,13 +198,14 @@ def in_process(monkeypatch):
 
     def run_plugin(kind, name, params, plan, ctx, *, out, store_root, progress=None, curve=False, **_kw):
         work = out.parent / f"work-{kind}"
-        request = Request(kind=kind, name=name, params=params, model=plan, seed=ctx.seed, rng_seed=ctx.seed,
-                          splits=launch.materialise(ctx.data, kind, work / "data"), evidence=dict(ctx.data.evidence),
-                          max_length=ctx.max_length, template=ctx.template, out=str(out), work=str(work),
-                          policy=Policy())
-        log: list[str] = []
         plugin = registry.get(kind, name)
-        context = dataclasses.replace(ctx, tokenizer="tokenizer", data=view(load_data(request), kind, log))
+        request = Request(kind=kind, name=name, params=params, model=plan, seed=ctx.seed, rng_seed=ctx.seed,
+                          splits=launch.materialise(ctx.data, kind, work / "data", plugin.reads),
+                          evidence=dict(ctx.data.evidence), max_length=ctx.max_length, template=ctx.template,
+                          out=str(out), work=str(work), policy=Policy())
+        log: list[str] = []
+        data = view(load_data(request), kind, log, plugin.reads)
+        context = dataclasses.replace(ctx, tokenizer="tokenizer", data=data)
         plugin.fn(f"model:{plan.path}", plugin.config.model_validate(params), context)
         return launch.Outcome(f"{kind} '{name}'", kind, Response(result="unchanged", withheld=log), work, 0)
 
@@ -259,6 +262,29 @@ def test_every_attack_gets_only_the_attack_view(name, monkeypatch, tmp_path):
     (ctx,) = seen
     assert ctx.seed == cell.spec.attack_seed_used
     _assert_view(ctx.data, cell.data, "attack", copied=True)
+
+
+def test_an_attack_that_declares_harmless_data_gets_it_and_nothing_more(monkeypatch, tmp_path):
+    """`reads=("retain",)`: the attack stage (and the trainability protocol's attack) add the retain split to the
+    attack's view, and the attack stage's cache key names it; anything else stays withheld."""
+    plugin = registry.get("attack", "sft-250")
+    monkeypatch.setitem(registry._registry["attack"], "sft-250", dataclasses.replace(plugin, reads=("retain",)))
+    seen = _spy(monkeypatch, "attack", "sft-250")
+    cell = _cell(tmp_path, "none", "sft-250")
+    assert attack_stage(cell, "defended") == "attack"
+    _assert_view(seen[0].data, cell.data, "attack", copied=True, reads=("retain",))
+    assert set(cell.stages.inputs["attack"]["reads"]) == {"retain"}
+    ctx = _ctx(cell.data)
+    call_plugin("trainability_attack", registry.get("attack", "sft-250"), "model", plugin.config(), ctx)
+    _assert_view(seen[1].data, cell.data, "trainability_attack", reads=("retain",))
+
+
+@pytest.mark.parametrize("kind,reads", [("attack", ("eval",)), ("attack", ("other",)), ("defence", ("retain",))])
+def test_only_attacks_declare_reads_and_only_harmless_data(kind, reads):
+    from harness.errors import PluginLoadError
+
+    with pytest.raises(PluginLoadError, match="only attacks declare reads, from retain"):
+        registry.register(kind, "reader", config=registry.get("attack", "sft-250").config, version="1", reads=reads)
 
 
 def test_a_defence_reading_a_withheld_split_fails_its_stage(monkeypatch, tmp_path):
