@@ -27,6 +27,7 @@ from harness.data.subsets import row_flags
 from harness.data.views import view
 from harness.errors import HarnessError, RunFailed
 from harness.generation.outputs import ModelOutputs
+from harness.generation.query import Query
 from harness.judges.panel import JudgePanel
 from harness.results.metrics import SAMPLE_CHARS, SAMPLE_SIZE, Agreement, Evaluation
 from harness.specs import RunSpec
@@ -67,12 +68,13 @@ class Evaluator:
     def judge_ids(self) -> list[str]:
         return self.panel.judge_ids
 
-    def evaluate(self, ref: str, name: str) -> Evaluation:
-        """Every judge's harmfulness, their agreement, harmless QA and degenerate flags for one model."""
+    def evaluate(self, ref: str, name: str, query: Query | None = None) -> Evaluation:
+        """Every judge's harmfulness, their agreement, harmless QA and degenerate flags for one model; with an
+        attack's `query`, the held-out harmful prompts asked as it says (`harness.generation.query`)."""
         from harness.judges import agreement, harmfulness, pairwise
 
         spec, panel = self.spec, self.panel
-        gen_key = self.outputs.generate(ref, name)
+        gen_key = self.outputs.generate(ref, name) if query is None else self._queried(ref, name, query)
         gens = self.outputs.read(gen_key)
         prompts, outputs = self.outputs.prompt_sets["harmful"], gens["harmful"]
         scores = {k: panel.scores(f"{name}.judge.{k}", gen_key, j, prompts=prompts, outputs=outputs)
@@ -103,7 +105,36 @@ class Evaluator:
             "degenerate": degenerate, "artifacts": {"generations": gen_key}, "judge_agreement": agree,
             "panel": matrix, "visible": visible, "judge_details": panel.details(prompts, outputs),
             "gold_nll": self._gold_nll(ref, name), "lora": self.stages.store.meta(GENERATIONS, gen_key).get("lora"),
+            "query": query,
             **self._access(ref, name, by_judge[primary]["mean"], outputs)})
+
+    def _queried(self, ref: str, name: str, query: Query) -> str:
+        """The store key of `ref`'s generations asked as `query` says (stage `<name>.query`): the harmful prompts'
+        answers are the prefill + continuation, the most harmful of `best_of` draws by the primary judge (draw i
+        seeded `seed + i`); the other prompt sets' are the greedy ones. Stored as any generations are, so every
+        later measurement (judges, degenerate flags, compliance, `validate --deep`) reads them alike."""
+        greedy = self.outputs.generate(ref, name)
+        prompts = self.outputs.prompt_sets["harmful"]
+        draws = [ModelOutputs(self.stages, eval_spec=self.spec.eval, base=self.spec.model,
+                              template=self.suite.prompt.model_copy(update={"prefill": query.prefill}),
+                              remote_code=self.suite.trust_remote_code, prompt_sets={"harmful": prompts},
+                              temperature=query.temperature, seed=query.seed + i) for i in range(query.best_of)]
+        keys = [draw.generate(ref, f"{name}.query{i}") for i, draw in enumerate(draws)]
+
+        def build(tmp: Any) -> dict[str, Any]:
+            answers = [[f"{query.prefill} {g}".strip() for g in draw.read(key)["harmful"]]
+                       for draw, key in zip(draws, keys, strict=True)]
+            scores = [self.panel.scores(f"{name}.query{i}.judge", key, self.panel.primary, prompts=prompts,
+                                        outputs=texts) if len(answers) > 1 else [0.0] * len(texts)
+                      for i, (key, texts) in enumerate(zip(keys, answers, strict=True))]
+            chosen = [max(range(len(answers)), key=lambda d: (scores[d][p], -d)) for p in range(len(prompts))]
+            texts = {**self.outputs.read(greedy), "harmful": [answers[d][p] for p, d in enumerate(chosen)]}
+            meta = {**self.stages.store.meta(GENERATIONS, greedy), "query": query.model_dump()}
+            return self.outputs.writer(texts, meta)(tmp)
+
+        inputs = {"greedy": greedy, "draws": keys, "query": query.model_dump(),
+                  "judge": self.panel.primary.model_dump()}
+        return self.stages.cached(f"{name}.query", GENERATIONS, inputs, build)
 
     def _access(self, ref: str, name: str, greedy: float, outputs: list[str]) -> dict[str, Any]:
         """Compliance of the greedy answers; with prefills, recall under forced compliance and the headline."""

@@ -26,6 +26,7 @@ from harness.data.normalise import distinct
 from harness.data.subsets import filter_categories, row_flags, rule_for, subset_evidence
 from harness.errors import HarnessError
 from harness.evaluation import Evaluator
+from harness.generation.query import Query, QueryFields
 from harness.plugins import StageContext
 from harness.progress import bar
 from harness.results.metrics import Evidence, Guard, Metrics, verdict_of
@@ -222,6 +223,13 @@ def attack_stage(cell: CellContext, defended: str) -> str:
                      on_step=record_point, extra={"curve": points}))
 
 
+def attack_query(spec: RunSpec) -> Query | None:
+    """How the attack has the held-out harmful prompts asked at evaluation (`harness.generation.query`): its
+    config's query options, the draws seeded by the attack seed; None (greedy) for an attack without them."""
+    cfg = registry.get("attack", spec.attack.name).config.model_validate(spec.attack.params)
+    return cfg.query(spec.attack_seed_used) if isinstance(cfg, QueryFields) else None
+
+
 def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
         force: bool = False) -> tuple[RunRecord, bool]:
     """Run (or find) one cell. Returns (record, cached): cached means the record already existed."""
@@ -236,7 +244,7 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     base_eval = evaluator.evaluate(base, "base")
     pre = evaluator.evaluate(defended_ref, "pre_attack")
     attacked = attack_stage(cell, defended)
-    post = evaluator.evaluate(stages.model_ref(attacked), "post_attack")
+    post = evaluator.evaluate(stages.model_ref(attacked), "post_attack", query=attack_query(spec))
 
     start, writes = time.perf_counter(), store.writes
     curve = json.loads((store.path(MODELS, attacked) / "extra.json").read_text())["curve"]

@@ -124,4 +124,4 @@ class VersusBase:
             ctx = StageContext(tokenizer=tok, data=self.attack_data, max_length=self.suite.max_length,
                                seed=self.spec.seed, template=self.suite.prompt, progress=advance)
             attacked = call_plugin("trainability_attack", plugin, model, cfg, ctx)
-        return [before, self.harm_now(attacked, tok)]
+        return [before, self.harm_now(model if attacked is None else attacked, tok)]

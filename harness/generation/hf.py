@@ -23,21 +23,23 @@ Backend = Callable[..., dict[str, list[str]]]
 def generate_hf(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
                 batch_size: int, template: str | PromptFormat = PROMPT_TEMPLATE,
                 progress: Callable[..., None] | None = None, dtype: str = "float32",
-                trust_remote_code: bool = False) -> dict[str, list[str]]:
-    """Greedy continuations of every prompt set (raw questions, formatted with `template`), in input order.
-    The model is loaded once for all sets, in `dtype`."""
+                trust_remote_code: bool = False, temperature: float = 0.0, seed: int = 0) -> dict[str, list[str]]:
+    """Continuations of every prompt set (raw questions, formatted with `template`), in input order: greedy, or
+    sampled at `temperature` > 0 from `seed`. The model is loaded once for all sets, in `dtype`."""
     from harness.models.loading import load_causal_lm
 
     model, tok = load_causal_lm(model_path, dtype, trust_remote_code=trust_remote_code)
     return {name: generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      template=template, progress=progress)
+                                      template=template, progress=progress, temperature=temperature, seed=seed)
             for name, prompts in prompt_sets.items()}
 
 
 def generate_with_model(model: Any, tok: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
                         template: str | PromptFormat = PROMPT_TEMPLATE,
-                        progress: Callable[..., None] | None = None) -> list[str]:
-    """Greedy continuations of `prompts` for a model already in memory, in input order."""
+                        progress: Callable[..., None] | None = None, temperature: float = 0.0,
+                        seed: int = 0) -> list[str]:
+    """Continuations of `prompts` for a model already in memory, in input order: greedy, or sampled at
+    `temperature` > 0 (the whole distribution: no top-k or top-p) from torch's RNG seeded with `seed`."""
     import torch
 
     fmt = as_format(template)
@@ -46,13 +48,17 @@ def generate_with_model(model: Any, tok: Any, prompts: Sequence[str], *, max_new
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     model.eval()
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
+        {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed)
     for first in range(0, len(order), batch_size):
         idx = order[first:first + batch_size]
         width = max(len(encoded[i]) for i in idx)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **sampling,
                                  pad_token_id=tok.pad_token_id, eos_token_id=stop_ids(model, tok))
         for row, i in enumerate(idx):
             out[i] = tok.decode(gen[row, width:], skip_special_tokens=True).strip()

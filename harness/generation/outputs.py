@@ -1,4 +1,5 @@
-"""A model's greedy generations on a run's prompt sets, stored once per model and evaluation setting.
+"""A model's generations on a run's prompt sets, stored once per model and evaluation setting: greedy, or sampled
+at a temperature from a seed (an attack's query, `harness.generation.query`).
 
 `ModelOutputs` turns any model ref (a base, a defended or an attacked model) into generations for the named
 prompt sets of a run (held-out harmful, harmless, attack-visible), through the backend the eval spec names:
@@ -34,9 +35,10 @@ class ModelOutputs:
     """Generations of model refs on fixed prompt sets, each model's a cached stage."""
 
     def __init__(self, stages: Stages, *, eval_spec: EvalSpec, base: ModelSpec, template: PromptFormat,
-                 remote_code: bool, prompt_sets: PromptSets):
+                 remote_code: bool, prompt_sets: PromptSets, temperature: float = 0.0, seed: int = 0):
         self.stages, self.spec, self.base, self.template = stages, eval_spec, base, template
         self.remote_code, self.prompt_sets = remote_code, prompt_sets
+        self.sampling = {"temperature": temperature, "seed": seed} if temperature > 0 else {}  # {}: greedy
 
     def loading(self) -> dict[str, Any]:
         """What, besides a model ref, decides a model's outputs: the base model's spec (its revision and dtype,
@@ -46,7 +48,7 @@ class ModelOutputs:
     def key_inputs(self, ref: str) -> dict[str, Any]:
         """The cache key of a model's generations: the model, how it loads, the eval settings, the prompts."""
         return {"model": ref, **self.loading(), "eval": self.spec.model_dump(exclude=NOT_OUTPUTS),
-                "prompts": self.prompt_sets}
+                "prompts": self.prompt_sets, **({"sampling": self.sampling} if self.sampling else {})}
 
     def group_key(self) -> str:
         """What, besides the model, the generations depend on: equal keys may share an engine."""
@@ -82,7 +84,7 @@ class ModelOutputs:
             if adapter is not None and (stages.force or not stages.store.has(GENERATIONS, key)):
                 todo[ref] = adapter
         bases = {base for base, _ in todo.values()}
-        if spec.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))):
+        if spec.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))) or self.sampling:
             return 0
         with bar(f"{name}: generate ({len(todo)} LoRA adapters, one vllm engine)",
                  total=len(todo) * sum(map(len, self.prompt_sets.values())), unit="prompt") as advance:
@@ -92,7 +94,7 @@ class ModelOutputs:
                                           progress=advance, **stages.backend_options())
         for ref, (texts, serving) in results.items():
             meta = {"backend": spec.backend, "lora": serving.model_dump()}
-            stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref), self._writer(texts, meta))
+            stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref), self.writer(texts, meta))
         return len(results)
 
     def _build(self, tmp: Path, ref: str, name: str) -> dict[str, Any]:
@@ -106,14 +108,14 @@ class ModelOutputs:
             if adapter is None:
                 texts = get_backend(spec.backend)(self.stages.model_path(ref), self.prompt_sets,
                                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-                                                  template=self.template, progress=advance,
+                                                  template=self.template, progress=advance, **self.sampling,
                                                   **self.stages.backend_options())
             else:
                 texts, serving = self._adapter(ref, adapter, progress=advance)
                 meta["lora"] = serving.model_dump()
-        return self._writer(texts, meta)(tmp)
+        return self.writer(texts, meta)(tmp)
 
-    def _writer(self, texts: PromptSets, meta: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
+    def writer(self, texts: PromptSets, meta: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
         """A stage build that stores `texts` as one parquet (set, prompt, generation) and returns `meta`."""
         def write(tmp: Path) -> dict[str, Any]:
             import pandas as pd
@@ -136,10 +138,11 @@ class ModelOutputs:
         if spec.backend == "vllm" and self.stages.adapter(base) is None:
             return generate_vllm_lora(self.stages.model_path(base), path, self.prompt_sets,
                                       max_new_tokens=spec.max_new_tokens, template=self.template,
-                                      progress=progress, **self.stages.backend_options())
+                                      progress=progress, **self.sampling, **self.stages.backend_options())
         with self.stages.loaded(ref) as (model, tok):
             texts = {n: generate_with_model(model, tok, ps, max_new_tokens=spec.max_new_tokens,
-                                            batch_size=spec.batch_size, template=self.template, progress=progress)
+                                            batch_size=spec.batch_size, template=self.template, progress=progress,
+                                            **self.sampling)
                      for n, ps in self.prompt_sets.items()}
         if spec.backend == "vllm":  # an adapter on an adapter: no folder for an engine to load as its base
             return texts, LoraServing(mode="merged", reason="its base is itself an adapter: merged in memory, hf")

@@ -212,9 +212,10 @@ def artifact_problems(record: RunRecord, name: str) -> Iterator[str]:
     for field, key in artifacts.items():  # a key becomes a path in the store (--deep, gc): never a path itself
         if not STORE_KEY.fullmatch(key):
             yield f"metrics.{name}.artifacts.{field} {key!r} is not a store key"
-    generate = stages.get(f"{name}.generate")
+    stage = f"{name}.query" if getattr(record.metrics, name).query is not None else f"{name}.generate"
+    generate = stages.get(stage)
     if generate is not None and generate.key != gen:
-        yield (f"metrics.{name}.artifacts.generations {gen!r} is not the key of its stage {name}.generate "
+        yield (f"metrics.{name}.artifacts.generations {gen!r} is not the key of its stage {stage} "
                f"({generate.key!r})")
     judges = record.spec.judges
     expected = {f"{name}.judge.{j.name}": {"generations": gen, "judge": j.model_dump()} for j in judges}

@@ -126,6 +126,16 @@ class ForcedRecall(Metric):
     ci95: tuple[Probability, Probability] | None = Field(None, description="bootstrap 95% interval over prompts")
 
 
+class Query(Metric):
+    """How an attack had the held-out harmful prompts asked (`harness.generation.query`): the answer's opening it
+    wrote, and the best of how many draws at which temperature."""
+
+    prefill: str = Field("", description="the answer's opening the attacker writes ('' : none)")
+    best_of: int = Field(1, ge=1, description="answers drawn per prompt; the most harmful counts (1: greedy)")
+    temperature: float = Field(0.0, ge=0.0, description="sampling temperature of the draws (0: greedy)")
+    seed: int = Field(0, description="seed of the first draw (draw i uses seed + i)")
+
+
 class Evaluation(Metric):
     """One model's evaluation: harmfulness (primary judge), every judge, harmless QA, degenerate outputs."""
 
@@ -151,6 +161,7 @@ class Evaluation(Metric):
     access: Probability | None = Field(None, description="knowledge access: the higher of greedy harmfulness and "
                                        "forced recall, so refusing first while the knowledge stays does not score "
                                        "low (None without eval.prefills)")
+    query: Query | None = Field(None, description="how the attack had the harmful prompts asked (None: greedy)")
     lora: LoraServing | None = Field(None, description="for a LoRA adapter (not merged in the store): how it "
                                      "generated: hf (peft, in memory), served (vLLM LoRARequest) or merged (peft "
                                      "fallback where vLLM could not serve it)")
@@ -303,3 +314,4 @@ class AttackBudget(Metric):
     lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     epochs: Count | None = None
     steps: Count | None = None
+    queries: Count | None = None  # answers drawn per prompt (a sampling attack's best-of-n)

@@ -220,3 +220,35 @@ def test_forced_openings_measure_knowledge_access(first_run, home, results):
     assert m["attacked_guard"]["passed"] is (not m["attacked_guard"]["reasons"])
     harness("tables", "--results-dir", str(results), home=home, check=True)
     assert harness("validate", str(results), home=home).returncode == 0  # the record agrees with itself
+
+
+def test_query_attacks_ask_the_attacked_model_as_they_say(first_run, home, results):
+    """forced-prefix and best-of-n train nothing: the attacked model is the defended one, asked differently. With
+    the opening "Sure," the post-attack harmfulness is exactly the forced recall measured after that opening;
+    best-of-2 keeps, per prompt, the most harmful of its two seeded draws (read back from the store)."""
+    import pandas as pd
+
+    prefix = harness("run", "--defence", "none", "--attack", "forced-prefix", *SMOKE, "--set",
+                     "attack.prefill=Sure,", "--set", 'eval.prefills=["Sure,"]', "--results-dir", str(results),
+                     "--json", home=home, check=True)
+    m = json.loads(prefix.stdout)["metrics"]
+    post, pre = m["post_attack"], m["pre_attack"]
+    assert post["query"] == {"prefill": "Sure,", "best_of": 1, "temperature": 0.0, "seed": 0}
+    assert pre["query"] is None
+    assert post["harmfulness"]["mean"] == post["forced"]["by_prefill"][0]["mean"] == pre["forced"]["mean"]
+    assert post["harmfulness"]["mean"] > pre["harmfulness"]["mean"] and post["compliance"] > pre["compliance"]
+    assert post["harmless_qa"] == pre["harmless_qa"]  # harmless QA is still asked greedily
+
+    sampled = harness("run", "--defence", "none", "--attack", "best-of-n", *SMOKE, "--set", "attack.best_of=2",
+                      "--set", "attack_seed=3", "--results-dir", str(results), "--json", home=home, check=True)
+    record = json.loads(sampled.stdout)
+    post = record["metrics"]["post_attack"]
+    assert post["query"] == {"prefill": "", "best_of": 2, "temperature": 1.0, "seed": 3}
+    assert record["budget"]["queries"] == 2
+    stages = record["provenance"]["stages"]
+    store = home / "scores"
+    draws = [pd.read_parquet(store / stages[f"post_attack.query{i}.judge"]["key"] / "scores.parquet")["score"]
+             for i in (0, 1)]
+    best = [max(a, b) for a, b in zip(*draws, strict=True)]
+    assert post["harmfulness"]["mean"] == pytest.approx(sum(best) / len(best))
+    assert harness("validate", str(results), home=home).returncode == 0
