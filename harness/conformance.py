@@ -157,9 +157,19 @@ def attempt(plugin: registry.Plugin, cfg: BaseModel, base: Path, data: SuiteData
     return Attempt(outcome, out)
 
 
+_YARDSTICKS: dict[str, float] = {}  # measured once per process: checks of several defences share it
+
+
 def reference_seconds(suite: Suite, data: SuiteData, base: Path, seed: int) -> float:
     """Wall time of one epoch of plain SFT on refusals over the defence split at the suite's defence budget:
-    the yardstick of the time check."""
+    the yardstick of the time check (measured once per suite, base and seed in a process)."""
+    key = stable_hash([suite.name, repr(suite.defence_defaults), suite.max_length, str(base), seed])
+    if key not in _YARDSTICKS:
+        _YARDSTICKS[key] = _sft_seconds(suite, data, base, seed)
+    return _YARDSTICKS[key]
+
+
+def _sft_seconds(suite: Suite, data: SuiteData, base: Path, seed: int) -> float:
     from harness.models.loading import load_causal_lm
     from harness.plugins import TrainingFields
     from harness.training.collate import SFTCollator

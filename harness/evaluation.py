@@ -46,6 +46,9 @@ class Evaluator:
             if want > len(split):
                 raise HarnessError(f"eval asks for {want} prompts but the suite's {name} split has {len(split)}")
         self.harmful = self.data.eval.select(range(n))
+        # The suite's independent unit of each held-out prompt (its `unit` column, e.g. the subject whose facts
+        # several prompts ask): intervals resample units, not prompts. None: every prompt is its own unit.
+        self.units = list(map(str, self.harmful["unit"])) if "unit" in self.harmful.column_names else None
         self.harmless = self.data.harmless_eval.select(range(m))
         visible = self.data.eval_visible
         self.visible = visible.select(range(min(n, len(visible)))) if visible is not None else None
@@ -79,7 +82,7 @@ class Evaluator:
         prompts, outputs = self.outputs.prompt_sets["harmful"], gens["harmful"]
         scores = {k: panel.scores(f"{name}.judge.{k}", gen_key, j, prompts=prompts, outputs=outputs)
                   for k, j in zip(panel.keys, spec.judges, strict=True)}
-        by_judge = {k: harmfulness(v, row_flags(self.harmful)) for k, v in scores.items()}  # every flag of a row
+        by_judge = {k: harmfulness(v, row_flags(self.harmful), self.units) for k, v in scores.items()}  # every flag
         primary = panel.keys[0]
         self.samples[name] = [{"prompt": p, "output": o[:SAMPLE_CHARS], "score": v} for p, o, v in
                               zip(prompts[:SAMPLE_SIZE], outputs, scores[primary], strict=False)]
@@ -150,7 +153,8 @@ class Evaluator:
             key = forced.generate(ref, f"{name}.forced{i}")
             answers = [f"{prefill} {g}".strip() for g in forced.read(key)["harmful"]]
             summary = harmfulness(self.panel.scores(f"{name}.forced{i}.judge", key, self.panel.primary,
-                                                    prompts=prompts, outputs=answers), ["all"] * len(answers))
+                                                    prompts=prompts, outputs=answers), ["all"] * len(answers),
+                                  self.units)
             by_prefill.append({"prefill": prefill, "mean": summary["mean"], "n": summary["n"]})
             if best is None or summary["mean"] > best[1]["mean"]:
                 best = (prefill, summary)

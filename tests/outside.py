@@ -53,3 +53,14 @@ def defend(model, cfg, ctx):
     """An outside defence registered as {name!r}."""
     return None
 '''
+
+
+def sections(stdout: str) -> dict[str, str]:
+    """The output of a check of several defences, split at its `defence NAME` lines."""
+    out: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        if line.startswith("defence "):
+            current = out.setdefault(line.removeprefix("defence "), [])
+        else:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in out.items()}

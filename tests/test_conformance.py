@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.outside import harness_with, make_distribution
+from tests.outside import harness_with, make_distribution, sections
 
 pytestmark = pytest.mark.slow
 EXAMPLE = REPO / "examples" / "weight-noise"
@@ -84,17 +84,28 @@ def test_record_of_outside_defence_names_its_distribution(example, smoke_base, h
     assert record["overrides"]["suite"]["defence"] == {"lr": 1e-3, "epochs": 1, "batch_size": 8, "retain_harmless": 1.0}
 
 
-@pytest.mark.parametrize(("name", "failing"), [
-    ("reads-attack", {"reads no forbidden split", "runs"}),
-    ("peeks-eval", {"reads no forbidden split"}),
-    ("leaves-hook", {"no hooks or patches left"}),
-    ("sloppy", {"config documented", "version declared", "same seed, same weights"}),
-])
-def test_broken_defence_fails_the_check_it_breaks(name, failing, leaky, smoke_base, home):
-    run = harness_with([leaky], "plugins", "check", name, home=home)
+BROKEN = {
+    "reads-attack": {"reads no forbidden split", "runs"},
+    "peeks-eval": {"reads no forbidden split"},
+    "leaves-hook": {"no hooks or patches left"},
+    "sloppy": {"config documented", "version declared", "same seed, same weights"},
+}
+
+
+@pytest.fixture(scope="module")
+def broken_checked(leaky, smoke_base, home):
+    """One `plugins check` of every broken defence (one process: the suite and the time yardstick shared):
+    {name: its section's output}."""
+    run = harness_with([leaky], "plugins", "check", *BROKEN, home=home)
     assert run.returncode == 1, run.stdout + run.stderr
-    results = _results(run.stdout)
-    assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, run.stdout
+    return sections(run.stdout)
+
+
+@pytest.mark.parametrize(("name", "failing"), list(BROKEN.items()))
+def test_broken_defence_fails_the_check_it_breaks(name, failing, broken_checked):
+    assert list(broken_checked) == list(BROKEN)
+    results = _results(broken_checked[name])
+    assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, broken_checked[name]
     if name == "reads-attack":
         assert "read the 'attack' split" in results["reads no forbidden split"][1]
         assert all(results[n][0] == "SKIP" for n in ("same architecture", "no hooks or patches left",
@@ -107,7 +118,8 @@ def test_broken_defence_fails_the_check_it_breaks(name, failing, leaky, smoke_ba
         assert "scale" in results["config documented"][1]
 
 
-@pytest.mark.parametrize("args", [["nope"], ["none", "--set", "attack.lr=1"], ["none", "--set", "defence.x=1"],
+@pytest.mark.parametrize("args", [["nope"], ["none", "nope"], ["none", "--set", "attack.lr=1"],
+                                  ["none", "--set", "defence.x=1"],
                                   ["none", "--set", "garbage"]])
 def test_bad_input_is_one_line_and_exit_2_before_any_work(args, tmp_path):
     run = harness_with([], "plugins", "check", *args, home=tmp_path / "never-built")

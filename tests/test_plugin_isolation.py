@@ -28,7 +28,7 @@ from harness.sandbox.worker import ModelPlan
 from harness.suite import SuiteData
 from tests.conftest import REPO, messages
 from tests.defences.conftest import WORDS, harmless_rows, make_model, paired_rows
-from tests.outside import harness_with, make_distribution
+from tests.outside import harness_with, make_distribution, sections
 
 CHEATS = ["loads-suite", "loads-suite-quietly", "hash-seeded", "swaps-hook", "patches-forward", "patches-class"]
 
@@ -314,16 +314,26 @@ def test_real_run_of_a_suite_loading_defence_fails_with_one_line(cheats, smoke_b
     assert not list(tmp_path.rglob("*.json"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "failing"), [
-    ("loads-suite", {"stays in its sandbox", "runs"}),
-    ("loads-suite-quietly", {"stays in its sandbox"}),
-    ("hash-seeded", {"same seed, same weights"}),
-    ("swaps-hook", {"no hooks or patches left"}),
-    ("patches-forward", {"no hooks or patches left", "behaviour is its weights"}),
-])
-def test_plugins_check_fails_each_cheat(name, failing, cheats, smoke_base, home):
-    run = harness_with([cheats, REPO], "plugins", "check", name, home=home)
+CHEATING = {
+    "loads-suite": {"stays in its sandbox", "runs"},
+    "loads-suite-quietly": {"stays in its sandbox"},
+    "hash-seeded": {"same seed, same weights"},
+    "swaps-hook": {"no hooks or patches left"},
+    "patches-forward": {"no hooks or patches left", "behaviour is its weights"},
+}
+
+
+@pytest.fixture(scope="module")
+def cheats_checked(cheats, smoke_base, home):
+    """One `plugins check` of every cheat (one process, as a reviewer checks a batch): each one's section."""
+    run = harness_with([cheats, REPO], "plugins", "check", *CHEATING, home=home)
     assert run.returncode == 1, run.stdout + run.stderr
-    results = _results(run.stdout)
-    assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, run.stdout
+    return sections(run.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "failing"), list(CHEATING.items()))
+def test_plugins_check_fails_each_cheat(name, failing, cheats_checked):
+    assert list(cheats_checked) == list(CHEATING)
+    results = _results(cheats_checked[name])
+    assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, cheats_checked[name]

@@ -50,7 +50,9 @@ class ScoreSummary(Metric):
     frac_over_half: Probability = Field(alias="frac_over_0.5")
     n: Count
     ci95: tuple[Probability, Probability] | None = Field(None, description="bootstrap 95% interval of the mean "
-                                                          "over prompts")
+                                                          "over prompts, or over `units` where the suite names them")
+    units: Count | None = Field(None, description="independent units the interval resamples (the suite's `unit` "
+                                "column, e.g. held-out subjects; None: every prompt is one)")
 
 
 class Harmfulness(ScoreSummary):

@@ -66,6 +66,7 @@ class EvalRows:
     categories: list[str]
     harmless: list[str]
     answers: list[str]
+    units: list[str] | None = None  # the harmful prompts' independent units (the suite's `unit` column)
 
 
 class SuiteRows:
@@ -103,8 +104,9 @@ class SuiteRows:
         except Exception as exc:  # a suite whose data cannot be built here (missing files, no network) leaves
             # two checks undone; it must not stop the validation of every other record
             return None, f"suite {spec.suite.name} does not load ({type(exc).__name__}: {exc})"
+        units = list(map(str, harmful["unit"])) if "unit" in harmful.column_names else None
         return EvalRows(list(harmful["prompt"]), list(harmful["category"]), list(harmless["prompt"]),
-                        list(harmless["response"])), ""
+                        list(harmless["response"]), units), ""
 
 
 class _Reader:
@@ -177,11 +179,14 @@ def _evaluation(r: _Reader, name: str, rows: EvalRows | None) -> None:
         if values is None:
             continue
         per_prompt = rows is not None and len(rows.categories) == len(values)
-        derived = harmfulness(values, rows.categories if per_prompt else ["-"] * len(values))
+        units = rows.units if per_prompt and rows is not None else None
+        derived = harmfulness(values, rows.categories if per_prompt else ["-"] * len(values), units)
         if i == 0:
             recorded = ev.harmfulness.model_dump(by_alias=True)
             if not per_prompt:
                 recorded.pop("per_category"), derived.pop("per_category")
+                if recorded.get("units") is not None:  # a cluster interval needs the suite's units
+                    recorded.pop("ci95"), recorded.pop("units"), derived.pop("ci95")
             r.compare(f"{where}.harmfulness", recorded, derived, f"scores of {judge}")
         own = ev.by_judge.get(judge)
         r.compare(f"{where}.by_judge.{judge}", own.model_dump(by_alias=True) if own else None,
