@@ -112,7 +112,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
     if measures and kind != "judge":
         raise PluginLoadError(f"{kind} '{name}' declares what it measures; only judges do")
     if reads:
-        from harness.data.views import DECLARABLE
+        from harness.data.splits import DECLARABLE
 
         if kind != "attack" or not set(reads) <= set(DECLARABLE["attack"]):
             raise PluginLoadError(f"{kind} '{name}' declares it reads {list(reads)}: only attacks declare reads, "

@@ -20,27 +20,15 @@ import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from harness.data.splits import DECLARABLE, METADATA, STAGE_SPLITS  # the declaration (a leaf module)
 from harness.errors import HarnessError
 from harness.suite import SuiteData
 
 if TYPE_CHECKING:
     from harness.plugins import StageContext
 
-STAGE_SPLITS: dict[str, tuple[str, ...]] = {
-    "defence": ("defence", "retain"),
-    "attack": ("attack",),
-    # The attack a trainability protocol runs on the fine-tuned model: the attacker's data, as in the attack stage.
-    "trainability_attack": ("attack",),
-    # The harness's own measurements: the held-out prompts, the harmless QA, the harmless fine-tuning task.
-    # `attack`: its answers, in random order, answer the held-out prompts for the random-answer floor
-    "evaluation": ("eval", "harmless_eval", "eval_visible", "attack", "trainability_train", "trainability_test"),
-}
-# Splits a plugin of a stage may also declare it reads (`register_attack(..., reads=("retain",))`): an attack whose
-# kind trains on harmless data (benign fine-tuning, an identity shift, a poisoned user task, retain-set fine-tuning)
-# reads the harmless retain rows. A defence already has them; nothing else is declarable.
-DECLARABLE: dict[str, tuple[str, ...]] = {"attack": ("retain",), "trainability_attack": ("retain",)}
-# How the suite built its data (rows read, duplicates dropped, overlaps): numbers, readable by every stage.
-METADATA = ("evidence",)
+__all__ = ["DECLARABLE", "METADATA", "STAGE_SPLITS", "SplitAccessError", "Withheld", "allowed", "call_plugin",
+           "message", "view"]
 
 
 class SplitAccessError(HarnessError):

@@ -240,7 +240,7 @@ def test_query_attacks_ask_the_attacked_model_as_they_say(first_run, home, resul
     assert post["harmless_qa"] == pre["harmless_qa"]  # harmless QA is still asked greedily
 
     sampled = harness("run", "--defence", "none", "--attack", "best-of-n", *SMOKE, "--set", "attack.best_of=2",
-                      "--set", "attack_seed=3", "--results-dir", str(results), "--json", home=home, check=True)
+                      "--attack-seed", "3", "--results-dir", str(results), "--json", home=home, check=True)
     record = json.loads(sampled.stdout)
     post = record["metrics"]["post_attack"]
     assert post["query"] == {"prefill": "", "best_of": 2, "temperature": 1.0, "seed": 3}
