@@ -251,4 +251,5 @@ def test_query_attacks_ask_the_attacked_model_as_they_say(first_run, home, resul
              for i in (0, 1)]
     best = [max(a, b) for a, b in zip(*draws, strict=True)]
     assert post["harmfulness"]["mean"] == pytest.approx(sum(best) / len(best))
-    assert harness("validate", str(results), home=home).returncode == 0
+    harness("tables", "--results-dir", str(results), home=home, check=True)
+    assert harness("validate", str(results), home=home).returncode == 0  # both records agree with themselves
