@@ -317,3 +317,5 @@ class AttackBudget(Metric):
     epochs: Count | None = None
     steps: Count | None = None
     queries: Count | None = None  # answers drawn per prompt (a sampling attack's best-of-n)
+    # A poisoned task's harmful share: p of the rows trained on are harmful, the rest harmless.
+    poison_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None

@@ -261,7 +261,7 @@ def test_every_attack_gets_only_the_attack_view(name, monkeypatch, tmp_path):
     assert attack_stage(cell, "defended") == "attack"
     (ctx,) = seen
     assert ctx.seed == cell.spec.attack_seed_used
-    _assert_view(ctx.data, cell.data, "attack", copied=True)
+    _assert_view(ctx.data, cell.data, "attack", copied=True, reads=registry.get("attack", name).reads)
 
 
 def test_an_attack_that_declares_harmless_data_gets_it_and_nothing_more(monkeypatch, tmp_path):

@@ -68,7 +68,8 @@ def _ctx(tok, fmt):
                  "categories": [], "is_safe": True} for i in range(8)]
     data = SuiteData(defence=Dataset.from_list(rows), attack=Dataset.from_list(rows), eval=None,
                      retain=Dataset.from_list(harmless), harmless_eval=None)
-    return StageContext(tokenizer=tok, data=data, max_length=64, seed=0, template=fmt)
+    # Room for the longest prompt a plugin writes (the identity shift puts its persona in the question)
+    return StageContext(tokenizer=tok, data=data, max_length=256, seed=0, template=fmt)
 
 
 def _sequences(batch):
