@@ -22,18 +22,32 @@ RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
                                                           "gpt2")}}
 
 
+# One whole run per architecture, each plugin in its own process. Every plugin trains on every architecture in
+# test_architectures.py; here the pairs cover every way a stage's output travels through the pipeline: a defence
+# that returns nothing (the base), a full model or a LoRA adapter; an attack that trains full weights, a LoRA adapter
+# (on an adapter), on declared harmless data (`reads`), or nothing but how the model is asked (a query).
+PAIRS = {"llama": ("rr", "lora-1k"), "qwen2": ("booster", "poison-10"), "mistral": ("tar", "forced-prefix"),
+         "phi3": ("lat", "sft-250"), "gemma2": ("vaccine", "best-of-n"), "gpt_neox": ("repnoise", "benign-250"),
+         "opt": ("none", "retain-ft-250"), "gpt2": ("adversarial-loss", "sft-1k")}
+
+
+def test_the_pairs_cover_every_output_path():
+    from harness.generation.query import QueryFields
+
+    attacks = {registry.get("attack", a) for _, a in PAIRS.values()}
+    assert set(PAIRS) == set(RUNS)
+    assert any(a.reads for a in attacks) and any(a.config.model_fields.get("lora") for a in attacks)
+    assert any(issubclass(a.config, QueryFields) for a in attacks)
+    assert {"none", "rr"} <= {d for d, _ in PAIRS.values()}  # returns None; returns a LoRA adapter
+
+
 @pytest.mark.parametrize("arch", list(RUNS))
 def test_the_whole_pipeline_runs_on_a_real_architecture(arch, ckpts, judge_ckpt, files, tmp_path):
-    """One whole run per architecture (each plugin in its own process), the defences and the attacks (full and
-    LoRA SFT) assigned in turn, so that each runs whole at least once across the architectures; every plugin
-    trains on every architecture in test_architectures.py."""
+    """One whole run per architecture (each plugin in its own process), with its pair of PAIRS."""
     from harness.pipeline import run
     from harness.resolve import resolve
 
-    i = list(RUNS).index(arch)
-    defences, attacks = registry.names("defence"), registry.names("attack")
-    assert len(RUNS) >= max(len(defences), len(attacks))  # else some plugin would never run whole here
-    defence, attack = defences[i % len(defences)], attacks[i % len(attacks)]
+    defence, attack = PAIRS[arch]
     suite_name, extra = RUNS[arch]
     sets = [*suite_sets(files, judge_ckpt, second_judge=ckpts["llama"]), *extra]
     store, results = Store(tmp_path / "home"), tmp_path / "results"
@@ -62,10 +76,15 @@ def check_record(record, arch, ckpts):
         assert evaluation.panel.primary == panel[0] and evaluation.panel.judges == panel
         assert [(p.a, p.b, p.n) for p in evaluation.panel.pairs] == [(*panel, 8)]
         assert evaluation.panel.pairs[0].agreement == evaluation.judge_agreement.agreement
-    assert m.resistance.steps == 2 and [s for s, _ in m.resistance.curve] == [0, 1, 2]
+    trains = "samples" in registry.get("attack", record.spec.attack.name).budget
+    if trains:  # a query attack trains nothing: no steps, no curve
+        assert m.resistance.steps == 2 and [s for s, _ in m.resistance.curve] == [0, 1, 2]
+    else:
+        assert m.post_attack.query is not None and m.resistance.steps == 0
     assert m.trainability.task == "gem-viggo" and m.trainability.then_attack.attack == "sft-1k"
     assert m.stability.perplexity.base > 0 and m.stability.lm_eval is None
-    assert record.budget.samples == 8 and record.budget.lr == 3e-5
+    if trains:
+        assert record.budget.samples == 8 and record.budget.lr == 3e-5
 
 
 def test_hub_id_offline_prepare_then_run(hf_home, judge_ckpt, files, tmp_path):
