@@ -26,6 +26,7 @@ Reading a card imports neither torch nor any plugin: the leaderboard shows cards
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -269,9 +270,15 @@ def check_many(names: Iterable[str] | None = None, *, replay: bool = True) -> li
 
 def _builtin(plugin: Any) -> bool:
     """Declared by the distribution that provides the harness itself."""
-    from importlib.metadata import packages_distributions
-
     from harness import registry
 
     found = registry.distribution_of(plugin)
-    return found is not None and found[0] in packages_distributions().get(__name__.split(".")[0], [])
+    return found is not None and found[0] in _own_distributions()
+
+
+@functools.cache
+def _own_distributions() -> tuple[str, ...]:
+    """The distribution(s) of the package the harness is imported from (scanning every distribution takes ~1 s)."""
+    from importlib.metadata import packages_distributions
+
+    return tuple(packages_distributions().get(__name__.split(".")[0], []))
