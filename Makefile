@@ -65,10 +65,12 @@ lint: $(STAMP)
 
 # CI: lint, every test (both tiers, on two pytest-xdist workers: the 2-core machine has two cores and the tests
 # are mostly single-threaded; --dist loadfile keeps a module's tests, which may build on each other's records, on one
-# worker), then the committed results as a submitter's are checked (schema, run ids, tables).
+# worker), then the committed results as a submitter's are checked (schema, run ids, tables), and every defence's
+# fidelity card (its switches change the run id and train; the built-ins all have one).
 test: $(STAMP) $(VLLM) lint browser
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=25
 	$(BIN)/harness validate results
+	OMP_NUM_THREADS=1 $(BIN)/harness cards check
 
 # The edit loop: every test not marked slow (no world build, vLLM engine, Ray cluster or end-to-end training).
 test-fast: $(STAMP) lint

@@ -4,7 +4,8 @@ The build never runs plugin code: a defence's page text is the same whether or n
 import in the build environment, and a plugin cannot execute anything while the site is built. The entry point
 (package metadata) names the module; its source gives the module docstring (the paper and its settings) and,
 from the registering decorator, the one-line description `harness list` prints: `description=`, else the first
-line of the entry function's docstring.
+line of the entry function's docstring. The fidelity card (`harness.cards`) is the YAML file beside the module that
+registers the defence, read as data: a card that is missing or does not read leaves a note on the page instead.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cards import Card, card_file, read_card
+from harness.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DefenceInfo:
     name: str
     description: str
     docstring: str
+    card: Card | None = None
+    card_note: str = ""  # why there is no card to show ('' when there is one, or when the defence is not installed)
 
 
 def defence_info(name: str) -> DefenceInfo:
@@ -39,7 +45,34 @@ def defence_info(name: str) -> DefenceInfo:
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
         return DefenceInfo(name, f"installed, but {source} does not parse: {type(exc).__name__}", "")
     description = next((d for t in _trees(tree, source) if (d := _description(t, "defence", name)) is not None), "")
-    return DefenceInfo(name, description, (ast.get_docstring(tree, clean=False) or "").strip())
+    card, note = _card(source, modules[0], name)
+    return DefenceInfo(name, description, (ast.get_docstring(tree, clean=False) or "").strip(), card, note)
+
+
+def _card(source: Path, module: str, name: str) -> tuple[Card | None, str]:
+    """The card beside the module that registers `name` (for a package: the module inside it whose source registers
+    it), or why there is none to show."""
+    file, registrar = source, module
+    if source.name == "__init__.py":
+        for path in [source, *sorted(p for p in source.parent.rglob("*.py") if p != source)]:
+            try:
+                found = _registrations(ast.parse(path.read_text(encoding="utf-8")), "defence", name)
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            if found:
+                parts = path.relative_to(source.parent).with_suffix("").parts
+                file, registrar = path, ".".join([module, *parts]).removesuffix(".__init__")
+                break
+    path = card_file(file, registrar, name)
+    if path is None:
+        return None, "No fidelity card: this defence's settings are not compared with its paper's."
+    try:
+        card = read_card(path)
+    except (ConfigError, OSError) as exc:
+        return None, f"Its fidelity card does not read: {exc}"
+    if card.defence != name:
+        return None, f"Its fidelity card names another defence ('{card.defence}')."
+    return card, ""
 
 
 def judge_measures(name: str) -> str:

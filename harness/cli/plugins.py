@@ -1,4 +1,5 @@
-"""`harness list` and `harness plugins [check]`: what is installed, and the conformance check of a submission."""
+"""`harness list`, `harness plugins [check]` and `harness cards check`: what is installed, the conformance check of a
+submission, and the defences' fidelity cards."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from harness.cli.help import App
 from harness.cli.options import HomeOpt, fail, suite_name
 
 plugins_app = App(no_args_is_help=False, help="Installed plugins, and the conformance check for submissions.")
+cards_app = App(no_args_is_help=True, help="Fidelity cards: each defence beside its paper and its reference code.")
 
 
 def list_(kind: Annotated[str | None, typer.Argument(help="defence, attack, task, judge or suite (default: all)")]
@@ -100,3 +102,22 @@ def plugins_check(names: Annotated[list[str], typer.Argument(metavar="DEFENCE...
                 typer.echo(result.line())
                 failed |= result.ok is False
     raise typer.Exit(1 if failed else 0)
+
+
+@cards_app.command("check")
+def cards_check(names: Annotated[list[str] | None, typer.Argument(metavar="DEFENCE", help="defences whose cards to "
+                                                                  "check (default: every registered defence)")] = None
+                ) -> None:
+    """Check fidelity cards: one line per defence, ok or its problems.
+
+    A card (`<module>.card.yaml` beside the defence's module) lists, per aspect, the paper's, the reference code's
+    and our setting, and how ours relates: the same, a switch (Config values restoring the reference: each must
+    exist, validate and change the run id) or a reason. The Config with every switch applied is trained for two
+    steps on a tiny random model. Every built-in defence needs a card. Exit code 0 if every card passes, 1 if any
+    has a problem, 2 for an unknown name."""
+    from harness.cards import check_many
+
+    reports = check_many(names or None)
+    for report in reports:
+        typer.echo(report.line())
+    raise typer.Exit(1 if any(r.problems for r in reports) else 0)

@@ -15,19 +15,17 @@ attacks it. Cells are typed values, a RunSpec each, never `--set` text parsed ba
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from harness.errors import ConfigError, HarnessError
-from harness.safety import clip
 from harness.specs import MAX_SEED, RunSpec, stable_hash
+from harness.strict_yaml import MAX_DEPTH, parse
 from harness.suite import Suite
 
 # A seed is a plain integer: YAML `true` is not 1, `1.0` is not 1 (pydantic's lax mode would take both).
@@ -98,59 +96,8 @@ class Grid(GridModel):
 # ------------------------------------------------------------------------------------------------ reading
 # A grid is a few kilobytes of plain data; these bounds refuse hostile files before they cost time or memory.
 MAX_GRID_BYTES = 2**16  # the file: 64 KiB (the committed grids are under 1 KiB; PyYAML reads ~100 KiB/s)
-MAX_GRID_DEPTH = 32     # nested collections (a grid needs about 6)
+MAX_GRID_DEPTH = MAX_DEPTH  # nested collections (a grid needs about 6): harness.strict_yaml
 MAX_CELLS = 10_000      # cells of one grid, counted before any is planned (split a bigger sweep into grids)
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, stricter: a repeated key is an error (PyYAML keeps the last silently), and `1e-4`
-    is a float (YAML 1.1 needs `1.0e-4`). Anchors and aliases are refused: an alias expands without copying,
-    so 600 bytes of nested aliases (a "billion laughs") become 10^9 values once validated. Nesting is limited
-    to MAX_GRID_DEPTH: composing recurses once per level."""
-
-    def __init__(self, stream: Any):
-        super().__init__(stream)
-        self.depth = 0
-
-    def fetch_flow_collection_start(self, token_class: Any) -> None:
-        # `[` / `{` refused as scanned: the scanner reads ahead about 1 KiB of tokens for each, so waiting for
-        # compose_node would cost seconds on a file of brackets.
-        if self.flow_level >= MAX_GRID_DEPTH:
-            raise ConfigError(f"line {self.line + 1}: nested deeper than {MAX_GRID_DEPTH} levels")
-        super().fetch_flow_collection_start(token_class)
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise ConfigError(f"line {line}: YAML anchors and aliases (&name, *name) are not allowed in a grid; "
-                              "write each value out")
-        if self.depth >= MAX_GRID_DEPTH:
-            raise ConfigError(f"line {line}: nested deeper than {MAX_GRID_DEPTH} levels")
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def _mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if not isinstance(key, Hashable):  # `? [a, b]` or `{[1]: x}`: a list or mapping as a key
-            raise ConfigError(f"line {key_node.start_mark.line + 1}: a key must be a plain value, not a "
-                              f"{type(key).__name__}")
-        if key in seen:
-            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}'")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _mapping)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$", re.X),
-    list("-+0123456789."))
 
 
 def load_grid(path: Path) -> Grid:
@@ -163,13 +110,7 @@ def load_grid(path: Path) -> Grid:
     if len(raw) > MAX_GRID_BYTES:
         raise ConfigError(f"grid file {path} is larger than {MAX_GRID_BYTES // 1024} KiB (a grid is a few KiB "
                           "of settings)")
-    try:
-        data = yaml.load(raw.decode(), Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
-    except ConfigError as exc:
-        raise ConfigError(f"grid file {path}: {exc}") from None
-    except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, an integer of over 4300 digits
-        why = str(exc).split("; use sys.set_int_max_str_digits")[0]  # Python's advice is not the user's fix
-        raise ConfigError(f"grid file {path} is not valid YAML: {clip(why)}") from None
+    data = parse(raw, f"grid file {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"grid file {path}: expected a mapping with suite, defences, ... (got {type(data).__name__})")
     try:

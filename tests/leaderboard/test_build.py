@@ -284,3 +284,27 @@ def test_the_defence_page_names_the_plugin_distribution_and_dirty_trees(tmp_path
     assert "none v1 from my-dist==0.2 (1 runs)" in provenance and "none v1 from distribution not recorded (5 runs)" \
         in provenance
     assert "abc123 dirty: uncommitted changes (1 runs)" in provenance and "x clean (5 runs)" in provenance
+
+
+def test_the_defence_page_shows_the_fidelity_card(tmp_path, results_dir):
+    """The card beside the defence's module, one table row per aspect: aspect | paper | reference code | ours | how,
+    a switch shown as the --set options that restore the reference."""
+    import html
+    import re
+
+    from harness.cards import read_card
+    from leaderboard.plugin_docs import module_source
+
+    build_leaderboard(results_dir, tmp_path / "out")
+    page = (tmp_path / "out" / "site" / "defence" / "repnoise.html").read_text()
+    card = read_card(module_source("defences.repnoise").with_name("repnoise.card.yaml"))
+    table = page.split('<table class="detail fidelity">')[1].split("</table>")[0]
+    assert re.findall(r"<th>([^<]*)</th>", table) == ["aspect", "paper", "reference code", "ours", "how"]
+    body = re.findall(r"<tr class=\"(same|switch|reason)\">(.*?)</tr>", table)
+    assert len(body) == len(card.settings) >= 9
+    for (kind, cells), row in zip(body, card.settings, strict=True):
+        texts = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", cells)]
+        assert texts == [row.aspect, row.paper, row.code, row.ours, row.how]
+        assert kind == ("same" if row.same else "switch" if row.switch else "reason")
+    assert "<code>--set defence.lr=2e-05</code>" in table
+    assert f"Fidelity card: {card.title}" in page

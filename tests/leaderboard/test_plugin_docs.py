@@ -86,3 +86,30 @@ def test_builtin_defences_read_as_the_registry_describes_them():
         info = defence_info(name)
         assert info.description == plugin.description
         assert info.docstring == (sys.modules[plugin.fn.__module__].__doc__ or "").strip()
+
+
+CARD = """defence: outside
+title: Outside's method
+paper: "Someone 2026. Outside. arXiv:0000.00000"
+code: ""
+settings:
+""" + "".join(f"  - {{aspect: {a}, paper: p, code: c, ours: o, same: true}}\n" for a in (
+    "model", "data", "steps", "lr", "loss terms", "layers", "lora", "clipping", "precision"))
+
+
+def test_the_fidelity_card_is_read_beside_the_registering_module_without_importing(outside):
+    (outside / "outside_pkg" / "plugin.outside.card.yaml").write_text(CARD)
+    broken = CARD.replace("defence: outside", "defence: described").replace("- {aspect: lora", "- {aspekt: lora")
+    (outside / "outside_pkg" / "plugin.described.card.yaml").write_text(broken)
+    info = defence_info("outside")
+    assert info.card is not None and info.card.title == "Outside's method" and len(info.card.settings) == 9
+    assert info.card_note == ""
+    described = defence_info("described")
+    assert described.card is None and described.card_note.startswith("Its fidelity card does not read: invalid card")
+    assert "outside_pkg" not in sys.modules and not (outside / "ran").exists()
+
+
+def test_a_defence_without_a_card_says_so(outside):
+    info = defence_info("outside")
+    assert info.card is None and info.card_note.startswith("No fidelity card")
+    assert defence_info("missing").card_note == ""  # not installed: the description says so already
