@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import registry
 from harness.cli import main
 from harness.results.records import write_record
 from tests.conftest import harness
@@ -123,8 +124,8 @@ CASES = [
     ("sweep-samples-beyond-split", ["sweep", "{G}/samples-beyond-split.yaml"], "attack needs 100000 samples"),
     ("sweep-unknown-defence", ["sweep", "{G}/unknown-defence.yaml"], "Unknown defence 'nope'"),
     ("sweep-every-problem-at-once", ["sweep", "{G}/two-problems.yaml"], "Unknown defence 'nope'. Did you mean: "
-     "none? Available: adversarial-loss, gradient-ascent, none, random-init, repnoise, safety-training, vaccine | "
-     "Invalid defence 'none' config: defence.beta: unknown field"),
+     "none? Available: " + ", ".join(registry.names("defence")) + " | Invalid defence 'none' config: defence.beta: "
+     "unknown field"),
     ("sweep-results-file", [*SWEEP, "--results-dir", "{F}"], "--results-dir"),
     ("sweep-home-file", [*SWEEP, "--home", "{F}"], "is not a directory"),
     ("sweep-max-parallel-zero", [*SWEEP, "--max-parallel", "0"], "--max-parallel must be at least 1"),

@@ -34,7 +34,7 @@ PAIRS = {"llama": ("rr", "lora-1k"), "qwen2": ("booster", "poison-10"), "mistral
 def test_the_pairs_cover_every_output_path():
     from harness.generation.query import QueryFields
 
-    attacks = {registry.get("attack", a) for _, a in PAIRS.values()}
+    attacks = [registry.get("attack", a) for _, a in PAIRS.values()]
     assert set(PAIRS) == set(RUNS)
     assert any(a.reads for a in attacks) and any(a.config.model_fields.get("lora") for a in attacks)
     assert any(issubclass(a.config, QueryFields) for a in attacks)
