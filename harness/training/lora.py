@@ -77,9 +77,16 @@ def save_adapter(model: Any, tokenizer: Any, path: Path) -> None:
 
 
 def load_adapter_model(base: Any, adapter_path: Path, *, merge: bool) -> Any:
-    """`base` with the adapter at `adapter_path` (merged into its weights when `merge`), in eval mode."""
+    """`base` with the adapter at `adapter_path` (merged into its weights when `merge`), in eval mode. Merged, it
+    is a plain model as any checkpoint loads: every weight trainable again (peft froze the base's to load the
+    adapter), so a later stage that trains it (an attack, a trainability fine-tune) trains every weight."""
     require_peft()
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(base, str(adapter_path))
-    return (model.merge_and_unload() if merge else model).eval()
+    if not merge:
+        return model.eval()
+    merged = model.merge_and_unload()
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged.eval()

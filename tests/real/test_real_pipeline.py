@@ -29,6 +29,7 @@ RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
 PAIRS = {"llama": ("rr", "lora-1k"), "qwen2": ("booster", "poison-10"), "mistral": ("tar", "forced-prefix"),
          "phi3": ("lat", "sft-250"), "gemma2": ("vaccine", "best-of-n"), "gpt_neox": ("repnoise", "benign-250"),
          "opt": ("none", "retain-ft-250"), "gpt2": ("adversarial-loss", "sft-1k")}
+HARMLESS_ROWS = 4  # the retain split of these small suites: an attack that trains on it takes this many rows
 
 
 def test_the_pairs_cover_every_output_path():
@@ -51,6 +52,8 @@ def test_the_whole_pipeline_runs_on_a_real_architecture(arch, ckpts, judge_ckpt,
     suite_name, extra = RUNS[arch]
     sets = [*suite_sets(files, judge_ckpt, second_judge=ckpts["llama"]), *extra]
     store, results = Store(tmp_path / "home"), tmp_path / "results"
+    if registry.get("attack", attack).reads:
+        sets.append(f"attack.samples={HARMLESS_ROWS}")
     spec, suite, overrides = resolve(suite_name, defence, attack, sets=sets, model=str(ckpts[arch]))
     record, cached = run(spec, suite, overrides, store=store, results_dir=results)
     assert not cached and (record.spec.defence.name, record.spec.attack.name) == (defence, attack)
@@ -77,14 +80,15 @@ def check_record(record, arch, ckpts):
         assert [(p.a, p.b, p.n) for p in evaluation.panel.pairs] == [(*panel, 8)]
         assert evaluation.panel.pairs[0].agreement == evaluation.judge_agreement.agreement
     trains = "samples" in registry.get("attack", record.spec.attack.name).budget
-    if trains:  # a query attack trains nothing: no steps, no curve
-        assert m.resistance.steps == 2 and [s for s, _ in m.resistance.curve] == [0, 1, 2]
-    else:
-        assert m.post_attack.query is not None and m.resistance.steps == 0
+    if trains:  # a harmfulness point after every step (curve_every 1)
+        assert m.resistance.steps >= 1 and [s for s, _ in m.resistance.curve] == list(range(m.resistance.steps + 1))
+    else:  # a query attack trains nothing: the curve is before and after
+        assert m.post_attack.query is not None and m.resistance.curve[-1][1] == m.post_attack.harmfulness.mean
     assert m.trainability.task == "gem-viggo" and m.trainability.then_attack.attack == "sft-1k"
     assert m.stability.perplexity.base > 0 and m.stability.lm_eval is None
     if trains:
-        assert record.budget.samples == 8 and record.budget.lr == 3e-5
+        reads = registry.get("attack", record.spec.attack.name).reads
+        assert record.budget.samples == (HARMLESS_ROWS if reads else 8) and record.budget.lr == 3e-5
 
 
 def test_hub_id_offline_prepare_then_run(hf_home, judge_ckpt, files, tmp_path):

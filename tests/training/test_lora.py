@@ -65,6 +65,19 @@ def test_lora_attack_stores_only_an_adapter_on_its_base(random_llama, tmp_path):
         assert torch.equal(again(ids).logits, plain(ids).logits)
 
 
+def test_a_stored_adapter_loads_as_a_plain_trainable_model(random_llama, tmp_path):
+    """A model stored as an adapter (a LoRA defence or attack) loads merged, every weight trainable as any
+    checkpoint: the next stage (a full-weight attack, a trainability fine-tune) trains all of it."""
+    stages = Stages(Store(tmp_path / "store"))
+    key = stages.cached("attack", MODELS, {"x": 2}, apply_plugin("attack", attack_spec(), str(random_llama), stages,
+                                                                  stage_ctx()))
+    merged, _ = stages.load(stages.model_ref(key))
+    plain, _ = stages.load(str(random_llama))
+    assert type(merged) is type(plain) and not hasattr(merged, "peft_config")
+    assert all(p.requires_grad for p in merged.parameters())
+    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in plain.parameters())
+
+
 def test_lora_config_is_validated_and_shared_by_every_sft_budget():
     sft = registry.get("attack", "sft-1k").config
     assert sft.model_validate({}).lora is None  # full parameters unless set
