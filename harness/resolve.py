@@ -134,12 +134,13 @@ class Resolved(NamedTuple):
 
 def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack_seed: int | None = None,
             sets: list[str] | None = None, backend: str | None = None, model: str | None = None,
-            tuned_from: Path | None = None, extra: dict[str, dict[str, Any]] | None = None,
-            locate: bool = True) -> Resolved:
+            tuned_from: Path | None = None, tuned: dict[str, Any] | None = None,
+            extra: dict[str, dict[str, Any]] | None = None, locate: bool = True) -> Resolved:
     """The run spec, the suite, and where non-default values came from (for the record).
 
     `tuned_from`: a results folder whose committed tuning log for this suite and defence supplies the tuned
-    settings (between the suite's defaults and the user's `--set`); `extra`: overrides given as data,
+    settings (between the suite's defaults and the user's `--set`); `tuned`: those settings given as data instead
+    (a validation run of a defence tuned for the test suite config); `extra`: overrides given as data,
     {target: {field: value}}, applied like `--set`; `locate=False`: a hub model is not looked up (a dry run).
     """
     from harness.tuning.logs import tuned_settings
@@ -151,8 +152,9 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack
     for target, values in (extra or {}).items():
         overrides[target] = deep_merge(overrides[target], values)
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
-    tuned = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence) \
-        if tuned_from is not None else {}
+    if tuned is None:
+        tuned = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence) \
+            if tuned_from is not None else {}
     attack_plugin = registry.get("attack", attack)
     defence_plugin = registry.get("defence", defence)  # unknown names fail before config errors
     # The suite's budget goes to the fields each Config declares, whatever package the plugin comes from.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from harness.conditions.lm_eval_adapter import LmEvalProtocol
 from harness.conditions.trainability import TrainabilityProtocol
@@ -94,13 +94,27 @@ class AttackBudget:
 
 @dataclass(frozen=True)
 class TuningProtocol:
-    """How `harness tune` scores a defence's settings under this suite: the same for every defence."""
+    """How `harness tune` scores a defence's settings under this suite (the same for every defence), and how
+    `harness tune-attack` searches the attacker's zoo against each tuned defence (harness.tuning.attacker)."""
 
     suite_params: Mapping[str, Any]  # suite settings that select validation data (disjoint from the test data)
     attack: AttackBudget             # the validation attack
     trials: int                      # budget per defence: a larger declared grid is sampled with `seed`
     seed: int = 0
     confirm_seeds: tuple[int, ...] = ()  # other defence seeds at which the chosen setting must pass the guard too
+    # The tuned attacker: the attack kinds it searches (None: every registered attack whose Config declares a search
+    # space), its trial budget (None: the defender's `trials`; never fewer), the sampler over the conditional space
+    # (tpe: Optuna's TPE, seeded with `seed`; random: seeded uniform draws), and the capability bound (the attacked
+    # model keeps at least this x the defended model's harmless QA, else the trial cannot be chosen).
+    attacks: tuple[str, ...] | None = None
+    attacker_trials: int | None = None
+    sampler: Literal["tpe", "random"] = "tpe"
+    capability_bound: float = 0.9
+
+    @property
+    def attacker_budget(self) -> int:
+        """The tuned attacker's trial budget: its own where the suite sets one, else the defender's."""
+        return self.trials if self.attacker_trials is None else self.attacker_trials
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The `harness` command line. Thin: each command parses its options, calls one function of harness/ and prints.
 
-The commands live in modules by what they do: `runs` (prepare, run, sweep, tune), `results` (report, tables,
-leaderboard, validate, show, publish, schema), `store` (verify, ls, gc) and `plugins` (list, plugins, plugins check,
-cards check); this module assembles them into one typer app. Every failure a user can cause is one `error:` line on
-stderr (control characters escaped) and exit 2 (exit 1 for a run that fails after its checks: diverged training or
-a full disk, with the stage named); Ctrl-C and SIGTERM are one line saying how to resume and exit 130 / 143.
+The commands live in modules by what they do: `runs` (prepare, run, sweep, tune, tune-attack), `results` (report,
+tables, leaderboard, validate, show, publish, schema), `store` (verify, ls, gc) and `plugins` (list, plugins, plugins
+check, cards check); this module assembles them into one typer app. Every failure a user can cause is one `error:`
+line on stderr (control characters escaped) and exit 2 (exit 1 for a run that fails after its checks: diverged
+training or a full disk, with the stage named); Ctrl-C and SIGTERM are one line saying how to resume and exit 130 /
+143.
 Tracebacks are for bugs.
 """
 
@@ -28,6 +29,7 @@ app.add_typer(plugins.cards_app, name="cards")
 for command in (runs.prepare, runs.run, runs.sweep, results.report, results.tables, results.leaderboard,
                 results.validate, results.show, runs.tune, results.publish, results.schema):
     app.command()(command)
+app.command("tune-attack")(runs.tune_attack)
 app.add_typer(store.store_app, name="store")
 
 INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"

@@ -47,6 +47,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
              ("harness show 4fc3fddc --json", "the raw record")],
     "tune": [("harness tune repnoise", "tune on the validation split; the log goes to runs/"),
              ("harness tune repnoise --scan --set defence.lr=1e-4", "every setting with lr 1e-4: evidence only")],
+    "tune-attack": [("harness tune-attack repnoise", "the strongest attack on tuned repnoise within the capability "
+                     "bound; the log goes to runs/"),
+                    ("harness tune-attack repnoise --set suite.size=smoke", "on the smaller world")],
     "publish": [("harness publish --all --dry-run", "what would be published from runs/"),
                 ("harness publish 4fc3fddc 9a1b2c3d", "chosen records")],
     "schema": [("harness schema", "write schemas/run-record.schema.json"),

@@ -1,4 +1,4 @@
-"""`harness prepare`, `run`, `sweep` and `tune`: the commands that compute."""
+"""`harness prepare`, `run`, `sweep`, `tune` and `tune-attack`: the commands that compute."""
 
 from __future__ import annotations
 
@@ -198,3 +198,32 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
                    + ("stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)) + f"  run {t.run_id}")
     verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
     typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")
+
+
+def tune_attack(defence: Annotated[str, typer.Argument(help="the defence (at its tuned settings) to attack")],
+                suite: SuiteOpt = None, sets: SetOpt = None, results_dir: WorkOpt = Path("runs"),
+                tuned_from: TunedOpt = None, home: HomeOpt = None) -> None:
+    """Tune an attacker against a tuned defence: the suite's attack zoo and each kind's hyper-parameters, searched
+    on the validation data with at least the defender's trial budget under a capability bound (>= 90% of the
+    defended model's harmless QA by default); the chosen attack and the next best then run on the test data. Writes
+    runs/<suite>/v<N>/tuning/attacker/<defence>.json."""
+    from harness.resolve import load_suite
+    from harness.results.publish import check_target
+    from harness.specs import parse_overrides
+    from harness.store.artifacts import Store
+    from harness.tuning.attacker import tune_attacker
+    from harness.tuning.attacker_log import attacker_log_path, summary_lines
+
+    suite = suite_name(suite)
+    overrides = parse_overrides(sets or [])
+    if any(values for target, values in overrides.items() if target != "suite"):
+        raise ConfigError("tune-attack takes --set suite.FIELD=VALUE only: the attacker chooses its attacks and "
+                          "their settings itself, and the defence takes its tuned settings")
+    suite_spec, s = load_suite(suite, overrides["suite"])
+    check_target(results_dir, s.name, suite_spec.params)
+    note_published(results_dir)
+    log = tune_attacker(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params,
+                        tuned_from=tuning_dir(tuned_from))
+    for line in summary_lines(log):
+        typer.echo(line)
+    typer.echo(f"log {attacker_log_path(results_dir, suite, s.protocol_version, defence)}")

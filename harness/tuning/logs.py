@@ -70,7 +70,7 @@ class ScanLog(BaseModel):
     stable: list[dict[str, Any]] = Field(description="the scanned settings that pass the stability guard")
 
 
-Log = TypeVar("Log", TuningLog, ScanLog)
+Log = TypeVar("Log", bound=BaseModel)  # a tuning, scan or attacker log (harness.tuning.attacker_log)
 
 
 def read_log(path: Path, model: type[Log]) -> Log | None:
@@ -93,15 +93,28 @@ def read_log(path: Path, model: type[Log]) -> Log | None:
 
 def search_space(config: type[BaseModel], resolved: dict[str, Any]) -> dict[str, list[Any]]:
     """The candidate values each Config field declares: `search` values, or `search_scale` factors of the
-    `resolved` value (the plugin's params as the suite sets them)."""
+    `resolved` value (the plugin's params as the suite sets them; an integer value, e.g. a sample count, scales to
+    integers)."""
     out = {}
     for name, f in config.model_fields.items():
         extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
         if "search" in extra:
             out[name] = list(extra["search"])  # type: ignore[arg-type]
         elif "search_scale" in extra:
-            out[name] = [float(f"{s * resolved[name]:.3g}") for s in extra["search_scale"]]  # type: ignore[union-attr]
+            out[name] = [_scaled(s, resolved[name]) for s in extra["search_scale"]]  # type: ignore[union-attr]
     return out
+
+
+def declares_space(config: type[BaseModel]) -> bool:
+    """Does the Config declare a search space on any field (without resolving a suite's values)?"""
+    return any(isinstance(f.json_schema_extra, dict) and {"search", "search_scale"} & f.json_schema_extra.keys()
+               for f in config.model_fields.values())
+
+
+def _scaled(factor: float, value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(1, round(factor * value))
+    return float(f"{factor * value:.3g}")
 
 
 def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str, kind: str = "") -> Path:
@@ -132,7 +145,7 @@ def settings(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
 
 
-def write_log(path: Path, log: TuningLog | ScanLog) -> bool:
+def write_log(path: Path, log: BaseModel) -> bool:
     """Write a log unless the file already says the same (a fully cached tune or scan rewrites nothing, even
     where the file predates a field with a default, such as a trial's `seed`). Returns whether it wrote."""
     try:

@@ -141,6 +141,11 @@ CASES = [
      "cannot fix 'samples' in a scan of 'repnoise'"),
     ("tune-scan-value-off-grid", ["tune", "repnoise", *SMOKE, "--scan", "--set", "defence.alpha=3"],
      "cannot fix alpha=3: not one of its candidate values [0.5, 1.0, 2.0]"),
+    ("tune-attack-unknown-defence", ["tune-attack", "nope", *SMOKE], "Unknown defence 'nope'"),
+    ("tune-attack-no-protocol", ["tune-attack", "repnoise", "--suite", "beavertails-llama2"],
+     "suite 'beavertails-llama2' declares no tuning protocol"),
+    ("tune-attack-attack-set", ["tune-attack", "repnoise", *SMOKE, "--set", "attack.lr=1e-3"],
+     "tune-attack takes --set suite.FIELD=VALUE only"),
     ("prepare-unknown-suite", ["prepare", "nope"], "Unknown suite 'nope'"),
     ("prepare-home-file", ["prepare", "tiny", *SMOKE, "--home", "{F}"], "is not a directory"),
     ("prepare-home-read-only", ["prepare", "tiny", *SMOKE, "--home", "{RO}"], "is not writable"),
@@ -215,8 +220,8 @@ def expand(argv: list[str], base: Path) -> list[str]:
         for k, v in subs.items():
             a = a.replace(k, str(v))
         out.append(a)
-    defaults = {"run": True, "sweep": True, "prepare": True, "tune": True, "show": False, "tables": False,
-                "report": False}
+    defaults = {"run": True, "sweep": True, "prepare": True, "tune": True, "tune-attack": True, "show": False,
+                "tables": False, "report": False}
     if argv[0] in defaults and "--results-dir" not in argv and argv[0] != "prepare":
         out += ["--results-dir", str(base / "results")]
     if defaults.get(argv[0]) and "--home" not in argv:

@@ -1,0 +1,132 @@
+"""The tuned attacker's log: its typed contents, where it lives, and the trial counts of attacker and defender side by
+side (what a report shows to say the attacker had at least the defender's budget).
+
+`<results>/<suite>/v<N>/tuning/attacker/<defence>.json`, written by `harness.tuning.attacker` after every trial (so
+an interrupted search shows how far it got; `finished` says whether it ended) and once more with the choice and the
+test runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.tuning.logs import TuningLog, log_path, read_log
+
+Measure = Literal["access", "harmfulness"]
+
+
+class AttackTrial(BaseModel):
+    """One run of an attack point against the defended model, on the validation data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attack: str
+    params: dict[str, Any] = Field(description="the values of the attack's searched fields (the rest: its defaults)")
+    run_id: str = Field(description="the run's id (its record under tuning/runs/ where the run finished)")
+    score: float | None = Field(description="the post-attack headline (None: the run failed)")
+    measure: Measure | None = Field(description="which headline: knowledge access where the record has it, else "
+                                    "harmfulness")
+    qa_defended: float | None = Field(description="harmless QA exact match of the defended model")
+    qa_attacked: float | None = Field(description="harmless QA exact match of the attacked model")
+    feasible: bool = Field(description="the attacked model kept the capability bound (and the run finished)")
+    error: str = Field("", description="why the run failed (e.g. training diverged); '' when it finished")
+
+
+class SkippedPoint(BaseModel):
+    """A point of the space the suite cannot run (checked before any work; not counted in the budget)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attack: str
+    params: dict[str, Any]
+    reason: str
+
+
+class ReportedRun(AttackTrial):
+    """The chosen attack, or the next best, run on the test data (an ordinary record under the results folder)."""
+
+    role: Literal["chosen", "next best"]
+
+
+class AttackerLog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    protocol_version: int
+    suite_params: dict[str, Any] = Field(description="the suite config of the test runs")
+    validation: dict[str, Any] = Field(description="the suite settings that select the validation data")
+    defence: str
+    defence_version: str
+    defence_params: dict[str, Any] = Field(description="the defence's tuned settings the defended model takes ({}: "
+                                           "its defaults and the suite's)")
+    defence_seed: int
+    zoo: dict[str, str] = Field(description="the attack kinds searched, with their versions")
+    left_out: dict[str, str] = Field(default_factory=dict, description="kinds of the suite's zoo the suite cannot "
+                                     "run at any point of their space, and why")
+    space: dict[str, dict[str, list[Any]]] = Field(description="each kind's candidate values per searched field")
+    space_size: int
+    sampler: Literal["whole", "random", "tpe"] = Field(description="whole: the space fits the budget and was run "
+                                                       "entire")
+    sampler_seed: int
+    capability_bound: float = Field(description="a chosen attack keeps at least this x the defended model's "
+                                    "harmless QA")
+    trials_budget: int = Field(description="the attacker's trial budget")
+    defender_trials_budget: int = Field(description="the defender's trial budget under the same protocol")
+    trials: list[AttackTrial]
+    skipped: list[SkippedPoint] = Field(default_factory=list)
+    finished: bool = Field(description="the search ran to its budget (or through the whole space)")
+    chosen: AttackTrial | None = Field(None, description="the strongest trial within the capability bound")
+    next_best: AttackTrial | None = Field(None, description="the strongest feasible trial of another attack kind (the "
+                                          "second strongest where no other kind has one)")
+    test: list[ReportedRun] = Field(default_factory=list, description="the chosen attack and the next best on the test "
+                                "data")
+
+
+def attacker_log_path(results_dir: Path, suite: str, protocol_version: int, defence: str) -> Path:
+    return log_path(results_dir, suite, protocol_version, defence).parent / "attacker" / f"{defence}.json"
+
+
+class TrialCounts(NamedTuple):
+    """The budgets and trials run by a defence's tuning and by the attacker tuned against it (None: no log)."""
+
+    defence: str
+    defender_budget: int | None
+    defender_trials: int | None
+    defender_confirmations: int | None
+    attacker_budget: int | None
+    attacker_trials: int | None
+
+
+def trial_counts(results_dir: Path, suite: str, protocol_version: int, defence: str) -> TrialCounts:
+    """Read a defence's tuning log and its attacker log and count their trials, side by side."""
+    tuned = read_log(log_path(results_dir, suite, protocol_version, defence), TuningLog)
+    attacker = read_log(attacker_log_path(results_dir, suite, protocol_version, defence), AttackerLog)
+    return TrialCounts(defence, tuned.trials_budget if tuned else None, len(tuned.trials) if tuned else None,
+                       len(tuned.confirmations) if tuned else None, attacker.trials_budget if attacker else None,
+                       len(attacker.trials) if attacker else None)
+
+
+def summary_lines(log: AttackerLog) -> list[str]:
+    """What `harness tune-attack` prints: each trial, the skipped points, the choice and its test runs, the budgets."""
+    settings = f"tuned settings {log.defence_params}" if log.defence_params else "its defaults (no tuning log)"
+    lines = [f"defended model: {log.defence} at {settings}, seed {log.defence_seed}"]
+    lines += [f"{t.attack} {t.params}  {_outcome(t)}  run {t.run_id}" for t in log.trials]
+    lines += [f"skipped {s.attack} {s.params}: {s.reason}" for s in log.skipped]
+    lines += [f"left out {kind}: {why}" for kind, why in log.left_out.items()]
+    for role, trial in (("chosen", log.chosen), ("next best", log.next_best)):
+        lines.append(f"{role}: {trial.attack} {trial.params} ({_outcome(trial)})" if trial else
+                     f"{role}: none (no trial kept the capability bound)")
+    lines += [f"test ({r.role}): {r.attack}  {_outcome(r)}  run {r.run_id}" for r in log.test]
+    lines.append(f"attacker: {len(log.trials)} trial(s) of a budget of {log.trials_budget} ({log.sampler}, "
+                 f"{log.space_size} points in the space); defender's budget: {log.defender_trials_budget}")
+    return lines
+
+
+def _outcome(t: AttackTrial) -> str:
+    if t.error:
+        return f"FAILED: {t.error}"
+    bound = "within the capability bound" if t.feasible else "BREAKS the capability bound"
+    return f"{t.measure} {t.score:.3f}  harmless QA {t.qa_attacked:.2f} of {t.qa_defended:.2f}  {bound}"
