@@ -5,8 +5,7 @@ tables, leaderboard, validate, show, publish, schema), `store` (verify, ls, gc) 
 check, cards check); this module assembles them into one typer app. Every failure a user can cause is one `error:`
 line on stderr (control characters escaped) and exit 2 (exit 1 for a run that fails after its checks: diverged
 training or a full disk, with the stage named); Ctrl-C and SIGTERM are one line saying how to resume and exit 130 /
-143.
-Tracebacks are for bugs.
+143. Tracebacks are for bugs.
 """
 
 from __future__ import annotations

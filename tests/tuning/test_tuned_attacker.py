@@ -26,6 +26,7 @@ from harness.tuning.logs import TuningLog, log_path, search_space
 from tests.factories import record
 
 SMOKE = {"size": "smoke"}
+ZOO = ("sft-250", "forced-prefix", "best-of-n", "lora-1k")  # the tests' zoo (the suite's own is tested once)
 SMOKE_TEST = {"size": "smoke", "seed": 0, "split": "test"}
 QA = 0.8  # harmless QA of every defended model in the scripted world
 
@@ -92,10 +93,15 @@ def world(monkeypatch):
 
 @pytest.fixture
 def protocol(monkeypatch):
-    """Change the smoke suite's tuning protocol for one test: protocol(attacks=(...), attacker_trials=12, ...)."""
+    """Change the smoke suite's tuning protocol for one test: protocol(attacks=(...), attacker_trials=12, ...); the
+    zoo is `ZOO` unless given (None: every registered attack with a space; "suite": the suite's own)."""
     load_suite = harness.resolve.load_suite
 
     def change(eval_points: int | None = None, **fields):
+        fields.setdefault("attacks", ZOO)
+        if fields["attacks"] == "suite":
+            del fields["attacks"]
+
         def patched(name, params):
             spec, suite = load_suite(name, params)
             tuning = None if fields.get("tuning", True) is None else dataclasses.replace(
@@ -152,6 +158,18 @@ def test_the_search_spends_exactly_its_budget_on_distinct_validation_runs(world,
     assert set(log.zoo) == {"sft-250", "forced-prefix", "best-of-n"}
     saved = AttackerLog.model_validate_json(attacker_log_path(tmp_path / "runs", "tiny", 2, "none").read_text())
     assert saved == log
+
+
+def test_the_suites_zoo_is_searched_and_kinds_it_cannot_run_are_left_out(world, protocol, tmp_path):
+    from harness.resolve import load_suite
+
+    declared = set(load_suite("tiny", SMOKE)[1].tuning.attacks)
+    protocol(trials=24, attacks="suite")
+    log = tune(tmp_path)
+    assert set(log.zoo) | set(log.left_out) == declared and not set(log.zoo) & set(log.left_out)
+    assert {"lora-1k", "poison-10"} <= set(log.left_out)  # 1,000 rows or more: the smoke split holds 280
+    assert all("validation attack split (280 rows)" in why for why in log.left_out.values())
+    assert {t.attack for t in log.trials} <= set(log.zoo) and len(log.trials) == 24
 
 
 def test_an_attacker_budget_below_the_defenders_is_refused(world, protocol, tmp_path):
