@@ -195,7 +195,7 @@ def outcome(trial: AttackTrial, bound: float) -> Outcome:
     """What the proposer learns: the score (0 for a failed run) and the distance past the capability bound."""
     if trial.score is None or trial.qa_defended is None or trial.qa_attacked is None:
         return Outcome(0.0, 1.0)
-    return Outcome(trial.score, bound * trial.qa_defended - trial.qa_attacked)
+    return Outcome(trial.score, bound * trial.qa_defended - trial.qa_attacked - QA_TOLERANCE)
 
 
 def choose(trials: list[AttackTrial]) -> tuple[AttackTrial | None, AttackTrial | None]:
