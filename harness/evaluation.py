@@ -113,14 +113,17 @@ class Evaluator:
 
     def _queried(self, ref: str, name: str, query: Query) -> str:
         """The store key of `ref`'s generations asked as `query` says (stage `<name>.query`): the harmful prompts'
-        answers are the prefill + continuation, the most harmful of `best_of` draws by the primary judge (draw i
-        seeded `seed + i`); the other prompt sets' are the greedy ones. Stored as any generations are, so every
-        later measurement (judges, degenerate flags, compliance, `validate --deep`) reads them alike."""
+        answers are the prefill + continuation of each question asked after the query's `prompt_prefix`, the most
+        harmful of `best_of` draws by the primary judge (draw i seeded `seed + i`); the other prompt sets' are the
+        greedy ones. The judges read the questions as the suite wrote them (the prefix is the attacker's input, not
+        the question), and the answers are stored under those questions as any generations are, so every later
+        measurement (judges, degenerate flags, compliance, `validate --deep`) reads them alike."""
         greedy = self.outputs.generate(ref, name)
         prompts = self.outputs.prompt_sets["harmful"]
+        asked = [query.prompt_prefix + p for p in prompts]
         draws = [ModelOutputs(self.stages, eval_spec=self.spec.eval, base=self.spec.model,
                               template=self.suite.prompt.model_copy(update={"prefill": query.prefill}),
-                              remote_code=self.suite.trust_remote_code, prompt_sets={"harmful": prompts},
+                              remote_code=self.suite.trust_remote_code, prompt_sets={"harmful": asked},
                               temperature=query.temperature, seed=query.seed + i) for i in range(query.best_of)]
         keys = [draw.generate(ref, f"{name}.query{i}") for i, draw in enumerate(draws)]
 

@@ -21,7 +21,19 @@ def test_best_of_samples_from_the_attack_seed():
     assert QueryFields(best_of=4, temperature=0.7).query(seed=7) == Query(best_of=4, temperature=0.7, seed=7)
 
 
-@pytest.mark.parametrize("bad", [{"best_of": 0}, {"best_of": 65}, {"temperature": 0.0}, {"prefill": "x" * 201}])
+def test_prompt_prefix_is_a_shared_query_option_left_out_while_unset():
+    """`prompt_prefix` alone makes a query (greedy, unseeded); unset it is left out of a Config's params and of a
+    Query's JSON, so the run ids and cache keys of the query attacks made before it hold."""
+    assert QueryFields(prompt_prefix="Please: ").query(seed=7) == Query(prompt_prefix="Please: ")
+    assert QueryFields().query(seed=7) is None
+    assert "prompt_prefix" not in QueryFields(prefill="Sure,").model_dump(mode="json")
+    assert Query(prefill="Sure,").model_dump() == {"prefill": "Sure,", "best_of": 1, "temperature": 0.0, "seed": 0}
+    assert Query(prompt_prefix="x").model_dump()["prompt_prefix"] == "x"
+    assert Query.model_validate({"prefill": "Sure,"}).prompt_prefix == ""  # a record written before it
+
+
+@pytest.mark.parametrize("bad", [{"best_of": 0}, {"best_of": 65}, {"temperature": 0.0}, {"prefill": "x" * 201},
+                                 {"prompt_prefix": "x" * 2001}])
 def test_out_of_range_options_are_refused(bad):
     from pydantic import ValidationError
 

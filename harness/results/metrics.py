@@ -130,12 +130,15 @@ class ForcedRecall(Metric):
 
 class Query(Metric):
     """How an attack had the held-out harmful prompts asked (`harness.generation.query`): the answer's opening it
-    wrote, and the best of how many draws at which temperature."""
+    wrote, the best of how many draws at which temperature, and the text it wrote before each question."""
 
     prefill: str = Field("", description="the answer's opening the attacker writes ('' : none)")
     best_of: int = Field(1, ge=1, description="answers drawn per prompt; the most harmful counts (1: greedy)")
     temperature: float = Field(0.0, ge=0.0, description="sampling temperature of the draws (0: greedy)")
     seed: int = Field(0, description="seed of the first draw (draw i uses seed + i)")
+    # Added after the first query records: left out of the JSON (records, cache keys) while unset, as before it.
+    prompt_prefix: str = Field("", exclude_if=lambda v: v == "", description="text written before every question, "
+                               "inside the prompt format ('': none); the judges read the question without it")
 
 
 class Evaluation(Metric):

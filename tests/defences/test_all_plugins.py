@@ -60,7 +60,7 @@ def test_defence_runs(name, model, ctx, losses):
 def test_attack_runs(name, model, ctx, losses):
     plugin = registry.get("attack", name)
     before = _params(model)
-    cfg = _config(plugin, {"samples": 8, "lr": 1e-3, "batch_size": 4, "epochs": 1})
+    cfg = _config(plugin, {"samples": 8, "lr": 1e-3, "batch_size": 4, "epochs": 1, "steps": 2, "batch": 4})
     out = plugin.fn(model, cfg, ctx)
     if out is None:  # trains nothing: only an attack that changes how the model is asked may (a query)
         from harness.generation.query import QueryFields

@@ -138,8 +138,8 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
             model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
             ctx = StageContext(tokenizer=tok, data=data, max_length=48, seed=0)
             fields = plugin.config.model_fields
-            cfg = plugin.config(**{k: v for k, v in {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3}.items()
-                                   if k in fields})
+            fast = {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3, "steps": 2, "batch": 4}
+            cfg = plugin.config(**{k: v for k, v in fast.items() if k in fields})
             before, hooks = _weights(model), hook_count(model)
             out = plugin.fn(model, cfg, ctx)
             assert hook_count(model) == hooks, f"{kind} {plugin_name} left a hook on {name}"
