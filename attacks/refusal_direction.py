@@ -1,50 +1,51 @@
 """Refusal-direction ablation (Arditi et al. 2024, "Refusal in Language Models Is Mediated by a Single
 Direction"), as the reference pipeline (andyrdt/refusal_direction) runs it: no training, one rank-one weight edit.
 
-1. Candidates. For every layer l and every post-instruction position i (the tokens the prompt format writes after
-   the question, e.g. "\\nAnswer:" or a chat template's end of turn and assistant header), the difference in means
-   of the residual stream entering block l between harmful prompts (the attack split's) and harmless ones (the
-   retain split's, declared with `reads=("retain",)`), each formatted with the suite's prompt format exactly as
-   evaluation formats it. Layer 0 is left out: its post-instruction tokens are the same for every prompt.
-2. Selection, on held-back prompts of each kind (`val_fraction`, reference 32 of 160). The refusal score of a
-   prompt is the log-odds, at the last prompt token, of the tokens that open the model's own refusals (the first
-   answer token of each held-back harmful prompt whose greedy opening `harness.judges.refusal` calls a refusal;
-   the reference hard-codes them per model, e.g. "I"). Each candidate r is scored by the mean refusal score of
-   the refused harmful prompts with r ablated everywhere (lower is better), the KL divergence of the next-token
-   distribution of harmless prompts under that ablation (<= `kl_threshold`, reference 0.1), and the refusal score
-   of harmless prompts with the raw difference added at its layer (>= `induce_threshold`, reference 0: the
-   direction must also induce refusal); layers in the last (1 - `max_layer_fraction`) of the model are dropped
-   (reference: 20%). The best remaining candidate wins; if the filters leave none, the best of all.
-   Setting `layer` restricts the candidates to that layer. If the model refuses none of the held-back prompts,
-   there is nothing to score: the direction is the last position's at the middle candidate layer (or `layer`).
-3. Weight orthogonalisation. With r the unit direction, every module that writes the residual stream (found from
-   the model's structure: `harness.models.architecture.residual_writers`) is edited on its output side,
-   W <- W - r r^T W (bias b <- b - r r^T b; an embedding's rows and GPT-2's Conv1D are (in, out), so there
-   W <- W - W r r^T). The stream then never holds a component along r, the edited model runs without hooks and
-   saves as an ordinary checkpoint. Tied embeddings are edited once, as in the reference (the LM head shares them).
-   A forward pass afterwards checks that no layer's residual keeps a component along r, so an architecture whose
-   writers the structure misjudges (a post-norm block) fails loudly instead of being half-ablated.
+1. Candidates: for each block l >= 1 and each post-instruction position (the tokens the prompt format writes after
+   the question: "\nAnswer:", a chat template's end of turn and assistant header), the mean residual stream
+   entering block l over harmful prompts (the attack split's) minus that over harmless ones (the retain split's:
+   `reads=("retain",)`), formatted with the suite's prompt format as evaluation formats them. Block 0's input is
+   left out: there the post-instruction tokens are the same for every prompt.
+2. Selection on held-back prompts of each kind (`val_fraction`; reference 32 of 160). A prompt's refusal score is
+   the log-odds, after the prompt, of the tokens that open the model's own refusals (the first answer token of
+   each harmful prompt whose greedy opening `harness.judges.refusal` calls a refusal; the reference hard-codes
+   them per model, e.g. "I"). A candidate scores the mean refusal score of the refused held-back harmful prompts
+   under its edit (lower is better), the KL divergence of harmless next-token distributions under it (at most
+   `kl_threshold`, reference 0.1), and the harmless prompts' refusal score with the raw difference added at its
+   layer (at least `induce_threshold`, reference 0: it must also induce refusal); the last 20% of the layers are
+   left out (`max_layer_fraction`). Where no candidate meets the bounds, the induce bound and then the KL bound
+   are dropped (the reference stops with an error). `layer` fixes the layer; a model that refuses none of the
+   harmful prompts gives nothing to score: the middle candidate layer's last position is used.
+3. The edit: with r the unit direction, every module that writes the residual stream (found from the model's
+   structure: `harness.models.architecture.residual_writers`) is orthogonalised on its output side,
+   W <- W - r r^T W, bias b <- b - r r^T b (an embedding's and GPT-2's Conv1D weights are (in, out):
+   W <- W - W r r^T), so the stream never holds a component along r; the model runs without hooks and saves as
+   an ordinary checkpoint. Tied embeddings are edited once, as in the reference (the LM head changes with them).
+   `target="harmless-mean"` (affine concept editing) then shifts every token embedding along r so that the
+   stream holds the harmless mean's value there instead of zero. A forward pass afterwards checks every layer's
+   stream, so an architecture whose writers the structure misjudges (a post-norm block) fails loudly instead of
+   being half-edited.
 
-Departures from the reference: refusal tokens and the harmful filter come from the model's greedy openings (the
-reference filters by its hard-coded tokens' log-odds); harmless prompts are not filtered; the selection's
-ablation uses hooks on the same writers the edit changes (identical outputs, no weight copies).
+Departures from the reference: the refusal tokens and the harmful filter come from the model's greedy openings (the
+reference filters with its hard-coded tokens' log-odds); harmless prompts are not filtered; selection applies
+each candidate's edit with hooks on the same writers (identical outputs for untied embeddings, no weight copies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attacks.residual_edit import Edit, apply_edit, check, edited, embedding_scales
 from harness.errors import HarnessError
-from harness.models.architecture import ArchitectureError, decoder_layers, output_axis, residual_writers
+from harness.models.architecture import decoder_layers
 from harness.plugins import StageContext, first_rows
 from harness.registry import register_attack
 from harness.training.collate import PromptFormat, pad_batch
-from harness.training.hooks import add_to_outputs, project_out
+from harness.training.hooks import add_to_outputs
 
 # The attack's strength in the benchmark's budget dimensions: the harmful prompts it reads.
 BUDGET = {"samples": "samples"}
@@ -80,13 +81,6 @@ class Config(BaseModel):
                                     "beyond rounding)")
 
 
-class Edit(NamedTuple):
-    r: Any          # the unit direction (hidden,), float32
-    value: float    # the stream's component along r after the edit (0: plain ablation)
-    shift: float    # what each token embedding's row gains along r to put `value` in the stream
-    output_shift: float  # what that adds to the embedding module's output (rows x its scale: Gemma's sqrt(hidden))
-
-
 class Candidate(NamedTuple):
     position: int   # offset from the prompt's end (-1: its last token)
     layer: int      # the direction is the residual stream entering this block
@@ -115,7 +109,7 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
         layers = candidate_layers(len(decoder_layers(model)), cfg)
         val = [q for q in harmful[1] if q in refused]
         scales = (1.0, 1.0) if cfg.target == "zero" else \
-            embedding_scales(model, enc, unit(directions[-1, layers[0]]), train[0])
+            embedding_scales(model, next(enc.batches(train[:1], model.device))[0], unit(directions[-1, layers[0]]))
         edit_of = Edits(directions, harmless_mean, scales, cfg.target)
         if openers and val:
             choice = select(model, enc, edit_of, layers, val, harmless[1], openers, cfg, ctx.progress)
@@ -125,7 +119,7 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
             _say(ctx.progress, f"no held-back harmful prompt is refused: layer {layer}, position -1, unscored")
         edit = edit_of(position, layer)
         apply_edit(model, edit)
-        check_edited(model, enc, val or train, edit)
+        check(model, (batch for batch, _ in enc.batches(val or train, model.device)), edit)
     model.train(training)
     return model
 
@@ -227,33 +221,6 @@ class Edits:
         return Edit(r.float(), value, value / (row * stream), value / stream)
 
 
-def embedding_scales(model: Any, enc: Encoder, r: Any, probe: str) -> tuple[float, float]:
-    """(row, stream): what the embedding module's output holds per unit of a weight row (scaled embeddings:
-    Gemma's sqrt(hidden)), and what the first block's input holds along r per unit of that output along r, with
-    every writer's r-component removed (1 where the model rescales nothing on the way)."""
-    emb = model.get_input_embeddings()
-    batch, _ = next(enc.batches([probe], model.device))
-    token = batch["input_ids"][:, -1:]  # (1, 1)
-    row = emb.weight[token[0, 0]].float()
-    row_scale = float(emb(token)[0, 0].float() @ row / (row @ row).clamp_min(1e-12))
-    with _edited(model, Edit(r.float(), 1.0, 0.0, 1.0)):
-        first = model(**batch, output_hidden_states=True).hidden_states[0]  # (1, T, H)
-    stream_scale = float((first[0].float() @ r.float().to(first.device)).mean())
-    if not (abs(row_scale) > 1e-6 and abs(stream_scale) > 1e-6):
-        raise ArchitectureError(f"a shift of {type(model).__name__}'s token embeddings does not reach its first block")
-    return row_scale, stream_scale
-
-
-@contextmanager
-def _edited(model: Any, edit: Edit) -> Iterator[None]:
-    """Forward passes inside the block see the model as `apply_edit` would leave it (hooks on the same writers;
-    the head of tied embeddings aside), without touching a weight."""
-    weight = model.get_input_embeddings().weight
-    shift = (edit.r * edit.output_shift).to(device=weight.device, dtype=weight.dtype)
-    with project_out(residual_writers(model), edit.r), add_to_outputs([model.get_input_embeddings()], [shift]):
-        yield
-
-
 def candidate_layers(n_layers: int, cfg: Config) -> list[int]:
     """Blocks whose input may give the direction: 1 .. below max_layer_fraction of the depth, or `cfg.layer`."""
     if cfg.layer is not None:
@@ -282,7 +249,7 @@ def select(model: Any, enc: Encoder, edit_of: Edits, layers: Sequence[int], harm
     scored = []
     for layer in layers:
         for i in range(n_pos):
-            with _edited(model, edit_of(i - n_pos, layer)):
+            with edited(model, edit_of(i - n_pos, layer)):
                 refusal = refusal_log_odds(last_logits(model, enc, harmful), openers).mean().item()
                 kl = kl_divergence(base, last_logits(model, enc, harmless)).mean().item()
             with add_to_outputs([blocks[layer - 1]], [edit_of.directions[i, layer].to(dtype)]):
@@ -331,80 +298,6 @@ def kl_divergence(base: Any, other: Any) -> Any:
     """KL(base || other) of each row's next-token distribution: (N, V) x 2 -> (N,), float64."""
     p, q = base.double().log_softmax(-1), other.double().log_softmax(-1)
     return (p.exp() * (p - q)).sum(-1)
-
-
-# --- the edit -----------------------------------------------------------------------------------------------------
-
-def apply_edit(model: Any, edit: Edit) -> None:
-    """Orthogonalise every residual writer to r, then shift every token embedding by `edit.shift` along r (the
-    affine target; with tied embeddings the head's rows shift alike, which moves every logit equally)."""
-    import torch
-
-    orthogonalize(residual_writers(model), edit.r)
-    if edit.shift:
-        weight = model.get_input_embeddings().weight
-        full = weight.detach().float() + edit.shift * edit.r.to(device=weight.device, dtype=torch.float32)
-        weight.data.copy_(full.to(weight.dtype))
-
-
-def orthogonalize(writers: Sequence[Any], r: Any) -> None:
-    """Project the unit vector `r` out of every writer's output side, in place (float32 arithmetic, stored back
-    in the weight's dtype); a weight shared by two writers (tied embeddings) is edited once."""
-    import torch
-
-    seen: set[int] = set()
-    for module in writers:
-        w = module.weight
-        if id(w) in seen:
-            continue
-        seen.add(id(w))
-        r32 = r.to(device=w.device, dtype=torch.float32)
-        full = w.detach().float()
-        if output_axis(module) == 0:  # (out, in): W - r (r^T W)
-            full -= torch.outer(r32, r32 @ full)
-        else:                         # (in, out): W - (W r) r^T
-            full -= torch.outer(full @ r32, r32)
-        w.data.copy_(full.to(w.dtype))
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            b = bias.detach().float()
-            bias.data.copy_((b - (b @ r32) * r32).to(bias.dtype))
-
-
-def residual_component(model: Any, enc: Encoder, questions: Sequence[str], r: Any, value: float = 0.0
-                       ) -> list[float]:
-    """Per residual stream (the input of each block, then the last block's output), the largest
-    |h . r - value| / |h| over the prompts' real tokens."""
-    import torch
-
-    from harness.training.hooks import capture_outputs
-
-    worst = None
-    for batch, _lengths in enc.batches(questions, model.device):
-        with capture_outputs(model, [decoder_layers(model)[-1]]) as last:
-            states = model(**batch, output_hidden_states=True).hidden_states
-        mask = batch["attention_mask"].bool()
-        found = []
-        for h in [*states[:-1], last[0]]:
-            h = h.float()[mask]  # (N, H)
-            found.append(((h @ r.to(h) - value).abs() / h.norm(dim=-1).clamp_min(1e-12)).max())
-        batch_worst = torch.stack(found)
-        worst = batch_worst if worst is None else torch.maximum(worst, batch_worst)
-    return worst.tolist()
-
-
-def check_edited(model: Any, enc: Encoder, questions: Sequence[str], edit: Edit) -> None:
-    """Raise unless every residual stream holds `edit.value` along r, up to the weights' rounding."""
-    import torch
-
-    dtype = next(model.parameters()).dtype
-    tolerance = 1e-3 if dtype in (torch.float32, torch.float64) else 3e-2
-    component = residual_component(model, enc, questions, edit.r, edit.value)
-    leaks = [f"stream {i}: {c:.2g}" for i, c in enumerate(component) if not c <= tolerance]
-    if leaks:
-        raise ArchitectureError(f"refusal-ablation edited {type(model).__name__}'s residual writers but the residual "
-                                f"stream still holds the direction ({', '.join(leaks)}; tolerance {tolerance}): "
-                                "its blocks write the stream through something besides their output projections")
 
 
 def _say(progress: Callable[..., None] | None, info: str) -> None:

@@ -10,6 +10,7 @@ import torch
 from datasets import Dataset
 
 import attacks.refusal_direction as rd
+import attacks.residual_edit as edit_
 from harness import registry
 from harness.judges.refusal import refuses
 from harness.models import architecture as arch
@@ -67,6 +68,10 @@ def _direction(model, tok, name, layer=1):
     return rd.unit(_differences(model, enc, harmful, harmless)[-1, layer]).float(), enc, harmful
 
 
+def _batches(enc, prompts):
+    return [batch for batch, _ in enc.batches(prompts, "cpu")]
+
+
 def _differences(model, enc, harmful, harmless, n_pos=None):
     n_pos = n_pos or enc.post_instruction(harmful + harmless)
     with torch.no_grad():
@@ -79,7 +84,7 @@ def test_the_edit_is_rank_one_along_r_on_every_residual_writer(ckpts, name):
     r, _, _ = _direction(model, tok, name)
     writers = arch.residual_writers(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rd.orthogonalize(writers, r)
+    edit_.orthogonalize(writers, r)
     edited = {id(w.weight) for w in writers} | {id(b) for w in writers if (b := getattr(w, "bias", None)) is not None}
     for pname, p in model.named_parameters(remove_duplicate=False):
         if id(p) not in edited:
@@ -110,13 +115,13 @@ def test_the_stream_holds_no_component_along_r_after_the_edit_and_matches_the_ho
     r, enc, prompts = _direction(model, tok, name)
     writers = arch.residual_writers(model)
     with torch.no_grad():
-        before = rd.residual_component(model, enc, prompts, r)
+        before = edit_.residual_component(model, _batches(enc, prompts), r)
         hooks = hook_count(model)  # transformers' own, installed on the first output_hidden_states call
         with project_out(writers, r):
             hooked = rd.last_logits(model, enc, prompts)
         assert hook_count(model) == hooks
-        rd.orthogonalize(writers, r)
-        after = rd.residual_component(model, enc, prompts, r)
+        edit_.orthogonalize(writers, r)
+        after = edit_.residual_component(model, _batches(enc, prompts), r)
         edited = rd.last_logits(model, enc, prompts)
     assert len(after) == len(arch.decoder_layers(model)) + 1  # every block's input and the last block's output
     assert max(before) > 0.05 and max(after) < 1e-5
@@ -155,12 +160,13 @@ def test_the_affine_target_puts_the_harmless_mean_in_the_stream(ckpts, name):
     with torch.no_grad():
         safe = rd.mean_states(model, enc, harmless, n_pos)
         edits = rd.Edits(rd.mean_states(model, enc, harmful, n_pos) - safe, safe,
-                         rd.embedding_scales(model, enc, rd.unit(safe[-1, 1]), harmful[0]), "harmless-mean")
+                         edit_.embedding_scales(model, _batches(enc, harmful[:1])[0], rd.unit(safe[-1, 1])),
+                         "harmless-mean")
         edit = edits(-1, 1)
-        with rd._edited(model, edit):
+        with edit_.edited(model, edit):
             hooked = rd.last_logits(model, enc, harmful)
-        rd.apply_edit(model, edit)
-        after = rd.residual_component(model, enc, harmful, edit.r, edit.value)
+        edit_.apply_edit(model, edit)
+        after = edit_.residual_component(model, _batches(enc, harmful), edit.r, edit.value)
         edited = rd.last_logits(model, enc, harmful)
     assert edits.scales == pytest.approx((32 ** 0.5 if name == "gemma" else 1.0, 1.0), rel=1e-4)
     assert abs(edit.value) > 1e-2 and max(after) < 1e-5
@@ -191,6 +197,17 @@ def test_the_attack_returns_a_finite_model_that_saves_and_loads(ckpts, name, tmp
         assert torch.equal(loaded(input_ids=ids).logits, out(input_ids=ids).logits)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_edit_holds_in_half_precision(ckpts, dtype):
+    """Weights edited in float32 and stored in 16 bits: the check after the edit (its 16-bit tolerance) passes."""
+    from harness.models.loading import load_causal_lm
+
+    model, tok = load_causal_lm(ckpts["llama"], dtype)
+    out = rd.attack(model, rd.Config(samples=20), _ctx(tok, PromptFormat()))
+    assert next(out.parameters()).dtype == getattr(torch, dtype)
+    assert all(torch.isfinite(p).all() for p in out.parameters())
+
+
 def test_post_instruction_positions_are_the_formats_tokens_after_the_question(ckpts):
     """The plain format's positions are those of '\\nAnswer:' (as the tokenizer splits the prompt); at the first
     block's input (embeddings) they hold the same tokens for every prompt, so the difference there is zero."""
@@ -212,7 +229,7 @@ def test_post_instruction_positions_are_the_formats_tokens_after_the_question(ck
 WORDS = ["how", "to", "do", "it", "now", "T", "U", "I", "cannot", "Sure", *[f"w{i}" for i in range(24)]]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def toy():
     """A word-level tokenizer and a random 4-block Llama wired to refuse prompts that end in T: T's embedding is
     a(v3 + 2 v0), U's is a v3; the LM head reads v0 as 'I', v1 as 'cannot', v2 as EOS and v3 as 'Sure', and the
@@ -276,12 +293,12 @@ def test_a_writer_the_structure_missed_fails_loudly(toy, monkeypatch):
     sees the direction still in the stream and refuses to return a half-ablated model."""
     model, tok, _ = toy
     found = arch.residual_writers
-    monkeypatch.setattr(rd, "residual_writers", lambda m: [w for w in found(m) if "down_proj" not in _name(m, w)])
+    monkeypatch.setattr(edit_, "residual_writers", lambda m: [w for w in found(m) if "down_proj" not in _name(m, w)])
     data = SuiteData(defence=None, attack=Dataset.from_list([{"prompt": p} for p in _toy_prompts("T", 0, 10)]),
                      eval=None, retain=Dataset.from_list([{"prompt": p} for p in _toy_prompts("U", 3, 10)]),
                      harmless_eval=None)
     ctx = StageContext(tokenizer=tok, data=data, max_length=32, seed=0, template=PromptFormat(template="{prompt}"))
-    with pytest.raises(arch.ArchitectureError, match="still holds the direction"):
+    with pytest.raises(arch.ArchitectureError, match="left the stream off its value along the direction"):
         rd.attack(model, rd.Config(samples=10), ctx)
 
 
