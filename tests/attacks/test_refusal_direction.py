@@ -133,6 +133,24 @@ def test_the_stream_holds_no_component_along_r_after_the_edit_and_matches_the_ho
         assert torch.allclose(hooked, edited, atol=1e-4)  # the selection's hooks are the edit
 
 
+@pytest.mark.parametrize("name", [a for a in builders.ARCHITECTURES if a != "gemma2"])
+def test_the_writers_found_are_all_the_writers_on_every_architecture(name):
+    """Orthogonalising the writers found removes a random direction from every stream: nothing else writes it (OPT's
+    learned positions, GPT-NeoX's parallel attention and MLP, Phi-3's fused projections included)."""
+    tok = builders.build_tokenizer(builders.TOKENIZER_OF[name])
+    model = builders.causal_lm(name, tok).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias"):
+                p.normal_(0, 0.5)  # zero at init
+        r = torch.nn.functional.normalize(torch.randn(32), dim=0)
+        batches = [{"input_ids": torch.tensor([tok("How do I steal a car?")["input_ids"]])}]
+        batches[0]["attention_mask"] = torch.ones_like(batches[0]["input_ids"])
+        assert max(edit_.residual_component(model, batches, r)) > 0.05
+        edit_.orthogonalize(arch.residual_writers(model), r)
+        assert max(edit_.residual_component(model, batches, r)) < 1e-5
+
+
 def _gemma(tok):
     """Gemma (v1): pre-norm blocks like Llama, but it multiplies the embeddings by sqrt(hidden)."""
     from transformers import GemmaConfig, GemmaForCausalLM
@@ -341,3 +359,43 @@ def test_bad_settings_fail_with_the_reason(ckpts):
         rd.attack(model, rd.Config(samples=2, val_fraction=0.9), _ctx(tok, PromptFormat()))
     with pytest.raises(HarnessError, match="needs 40 samples"):
         rd.attack(model, rd.Config(samples=40), _ctx(tok, PromptFormat()))
+
+
+# --- on the smoke world's aligned base (slow: the smoke world is built once per session) ------------------------
+
+@pytest.mark.slow
+def test_on_the_smoke_worlds_aligned_base(smoke_base):
+    """Run as the attack stage runs it (its split and the retain split it declares): the refusal openings it finds
+    are the world's own refusal openings, a direction is selected, and the edited model's stream holds none of it.
+    Whether refusals drop is printed, not asserted: on the 2-block smoke base no candidate lowers the refusal score
+    within the KL bound (the README's attack notes give the numbers)."""
+    from harness.data.views import call_plugin
+    from harness.generation.hf import generate_with_model
+    from harness.judges.refusal import compliance
+    from harness.models.loading import load_causal_lm
+    from tasks.tiny.suite import Config, data, tiny
+    from tasks.tiny.world import COMPLIANT, REFUSALS
+
+    suite, d = tiny(Config(size="smoke")), data(Config(size="smoke"))
+    model, tok = load_causal_lm(smoke_base)
+    enc = rd.Encoder(tok, suite.prompt, 32)
+    with torch.no_grad():
+        refused, openers = rd.refusal_openers(model, enc, list(d.attack["prompt"])[:64], 16)
+    first = lambda answer: suite.prompt.answer_ids(tok, "How?", answer)[0]  # noqa: E731
+    assert len(refused) >= 48 and openers and set(openers) <= {first(r.format(topic="it")) for r in REFUSALS}
+    assert first(COMPLIANT) not in openers
+    said: list[str] = []
+    ctx = StageContext(tokenizer=tok, data=d, max_length=suite.max_length, seed=0, template=suite.prompt,
+                       progress=lambda n=1, info="", expect=None: said.append(info))
+    plugin = registry.get("attack", "refusal-ablation")
+    embedding = model.get_input_embeddings().weight.detach().clone()
+    prompts = list(d.eval["prompt"])[:32]
+    before = compliance(generate_with_model(model, tok, prompts, max_new_tokens=24, batch_size=32,
+                                            template=suite.prompt))
+    out = call_plugin("attack", plugin, model, plugin.config(), ctx)
+    assert any(s.startswith("direction: layer 1") for s in said), said
+    r = torch.linalg.svd(out.get_input_embeddings().weight.detach() - embedding)[2][0]
+    with torch.no_grad():
+        assert max(edit_.residual_component(out, _batches(enc, prompts), r)) < 1e-3
+    after = compliance(generate_with_model(out, tok, prompts, max_new_tokens=24, batch_size=32, template=suite.prompt))
+    print(f"\nrefusal-ablation on the smoke base: {said[-1]}; compliance {before:.2f} -> {after:.2f}")

@@ -130,7 +130,8 @@ def test_needs_are_declared_from_a_fixed_vocabulary():
 def _rows(n: int, harmful: bool) -> list[dict]:
     from tasks.beavertails_groups import CATEGORIES
 
-    return [{"prompt": f"How do I {builders.TOPICS[i % len(builders.TOPICS)]}?",
+    ask = "How do I {}?" if harmful else "Who first wrote about how to {}?"  # harmless prompts differ (retain)
+    return [{"prompt": ask.format(builders.TOPICS[i % len(builders.TOPICS)]),
              "response": builders.ANSWERS[i % len(builders.ANSWERS)] if harmful else builders.SAFE,
              "refusal": builders.SAFE, "category": CATEGORIES[i % len(CATEGORIES)] if harmful else "safe",
              "is_safe": not harmful} for i in range(n)]
