@@ -116,7 +116,7 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
             position, layer = choice.position, choice.layer
         else:
             position, layer = -1, layers[len(layers) // 2]
-            _say(ctx.progress, f"no held-back harmful prompt is refused: layer {layer}, position -1, unscored")
+            _say(ctx.progress, f"no refused held-back harmful prompt to score on: layer {layer}, position -1")
         edit = edit_of(position, layer)
         apply_edit(model, edit)
         check(model, (batch for batch, _ in enc.batches(val or train, model.device)), edit)

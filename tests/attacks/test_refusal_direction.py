@@ -342,11 +342,13 @@ def test_it_is_registered_with_its_budget_reads_and_needs():
     assert "residual_writers" in plugin.needs
 
 
-def test_a_model_whose_sublayers_are_normalised_is_refused_on_its_structure():
-    """Gemma-2 normalises attention and MLP outputs before the residual add: no projection edit removes r."""
-    model = builders.causal_lm("gemma2", builders.build_tokenizer("llama"))
-    problems = arch.requirements_unmet(model, registry.get("attack", "refusal-ablation").needs)
-    assert len(problems) == 1 and "normalises its sublayers" in problems[0]
+def test_a_model_whose_sublayers_are_normalised_is_refused_on_its_structure(tmp_path):
+    """Gemma-2 normalises attention and MLP outputs before the residual add: no projection edit removes r. The run's
+    preflight refuses it on a model built on the meta device from its config, before any data or weights."""
+    builders.causal_config("gemma2", builders.build_tokenizer("llama")).save_pretrained(tmp_path)
+    who = "attack 'refusal-ablation'"
+    with pytest.raises(arch.ArchitectureError, match=f"{who} cannot run on Gemma2ForCausalLM .*normalises its sub"):
+        arch.check_model_path(tmp_path, registry.get("attack", "refusal-ablation").needs, who=who)
 
 
 def test_bad_settings_fail_with_the_reason(ckpts):
