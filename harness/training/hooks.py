@@ -57,6 +57,27 @@ def add_to_outputs(modules: Sequence[Any], deltas: Sequence[Any]) -> Iterator[No
             h.remove()
 
 
+@contextmanager
+def project_out(modules: Sequence[Any], direction: Any) -> Iterator[None]:
+    """Remove the component along `direction` (a unit vector of the modules' output width) from each module's
+    (first) output during forward passes inside the block: the same outputs as if each module's weight (and bias)
+    had been orthogonalised to the direction on its output side."""
+    handles = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+        out = _first(output)
+        r = direction.to(dtype=out.dtype, device=out.device)
+        out = out - (out @ r).unsqueeze(-1) * r  # (..., H)
+        return (out, *output[1:]) if isinstance(output, tuple) else out
+
+    try:
+        handles = [m.register_forward_hook(hook) for m in modules]
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def hook_count(model: Any) -> int:
     """Forward hooks currently registered anywhere in `model` (tests assert this is 0 after a defence)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

@@ -69,7 +69,11 @@ def test_attack_runs(name, model, ctx, losses):
         assert torch.equal(_params(model), before)
         return
     assert not torch.equal(_params(out), before)
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert torch.isfinite(_params(out)).all()
+    if "lr" in plugin.config.model_fields:  # a training attack trains through the one loop; an edit trains nothing
+        assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    else:
+        assert losses == []
 
 
 def test_registry_covers_the_paper_baselines():

@@ -43,7 +43,36 @@ def test_parts_are_found_from_the_structure(models, name):
     assert arch.mlp_modules(model) == [getattr(b, mlp) for b in blocks]
     assert arch.attention_modules(model) == [getattr(b, attention) for b in blocks]
     assert arch.final_norm(model) is _get(model, norm)
-    assert arch.requirements_unmet(model, arch.FEATURES) == []
+    assert arch.requirements_unmet(model, [f for f in arch.FEATURES if f != "residual_writers"]) == []
+
+
+# The modules whose outputs are summed into the residual stream (embeddings, then each block's attention and MLP
+# output projections), as attribute paths for the assertions; Gemma-2 normalises its sublayers' outputs first.
+WRITERS = {
+    "llama": ("model.embed_tokens", "self_attn.o_proj", "mlp.down_proj"),
+    "qwen2": ("model.embed_tokens", "self_attn.o_proj", "mlp.down_proj"),
+    "mistral": ("model.embed_tokens", "self_attn.o_proj", "mlp.down_proj"),
+    "phi3": ("model.embed_tokens", "self_attn.o_proj", "mlp.down_proj"),  # o_proj is declared before qkv_proj
+    "gpt_neox": ("gpt_neox.embed_in", "attention.dense", "mlp.dense_4h_to_h"),
+    "opt": ("model.decoder.embed_tokens model.decoder.embed_positions", "self_attn.out_proj", "fc2"),
+    "gpt2": ("transformer.wte transformer.wpe", "attn.c_proj", "mlp.c_proj"),  # Conv1D: weights are (in, out)
+}
+
+
+@pytest.mark.parametrize("name", builders.ARCHITECTURES)
+def test_residual_writers_are_found_from_the_structure(models, name):
+    model = models[name]
+    if name == "gemma2":
+        with pytest.raises(arch.ArchitectureError, match="normalises its sublayers"):
+            arch.residual_writers(model)
+        return
+    embeddings, attention, mlp = WRITERS[name]
+    blocks = arch.decoder_layers(model)
+    expected = [_get(model, e) for e in embeddings.split()]
+    expected += [_get(block, path) for block in blocks for path in (attention, mlp)]
+    assert arch.residual_writers(model) == expected
+    axes = {arch.output_axis(w) for w in expected[len(embeddings.split()):]}
+    assert axes == ({1} if name == "gpt2" else {0})
 
 
 @pytest.mark.parametrize("name", builders.ARCHITECTURES)
@@ -101,7 +130,8 @@ def test_needs_are_declared_from_a_fixed_vocabulary():
 def _rows(n: int, harmful: bool) -> list[dict]:
     from tasks.beavertails_groups import CATEGORIES
 
-    return [{"prompt": f"How do I {builders.TOPICS[i % len(builders.TOPICS)]}?",
+    ask = "How do I {}?" if harmful else "Who first wrote about how to {}?"  # harmless prompts differ (retain)
+    return [{"prompt": ask.format(builders.TOPICS[i % len(builders.TOPICS)]),
              "response": builders.ANSWERS[i % len(builders.ANSWERS)] if harmful else builders.SAFE,
              "refusal": builders.SAFE, "category": CATEGORIES[i % len(CATEGORIES)] if harmful else "safe",
              "is_safe": not harmful} for i in range(n)]
@@ -137,6 +167,8 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
             model.train()
             model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
             ctx = StageContext(tokenizer=tok, data=data, max_length=48, seed=0)
+            if arch.requirements_unmet(model, plugin.needs):  # refused before any work in a run
+                continue
             fields = plugin.config.model_fields
             fast = {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3, "steps": 2, "batch": 4}
             cfg = plugin.config(**{k: v for k, v in fast.items() if k in fields})
