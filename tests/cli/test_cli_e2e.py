@@ -251,5 +251,15 @@ def test_query_attacks_ask_the_attacked_model_as_they_say(first_run, home, resul
              for i in (0, 1)]
     best = [max(a, b) for a, b in zip(*draws, strict=True)]
     assert post["harmfulness"]["mean"] == pytest.approx(sum(best) / len(best))
+
+    soft = harness("run", "--defence", "none", "--attack", "soft-prompt", *SMOKE, "--set", "attack.tokens=2",
+                   "--set", "attack.steps=4", "--set", "attack.samples=16", "--results-dir", str(results), "--json",
+                   home=home, check=True)
+    m = json.loads(soft.stdout)["metrics"]
+    assert m["post_attack"]["query"]["prompt_prefix"] == "<|soft_0|><|soft_1|>"
+    # Asked without the soft tokens, the attacked model is the defended one: harmless QA (asked plainly) and the
+    # gold answers' NLL are unchanged
+    assert m["post_attack"]["harmless_qa"] == m["pre_attack"]["harmless_qa"]
+    assert m["post_attack"]["gold_nll"] == pytest.approx(m["pre_attack"]["gold_nll"], abs=1e-6)
     harness("tables", "--results-dir", str(results), home=home, check=True)
-    assert harness("validate", str(results), home=home).returncode == 0  # both records agree with themselves
+    assert harness("validate", str(results), home=home).returncode == 0  # every record agrees with itself
