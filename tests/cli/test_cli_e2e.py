@@ -257,9 +257,9 @@ def test_query_attacks_ask_the_attacked_model_as_they_say(first_run, home, resul
                    home=home, check=True)
     m = json.loads(soft.stdout)["metrics"]
     assert m["post_attack"]["query"]["prompt_prefix"] == "<|soft_0|><|soft_1|>"
-    # Asked without the soft tokens, the attacked model is the defended one: harmless QA (asked plainly) and the
-    # gold answers' NLL are unchanged
+    # Asked without the soft tokens, the attacked model answers as the defended one: the same harmless QA (asked
+    # plainly); the gold answers' NLL moves only by the soft tokens' share of the softmax (each at the mean logit)
     assert m["post_attack"]["harmless_qa"] == m["pre_attack"]["harmless_qa"]
-    assert m["post_attack"]["gold_nll"] == pytest.approx(m["pre_attack"]["gold_nll"], abs=1e-6)
+    assert m["post_attack"]["gold_nll"] == pytest.approx(m["pre_attack"]["gold_nll"], rel=1e-3)
     harness("tables", "--results-dir", str(results), home=home, check=True)
     assert harness("validate", str(results), home=home).returncode == 0  # every record agrees with itself
