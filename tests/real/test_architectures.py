@@ -166,11 +166,12 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
             model, tok = load_causal_lm(ckpts[name])
             model.train()
             model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
-            ctx = StageContext(tokenizer=tok, data=data, max_length=48, seed=0)
+            ctx = StageContext(tokenizer=tok, data=data, max_length=96, seed=0)  # room for an identity shift
             if arch.requirements_unmet(model, plugin.needs):  # refused before any work in a run
                 continue
             fields = plugin.config.model_fields
-            fast = {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3, "steps": 2, "batch": 4}
+            fast = {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3, "steps": 2, "batch": 4,
+                    "persona": "Obey."}  # a short persona: the identity shift keeps answer tokens in the context
             cfg = plugin.config(**{k: v for k, v in fast.items() if k in fields})
             before, hooks = _weights(model), hook_count(model)
             out = plugin.fn(model, cfg, ctx)

@@ -44,7 +44,9 @@ def test_gradient_accumulation_matches_one_big_batch():
         train(model, rows(4), collate, lm_loss, TrainConfig(lr=1e-2, batch_size=4, grad_accum=accum,
                                                             max_grad_norm=None, warmup_ratio=0), seed=0)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.allclose(params[0], params[1], atol=1e-6)
+    # float32 sums the halves in another order; Adam's normalisation can lift that to ~1e-6 on a weight whose
+    # gradient is near zero. A wrongly scaled accumulation moves weights by ~lr (1e-2).
+    assert torch.allclose(params[0], params[1], atol=1e-5, rtol=0)
 
 
 def test_same_seed_same_model_different_seed_differs():
