@@ -49,3 +49,27 @@ def record(defence="none", params=None, lr=1e-4, seed=0, pre=0.0, post=0.9, qa=1
                             "held_out": held_out}}
     return RunRecord(run_id=spec.run_id, suite=suite, protocol_version=1, spec=spec, overrides={}, evidence=evidence,
                      budget={"samples": 250, "lr": lr}, metrics=metrics, provenance=prov)
+
+
+def word_tokenizer(words: list[str]):
+    """A word-level tokenizer over `words` (whitespace-split; <pad>, </s>, <unk> first): toy batches whose tokens
+    a test can name."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *words])}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_llama(tok, seed: int = 0, positions: int = 64):
+    """A 2-block random Llama (hidden 32) over `tok`'s vocabulary, seeded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=positions,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return LlamaForCausalLM(cfg)

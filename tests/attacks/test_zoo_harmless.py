@@ -12,8 +12,6 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import attacks.benign
 import attacks.identity_shift
@@ -26,6 +24,7 @@ from harness.plugins import StageContext
 from harness.results.metrics import AttackBudget
 from harness.suite import SuiteData
 from harness.tuning.logs import search_space
+from tests.factories import tiny_llama, word_tokenizer
 
 NAMES = ("benign-250", "benign-1k", "benign-similar-100", "aoa", "poison-10", "retain-ft-250", "retain-ft-1k")
 WORDS = ["Question:", "Answer:", "how", "to", "hurt", "harm", "rob", "bake", "paint", "tune", "plant", "wash", "x",
@@ -36,18 +35,11 @@ SMALL = {"samples": 8, "lr": 1e-3, "batch_size": 4, "epochs": 1}
 
 @pytest.fixture(scope="module")
 def tok():
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *WORDS])}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return word_tokenizer(WORDS)
 
 
 def make_model(tok, seed=0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(tok, seed, positions=128)
 
 
 HARMFUL_VERBS, HARMFUL_OBJECTS = ("hurt", "harm", "rob"), ("x", "y", "z", "w")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from harness.plugins import StageContext
 from harness.suite import SuiteData
+from tests.factories import tiny_llama, word_tokenizer
 
 WORDS = ["Question", ":", "Answer", "how", "to", "hurt", "bake", "x", "y", "?", "Sure", ".", "get", "the", "kit",
          "I", "cannot", "help", "Step", "one", "two", "bread", "\n"]
@@ -17,18 +15,11 @@ WORDS = ["Question", ":", "Answer", "how", "to", "hurt", "bake", "x", "y", "?", 
 
 @pytest.fixture(scope="session")
 def tok():
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *WORDS])}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return word_tokenizer(WORDS)
 
 
 def make_model(tok, seed=0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(tok, seed, positions=64)
 
 
 @pytest.fixture
