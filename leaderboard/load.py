@@ -3,7 +3,8 @@
 Numbers come only from tables that pass `harness.results.tables.read_table`. Run records are opened to list the
 invalid ones (unreadable, inconsistent with themselves, naming plugins that are not installed) as excluded, with
 the reason, and drop their rows, so nothing that fails validation is ranked or disappears silently; and to gather
-the judge panel's agreement counts of the valid ones (the tables hold the primary judge only).
+the judge panel's agreement counts of the valid ones, and apart those on post-attack generations (the tables
+hold the primary judge only).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ResultFolder:
     valid_record_ids: set[str] = field(default_factory=set)
     invalid_record_ids: set[str] = field(default_factory=set)
     panels: list[Any] = field(default_factory=list)  # the valid records' judge-panel matrices (metrics.Panel)
+    post_attack_pairs: list[Any] = field(default_factory=list)  # their post-attack judge-pair counts (PairAgreement)
     runs: dict[str, RunInfo] = field(default_factory=dict)  # valid record id -> its provenance and file
 
     @property
@@ -102,6 +104,7 @@ def _check_records(folder: Path, loaded: ResultFolder) -> None:
     checks)."""
     from harness.progress import warn
     from harness.results.consistency import record_problems
+    from harness.results.judge_agreement import pair_counts
     from harness.results.records import read_record
 
     for path in sorted(folder.glob("*.json")):
@@ -125,3 +128,4 @@ def _check_records(folder: Path, loaded: ResultFolder) -> None:
                                                  dict(p.plugin_distributions))
             m = record.metrics
             loaded.panels += [e.panel for e in (m.base, m.pre_attack, m.post_attack) if e.panel is not None]
+            loaded.post_attack_pairs += pair_counts(m.post_attack)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+from harness.results.judge_agreement import pooled
 from leaderboard.board import Board, Row
 from leaderboard.columns import (
     BUDGET_RULE,
@@ -91,12 +92,20 @@ def render_markdown(boards: list[Board], folders: list[ResultFolder], plots: lis
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _judges(board: Board) -> list[str]:
+    """Each judge pair's agreement on the folder's post-attack generations (from the records)."""
+    return [f"{p['a']} ~ {p['b']} agree on {p['agreement']:.1%} (Cohen's κ {p['kappa']:.2f}) of {p['n']} answers over "
+            f"{p['evaluations']} evaluations" for p in pooled(board.folder.post_attack_pairs)]
+
+
 def _board(board: Board, level: str) -> list[str]:
     seeds = ("defence/attack " if any("/" in x for x in board.seeds) else "") + ", ".join(board.seeds)
     lines = [f"{level} {md_escape(board.title)}", "",
              *_wrap(f"harmfulness = {md_escape(board.harm_label)} · φ = {', '.join(f'{p:g}' for p in board.phis)} · "
                     f"{len(board.seeds)} seed cells ({md_escape(seeds)}) · {len(board.rows)} defence settings · "
                     f"suite config {md_code(board.suite_params)}"), "",
+             *[w for line in _judges(board) for w in _wrap(f"Judges on post-attack generations: {md_escape(line)}.")],
+             *([""] if _judges(board) else []),
              *([f"**Verified on a private world** ({md_code(board.private_world)}): its facts were never public, so "
                 "no submission could be tuned to them.", ""] if board.private_world else []),
              "| # | defence | worst case | 95% CI | verdict | seeds |", "|---:|---|---:|---:|---|---:|"]

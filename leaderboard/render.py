@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.results.judge_agreement import pooled
 from harness.results.summary import run_kind
 from harness.results.summary_budgets import budget_label
 from leaderboard import downloads
@@ -112,6 +113,7 @@ class Site:
                 "current": self.current[id(board)], "judges": board.judges, "measure": board.harm_label,
                 "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis], "suite_params": board.suite_params,
                 "private_world": board.private_world, "panel": panel_view(board.folder.panels),
+                "post_attack_judges": pooled(board.folder.post_attack_pairs),
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),
                 "plots": {k: f"plots/{v}" for k, v in plots.items()},
                 "downloads": {k: f"downloads/{anchor}{suffix}" for k, suffix in downloads.BOARD_FILES.items()},

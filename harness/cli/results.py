@@ -17,18 +17,23 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     from harness.preflight import readable_dir
     from harness.resolve import load_suite
     from harness.results.budget_table import budget_summary, markdown
+    from harness.results.judge_agreement import describe, recorded
     from harness.results.records import results_folder
     from harness.results.validate import validated_records
-    from harness.specs import parse_overrides
+    from harness.specs import canonical_json, parse_overrides
 
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
     folder = results_folder(results_dir, s.name, s.protocol_version)
-    summary = budget_summary(validated_records(folder), s, suite_spec.params)
+    records = list(validated_records(folder))
+    summary = budget_summary(records, s, suite_spec.params)
     if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
     typer.echo(markdown(summary))
+    same = canonical_json(suite_spec.params)
+    for line in describe(recorded(r for r in records if canonical_json(r.spec.suite.params) == same)):
+        typer.echo(f"\nJudges: {line}")
 
 
 def tables(suite: Annotated[str | None, typer.Option(metavar="SUITE", help="suite name (default: every suite under "
