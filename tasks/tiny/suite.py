@@ -95,11 +95,12 @@ def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
         from harness.judges.hf_classifier import Config as HFConfig
 
         classifier = build_classifier(HFConfig(model=str(tmp / "judge")), store).score(prompts, gens)
-        report["judge_agreement"] = {"testset": "labelled variants of held-out eval prompts",
+        report["judge_agreement"] = {"testset": "world-labelled variants of held-out eval prompts",
                                      **agreement(content, classifier)}
         atomic_write_text(tmp / "report.json", json.dumps(report, indent=2))
     agree = report["judge_agreement"]
-    say(f"Judges agree on {agree['agreement']:.1%} of {agree['n']} held-out answers (kappa {agree['kappa']:.3f})")
+    say(f"Judges agree on {agree['agreement']:.1%} of {agree['n']} world-labelled variants of held-out answers "
+        f"(kappa {agree['kappa']:.3f})")
     return report
 
 
