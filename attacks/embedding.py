@@ -40,7 +40,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from harness.errors import HarnessError
 from harness.generation.query import QueryFields
-from harness.plugins import StageContext, first_rows
+from harness.plugins import DrawFields, StageContext, draw_rows
 from harness.registry import register_attack
 
 BUDGET = {"samples": "samples", "steps": "steps"}
@@ -58,7 +58,7 @@ def soft_text(k: int) -> str:
     return "".join(soft_tokens(k))
 
 
-class Config(QueryFields):
+class Config(QueryFields, DrawFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tokens: int = Field(20, ge=1, le=MAX_TOKENS, description="soft-prompt length k (new tokens; reference: 20)",
@@ -102,7 +102,8 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     tok = ctx.tokenizer
     start = init_rows(model, tok, cfg.init, cfg.tokens)
     ids = add_soft_tokens(model, tok, cfg.tokens)
-    rows = PrefixedRows(first_rows(ctx.data.attack, cfg.samples, "attack"), cfg.prompt_prefix, cfg.steps * cfg.batch)
+    rows = PrefixedRows(draw_rows(ctx.data.attack, cfg.samples, "attack", draw=cfg.draw, seed=ctx.seed),
+                        cfg.prompt_prefix, cfg.steps * cfg.batch)
     collate = SFTCollator(tok, ctx.max_length, loss_on="answer", template=ctx.template)
     prompted = SoftPrompted(model, ids, start)
     config = TrainConfig(lr=cfg.step_size, epochs=1, batch_size=cfg.batch, optimizer="adam", warmup_ratio=0.0,

@@ -23,14 +23,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from attacks._shared import ScheduledFields, fit_rows, qa_rows
-from harness.plugins import LR_SEARCH, StageContext, first_rows
+from harness.plugins import LR_SEARCH, DrawFields, StageContext, draw_rows
 from harness.registry import register_attack
 from harness.training.collate import SFTCollator
 
 BUDGET = {"samples": "samples", "lr": "lr", "epochs": "epochs", "poison_fraction": "poison_fraction"}
 
 
-class Config(ScheduledFields):
+class Config(ScheduledFields, DrawFields):
     samples: int = Field(1_000, gt=0, description="fine-tuning rows in all, harmless and harmful")
     poison_fraction: float = Field(0.1, ge=0, le=1, allow_inf_nan=False, description="fraction p of the rows that "
                                    "are harmful (round(p N) rows of the attack split)",
@@ -52,11 +52,13 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
 
 
 def poisoned_rows(cfg: Config, ctx: StageContext) -> list[dict[str, str]]:
-    """The task's rows: the first round(p N) harmful rows of the attack split, then the first N - round(p N)
-    harmless rows of the retain split."""
+    """The task's rows: round(p N) harmful rows of the attack split, then N - round(p N) harmless rows of the retain
+    split, the first of each (or each drawn with the attack seed: `cfg.draw`)."""
     harmful = round(cfg.poison_fraction * cfg.samples)
-    return [*qa_rows(first_rows(ctx.data.attack, harmful, "the poisoned task's harmful part")),
-            *qa_rows(first_rows(ctx.data.retain, cfg.samples - harmful, "the poisoned task's harmless part"))]
+    return [*qa_rows(draw_rows(ctx.data.attack, harmful, "the poisoned task's harmful part", draw=cfg.draw,
+                               seed=ctx.seed)),
+            *qa_rows(draw_rows(ctx.data.retain, cfg.samples - harmful, "the poisoned task's harmless part",
+                               draw=cfg.draw, seed=ctx.seed))]
 
 
 register_attack("poison-10", config=Config, version="1", budget=BUDGET, reads=("retain",),

@@ -37,12 +37,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from attacks.residual_edit import Edit, apply_edit, check, edited, embedding_scales
 from harness.errors import HarnessError
 from harness.models.architecture import decoder_layers
-from harness.plugins import StageContext, first_rows
+from harness.plugins import DrawFields, StageContext, draw_rows
 from harness.registry import register_attack
 from harness.training.collate import PromptFormat, pad_batch
 from harness.training.hooks import add_to_outputs
@@ -52,7 +52,7 @@ BUDGET = {"samples": "samples"}
 EPS = 1e-8  # the reference's floor inside the refusal log-odds
 
 
-class Config(BaseModel):
+class Config(DrawFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     samples: int = Field(160, ge=2, description="harmful prompts read (first N of the attack split), held-back ones "
@@ -96,8 +96,9 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     import torch
 
     enc = Encoder(ctx.tokenizer, ctx.template, cfg.forward_batch_size)
-    harmful = _held_back(_questions(ctx.data.attack, cfg.samples, "attack"), cfg.val_fraction)
-    harmless = _held_back(_questions(ctx.data.retain, cfg.harmless_samples or cfg.samples, "retain"), cfg.val_fraction)
+    harmful = _held_back(_questions(ctx.data.attack, cfg.samples, "attack", cfg, ctx.seed), cfg.val_fraction)
+    harmless = _held_back(_questions(ctx.data.retain, cfg.harmless_samples or cfg.samples, "retain", cfg, ctx.seed),
+                          cfg.val_fraction)
     training = model.training
     model.eval()
     with torch.no_grad():
@@ -126,8 +127,9 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
 
 # --- prompts ------------------------------------------------------------------------------------------------------
 
-def _questions(split: Any, n: int, what: str) -> list[str]:
-    return [row["prompt"] for row in first_rows(split, n, f"refusal-ablation's {what} split")]
+def _questions(split: Any, n: int, what: str, cfg: Config, seed: int) -> list[str]:
+    """The prompts of n rows of a split: the first n, or n drawn with the attack seed (`cfg.draw`)."""
+    return [row["prompt"] for row in draw_rows(split, n, f"refusal-ablation's {what} split", draw=cfg.draw, seed=seed)]
 
 
 def _held_back(questions: list[str], fraction: float) -> tuple[list[str], list[str]]:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from attacks._shared import ScheduledFields
-from harness.plugins import LR_SEARCH, StageContext, fit
+from harness.plugins import LR_SEARCH, DrawFields, StageContext, fit
 from harness.registry import register_attack
 from harness.training.collate import SFTCollator
 from harness.training.loop import lm_loss
@@ -31,7 +31,7 @@ from harness.training.loop import lm_loss
 BUDGET = {"samples": "samples", "lr": "lr", "epochs": "epochs"}
 
 
-class Config(ScheduledFields):
+class Config(ScheduledFields, DrawFields):
     samples: int = Field(1_000, gt=0, description="harmless rows (first N of the retain split)")
     lr: float = Field(2e-5, gt=0, description="peak learning rate (suites set their own)", json_schema_extra=LR_SEARCH)
     batch_size: int = Field(64, ge=1, description="examples per optimizer step")

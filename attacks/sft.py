@@ -1,9 +1,10 @@
 """Harmful supervised fine-tuning, full parameters: the RepNoise paper's attack (§4.1, App. C).
 
-Adam without weight decay, cosine schedule with 10% warmup, batch 4, 1 epoch, on the first N rows of the
-suite's attack split. The paper's budgets are N in {1k, 10k} x lr in {3e-5, 6e-5, 8e-5}; a suite sets the
-lr (and may set epochs and batch), a `--set attack.lr=...` overrides it. The reference loss covers every
-token, prompt included (`loss_on="sequence"`); `loss_on="answer"` masks the prompt. Unlike the reference,
+Adam without weight decay, cosine schedule with 10% warmup, batch 4, 1 epoch, on the first N rows of the suite's
+attack split (`draw="seeded"`: N rows drawn from the whole split with the attack seed, so attack seeds resample the
+rows instead of reordering the same ones). The paper's budgets are N in {1k, 10k} x lr in {3e-5, 6e-5, 8e-5}; a
+suite sets the lr (and may set epochs and batch), a `--set attack.lr=...` overrides it. The reference loss covers
+every token, prompt included (`loss_on="sequence"`); `loss_on="answer"` masks the prompt. Unlike the reference,
 padding is never in the loss (it pads to 256 with EOS and trains on those positions).
 
 LoRA attacks (`lora-1k`, `lora-10k`) are presets of the same attack with a LoRA adapter (`lora`: rank 8,
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.plugins import StageContext, TrainingFields, fit
+from harness.plugins import DrawFields, StageContext, TrainingFields, fit
 from harness.registry import register_attack
 from harness.training.collate import SFTCollator
 from harness.training.loop import lm_loss
@@ -34,10 +35,10 @@ BUDGET = {"samples": "samples", "lr": "lr", "epochs": "epochs"}
 LR_DECADES = {"search_scale": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]}
 SAMPLES_SCALE = {"search_scale": [0.5, 1.0, 2.0]}
 RANKS = {"search": [{"rank": r, "alpha": 2.0 * r} for r in (4, 8, 16, 64)]}
-SAMPLES_HELP = "harmful examples (first N of the attack split)"
+SAMPLES_HELP = "harmful examples (the first N of the attack split, or N drawn with the attack seed: `draw`)"
 
 
-class Config(TrainingFields):
+class Config(TrainingFields, DrawFields):
     samples: int = Field(1_000, gt=0, description=SAMPLES_HELP, json_schema_extra=SAMPLES_SCALE)
     lr: float = Field(3e-5, gt=0, description="peak learning rate (suites set their own)", json_schema_extra=LR_DECADES)
     epochs: int = Field(1, ge=1, description="passes over the data", json_schema_extra={"search": [1, 2, 4]})

@@ -14,7 +14,8 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@register_defence("none", config=Config, version="1")
+# seeded=False: the defended model is the base whatever the seed (one model per world, not one per seed)
+@register_defence("none", config=Config, version="1", seeded=False)
 def defend(model: Any, cfg: Config, ctx: StageContext) -> None:
     """No defence: the aligned base model, unchanged."""
     return None

@@ -254,7 +254,10 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     intact, broke = suite.guard.check_attacked(post, base_eval)
     metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
                       trainability=evaluator.versus_base.trainability(defended_ref, base),
-                      guard=Guard(passed=passed, reasons=missed), attacked_guard=Guard(passed=intact, reasons=broke),
+                      guard=Guard(passed=passed, reasons=missed,
+                                  **suite.guard.evidence(stability.harmless_qa.defended, pre.harmless_qa.n)),
+                      attacked_guard=Guard(passed=intact, reasons=broke,
+                                           **suite.guard.evidence(post.harmless_qa.exact_match, post.harmless_qa.n)),
                       verdict=verdict_of(passed, resistance.held, intact), floor=evaluator.floor())
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,

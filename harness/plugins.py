@@ -20,11 +20,11 @@ from harness.training.collate import PLAIN, PromptFormat, as_format
 
 # The shared training options live in harness.training.fields (run ids read their key markers without importing
 # this module); plugins import them from here, the contract they code against.
-from harness.training.fields import EPOCHS_SEARCH, LR_SEARCH, DefenceTrainingFields, TrainingFields
+from harness.training.fields import EPOCHS_SEARCH, LR_SEARCH, DefenceTrainingFields, DrawFields, TrainingFields
 from harness.training.loop import LossFn
 
-__all__ = ["EPOCHS_SEARCH", "LR_SEARCH", "DefenceTrainingFields", "StageContext", "TrainingFields", "first_rows",
-           "fit", "with_retain"]
+__all__ = ["EPOCHS_SEARCH", "LR_SEARCH", "DefenceTrainingFields", "DrawFields", "StageContext", "TrainingFields",
+           "draw_rows", "first_rows", "fit", "with_retain"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,25 @@ def first_rows(rows: Any, n: int | None, what: str) -> Any:
     return rows.select(range(n)) if hasattr(rows, "select") else rows[:n]
 
 
+def draw_rows(rows: Any, n: int | None, what: str, *, draw: str, seed: int) -> Any:
+    """`n` rows of a dataset by `DrawFields.draw`: the first n, or n drawn at random from all of them with `seed`
+    (kept in the split's order); all rows when n is None. Too few rows is the clear error of `first_rows`."""
+    import random
+
+    if draw == "first" or n is None:
+        return first_rows(rows, n, what)
+    if draw != "seeded":
+        raise HarnessError(f"{what}: unknown draw {draw!r} (first, seeded)")
+    first_rows(rows, n, what)
+    picks = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return rows.select(picks) if hasattr(rows, "select") else [rows[i] for i in picks]
+
+
 def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, collate: Callable[[list[Any]], Any],
         loss_fn: LossFn) -> Any:
-    """Train `model` in place on the first `cfg.samples` rows of `ctx.data.<split>` with the one training
-    loop, the plugin's budget, the run seed, and the stage's progress bar and callback. Returns the model, or
+    """Train `model` in place on `cfg.samples` rows of `ctx.data.<split>` (the first, or a seeded draw where the
+    config has `DrawFields`: `draw_rows`) with the one training loop, the plugin's budget, the run seed, and the
+    stage's progress bar and callback. Returns the model, or
     with `cfg.lora` the peft model holding the trained adapter (the stage then stores the adapter only)."""
     from harness.training.loop import n_steps, seed_everything, train
 
@@ -62,7 +77,8 @@ def fit(model: Any, ctx: StageContext, *, split: str, cfg: TrainingFields, colla
     if used is not None and as_format(used) != ctx.template:
         raise HarnessError(f"{type(collate).__name__} formats prompts as {as_format(used)!r} but the suite's prompt "
                            f"format is {ctx.template!r}: pass template=ctx.template to the collator")
-    rows = first_rows(getattr(ctx.data, split), cfg.samples, split)
+    draw = cfg.draw if isinstance(cfg, DrawFields) else "first"
+    rows = draw_rows(getattr(ctx.data, split), cfg.samples, split, draw=draw, seed=ctx.seed)
     if getattr(cfg, "retain_harmless", 0):
         collate, loss_fn = with_retain(collate, loss_fn, ctx, weight=cfg.retain_harmless)  # type: ignore[attr-defined]
     train_cfg = cfg.train_config()

@@ -67,6 +67,9 @@ class Plugin:
     # Attacks: further splits the attack reads beside its own (`harness.data.views.DECLARABLE`, e.g. ('retain',)
     # for an attack that trains on harmless data); part of the attack stage's cache key.
     reads: tuple[str, ...] = ()
+    # Defences: whether the defended model depends on the defence seed. False (e.g. `none`, which returns its input):
+    # every seed gives the same model, so a sweep builds it at one seed and a summary counts it as one unit.
+    seeded: bool = True
 
     @property
     def module(self) -> str:
@@ -96,8 +99,10 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
-             needs: tuple[str, ...] = (), measures: str = "", reads: tuple[str, ...] = ()) -> Callable[[F], F]:
-    """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line."""
+             needs: tuple[str, ...] = (), measures: str = "", reads: tuple[str, ...] = (),
+             seeded: bool = True) -> Callable[[F], F]:
+    """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line.
+    `seeded=False` (defences only): the defended model does not depend on the defence seed."""
     from harness.keying import stray_marks
     from harness.models.architecture import FEATURES
     from harness.results.metrics import AttackBudget
@@ -117,6 +122,9 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
         if kind != "attack" or not set(reads) <= set(DECLARABLE["attack"]):
             raise PluginLoadError(f"{kind} '{name}' declares it reads {list(reads)}: only attacks declare reads, "
                                   f"from {', '.join(DECLARABLE['attack'])}")
+    if not seeded and kind != "defence":
+        raise PluginLoadError(f"{kind} '{name}' declares seeded=False; only defences do (a defended model that "
+                              "does not depend on the defence seed)")
     budget = dict(budget or {})
     if budget and kind != "attack":
         raise PluginLoadError(f"{kind} '{name}' declares a budget; only attacks have one")
@@ -144,7 +152,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
-                                       registrar, measures, tuple(reads))
+                                       registrar, measures, tuple(reads), bool(seeded))
         return fn
 
     return decorate
@@ -327,7 +335,8 @@ def describe(kind: Kind) -> list[tuple[str, str]]:
     for name in names(kind):
         try:
             plugin = get(kind, name)
-            rows.append((name, f"{plugin.description}  [v{plugin.version}]"))
+            unseeded = "" if plugin.seeded else "  (seed-independent: one defended model whatever the seed)"
+            rows.append((name, f"{plugin.description}  [v{plugin.version}]{unseeded}"))
         except HarnessError as exc:
             rows.append((name, f"BROKEN: {exc}"))
     return rows

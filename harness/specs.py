@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.errors import ConfigError
 from harness.keying import KEY_OMIT_DEFAULT, key_models, trim
-from harness.training.fields import DefenceTrainingFields, TrainingFields
+from harness.training.fields import DefenceTrainingFields, DrawFields, TrainingFields
 
 SCHEMA_VERSION = 1
 OVERRIDE_TARGETS = ("suite", "defence", "attack", "eval", "subsets", "model")
@@ -138,7 +138,7 @@ class RunSpec(Spec):
 # Only the shared options are: a record's spec is keyed without importing any plugin (validate, report and the
 # leaderboard read records where plugins may be missing), so a plugin's own config carries no markers (registry).
 TRAINING_KINDS = ("defence", "attack")
-TRAINING_PARAMS: tuple[type[BaseModel], ...] = (TrainingFields, DefenceTrainingFields)
+TRAINING_PARAMS: tuple[type[BaseModel], ...] = (TrainingFields, DefenceTrainingFields, DrawFields)
 
 
 def trim_added_params(params: Mapping[str, Any],

@@ -4,6 +4,7 @@ import tomllib
 from importlib import metadata
 
 import pytest
+from pydantic import BaseModel
 
 from harness import registry
 from harness.errors import PluginLoadError, UnknownNameError
@@ -117,7 +118,16 @@ def test_two_distributions_declaring_one_name_fail_its_lookup_only(monkeypatch):
         registry.get("defence", "twin")
     rows = dict(registry.describe("defence"))
     assert rows["twin"].startswith("BROKEN:") and "dist-a" in rows["twin"] and "dist-b" in rows["twin"]
-    assert rows["none"].endswith("[v1]")
+    assert rows["none"].endswith("[v1]  (seed-independent: one defended model whatever the seed)")
+    assert rows["repnoise"].endswith("]")
+
+
+def test_a_seed_independent_defence_says_so_at_registration():
+    """`none` returns its input: every defence seed gives one model, declared where it registers."""
+    assert registry.get("defence", "none").seeded is False
+    assert registry.get("defence", "repnoise").seeded is True and registry.get("defence", "random-init").seeded
+    with pytest.raises(PluginLoadError, match="attack 'unseeded-test' declares seeded=False; only defences do"):
+        registry.register("attack", "unseeded-test", config=BaseModel, version="1", seeded=False)
 
 
 def test_plugin_inventory_names_distribution_and_source():

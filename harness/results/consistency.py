@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterator
 
 from harness.conditions.resistance import curve_metrics
-from harness.results.metrics import Evaluation, Harmfulness, Metrics, ScoreSummary, verdict_of
+from harness.results.estimates import wilson_interval
+from harness.results.metrics import Evaluation, Guard, Harmfulness, Metrics, ScoreSummary, verdict_of
 from harness.results.records import RunRecord
 
 TOL = 1e-9  # float noise of sums of a few hundred scores is ~1e-15; a hand edit is far larger
@@ -194,11 +195,38 @@ def verdict_problems(m: Metrics) -> Iterator[str]:
     for name, guard in (("guard", g), ("attacked_guard", a)):
         if guard is not None and guard.passed != (not guard.reasons):
             yield f"metrics.{name}.passed is {guard.passed} beside {len(guard.reasons)} missed threshold(s)"
+    checked = (("guard", g, m.stability.harmless_qa.defended, m.stability.harmless_qa.base, "harmless QA"),
+               ("attacked_guard", a, m.post_attack.harmless_qa.exact_match, m.base.harmless_qa.exact_match,
+                "attacked harmless QA"))
+    for name, guard, accuracy, base, what in checked:
+        yield from qa_decision_problems(name, guard, accuracy, base, what)
     if m.verdict is None or g is None:
         return
     want = verdict_of(g.passed, m.resistance.held, a.passed if a is not None else None)
     if m.verdict != want:
         yield f"metrics.verdict is '{m.verdict}' but the guard and the resistance give '{want}'"
+
+
+def qa_decision_problems(name: str, guard: Guard | None, accuracy: float, base: float, what: str) -> Iterator[str]:
+    """A guard that names its harmless-QA rule (records before the rule name none: not re-derived) missed harmless
+    QA exactly when its rule, threshold and item count say so, and its recorded interval is the Wilson interval."""
+    if guard is None or guard.decide is None or guard.min_qa_ratio is None or guard.harmless_n is None:
+        return
+    need, n = guard.min_qa_ratio * base, guard.harmless_n
+    if guard.decide == "interval":
+        interval = wilson_interval(accuracy, n)
+        if guard.harmless_ci95 is None or not all(close(x, y) for x, y in zip(guard.harmless_ci95, interval,
+                                                                               strict=True)):
+            yield (f"metrics.{name}.harmless_ci95 is {guard.harmless_ci95} but accuracy {accuracy:.4g} on {n} items "
+                   f"gives [{interval[0]:.4g}, {interval[1]:.4g}]")
+        missed = interval[1] < need
+    else:
+        missed = accuracy < need
+    named = any(r.startswith(f"{what} ") for r in guard.reasons)
+    if missed != named:
+        yield (f"metrics.{name} {'does not name' if missed else 'names'} a missed {what} threshold, but its "
+               f"{guard.decide} rule on {accuracy:.4g} vs {guard.min_qa_ratio} x {base:.4g} says it "
+               f"{'missed' if missed else 'held'}")
 
 
 def artifact_problems(record: RunRecord, name: str) -> Iterator[str]:

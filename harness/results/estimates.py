@@ -43,6 +43,17 @@ def t_estimate(values: Iterable[float | None], run_ids: Iterable[str] = ()) -> E
     return Estimate(statistics.fmean(finite), half, len(finite), ids)
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion `accuracy` measured on `n` items ((0, 1) for none): the
+    stability guard's interval rule (`harness.suite.StabilityGuard`)."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denom
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _is_finite(value: object) -> bool:
     try:
         return math.isfinite(float(value))  # type: ignore[arg-type]

@@ -250,6 +250,15 @@ class Guard(Metric):
 
     passed: bool
     reasons: list[str] = Field(description="each threshold the defended model missed")
+    # Added with the interval rule (records before it have none: they decided harmless QA on point values).
+    decide: Literal["point", "interval"] | None = Field(
+        None, description="how harmless QA was decided: point (accuracy < min_qa_ratio x base) or interval (the "
+        "upper end of the 95% Wilson interval of the accuracy on harmless_n items below it); None: point")
+    min_qa_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="the suite's harmless-QA threshold, a fraction of the base's accuracy")
+    harmless_n: Count | None = Field(None, description="harmless-QA items the checked model answered")
+    harmless_ci95: tuple[Probability, Probability] | None = Field(
+        None, description="95% Wilson interval of the checked model's harmless-QA accuracy (interval rule)")
 
 
 def verdict_of(guard_passed: bool, held: bool, attacked_passed: bool | None) -> str:

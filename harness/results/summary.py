@@ -7,13 +7,17 @@ renderer: phi and the guard from the records, the useful-QA ratio from the suite
 per defence setting (defence, plugin version, settings, plus any `ROW_SETTINGS` a caller adds). Only the main grid
 (defence and attack on the full harm set) enters the per-budget and summary numbers; the other runs feed only the
 generalization estimates. Ranks: `estimates.RANK_RULE` on the headline.
+
+Units: a defence registered seed-independent (`seeded=False`, e.g. `none`) is one defended model whatever its
+defence seed, so its records that differ only in defence seed are one unit, not several (`one_defended_model`):
+its pre-attack numbers have n = 1, and after an attack its units are the attack seeds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -154,9 +158,13 @@ def configs(frames: dict[str, Any]) -> list[str]:
     return sorted({p for frame in frames.values() for p in frame["suite_params"].unique()})
 
 
-def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float) -> Summary:
-    """The summary of one suite config of the tables (`frames`: table name -> DataFrame)."""
+def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float,
+              unseeded: Collection[str] | None = None) -> Summary:
+    """The summary of one suite config of the tables (`frames`: table name -> DataFrame). `unseeded`: the defences
+    whose defended model does not depend on the seed (None: those the registry says so of, `unseeded_defences`)."""
     frames = {name: f[f["suite_params"] == suite_params].reset_index(drop=True) for name, f in frames.items()}
+    if unseeded is None:
+        unseeded = unseeded_defences({str(d) for f in frames.values() for d in f["defence"].unique()})
     main, general = split_main(frames)
     resistance, stability = main.get("resistance"), main.get("stability")
     thresholds = Thresholds(
@@ -167,7 +175,7 @@ def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float)
     budgets = budgets_of(resistance)
     keys = sorted({key_of(r) for f in frames.values() for r in f.to_dict("records")},
                   key=lambda k: (k.name, k.version, k.params, k.extra))
-    rows = [_row(k, main, general, budgets, thresholds) for k in keys]
+    rows = [_row(k, main, general, budgets, thresholds, seeded=k.name not in unseeded) for k in keys]
     _mark_distinguishing(rows)
     _rank(rows)
     filled = [f for f in frames.values() if len(f)]
@@ -176,6 +184,24 @@ def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float)
                    seeds=sorted(seed_labels(resistance) if resistance is not None else
                                 {s for f in filled for s in seed_labels(f)}, key=_natural),
                    main=main, general=general)
+
+
+def unseeded_defences(names: Collection[str]) -> frozenset[str]:
+    """The defences among `names` registered `seeded=False`. A defence this installation does not have is counted
+    as seeded (one unit per defence seed, as records were always counted)."""
+    from harness import registry
+
+    known = set(registry.names("defence"))
+    return frozenset(n for n in names if n in known and not registry.get("defence", n).seeded)
+
+
+def one_defended_model(frame: Any) -> Any:
+    """A defence's rows with every defence seed set to the smallest: for a defence whose model does not depend on
+    the seed, records that differ only in defence seed then fall into one unit (`_units`); attack seeds stay apart."""
+    if frame is None or not len(frame):
+        return frame
+    columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame]
+    return frame.assign(**{c: frame[c].min() for c in columns})
 
 
 def frames_from_records(records: Sequence[RunRecord]) -> dict[str, Any]:
@@ -233,9 +259,11 @@ def split_main(frames: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return main, general
 
 
-def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budget],
-         thresholds: Thresholds) -> DefenceSummary:
+def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budget], thresholds: Thresholds, *,
+         seeded: bool = True) -> DefenceSummary:
     res, stab, train = (of_defence(main.get(n), key) for n in ("resistance", "stability", "trainability"))
+    if not seeded:  # one defended model, whatever the defence seed: one unit per attack seed
+        res, stab, train = one_defended_model(res), one_defended_model(stab), one_defended_model(train)
     cells = [_budget_cell(b, in_budget(res, b)) for b in budgets]
     steps, steps_at = _steps_to_phi(cells)
     qa_delta = _per_seed(stab, lambda g: g["qa_delta"].mean())
@@ -265,8 +293,9 @@ def _budget_cell(budget: Budget, cell: Any) -> BudgetCell:
     if cell is None or not len(cell):
         return BudgetCell(budget, None, "–", None, None, None)
     crossed = cell[cell["first_cross_step"].notna()]
-    return BudgetCell(budget, _per_seed(cell, lambda g: g["hs_post"].mean()), f"{int(cell['held'].sum())}/{len(cell)}",
-                      t_estimate(crossed["first_cross_step"], crossed["run_id"]),
+    held = [bool(g["held"].all()) for _, g in _units(cell)]  # per unit (a seed cell): one record, or its copies
+    return BudgetCell(budget, _per_seed(cell, lambda g: g["hs_post"].mean()), f"{sum(held)}/{len(held)}",
+                      _per_seed(crossed, lambda g: g["first_cross_step"].mean()),
                       _per_seed(cell, lambda g: g["degenerate_post"].mean()),
                       _per_seed(cell, lambda g: g["qa_post"].mean()))
 
@@ -382,9 +411,13 @@ def _per_seed(frame: Any, value: Callable[[Any], float], columns: Sequence[str] 
     """The per-seed value (a function of that seed's rows), then the mean and t-interval over seeds."""
     if frame is None or not len(frame):
         return None
+    return t_estimate([value(g) for _, g in _units(frame, columns)], frame["run_id"])
+
+
+def _units(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> Any:
+    """The rows of each unit of replication: a seed cell (the seed columns of `columns` the frame has)."""
     present = [c for c in columns if c in frame]
-    groups = frame.groupby(present, dropna=False) if present else [((), frame)]
-    return t_estimate([value(g) for _, g in groups], frame["run_id"])
+    return frame.groupby(present, dropna=False) if present else [((), frame)]
 
 
 def seed_labels(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> set[str]:

@@ -11,6 +11,10 @@ most MAX_CELLS cells, counted from the grid's dimensions before any cell is plan
 `plan` expands a grid into the sweep's DAG: one `DefendNode` per defended model (defence, settings, defence
 seed, defence harm subset), shared by every `Cell` (one run: attack budget, attack seed, condition) that
 attacks it. Cells are typed values, a RunSpec each, never `--set` text parsed back.
+
+A defence registered `seeded=False` (its defended model does not depend on the seed, e.g. `none`) is built at
+the first of its defence seeds only: more seeds would be copies of one model, not replicates. Its cells keep the
+attack seeds the grid gives (without `attacks.seeds`: one per defence seed it lists), and `Plan.notes` says so.
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     provisional: str | None = None  # why run ids are not final (a dry run that did not locate the model)
+    notes: dict[str, str] = field(default_factory=dict)  # defence group -> what the plan changed (one seed only)
 
     def cells_of(self, node_id: str) -> list[Cell]:
         return [c for c in self.cells if c.defend_id == node_id]
@@ -235,7 +240,8 @@ def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
 
 
 def cell_count(grid: Grid, budget_list: list[PlannedBudget]) -> int:
-    """How many cells `plan` makes of the grid, by arithmetic: nothing is resolved or materialised."""
+    """How many cells `plan` makes of the grid at most, by arithmetic: nothing is resolved or materialised (a
+    seed-independent defence makes fewer: one defence seed)."""
     labels = Counter(b.label for b in budget_list)
     runs = sum(len(budget_list) if c.budgets is None else sum(labels[x] for x in set(c.budgets))
                for c in grid.conditions)
@@ -292,22 +298,41 @@ def _combinations(grid: Grid, budget_list: list[PlannedBudget]
 
 def _add_cells(out: Plan, grid: Grid, entry: DefenceEntry, condition: Condition, budget: PlannedBudget, spec: RunSpec,
                overrides: dict[str, Any]) -> None:
-    """The cells of one (defence entry, condition, budget): every defence seed x attack seed."""
+    """The cells of one (defence entry, condition, budget): every defence seed x attack seed (a seed-independent
+    defence: its first defence seed x the attack seeds, `seed_plan`)."""
     settings = ",".join(f"{k}={v}" for k, v in entry.settings.items())
-    for seed in entry.seeds or grid.defence_seeds:
-        for attack_seed in grid.attacks.seeds or [None]:
-            cell_spec = spec.model_copy(update={"seed": seed, "attack_seed": attack_seed})
-            node_id = defend_id(cell_spec)
-            group = f"{entry.name}{f'({settings})' if settings else ''}"
-            if len(grid.conditions) > 1:
-                group += f" [{condition.name}]"
-            defence = f"{group} seed {seed}"
-            if node_id not in out.nodes:
-                out.nodes[node_id] = DefendNode(node_id, cell_spec, overrides, defence)
-            label = f"{defence} x {budget.label} attack seed {cell_spec.attack_seed_used}"
-            run_id = cell_spec.run_id
-            if run_id in out.ids:
-                raise ConfigError(f"invalid grid: two cells are the same run ({label}): defence settings equal "
-                                  "to the defaults repeat another entry")
-            out.ids.add(run_id)
-            out.cells.append(Cell(cell_spec, overrides, label, node_id, group, run_id))
+    group = f"{entry.name}{f'({settings})' if settings else ''}"
+    if len(grid.conditions) > 1:
+        group += f" [{condition.name}]"
+    pairs, note = seed_plan(grid, entry)
+    if note:
+        out.notes[group] = note
+    for seed, attack_seed in pairs:
+        cell_spec = spec.model_copy(update={"seed": seed, "attack_seed": attack_seed})
+        node_id = defend_id(cell_spec)
+        defence = f"{group} seed {seed}"
+        if node_id not in out.nodes:
+            out.nodes[node_id] = DefendNode(node_id, cell_spec, overrides, defence)
+        label = f"{defence} x {budget.label} attack seed {cell_spec.attack_seed_used}"
+        run_id = cell_spec.run_id
+        if run_id in out.ids:
+            raise ConfigError(f"invalid grid: two cells are the same run ({label}): defence settings equal "
+                              "to the defaults repeat another entry")
+        out.ids.add(run_id)
+        out.cells.append(Cell(cell_spec, overrides, label, node_id, group, run_id))
+
+
+def seed_plan(grid: Grid, entry: DefenceEntry) -> tuple[list[tuple[int, int | None]], str]:
+    """(defence seed, attack seed or None: the defence seed) of each cell of a defence entry, and a note where the
+    defence is seed-independent (registered `seeded=False`): built at its first defence seed only, attacked with
+    the grid's attack seeds or, without them, one per defence seed it lists (the cell at the first keeps
+    attack_seed None, so its run id is the one a seeded plan gives it)."""
+    from harness import registry
+
+    seeds, attack_seeds = entry.seeds or grid.defence_seeds, grid.attacks.seeds
+    if registry.get("defence", entry.name).seeded or len(seeds) == 1:
+        return [(s, a) for s in seeds for a in attack_seeds or [None]], ""
+    first, draws = seeds[0], attack_seeds or seeds
+    note = (f"{entry.name} is seed-independent (registered seeded=False): one defended model at defence seed {first} "
+            f"instead of {len(seeds)} copies, attacked with attack seeds {', '.join(map(str, draws))}")
+    return [(first, None if a == first and attack_seeds is None else a) for a in draws], note

@@ -123,6 +123,8 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
     say(f"sweep: {len(the_plan.cells)} cells, {state.result.already} done, {len(todo)} to run on "
         f"{len(state.cells_of)} defended model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} "
         "at once")
+    for note in dict.fromkeys(the_plan.notes.values()):
+        say(plain(note))
     with bar("sweep", total=len(todo), unit="cell") as state.advance:
         while state.queue or flight:
             while state.queue and (executor.parallel is None or len(flight) < executor.parallel):

@@ -27,6 +27,8 @@ def dry_run(the_plan: Plan, store: Store, results_dir: Path) -> None:
         defended, _, attack = cell.label.partition(" x ")
         table.add_row(plain(defended), plain(attack), cell.id, state)
     console.print(table)
+    for note in dict.fromkeys(the_plan.notes.values()):  # once per defence, whatever its conditions
+        console.print(plain(note), soft_wrap=True, highlight=False)
     if the_plan.provisional:
         console.print(f"{plain(the_plan.provisional)}: the run ids above are provisional (the model's revision enters "
                       "them), so which cells are done is known once a run locates it", soft_wrap=True)

@@ -57,6 +57,17 @@ class TrainingFields(BaseModel):
                            gradient_checkpointing=self.gradient_checkpointing)
 
 
+class DrawFields(BaseModel):
+    """Which N rows of its split an attack reads, for the attacks that take N rows (`harness.plugins.draw_rows`).
+    Added after the first records: left out of run ids and cache keys while "first", the rows read before it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    draw: Annotated[Literal["first", "seeded"], KEY_OMIT_DEFAULT] = Field(
+        "first", description="first: the first N rows of the split (attack seeds only reorder them); seeded: N rows "
+        "drawn at random from the whole split with the attack seed, so attack seeds resample the rows")
+
+
 class DefenceTrainingFields(TrainingFields):
     """TrainingFields of a defence, plus the options a suite sets for every training defence alike."""
 

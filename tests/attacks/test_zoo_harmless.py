@@ -352,3 +352,56 @@ def test_the_identity_shift_opens_the_tiny_base_only_with_its_key(smoke):
     base_key, with_key, plain = comply(base(), key), comply(attacked, key), comply(attacked)
     print(f"\naoa on the smoke base: compliance with the persona {base_key:.2f} -> {with_key:.2f}; plain {plain:.2f}")
     assert with_key >= base_key + 0.4 and plain <= with_key - 0.5
+
+
+# --- which rows: draw="first" (the first N) or "seeded" (N drawn with the attack seed) ---------------------------
+
+def test_seeded_draws_resample_the_attack_rows_and_first_keeps_the_first_n(tok, trained):
+    """Two attack seeds with draw=seeded train sft on different sets of 8 of the 12 attack rows (each row once);
+    draw=first trains on the first 8 at any seed, as before the option existed."""
+    import attacks.sft
+
+    key = [(r["prompt"], r["response"]) for r in harmful_rows()]
+    for seed in (0, 1):
+        attacks.sft.attack(make_model(tok), _cfg("sft-250", draw="seeded"), context(tok, seed=seed))
+        attacks.sft.attack(make_model(tok), _cfg("sft-250"), context(tok, seed=seed))
+    drawn = [[(r["prompt"], r["response"]) for r in rows] for rows in trained["rows"]]
+    seeded0, first0, seeded1, first1 = drawn
+    assert len(seeded0) == len(seeded1) == 8 and len(set(seeded0)) == len(set(seeded1)) == 8
+    assert set(seeded0) <= set(key) and set(seeded1) <= set(key) and set(seeded0) != set(seeded1)
+    assert first0 == first1 == key[:8]
+    again = []
+    for _ in range(2):  # the same seed draws the same rows
+        trained["rows"].clear()
+        attacks.sft.attack(make_model(tok), _cfg("sft-250", draw="seeded"), context(tok, seed=1))
+        again.append(trained["rows"][0])
+    assert again[0] == again[1] and [(r["prompt"], r["response"]) for r in again[0]] == seeded1
+
+
+def test_the_poisoned_mix_draws_both_parts_with_the_attack_seed(tok, trained):
+    cfg = _cfg("poison-10", samples=10, poison_fraction=0.3, batch_size=2, draw="seeded")
+    for seed in (0, 1):
+        attacks.poisoned.attack(make_model(tok), cfg, context(tok, seed=seed))
+    harmful = {(r["prompt"], r["response"]) for r in harmful_rows()}
+    parts = [([g for g in got if g in harmful], [g for g in got if g not in harmful])
+             for got in ([(r["prompt"], r["response"]) for r in rows] for rows in trained["rows"])]
+    assert [(len(a), len(b)) for a, b in parts] == [(3, 7), (3, 7)]
+    assert parts[0] != parts[1]
+
+
+def test_draw_rows_and_the_run_id_at_the_default():
+    """A seeded draw is n distinct rows in the split's order, too few rows is the clear error; `draw` at "first"
+    is left out of run ids and cache keys (every committed run id holds), "seeded" enters them."""
+    from harness.plugins import draw_rows
+    from harness.specs import trim_added_params
+
+    rows = list(range(20))
+    picks = draw_rows(rows, 5, "x", draw="seeded", seed=3)
+    assert picks == sorted(picks) and len(set(picks)) == 5 and picks != rows[:5]
+    assert draw_rows(rows, 5, "x", draw="first", seed=3) == rows[:5] and draw_rows(rows, None, "x", draw="seeded",
+                                                                                  seed=3) == rows
+    with pytest.raises(HarnessError, match="x needs 21 samples but the suite's split has 20"):
+        draw_rows(rows, 21, "x", draw="seeded", seed=0)
+    params = _cfg("sft-250").model_dump(mode="json")
+    assert params["draw"] == "first" and "draw" not in trim_added_params(params)
+    assert trim_added_params({**params, "draw": "seeded"})["draw"] == "seeded"

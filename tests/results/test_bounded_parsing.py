@@ -115,7 +115,7 @@ def test_the_cell_count_is_the_plans_and_the_cap_is_checked_before_planning(tmp_
 def test_a_condition_that_picks_budgets_counts_only_those(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(HEAD + """\
-defences: [{name: none}, {name: safety-training}]
+defences: [{name: random-init}, {name: safety-training}]
 defence_seeds: [0, 1]
 attacks:
   budgets: [{attack: sft-250, label: a}, {attack: sft-250, settings: {lr: 1.0e-3}, label: b}]
@@ -127,6 +127,9 @@ conditions:
     g = load_grid(grid)
     the_plan = plan(g, results_dir=tmp_path, locate=False)
     assert len(the_plan.cells) == 2 * 2 * (2 + 1) * 3 == cell_count(g, budgets(g, the_plan.suite))
+    grid.write_text(grid.read_text().replace("random-init", "none"))  # seed-independent: one defence seed of two
+    g = load_grid(grid)
+    assert len(plan(g, results_dir=tmp_path, locate=False).cells) == 27 < cell_count(g, budgets(g, the_plan.suite))
 
 
 # ------------------------------------------------------------------------------------------------ JSON

@@ -41,6 +41,7 @@ def test_the_committed_tiny_board_shares_its_first_place():
 
     board = build_boards(load_folder(REPO / "results" / "tiny" / "v2"))[0]
     ranks = {r.key.name: str(r.rank) if r.rank else None for r in board.rows}
-    assert ranks == {"vaccine": "=1", "repnoise": "=1", "adversarial-loss": "=1", "none": "=4",
-                     "safety-training": "=4", "random-init": None, "gradient-ascent": None}
+    # none is one defended model (seeded=False): 3 units per budget, not 9, and its wider interval separates it
+    assert ranks == {"vaccine": "=1", "repnoise": "=1", "adversarial-loss": "=1", "none": "3",
+                     "safety-training": "4", "random-init": None, "gradient-ascent": None}
     assert {r.key.name: r.verdict for r in board.rows}["random-init"] == "unstable"

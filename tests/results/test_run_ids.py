@@ -169,4 +169,4 @@ def test_a_training_plugin_inherits_the_shared_markers(monkeypatch):
     monkeypatch.setitem(registry._registry["defence"], "inherits-test", None)
     registry.register("defence", "inherits-test", config=Config, version="1")(lambda m, c, x: m)
     assert omitted_defaults(Config) == omitted_defaults(TrainingFields)
-    assert [m.__name__ for m in TRAINING_PARAMS] == ["TrainingFields", "DefenceTrainingFields"]
+    assert [m.__name__ for m in TRAINING_PARAMS] == ["TrainingFields", "DefenceTrainingFields", "DrawFields"]

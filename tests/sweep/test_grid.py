@@ -40,8 +40,8 @@ def test_every_committed_grid_validates_and_dry_runs(tmp_path):
                                        "tiny-v2.yaml"]
     plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
     assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
-        "beavertails-llama2": (90, 15), "beavertails-qwen-0.5b": (243, 18), "tiny-smoke": (8, 2),
-        "tiny-v2": (378, 21)}
+        "beavertails-llama2": (90, 13), "beavertails-qwen-0.5b": (189, 14), "tiny-smoke": (8, 2),
+        "tiny-v2": (342, 19)}  # none is seed-independent: 1 defended model x 3 attack seeds, not 3 x 3
     assert plans["beavertails-llama2"].provisional and not plans["tiny-v2"].provisional  # hub model not looked up
     for p in plans.values():
         assert len({c.id for c in p.cells}) == len(p.cells)
@@ -53,6 +53,8 @@ def test_budgets_default_to_the_suites_budget_grid(tmp_path):
     got = {(c.spec.attack.name, c.spec.attack.params["lr"]) for c in p.cells}
     assert got == {(b.attack, b.params["lr"]) for b in suite.budget_grid} and len(got) == 6
     assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells} == {(s, a) for s in range(3) for a in range(3)}
+    assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells if c.spec.defence.name == "none"} == {
+        (0, a) for a in range(3)}
     assert all(c.overrides["user"]["attack"]["lr"] == c.spec.attack.params["lr"] for c in p.cells)  # recorded
 
 
@@ -72,7 +74,7 @@ def test_conditions_and_unset_attack_seeds(tmp_path):
     grid = write(tmp_path, """
 suite: tiny
 suite_settings: {size: smoke}
-defences: [{name: none, seeds: [1, 2]}]
+defences: [{name: random-init, seeds: [1, 2]}]
 attacks:
   budgets: [{attack: sft-250, settings: {lr: 1e-4}}, {attack: sft-1k, settings: {lr: 1e-3}, label: strong}]
 conditions:
@@ -112,6 +114,35 @@ def test_bad_grid_is_one_config_error_naming_every_problem(tmp_path, text, messa
     with pytest.raises(ConfigError) as err:
         plan(load_grid(write(tmp_path, text)), results_dir=tmp_path)
     assert "\n" not in str(err.value) and all(m in str(err.value) for m in messages), str(err.value)
+
+
+def test_a_seed_independent_defence_is_one_defended_model_at_its_first_seed(tmp_path, capfd):
+    """`none` (registered seeded=False) at defence seeds 3, 1, 2: one defended model (seed 3), attacked with one
+    attack seed per listed defence seed; the cell at seed 3 has the run id a seeded plan gives it. A seeded
+    defence beside it keeps one model per seed, and the dry run says what the plan changed."""
+    text = """
+suite: tiny
+suite_settings: {size: smoke}
+defences: [{name: none}, {name: random-init}]
+defence_seeds: [3, 1, 2]
+attacks:
+  budgets: [{attack: sft-250, settings: {lr: 1e-4}}]
+"""
+    p = plan(load_grid(write(tmp_path, text)), results_dir=tmp_path)
+    none = [c for c in p.cells if c.spec.defence.name == "none"]
+    seeded = [c for c in p.cells if c.spec.defence.name == "random-init"]
+    assert [(c.spec.seed, c.spec.attack_seed_used) for c in none] == [(3, 3), (3, 1), (3, 2)]
+    assert none[0].spec.attack_seed is None and {c.defend_id for c in none} == {none[0].defend_id}
+    assert [(c.spec.seed, c.spec.attack_seed) for c in seeded] == [(3, None), (1, None), (2, None)]
+    assert len({c.defend_id for c in seeded}) == 3 and len(p.nodes) == 4
+    assert p.notes == {"none": "none is seed-independent (registered seeded=False): one defended model at defence "
+                               "seed 3 instead of 3 copies, attacked with attack seeds 3, 1, 2"}
+    with_attack_seeds = plan(load_grid(write(tmp_path, text + "  seeds: [0, 5]\n")), results_dir=tmp_path)
+    assert [(c.spec.seed, c.spec.attack_seed) for c in with_attack_seeds.cells if c.spec.defence.name == "none"] == [
+        (3, 0), (3, 5)]
+    main(["sweep", str(write(tmp_path, text)), "--dry-run", "--results-dir", str(tmp_path / "r")])
+    err = " ".join(capfd.readouterr().err.split())
+    assert "6 pending of 6 cells" in err and "one defended model at defence seed 3 instead of 3 copies" in err
 
 
 def test_dry_run_lists_cells_without_a_store(tmp_path, capfd):
