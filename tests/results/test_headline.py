@@ -177,3 +177,22 @@ def test_mixed_headlines_cannot_share_a_summary():
     frames = build([run("none", 0, "access"), run("refuser", 1, "harmfulness")])
     with pytest.raises(HarnessError, match="different headline measures"):
         summarise(frames, frames["resistance"]["suite_params"].iloc[0], 0.5)
+
+
+def test_an_access_suite_without_forced_openings_is_refused_before_any_work(monkeypatch):
+    import dataclasses
+
+    from harness import resolve
+    from harness.errors import ConfigError
+
+    load_suite = resolve.load_suite
+
+    def access(name, params):
+        spec, suite = load_suite(name, params)
+        return spec, dataclasses.replace(suite, headline="access")
+
+    monkeypatch.setattr(resolve, "load_suite", access)
+    with pytest.raises(ConfigError, match=r"headline 'access'.*eval\.prefills is empty"):
+        resolve.resolve("tiny", "none", "sft-250", locate=False)
+    assert resolve.resolve("tiny", "none", "sft-250", sets=['eval.prefills=["Sure,"]'],
+                           locate=False).spec.eval.prefills == ("Sure,",)
