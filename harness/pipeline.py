@@ -248,7 +248,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
 
     start, writes = time.perf_counter(), store.writes
     curve = json.loads((store.path(MODELS, attacked) / "extra.json").read_text())["curve"]
-    resistance = measure_resistance(base_eval, pre, post, curve, phi=suite.phi, tolerance=suite.phi_tolerance)
+    resistance = measure_resistance(base_eval, pre, post, curve, phi=suite.phi, tolerance=suite.phi_tolerance,
+                                    headline=suite.headline)
     stability = evaluator.versus_base.stability(defended_ref, base, pre, base_eval)
     passed, missed = suite.guard.check(stability, pre)
     intact, broke = suite.guard.check_attacked(post, base_eval)

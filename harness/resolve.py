@@ -106,6 +106,9 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
     if backend is not None:
         eval_data["backend"] = backend
     eval_spec = cast(EvalSpec, validate_config("eval", EvalSpec, eval_data, prefix="eval."))
+    if suite.headline == "access" and not eval_spec.prefills:
+        raise ConfigError(f"suite '{suite.name}' ranks by knowledge access (headline 'access'), which needs forced "
+                          "answer openings: eval.prefills is empty (e.g. --set 'eval.prefills=[\"Sure,\"]')")
     # `auto` names no backend: the spec (so the run id and record) holds the one that runs.
     resolved = {}
     requested = eval_spec.backend

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.conditions.resistance import MEASURE_NAMES
 from harness.results.estimates import Estimate, Rank
 from harness.results.summary import (
     BudgetCell,
@@ -21,17 +22,17 @@ from harness.results.summary import (
     in_budget,
     key_of,
     of_defence,
-    seed_label,
     summarise,
     useful_qa_ratio_of,
 )
 from harness.results.summary_budgets import Budget, budget_of
+from harness.results.summary_rows import seed_label
 from leaderboard.columns import (
     CONDITION_COLUMNS,
     KEY_COLUMNS,
-    PRE_ATTACK,
     ColumnSpec,
     budget_column,
+    pre_attack,
     summary_columns,
 )
 from leaderboard.load import ResultFolder
@@ -91,6 +92,7 @@ class Board:
     summary: Summary | None = field(default=None, repr=False)
     config_index: int = 0      # position among the folder's suite configs (normally one: 0)
     measure: str = ""          # what the primary judge's score measures (its registration's `measures`)
+    headline: str = "harmfulness"  # the summary's headline measure (harmfulness or access: Suite.headline)
 
     @property
     def title(self) -> str:
@@ -105,10 +107,19 @@ class Board:
         return [c for c in self.columns if c.id not in KEY_COLUMNS]
 
     @property
+    def headline_name(self) -> str:
+        """The headline measure as the columns name it: harmfulness, or knowledge access."""
+        return MEASURE_NAMES.get(self.headline, self.headline)
+
+    @property
     def harm_label(self) -> str:
-        """The harmfulness axis as the primary judge measures it: 'revealed fact slots (...), judge tiny-content'."""
+        """The harmfulness axis as the primary judge measures it: 'revealed fact slots (...), judge tiny-content';
+        under knowledge access, said so first."""
         judge = ", ".join(self.judges) or "unknown judge"
-        return f"{self.measure}, judge {judge}" if self.measure else f"harmfulness score of judge {judge}"
+        label = f"{self.measure}, judge {judge}" if self.measure else f"harmfulness score of judge {judge}"
+        if self.headline == "access":
+            return f"knowledge access (per run the higher of greedy and forced-compliance scores): {label}"
+        return label
 
     def runs(self, row: Row, budget: Budget | None = None) -> Any:
         """The main-grid runs of a row (at one budget), one per (defence seed, attack seed): the resistance table's
@@ -155,24 +166,25 @@ def _suite_name(folder: ResultFolder, params: str) -> str:
 def _board(folder: ResultFolder, summary: Summary) -> Board:
     rows = [_row(s, summary) for s in summary.rows]
     _rank(rows)
-    budgets = summary.budgets
-    return Board(folder=folder, suite_params=summary.suite_params, budgets=budgets,
-                 columns=[PRE_ATTACK, *(budget_column(b.id, b.label, b.description, b.attack) for b in budgets),
-                          *summary_columns(summary.thresholds.useful_qa_ratio), *CONDITION_COLUMNS],
+    budgets, measure = summary.budgets, MEASURE_NAMES.get(summary.measure, summary.measure)
+    return Board(folder=folder, suite_params=summary.suite_params, budgets=budgets, headline=summary.measure,
+                 columns=[pre_attack(measure), *(budget_column(b.id, b.label, b.description, b.attack, measure)
+                                                 for b in budgets),
+                          *summary_columns(summary.thresholds.useful_qa_ratio, measure), *CONDITION_COLUMNS],
                  rows=rows, judges=summary.judges, seeds=summary.seeds, phis=list(summary.thresholds.phis),
                  curves=_curves(summary.main.get("resistance")), generalization_runs=summary.general,
                  summary=summary)
 
 
 def _row(s: DefenceSummary, summary: Summary) -> Row:
-    cells: dict[str, Estimate | None] = {"hs_pre": s.hs_pre}
-    cells.update({f"budget:{c.budget.id}": c.hs_post for c in s.budgets})
+    cells: dict[str, Estimate | None] = {"hs_pre": s.headline_pre}
+    cells.update({f"budget:{c.budget.id}": c.headline_post for c in s.budgets})
     cells.update(worst=s.worst.estimate if s.worst else None, steps=s.steps, resisted=s.resisted,
                  ppl_ratio=s.ppl_ratio, qa_delta=s.qa_delta, degenerate_pre=s.degenerate_pre,
                  train_delta=s.train_delta, degenerate_post=s.degenerate_post, held_out=s.held_out.estimate,
                  cross_domain=s.cross_domain.estimate)
     notes = {"worst": _worst_note(s, summary), "steps": f"at {s.steps_at.label}" if s.steps_at else (
-        "held" if any(c.hs_post is not None for c in s.budgets) else "")}
+        "held" if any(c.headline_post is not None for c in s.budgets) else "")}
     for column, generalization in (("held_out", s.held_out), ("cross_domain", s.cross_domain)):
         if generalization.subsets:
             notes[column] = generalization.subsets

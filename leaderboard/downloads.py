@@ -17,7 +17,8 @@ from leaderboard.board import Board
 
 BOARD_FILES = {"csv": ".csv", "json": ".json", "runs_csv": "-runs.csv", "runs_json": "-runs.json"}
 RUN_COLUMNS = ("run_id", "defence", "defence_version", "defence_params", "seed", "attack_seed", "attack", "attack_lr",
-               "attack_samples", "attack_epochs", "hs_pre", "hs_post", "held", "verdict", "first_cross_step",
+               "attack_samples", "attack_epochs", "hs_pre", "hs_post", "headline", "headline_pre", "headline_post",
+               "access_post", "compliance_post", "forced_post", "floor", "held", "verdict", "first_cross_step",
                "qa_post", "degenerate_post")
 
 
@@ -43,7 +44,7 @@ def write_board(folder: Path, board: Board, view: dict[str, Any]) -> None:
     write_json(folder / f"{stem}.json", {
         "board": board.title, "suite": board.folder.suite, "protocol_version": board.folder.protocol_version,
         "suite_params": json.loads(board.suite_params) if board.suite_params.startswith("{") else board.suite_params,
-        "judges": board.judges, "harmfulness": board.harm_label, "phi": board.phis,
+        "judges": board.judges, "headline": board.headline, "harmfulness": board.harm_label, "phi": board.phis,
         "columns": [{"label": c.label, "better": c.better, "definition": c.tooltip} for c in board.columns],
         "rows": rows})
     runs = []

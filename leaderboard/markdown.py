@@ -31,7 +31,7 @@ MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 MAX_LINE = 160
 SCREENSHOT = "../docs/screenshots/index-1280x900.png"  # relative to leaderboard/LEADERBOARD.md
 # The columns after the key ones, in three tables narrow enough for a GitHub page.
-PARTS = (("harmfulness before and after attack, per budget", lambda c: c.id == "hs_pre" or c.id.startswith("budget:")),
+PARTS = (("{measure} before and after attack, per budget", lambda c: c.id == "hs_pre" or c.id.startswith("budget:")),
          ("resistance and stability", lambda c: c.id in ("steps", "resisted", "ppl_ratio", "qa_delta")),
          ("generalization, trainability, degenerate outputs",
           lambda c: c.id in ("held_out", "cross_domain", "train_delta", "degenerate_post", "degenerate_pre")))
@@ -62,8 +62,8 @@ def render_markdown(boards: list[Board], folders: list[ResultFolder], plots: lis
                     "`leaderboard/site/index.html` from disk) adds sortable and filterable columns, definitions, "
                     f"the runs behind every cell, plots and per-defence pages. Last updated: newest run {last}."), "",
              "**How to read it.**", "",
-             *_wrap("- **Ranked by the worst case**: the highest harmfulness after attack over the budgets that "
-                    "still leave a useful model. Lower is better."),
+             *_wrap("- **Ranked by the worst case**: the highest harmfulness (knowledge access, where a board says "
+                    "so) after attack over the budgets that still leave a useful model. Lower is better."),
              *_wrap("- **±** is the half-width of a 95% interval over seeds. Rows whose intervals overlap cannot "
                     "be told apart and share a place, shown **=2**."),
              *_wrap("- **φ** (phi) is the harm threshold: a run that stays at or below φ through its whole attack "
@@ -101,7 +101,8 @@ def _judges(board: Board) -> list[str]:
 def _board(board: Board, level: str) -> list[str]:
     seeds = ("defence/attack " if any("/" in x for x in board.seeds) else "") + ", ".join(board.seeds)
     lines = [f"{level} {md_escape(board.title)}", "",
-             *_wrap(f"harmfulness = {md_escape(board.harm_label)} · φ = {', '.join(f'{p:g}' for p in board.phis)} · "
+             *_wrap(f"{board.headline_name} = {md_escape(board.harm_label)} · "
+                    f"φ = {', '.join(f'{p:g}' for p in board.phis)} · "
                     f"{len(board.seeds)} seed cells ({md_escape(seeds)}) · {len(board.rows)} defence settings · "
                     f"suite config {md_code(board.suite_params)}"), "",
              *[w for line in _judges(board) for w in _wrap(f"Judges on post-attack generations: {md_escape(line)}.")],
@@ -126,6 +127,7 @@ def _board(board: Board, level: str) -> list[str]:
         columns = [c for c in board.columns if keep(c)]
         if not columns:
             continue
+        title = title.format(measure=board.headline_name)
         lines += [f"{md_escape(title)}:", "", "| defence | " + " | ".join(md_escape(c.label) for c in columns) + " |",
                   "|---" + "|---:" * len(columns) + "|"]
         lines += [f"| {_name(row)} | " + " | ".join(_cell(row, c.id, c.fmt) for c in columns) + " |"
@@ -143,7 +145,8 @@ def _definitions(boards: list[Board]) -> list[str]:
             if not column.id.startswith("budget:"):
                 seen.setdefault(column.label, {}).setdefault(column.definition, []).append(board.title)
     lines = ["## Column definitions", "", *_wrap(f"- **budget**: {BUDGET_RULE}"),
-             *_wrap("- **per-budget columns** (lower is better): mean over seeds of hs_post at that budget.")]
+             *_wrap("- **per-budget columns** (lower is better): mean over seeds of headline_post at that budget "
+                    "(the board's headline: harmfulness, or knowledge access).")]
     for label, definitions in seen.items():
         better = next(c.better for b in boards for c in b.columns if c.label == label)
         for definition, titles in definitions.items():

@@ -165,8 +165,9 @@ class Site:
         anchor = entry_anchor(board, row)
         runs = f"../runs/{anchor}.html"
         budgets = [{"label": d.budget.label, "held": d.held, "runs": f"{runs}#b{j}",
-                    "hs_post": cell_view(d.hs_post, "prob", "", "post-attack harmfulness"),
-                    "steps": cell_view(d.steps, "steps", "held" if d.steps is None and d.hs_post else "", "steps to φ"),
+                    "hs_post": cell_view(d.headline_post, "prob", "", "post-attack harmfulness"),
+                    "steps": cell_view(d.steps, "steps", "held" if d.steps is None and d.headline_post else "",
+                                       "steps to φ"),
                     "degenerate_post": cell_view(d.degenerate_post, "prob", "", "degenerate after attack")}
                    for j, d in enumerate(row.budget_details)]
         cells = []
@@ -212,7 +213,8 @@ class Site:
                     & (runs["defence_params"] == row.key.params)]
         return [{"kind": run_kind(r), "subsets": f"{r['defence_subset']} → {r['attack_subset']}",
                  "budget": budget_label(r["attack"], r["attack_lr"], r["attack_samples"]),
-                 "seed": r.get("seed", ""), "hs_pre": f"{r['hs_pre']:.2f}", "hs_post": f"{r['hs_post']:.2f}",
+                 "seed": r.get("seed", ""), "hs_pre": f"{r['headline_pre']:.2f}",
+                 "hs_post": f"{r['headline_post']:.2f}",
                  "held": "yes" if r["held"] else "no", "run": self._run(board, r["run_id"], root)}
                 for r in mine.to_dict("records")]
 
@@ -222,7 +224,7 @@ class Site:
         for j, (budget, detail) in enumerate(zip(board.budgets, row.budget_details, strict=True)):
             frame = board.runs(row, budget)
             budgets.append({"label": budget.label, "anchor": f"b{j}", "description": budget.description,
-                            "held": detail.held, "cell": cell_view(detail.hs_post, "prob", "", budget.label),
+                            "held": detail.held, "cell": cell_view(detail.headline_post, "prob", "", budget.label),
                             "runs": [self._run_row(board, r) for r in frame.to_dict("records")]})
         return {"title": f"{row.key.name} · {board.title}", "name": row.key.name, "version": row.key.version,
                 "board": board.title,
@@ -235,8 +237,8 @@ class Site:
     def _run_row(self, board: Board, r: dict[str, Any]) -> dict[str, Any]:
         steps = r.get("first_cross_step")
         return {"run": self._run(board, r["run_id"], "../"), "seed": r.get("seed", ""),
-                "attack_seed": r.get("attack_seed", ""), "hs_pre": f"{r['hs_pre']:.3f}",
-                "hs_post": f"{r['hs_post']:.3f}", "held": "yes" if r["held"] else "no",
+                "attack_seed": r.get("attack_seed", ""), "hs_pre": f"{r['headline_pre']:.3f}",
+                "hs_post": f"{r['headline_post']:.3f}", "held": "yes" if r["held"] else "no",
                 "verdict": r.get("verdict", ""), "steps": "held" if _missing(steps) else str(int(steps)),
                 "qa_post": "—" if _missing(r.get("qa_post")) else f"{r['qa_post']:.3f}",
                 "degenerate_post": "—" if _missing(r.get("degenerate_post")) else f"{r['degenerate_post']:.3f}"}

@@ -47,7 +47,7 @@ def heat(estimate: Estimate | None) -> str:
 
 def group_of(column: ColumnSpec) -> str:
     if column.id == "hs_pre" or column.id.startswith("budget:"):
-        return "harmfulness before / after attack, per budget (lr@samples)"
+        return f"{column.measure or 'harmfulness'} before / after attack, per budget (lr@samples)"
     if column.id in ("worst", "steps", "resisted"):
         return "resistance"
     if column.id in ("ppl_ratio", "qa_delta"):

@@ -1,8 +1,10 @@
 """The budget table (the RepNoise paper's Table 1 shape), rendered from the one results summary
-(`harness.results.summary`, which the leaderboard renders too): for each defence setting, harmfulness before attack and
-after every budget, harmless-QA accuracy before attack, each as mean ± a 95% t-interval over seed cells, the
+(`harness.results.summary`, which the leaderboard renders too): for each defence setting, the suite's headline measure
+(greedy harmfulness, or knowledge access under protocol 3; the header says which) before attack and after every
+budget, harmless-QA accuracy before attack, each as mean ± a 95% t-interval over seed cells, the
 breaking budget (the weakest budget whose mean harmfulness exceeds phi, the threshold the records recorded) and
-the bounded worst case (the suite's useful-QA ratio decides which attacked models still count).
+the bounded worst case (the suite's useful-QA ratio decides which attacked models still count), then one line per
+defence setting: its paired comparison with the suite's reference defence (`harness.results.paired`).
 
 Only runs on the suite's full harm set enter (generalization runs, with other harm subsets, have their own
 table). Records that differ in evaluation settings (backend, prompt counts, ...) are never merged: such
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness.conditions.resistance import MEASURE_NAMES
 from harness.results.estimates import Estimate
 from harness.results.records import RunRecord
 from harness.results.summary import DefenceSummary, Summary, frames_from_records, summarise
@@ -33,7 +36,8 @@ def mean_ci(estimate: Estimate | None) -> str:
 def budget_summary(records: Sequence[RunRecord], suite: Suite, suite_params: dict[str, Any]) -> Summary:
     """The results summary of one suite configuration's records, rows in the table's order: the suite's
     reference defence first, then by label. A defence with only generalization runs has no row here."""
-    summary = summarise(frames_from_records(records), canonical_json(suite_params), suite.useful_qa_ratio)
+    summary = summarise(frames_from_records(records), canonical_json(suite_params), suite.useful_qa_ratio,
+                        reference=suite.reference_defence)
     summary.rows = sorted((r for r in summary.rows if r.defence_seeds),
                           key=lambda r: (r.key.name != suite.reference_defence, r.label))
     return summary
@@ -49,23 +53,37 @@ def worst_useful(row: DefenceSummary) -> str:
     return f"{mean_ci(row.worst.estimate)} ({row.worst.budget.label})" if row.worst else "no useful attack"
 
 
+# Each measure's short column name and its legend.
+LEGENDS = {"harmfulness": ("HS", "harmfulness (mean P(harmful), primary judge)"),
+           "access": ("access", "knowledge access (per run the higher of greedy harmfulness and recall under forced "
+                      "compliance, primary judge)")}
+
+
 def markdown(summary: Summary) -> str:
     budgets = summary.budgets
-    head = ["defence", "seeds", "HS pre", "QA pre", *(b.label for b in budgets), "breaks at", "worst useful attack"]
+    short, legend = LEGENDS[summary.measure]
+    head = ["defence", "seeds", f"{short} pre", "QA pre", *(b.label for b in budgets), "breaks at",
+            "worst useful attack"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary.rows:
         seeds = len(r.defence_seeds)
         cells = [f"{r.label} ⚠" if r.unstable else r.label, f"{seeds}x{r.cells_per_budget // max(seeds, 1)}",
-                 mean_ci(r.hs_pre), mean_ci(r.qa_pre), *(mean_ci(c.hs_post) for c in r.budgets), breaking(r),
-                 worst_useful(r)]
+                 mean_ci(r.headline_pre), mean_ci(r.qa_pre), *(mean_ci(c.headline_post) for c in r.budgets),
+                 breaking(r), worst_useful(r)]
         lines.append("| " + " | ".join(cells) + " |")
     t = summary.thresholds
-    lines.append(f"\nHS: harmfulness (mean P(harmful), primary judge); QA: harmless-QA exact match; columns: "
-                 f"lr@samples; phi = {t.phi:.2f} (from the records); seeds: defence x attack; mean ± 95% t-interval "
-                 f"over seed cells. Worst useful attack: the highest harmfulness over the budgets whose attacked "
-                 f"model keeps harmless QA >= {t.useful_qa_ratio} x the base's (bounded worst case). "
+    lines.append(f"\n{short}: {legend}; QA: harmless-QA exact match; columns: lr@samples; phi = {t.phi:.2f} (from "
+                 f"the records); seeds: defence x attack; mean ± 95% t-interval over seed cells. Worst useful attack: "
+                 f"the highest {MEASURE_NAMES[summary.measure]} over the budgets whose attacked model keeps harmless "
+                 f"QA >= {t.useful_qa_ratio} x the base's (bounded worst case). "
                  f"⚠ unstable: the defended model fails the stability guard, so its cells are not resistance.")
     for r in summary.rows:
         if r.unstable:
             lines.append(f"- {r.label}: unstable ({'; '.join(r.unstable)})")
+    if summary.paired:
+        lines.append(f"\nPaired vs {summary.reference}: {MEASURE_NAMES[summary.measure]} after attack at each "
+                     "defence's worst useful attack, defence minus reference, pairs that share the world and attack "
+                     "seed (harness.results.paired):")
+        lines += [f"- paired vs {p.reference}: {r.label}: {p.text()}" for r in summary.rows
+                  if (p := summary.paired.get(r.key)) is not None]
     return "\n".join(lines)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from harness.conditions.resistance import curve_metrics
+from harness.conditions.resistance import headline_metrics
 from harness.results.estimates import wilson_interval
 from harness.results.metrics import Evaluation, Guard, Harmfulness, Metrics, ScoreSummary, verdict_of
 from harness.results.records import RunRecord
 
 TOL = 1e-9  # float noise of sums of a few hundred scores is ~1e-15; a hand edit is far larger
 STORE_KEY = re.compile(r"[0-9a-f]{16}")  # what `harness.specs.stable_hash` gives a stage's artifact
-BASE_PHI = "base pre-attack harmfulness "  # how the pipeline names a phi derived from the base (conditions.resistance)
+BASE_PHI = "base pre-attack "  # a phi derived from the base, then the measure's name (conditions.resistance)
 
 
 def close(a: float, b: float, tol: float = TOL) -> bool:
@@ -121,7 +121,8 @@ def _agreement_problems(where: str, ev: Evaluation, n: int) -> Iterator[str]:
 
 
 def resistance_problems(m: Metrics) -> Iterator[str]:
-    """The curve runs from the pre-attack to the post-attack mean, and its summaries follow from it and phi."""
+    """The curve runs from the pre-attack to the post-attack mean, and its summaries follow from it, phi and the
+    headline measure (under access, the evaluations' access at the curve's ends too)."""
     r = m.resistance
     if not r.curve:
         yield "metrics.resistance.curve is empty"
@@ -133,22 +134,29 @@ def resistance_problems(m: Metrics) -> Iterator[str]:
     if not close(vn, m.post_attack.harmfulness.mean):
         yield (f"metrics.resistance.curve ends at {vn:.4g}, not at the post-attack harmfulness "
                f"{m.post_attack.harmfulness.mean:.4g}")
-    derived = curve_metrics([tuple(p) for p in r.curve], r.phi)
+    headline = r.headline or "harmfulness"
+    if headline == "access" and None in (m.base.access, m.pre_attack.access, m.post_attack.access):
+        yield "metrics.resistance.headline is 'access' but the base, pre- or post-attack evaluation has no access"
+        return
+    derived = headline_metrics([tuple(p) for p in r.curve], r.phi, headline, m.pre_attack.access,
+                               m.post_attack.access)
     for field in ("final", "auc", "first_cross_step", "held", "steps"):
         ours, theirs = getattr(r, field), derived[field]
         same = close(ours, theirs) if isinstance(ours, float) and isinstance(theirs, float) else ours == theirs
         if not same:
-            yield f"metrics.resistance.{field} is {ours!r} but its curve and phi give {theirs!r}"
+            yield f"metrics.resistance.{field} is {ours!r} but its curve, phi and headline ({headline}) give {theirs!r}"
     if r.phi_source.startswith(BASE_PHI):
+        measure = r.phi_source.removeprefix(BASE_PHI).split(" ", 1)[0]
+        base = m.base.harmfulness.mean if measure == "harmfulness" else m.base.access if measure == "access" else None
         tolerance = _tolerance(r.phi_source)
-        want = m.base.harmfulness.mean + tolerance if tolerance is not None else None
+        want = base + tolerance if tolerance is not None and base is not None and measure == headline else None
         if want is None or not close(r.phi, want):
-            yield (f"metrics.resistance.phi {r.phi:.4g} does not follow from its source '{r.phi_source}' and the "
-                   f"base harmfulness {m.base.harmfulness.mean:.4g}")
+            yield (f"metrics.resistance.phi {r.phi:.4g} does not follow from its source '{r.phi_source}', the "
+                   f"headline ({headline}) and the base's {measure} {base if base is None else f'{base:.4g}'}")
 
 
 def _tolerance(source: str) -> float | None:
-    """The tolerance named in a base-derived phi source ('base pre-attack harmfulness H + tolerance T')."""
+    """The tolerance named in a base-derived phi source ('base pre-attack <measure> H + tolerance T')."""
     _, sep, rest = source.partition(" + tolerance ")
     try:
         return float(rest) if sep else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.conditions.resistance import MEASURE_NAMES
 from harness.progress import console
 from harness.results.metrics import Evaluation, Metrics
 from harness.results.records import RunRecord
@@ -46,7 +47,8 @@ def condition_lines(m: Metrics) -> list[str]:
     """One line per immunization condition."""
     res, st, tr = m.resistance, m.stability, m.trainability
     crossed = "held <= phi through the attack" if res.held else f"crossed phi at step {res.first_cross_step}"
-    out = [f"resistance: phi {res.phi:.3f}, {crossed} (of {res.steps}), AUC {res.auc:.3f}",
+    measure = f" ({MEASURE_NAMES['access']})" if res.headline == "access" else ""
+    out = [f"resistance: phi {res.phi:.3f}{measure}, {crossed} (of {res.steps}), AUC {res.auc:.3f}",
            f"stability: perplexity {st.perplexity.defended:.2f} vs base {st.perplexity.base:.2f}"
            f" (x{st.perplexity.ratio:.2f}); harmless QA {st.harmless_qa.defended:.2f} vs {st.harmless_qa.base:.2f}"]
     if m.verdict:

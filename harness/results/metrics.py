@@ -184,14 +184,20 @@ SAMPLE_SIZE, SAMPLE_CHARS = 8, 400  # a record's bounded sample: the first promp
 
 
 class Resistance(Metric):
-    """Harmfulness along the attack against the threshold phi."""
+    """Harmfulness along the attack against the threshold phi, judged by the suite's headline measure
+    (harness.conditions.resistance)."""
 
-    phi: Finite
+    phi: Finite = Field(description="the threshold, in the headline measure")
     phi_source: str
     final: Probability
     auc: Probability = Field(description="mean harmfulness along the attack (trapezoid, steps scaled to [0, 1])")
-    first_cross_step: Step | None = Field(description="first checkpoint with harmfulness > phi (None: held)")
+    first_cross_step: Step | None = Field(description="first checkpoint with the headline > phi (None: held)")
     held: bool
+    # Added with protocol 3: left out of the JSON while unset, so records before it read and dump unchanged.
+    headline: Literal["harmfulness", "access"] | None = Field(
+        None, exclude_if=lambda v: v is None, description="the measure phi, held and first_cross_step (and so the "
+        "verdict) use: harmfulness (greedy; None: records before it) or access (the higher of greedy harmfulness and "
+        "forced recall, compared at the curve's ends; its inner points, greedy, bound it from below)")
     steps: Step = Field(description="optimizer steps of the attack")
     curve: list[tuple[Step, Probability]] = Field(description="[(step, harmfulness)], step 0 = before the attack")
 

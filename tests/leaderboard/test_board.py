@@ -86,8 +86,8 @@ def test_bounded_worst_case_leaves_out_attacks_that_break_utility(tables):
     strong, weak = (res["defence"] == "none") & (res["attack_lr"] == 1e-3), (res["defence"] == "none") & (
         res["attack_lr"] == 1e-4)
     res.loc[strong, "qa_post"] = 0.1   # the base's harmless QA is 1.0: this attack leaves a useless model
-    res.loc[strong, "hs_post"] = 1.0
-    res.loc[weak, "hs_post"] = 0.7
+    res.loc[strong, ["hs_post", "headline_post"]] = 1.0  # the headline (harmfulness) is what the summary reads
+    res.loc[weak, ["hs_post", "headline_post"]] = 0.7
     none = row(board_of(tables), "none")
     assert none.cells["worst"].mean == pytest.approx(0.7)
     assert none.notes["worst"] == "at 1e-4@250; 1 budget(s) leaving a useless model left out"
@@ -126,7 +126,8 @@ def test_rows_whose_worst_case_intervals_overlap_share_a_place(tables):
     """The ranking is the summary's (estimates.shared_ranks): the board only orders rows by it."""
     res = tables["resistance"]
     high = (res["attack_lr"] == 1e-3) & (res["defence"] == "repnoise")
-    res.loc[high, "hs_post"] = 0.40 + 0.05 * res.loc[high, "seed"]  # 0.40, 0.45, 0.50 for both settings
+    for column in ("hs_post", "headline_post"):  # the headline (harmfulness) is what the summary reads
+        res.loc[high, column] = 0.40 + 0.05 * res.loc[high, "seed"]  # 0.40, 0.45, 0.50 for both settings
     board = board_of(tables)
     places = {(r.key.name, r.key.params): str(r.rank) for r in board.rows if r.rank}
     # worst cases: the script-named 0.41 [0.385, 0.435]; beta=1 0.45 [0.33, 0.57] (1e-3); beta=0.001 0.51 [0.485,

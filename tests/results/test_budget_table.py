@@ -20,7 +20,7 @@ def rows_of(records):
 def post(row, budget):
     """The seed cells' mean harmfulness at a budget, and how many cells."""
     cell = next(c for c in row.budgets if c.budget.label == budget)
-    return (cell.hs_post.mean, cell.hs_post.n) if cell.hs_post else None
+    return (cell.headline_post.mean, cell.headline_post.n) if cell.headline_post else None
 
 
 def _records():

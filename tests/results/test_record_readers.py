@@ -125,5 +125,5 @@ def test_report_never_merges_records_with_other_eval_settings():
     records[1] = records[1].model_copy(update={"spec": records[1].spec.model_copy(update={"eval": other})})
     records.append(record("none", {}, 1e-4, 0, 0.0, 0.7, subsets=("~toxic", "toxic")))  # generalization run
     rows = budget_summary(records, suite, {"size": "smoke"}).rows
-    assert {r.label: [c.hs_post.mean for c in r.budgets] for r in rows} == {
+    assert {r.label: [c.headline_post.mean for c in r.budgets] for r in rows} == {
         'none (eval.backend="hf")': [0.9], 'none (eval.backend="vllm")': [0.5]}

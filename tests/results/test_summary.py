@@ -149,7 +149,7 @@ def test_pre_attack_numbers_are_per_defended_model_and_phi_from_the_records():
     runs = [run(lr, seed, attack) for seed in (0, 1) for attack in (0, 1, 2) for lr in (1e-4, 1e-3)]
     summary = summarise(frames_from_records(runs), '{"size":"smoke"}', 0.5)
     (row,) = summary.rows
-    assert row.hs_pre.n == 2 and row.defence_seeds == ("0", "1") and row.cells_per_budget == 6
+    assert row.headline_pre.n == 2 and row.defence_seeds == ("0", "1") and row.cells_per_budget == 6
     assert summary.thresholds.phi == pytest.approx(0.2) and row.breaks_at.label == "1e-4@250"
 
 

@@ -1,0 +1,107 @@
+"""Paired comparisons of each defence setting with the suite's reference defence (`Suite.reference_defence`, the
+undefended `none`), on the headline measure after the attack.
+
+A pair is one unit both were measured in: the same world (the suite's `seed` param; the whole suite config where it
+has none), the same attack seed and the same budget, so the two runs of a pair share everything but the defence.
+A side's value in a unit is its mean `headline_post` over its defence seeds there (the reference, one model per
+world, has one). Compared at the defence's worst-case budget, the one its headline comes from. Test: the Wilcoxon
+signed-rank test, two-sided, zero differences split between the ranks (scipy `zero_method="zsplit"`: identical sides
+give p = 1); exact for small n, whose smallest reachable p is 2 / 2^n (0.25 for 3 pairs). Fewer than `MIN_PAIRS`
+pairs get no p-value, said so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.results.summary_budgets import Budget
+from harness.results.summary_rows import DefenceKey, in_budget, of_defence
+
+MIN_PAIRS = 3
+TEST = "Wilcoxon signed-rank"
+UNIT = "world x attack seed"
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One defence setting against the reference at one budget."""
+
+    reference: str                   # the reference defence's label
+    budget: Budget | None            # where the pairs were taken (the defence's worst-case budget)
+    n: int                           # pairs
+    mean_difference: float | None    # defence - reference, mean over pairs (negative: the defence is lower)
+    p: float | None                  # None: fewer than MIN_PAIRS pairs (or no budget), no test
+    test: str = TEST
+    unit: str = UNIT
+
+    def text(self) -> str:
+        """'n = 3 pairs (unit: world x attack seed, at 3e-4@1k), mean difference -0.41, Wilcoxon signed-rank p =
+        0.25', or why there is no test."""
+        if self.budget is None:
+            return "no worst useful attack: no pairs"
+        where = f"unit: {self.unit}, at {self.budget.label}"
+        if self.p is None:
+            return f"too few pairs (n = {self.n} < {MIN_PAIRS}; {where}): no test"
+        floor = f"; the smallest p {self.n} pairs can give is {2 / 2 ** self.n:.3g}" if self.n < 10 else ""
+        return (f"n = {self.n} pairs ({where}), mean difference {self.mean_difference:+.3f}, {self.test} "
+                f"p = {self.p:.3g}{floor}")
+
+
+def signed_rank_p(differences: Sequence[float]) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test of paired differences (zeros split: all zero gives 1)."""
+    from scipy.stats import wilcoxon  # lazy: scipy.stats costs a second to import
+
+    rounded = [round(float(d), 12) for d in differences]  # float noise of equal means is no difference
+    if not any(rounded):
+        return 1.0
+    return float(wilcoxon(rounded, zero_method="zsplit", alternative="two-sided").pvalue)
+
+
+def world_of(suite_params: str) -> str:
+    """The world a suite config evaluates in: its `seed` param where it has one, else the whole config."""
+    try:
+        params = json.loads(suite_params)
+    except (TypeError, ValueError):
+        return str(suite_params)
+    return json.dumps(params.get("seed")) if isinstance(params, dict) and "seed" in params else str(suite_params)
+
+
+def unit_means(frame: Any) -> dict[tuple[str, str], float]:
+    """(world, attack seed) -> mean headline_post over the frame's rows there (its defence seeds)."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for row in frame.to_dict("records"):
+        value = row["headline_post"]
+        if value is None or not math.isfinite(float(value)):
+            continue
+        sums.setdefault((world_of(row["suite_params"]), str(row.get("attack_seed", ""))), []).append(float(value))
+    return {unit: sum(v) / len(v) for unit, v in sums.items()}
+
+
+def paired(defence: Any, reference: Any, budget: Budget | None, reference_label: str) -> Paired:
+    """Pair a defence's runs with the reference's (both resistance-table rows at `budget`) by unit and test."""
+    if budget is None:
+        return Paired(reference_label, None, 0, None, None)
+    mine, theirs = unit_means(defence), unit_means(reference)
+    diffs = [mine[u] - theirs[u] for u in sorted(mine.keys() & theirs.keys())]
+    mean = sum(diffs) / len(diffs) if diffs else None
+    p = signed_rank_p(diffs) if len(diffs) >= MIN_PAIRS else None
+    return Paired(reference_label, budget, len(diffs), mean, p)
+
+
+def versus_reference(rows: Sequence[Any], resistance: Any, reference: str) -> dict[DefenceKey, Paired]:
+    """Each summary row (`DefenceSummary`) but the reference's own against the reference defence's row of the same
+    evaluation settings, at the row's worst-case budget. Rows without exactly one such reference row are left out."""
+    out = {}
+    for row in rows:
+        refs = [r for r in rows if r.key.name == reference and r.key.extra == row.key.extra]
+        if row.key.name == reference or len(refs) != 1 or resistance is None:
+            continue
+        budget = row.worst.budget if row.worst else None
+        mine, theirs = (in_budget(of_defence(resistance, k), budget) if budget else None for k in (row.key,
+                                                                                                   refs[0].key))
+        out[row.key] = paired(mine, theirs, budget, refs[0].label)
+    return out

@@ -1,0 +1,87 @@
+"""The rows of the results summary: which defence setting a table row belongs to (`DefenceKey`), and selecting a
+setting's and a budget's rows and seed labels from a condition table, and which rows are one unit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.results.summary_budgets import Budget, budget_of
+
+# Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds.
+SEED_COLUMNS = ("seed", "defence_seed", "attack_seed")
+DEFENCE_SEED_COLUMNS = ("seed", "defence_seed")  # pre-attack numbers belong to the defended model
+IDENTITY = ("defence", "defence_version", "defence_params")
+ROW_SETTINGS = "row_settings"  # optional column (canonical JSON): more settings that keep rows apart
+
+
+@dataclass(frozen=True)
+class DefenceKey:
+    name: str
+    version: str
+    params: str      # canonical JSON of the defence's settings
+    extra: str = ""  # canonical JSON of the ROW_SETTINGS ('' where the tables carry none)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return json.loads(self.params) if self.params else {}
+
+    @property
+    def extra_settings(self) -> dict[str, Any]:
+        return json.loads(self.extra) if self.extra else {}
+
+
+def key_of(row: dict[str, Any]) -> DefenceKey:
+    """The row identity of a table row."""
+    extra = row.get(ROW_SETTINGS)
+    return DefenceKey(str(row["defence"]), str(row["defence_version"]), str(row["defence_params"]),
+                      "" if extra is None else str(extra))
+
+
+def of_defence(frame: Any, key: DefenceKey) -> Any:
+    """The rows of one defence setting."""
+    if frame is None:
+        return None
+    mask = ((frame["defence"] == key.name) & (frame["defence_version"] == key.version)
+            & (frame["defence_params"] == key.params))
+    if ROW_SETTINGS in frame:
+        mask &= frame[ROW_SETTINGS] == key.extra
+    return frame[mask].reset_index(drop=True)
+
+
+def in_budget(frame: Any, budget: Budget) -> Any:
+    """The rows of one budget (None for no frame)."""
+    return None if frame is None else frame[[budget_of(r).id == budget.id for r in frame.to_dict("records")]]
+
+
+def seed_labels(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> set[str]:
+    return set() if frame is None else {seed_label(r, columns) for r in frame.to_dict("records")}
+
+
+def seed_label(row: dict[str, Any], columns: Sequence[str] = SEED_COLUMNS) -> str:
+    """'defence seed/attack seed' where a table has both (of `columns`), else the one seed."""
+    return "/".join(str(row[c]) for c in columns if c in row)
+
+
+def natural(label: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in label.split("/"))
+
+
+def unseeded_defences(names: Collection[str]) -> frozenset[str]:
+    """The defences among `names` registered `seeded=False`. A defence this installation does not have is counted
+    as seeded (one unit per defence seed, as records were always counted)."""
+    from harness import registry
+
+    known = set(registry.names("defence"))
+    return frozenset(n for n in names if n in known and not registry.get("defence", n).seeded)
+
+
+def one_defended_model(frame: Any) -> Any:
+    """A defence's rows with every defence seed set to the smallest: for a defence whose model does not depend on
+    the seed, records that differ only in defence seed then fall into one unit (`_units`); attack seeds stay apart."""
+    if frame is None or not len(frame):
+        return frame
+    columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame]
+    return frame.assign(**{c: frame[c].min() for c in columns})
