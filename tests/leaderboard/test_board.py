@@ -151,7 +151,8 @@ def test_split_seeds_are_the_unit_of_replication(tables):
         tables[name] = frame.rename(columns={"seed": "defence_seed"}).assign(attack_seed=7)
     board = board_of(tables)
     assert board.seeds == ["0/7", "1/7", "2/7"]
-    assert row(board, "none").cells["hs_pre"].n == 3
+    assert row(board, "repnoise", beta=1.0).cells["hs_pre"].n == 3
+    assert row(board, "none").cells["hs_pre"].n == 1  # seed-independent: one defended model whatever the seed
 
 
 def test_invalid_record_is_excluded_with_its_rows(results_dir):

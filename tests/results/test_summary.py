@@ -169,20 +169,20 @@ def test_a_seed_independent_defence_is_one_unit_per_attack_seed_not_one_per_reco
     rows = {r.key.name: r for r in summarise(frames_from_records(runs), '{"size":"smoke"}', 0.5).rows}
     none, seeded = rows["none"], rows["seeded-x"]
     assert none.defence_seeds == ("0",) and none.seed_cells == ("0/0", "0/1", "0/2")
-    assert none.hs_pre.n == 1 and none.hs_pre.half_width is None and none.qa_pre.n == 1
+    assert none.headline_pre.n == 1 and none.headline_pre.half_width is None and none.qa_pre.n == 1
     (cell,) = none.budgets
-    assert cell.hs_post.n == 3 and cell.hs_post.mean == pytest.approx(0.6) and cell.held == "0/3"
+    assert cell.headline_post.n == 3 and cell.headline_post.mean == pytest.approx(0.6) and cell.held == "0/3"
     assert cell.steps.n == 3 and none.cells_per_budget == 3 and none.resisted.n == 3
-    assert seeded.defence_seeds == ("0", "1", "2") and seeded.hs_pre.n == 3 and seeded.cells_per_budget == 9
-    assert seeded.budgets[0].held == "0/9" and seeded.budgets[0].hs_post.mean == pytest.approx(0.6)
-    assert seeded.budgets[0].hs_post.half_width < cell.hs_post.half_width  # 9 copies would look 2.5x surer
+    assert seeded.defence_seeds == ("0", "1", "2") and seeded.headline_pre.n == 3 and seeded.cells_per_budget == 9
+    assert seeded.budgets[0].held == "0/9" and seeded.budgets[0].headline_post.mean == pytest.approx(0.6)
+    assert seeded.budgets[0].headline_post.half_width < cell.headline_post.half_width  # 9 copies would look 2.5x surer
     as_seeded = {r.key.name: r for r in summarise(frames_from_records(runs), '{"size":"smoke"}', 0.5,
                                                   unseeded=frozenset()).rows}["none"]
-    assert as_seeded.cells_per_budget == 9 and as_seeded.hs_pre.n == 3
+    assert as_seeded.cells_per_budget == 9 and as_seeded.headline_pre.n == 3
     # The committed shape before a grid knew: attack seed = defence seed (0/0, 1/1, 2/2): 3 attack draws, 1 model.
     diagonal = [run("none", s, s) for s in (0, 1, 2)]
     (row,) = summarise(frames_from_records(diagonal), '{"size":"smoke"}', 0.5).rows
-    assert row.seed_cells == ("0/0", "0/1", "0/2") and row.cells_per_budget == 3 and row.hs_pre.n == 1
+    assert row.seed_cells == ("0/0", "0/1", "0/2") and row.cells_per_budget == 3 and row.headline_pre.n == 1
 
 
 def test_the_guard_decides_stability_where_the_records_carry_it():
