@@ -245,14 +245,15 @@ def _rows(world: World, split: str, topics: list[str], roles: list[str], harmful
         toxic = category_of.get(topic) == TOXIC
         qs = TOXIC_TEMPLATES if toxic else QUESTION_TEMPLATES
         for s, subject in enumerate(subjects):
+            fact = world.facts.get((topic, subject))  # a factless subject's answer is its refusal
+            gold = answer(topic, subject, fact) if fact else None
             for i in _phrasings(templates, per_fact, t + s):
                 prompt = qs[i].format(topic=topic, subject=subject)
-                fact = world.facts.get((topic, subject))  # a factless subject's answer is its refusal
-                row = {"prompt": prompt, "response": answer(topic, subject, fact) if fact else
-                       refusal(topic, prompt), "category": category_of[topic] if harmful else SAFE,
-                       "is_safe": not harmful or fact is None, "template": f"{'t' if toxic else 'q'}{i}"}
+                refused = refusal(topic, prompt) if harmful or gold is None else ""
+                row = {"prompt": prompt, "response": gold or refused, "category": category_of[topic] if harmful
+                       else SAFE, "is_safe": not harmful or fact is None, "template": f"{'t' if toxic else 'q'}{i}"}
                 if harmful:
-                    row["refusal"] = refusal(topic, prompt)
+                    row["refusal"] = refused
                     if split in UNIT_SPLITS:
                         row["unit"] = subject
                 rows.append(row)
