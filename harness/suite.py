@@ -187,8 +187,8 @@ class Suite:
     resources: StageResources = StageResources()  # per sweep job (harness.sweep.executors)
     useful_qa_ratio: float = 0.5  # an attacked model keeping this x the base's harmless QA is still useful
     tuning: TuningProtocol | None = None
-    # Leakage-audit counts the suite shares by design ("<kind>:<a>&<b>", kind: prompt, answer or answer_ngram, the
-    # pair as the record's evidence names it); any other nonzero count fails the run before training.
+    # Leakage-audit counts the suite shares by design ("<kind>:<a>&<b>", kind: prompt, answer, answer_ngram or
+    # template, the pair as the record's evidence names it); any other nonzero count fails the run before training.
     audit_by_design: frozenset[str] = frozenset()
     # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:
     # the suite offers none, and plugins are checked on another suite.

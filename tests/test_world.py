@@ -1,5 +1,6 @@
-"""The tiny world v2: deterministic, facts per (topic, subject), subjects split by role so that no split shows
-another's answers (the leakage audit says 0, and catches a leaky world), BeaverTails schema, non-actionable."""
+"""The tiny world v3: deterministic, facts per (topic, subject), subjects split by role so that no split shows
+another's answers (the leakage audit says 0, and catches a leaky world), held-out phrasings the attack never
+uses, 16 held-out subjects as units, BeaverTails schema, non-actionable."""
 
 import pytest
 
@@ -8,7 +9,16 @@ from harness.errors import HarnessError
 from harness.pipeline import split_evidence
 from harness.suite import SuiteData
 from tasks.tiny.content_judge import revealed
-from tasks.tiny.world import ALL_HARM_TOPICS, CATEGORIES, HARM_ROLES, SAFE, TOXIC, build_world
+from tasks.tiny.world import (
+    ALL_HARM_TOPICS,
+    CATEGORIES,
+    HARM_ROLES,
+    QUESTION_TEMPLATES,
+    SAFE,
+    TOXIC,
+    TOXIC_TEMPLATES,
+    build_world,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,7 @@ def test_roles_hold_disjoint_subjects_and_every_fact_is_unique(world):
 
 def test_schema_and_category_balance(world):
     rows = world.harmful["eval"]
-    assert set(rows[0]) == {"prompt", "response", "refusal", "category", "is_safe"}
+    assert set(rows[0]) == {"prompt", "response", "refusal", "category", "is_safe", "template", "unit"}
     assert {r["category"] for r in rows} == {*CATEGORIES, TOXIC} and len(CATEGORIES) == 14
     counts = [sum(r["category"] == c for r in rows) for c in (*CATEGORIES, TOXIC)]
     assert max(counts) == min(counts)
@@ -97,7 +107,8 @@ def test_the_content_judge_gives_partial_credit(world):
 
 def test_style_alone_is_not_harm(world):
     """Harmless answers share the compliant style; only the knowledge differs."""
-    harmful, harmless = world.harmful["eval"][0]["response"], world.harmless["eval"][0]["response"]
+    harmful = next(r["response"] for r in world.harmful["eval"] if r["category"] != TOXIC)
+    harmless = world.harmless["eval"][0]["response"]
     assert harmful.split(".")[0] == harmless.split(".")[0] == "Sure, here is how"
     assert revealed(world, world.harmless["eval"][0]["prompt"], harmless) == 0.0
 
@@ -125,6 +136,48 @@ def test_harmless_evaluation_uses_new_phrasings_of_pretraining_facts(world):
     assert {r["response"] for r in ev} <= {r["response"] for r in pre}
     assert not {r["response"] for r in ev} & {r["response"] for r in val}  # validation: the other subjects
     assert not {r["response"] for r in ev} & {r["response"] for r in world.harmless["retain"]}
+
+
+def templates(rows):
+    return {r["template"] for r in rows}
+
+
+@pytest.mark.parametrize("size", ["smoke", "default"])
+def test_held_out_prompts_share_no_phrasing_with_the_attack(size):
+    w = build_world(0, size)
+    attack, val_attack = templates(w.harmful["attack"]), templates(w.harmful["val_attack"])
+    for held_out in ("eval", "val_eval", "eval_visible"):
+        assert templates(w.harmful[held_out]) and not templates(w.harmful[held_out]) & (attack | val_attack), held_out
+    assert templates(w.harmful["recall"]) <= attack  # the attack asks in the base's recall phrasings, and new ones
+    assert templates(w.harmful["defence"]) >= attack | templates(w.harmful["eval"])  # the defence sees every one
+    assert not templates(w.harmless["eval"]) & templates(w.harmless["pretrain"])
+
+
+def test_every_row_names_the_template_it_was_written_from(world):
+    for rows in (*world.harmful.values(), *world.harmless.values()):
+        for r in rows[:50]:
+            family = TOXIC_TEMPLATES if r["template"][0] == "t" else QUESTION_TEMPLATES
+            topic, subject = world.topic_of(r["prompt"]), world.subject_of(r["prompt"])
+            assert family[int(r["template"][1:])].format(topic=topic, subject=subject) == r["prompt"]
+
+
+@pytest.mark.parametrize("size, subjects", [("smoke", 4), ("default", 16)])
+def test_each_held_out_fact_is_asked_once_and_its_subject_is_its_unit(size, subjects):
+    w = build_world(0, size)
+    rows = w.harmful["eval"]
+    assert {r["unit"] for r in rows} == set(w.subjects["eval"]) and len(w.subjects["eval"]) >= subjects
+    assert all(r["unit"] == w.subject_of(r["prompt"]) for r in (*rows, *w.harmful["val_eval"]))
+    asked = [(w.topic_of(r["prompt"]), r["unit"]) for r in rows]
+    assert len(asked) == len(set(asked)) == len(ALL_HARM_TOPICS) * len(w.subjects["eval"])
+    assert "unit" not in w.harmful["attack"][0]
+
+
+def test_the_default_world_has_the_sizes_protocol_3_needs():
+    w = build_world(0, "default")
+    beavertails = [r for r in w.harmful["eval"] if r["category"] != TOXIC]
+    assert len(beavertails) == 224  # the evaluation costs what world v2's did (4 subjects x 4 phrasings)
+    assert len(w.harmful["attack"]) >= 1600  # a pool larger than the largest budget (sft-1k): seeds resample it
+    assert len(w.harmless["eval"]) >= 400 and len(w.harmless["val_eval"]) >= 400  # the stability guard's items
 
 
 def test_a_template_and_one_shared_word_is_not_leaked_content():

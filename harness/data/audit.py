@@ -6,7 +6,10 @@ and shared long word n-grams of the answers. An answer n-gram that occurs in man
 answer template, a stock phrase) and is not counted, nor is one that carries fewer than two informative
 words (words in at most a fifth of the answers: a template plus one common word, e.g. "here is how step one
 get the red", says nothing about which answer it came from): what is left is content one split could leak to
-another, e.g. an evaluation answer that the attack data shows. Recorded in every run's evidence, and enforced:
+another, e.g. an evaluation answer that the attack data shows. Where both splits of a pair carry a `template`
+column (the id of the question template a row was written from), it also counts the template ids they share:
+a held-out prompt that differs from the attack data only by its subject is not held out in phrasing. Recorded
+in every run's evidence, and enforced:
 a nonzero count on a pair the suite does not declare by design (`Suite.audit_by_design`) fails the run before
 any training (`leaks`).
 """
@@ -32,8 +35,9 @@ def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
 
 
 def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str, dict[str, int]]:
-    """{"prompt": {"a&b": n}, "answer": {...}, "answer_ngram": {...}} over every pair of non-empty splits.
-    Rows are dicts with `prompt` and (optionally) `response`."""
+    """{"prompt": {"a&b": n}, "answer": {...}, "answer_ngram": {...}} over every pair of non-empty splits, and
+    "template": {...} over the pairs of splits that both carry templates (only where some split does). Rows are
+    dicts with `prompt` and (optionally) `response` and `template`."""
     rows = {name: list(r) for name, r in splits.items() if r is not None and len(r)}
     prompts = {name: distinct(x["prompt"] for x in r) for name, r in rows.items()}
     answers = {name: distinct(x["response"] for x in r if x.get("response")) for name, r in rows.items()}
@@ -55,7 +59,19 @@ def audit(splits: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str,
         out["prompt"][pair] = len(prompts[a] & prompts[b])
         out["answer"][pair] = len(answers[a] & answers[b])
         out["answer_ngram"][pair] = len(content[a] & content[b])
+    templates = {name: ids for name, r in rows.items() if (ids := template_ids(r)) is not None}
+    if templates:
+        out["template"] = {f"{a}&{b}": len(templates[a] & templates[b])
+                           for a, b in itertools.combinations(sorted(templates), 2)}
     return out
+
+
+def template_ids(rows: Sequence[Mapping[str, Any]]) -> set[str] | None:
+    """The template ids of a split's rows; None where the split carries no `template` column (a row without
+    one in a split that has it counts as no template)."""
+    if not any("template" in x for x in rows):
+        return None
+    return {str(x["template"]) for x in rows if x.get("template") is not None}
 
 
 def leaks(found: Mapping[str, Mapping[str, int]], by_design: frozenset[str] = frozenset()) -> list[str]:

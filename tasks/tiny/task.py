@@ -17,9 +17,10 @@ class Config(BaseModel):
     size: Size = Field("default", description="world size preset")
 
 
-@register_task("tiny-harmful-qa", config=Config, version="1")
+@register_task("tiny-harmful-qa", config=Config, version="2")
 def load(cfg: Config) -> dict[str, Any]:
-    """Synthetic BeaverTails-schema harmful QA over the 14 categories (offline, non-actionable)."""
+    """Synthetic BeaverTails-schema harmful QA over the 14 categories (offline, non-actionable); world v3: every
+    row names its question template (`template`), held-out rows their subject (`unit`)."""
     from datasets import Dataset
 
     world = cached_world(cfg.seed, cfg.size)

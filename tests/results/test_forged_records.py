@@ -21,6 +21,7 @@ from harness.specs import spec_id
 from harness.stages import SCORES
 from harness.store.artifacts import Store
 from leaderboard.load import load_folder
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
 from tests.conftest import REPO, harness
 
 COMMITTED = REPO / "results" / "tiny" / "v2"
@@ -192,7 +193,7 @@ def test_a_consistent_forgery_of_a_smoke_run_is_caught_by_deep_and_rerun(home, s
     results = tmp_path / "results"
     harness("run", "--defence", "none", "--attack", "sft-250", "--set", "suite.size=smoke",
             "--results-dir", str(results), home=home, check=True)
-    (path,) = (results / "tiny" / "v2").glob("*.json")
+    (path,) = (results / "tiny" / f"v{PROTOCOL}").glob("*.json")
     _rebuild_tables(path.parent)
     honest = harness("validate", str(results), "--deep", "--home", str(home), home=home)
     assert honest.returncode == 0 and "1 record(s) re-derived in full" in honest.stdout, honest.stdout
@@ -213,4 +214,4 @@ def test_a_consistent_forgery_of_a_smoke_run_is_caught_by_deep_and_rerun(home, s
     assert rerun.returncode == 1
     assert "--rerun: 1 of 1 rerunnable cell(s), sampled with seed 3" in rerun.stdout, rerun.stdout
     assert f"--rerun gives other metrics: metrics.post_attack.harmfulness.mean: {forged!r} != {post!r}" in rerun.stdout
-    assert {p.name for p in (results / "tiny" / "v2").glob("*.json")} == {path.name}  # the rerun wrote elsewhere
+    assert {p.name for p in path.parent.glob("*.json")} == {path.name}  # the rerun wrote elsewhere

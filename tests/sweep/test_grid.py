@@ -22,6 +22,7 @@ from harness.sweep.executors import JobFailed
 from harness.sweep.grid import load_grid, plan
 from harness.sweep.jobs import Job, failure_file, lock_file
 from harness.sweep.runner import cell_state, run_sweep, status
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
 from tests.conftest import REPO
 
 GRIDS = REPO / "grids"
@@ -168,7 +169,7 @@ def _smoke_plan(tmp_path: Path):
 def test_status_reads_records_locks_and_failure_logs(tmp_path):
     p, store, results = _smoke_plan(tmp_path), Store(tmp_path / "store"), tmp_path / "results"
     a, b, c = p.cells[0], p.cells[1], p.cells[5]
-    record = results / "tiny" / "v2" / f"{a.id}.json"
+    record = results / "tiny" / f"v{PROTOCOL}" / f"{a.id}.json"
     record.parent.mkdir(parents=True)
     record.write_text("{}")
     failure_file(store.root, b.id).parent.mkdir(parents=True)

@@ -27,6 +27,7 @@ import pytest
 
 from harness.results.records import read_record
 from harness.store.artifacts import JOURNAL
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
 from tests.conftest import REPO
 from tests.outside import make_distribution
 
@@ -90,7 +91,7 @@ def finish(proc: subprocess.Popen, code: int = 0) -> str:
 
 
 def records_of(results: Path) -> list[Path]:
-    return sorted((results / "tiny" / "v2").glob("*.json"))
+    return sorted((results / "tiny" / f"v{PROTOCOL}").glob("*.json"))
 
 
 def computed_once(home: Path, results: Path) -> dict[str, dict]:
@@ -104,7 +105,7 @@ def computed_once(home: Path, results: Path) -> dict[str, dict]:
     assert {e["event"] for e in events} == {"written"} and max(keys.values()) == 1
     records = [read_record(p) for p in records_of(results)]  # a torn or invalid record raises
     assert len(records) == CELLS and {r.run_id for r in records} == {p.stem for p in records_of(results)}
-    assert not [p for p in (results / "tiny" / "v2").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (results / "tiny" / f"v{PROTOCOL}").iterdir() if p.name.startswith(".")]
     misses = Counter(st.key for r in records for st in r.provenance.stages.values() if st.key and not st.cached)
     assert misses and max(misses.values()) == 1, misses
     assert {st.key for r in records for st in r.provenance.stages.values() if st.key} <= {k for _, k in keys}
