@@ -4,3 +4,7 @@ Importing this package is cheap on purpose (no torch): `harness list` and `--hel
 """
 
 __version__ = "0.1.0"
+
+from harness import lean_imports
+
+lean_imports.install()  # transformers without scikit-learn (harness/lean_imports.py)

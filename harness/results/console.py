@@ -51,8 +51,16 @@ def condition_lines(m: Metrics) -> list[str]:
     out = [f"resistance: phi {res.phi:.3f}{measure}, {crossed} (of {res.steps}), AUC {res.auc:.3f}",
            f"stability: perplexity {st.perplexity.defended:.2f} vs base {st.perplexity.base:.2f}"
            f" (x{st.perplexity.ratio:.2f}); harmless QA {st.harmless_qa.defended:.2f} vs {st.harmless_qa.base:.2f}"]
+    pre, post = m.pre_attack, m.post_attack
+    if pre.access is not None and post.access is not None:
+        forced = " -> ".join(f"{e.forced.mean:.3f} ('{e.forced.strongest}')" if e.forced else "–" for e in (pre, post))
+        compliance = " -> ".join("–" if e.compliance is None else f"{e.compliance:.3f}" for e in (pre, post))
+        floor = "" if m.floor is None else f"; random-answer floor {m.floor:.3f}"
+        out.append(f"knowledge access: {pre.access:.3f} -> {post.access:.3f} (compliance {compliance}; forced recall "
+                   f"{forced}{floor})")
     if m.verdict:
-        why = f": {'; '.join(m.guard.reasons)}" if m.guard and m.guard.reasons else ""
+        reasons = [*(m.guard.reasons if m.guard else []), *(m.attacked_guard.reasons if m.attacked_guard else [])]
+        why = f": {'; '.join(reasons)}" if reasons else ""
         out.append(f"verdict: {m.verdict}{why}")
     if tr:
         out.append(f"trainability ({tr.task}): ROUGE-1 {tr.rouge1_before:.2f} -> {tr.rouge1_after:.2f} "
