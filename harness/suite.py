@@ -193,6 +193,9 @@ class Suite:
     # Suite params of a quick configuration for `harness plugins check` (tiny: the smoke-size world); None:
     # the suite offers none, and plugins are checked on another suite.
     check_params: Mapping[str, Any] | None = None
+    # Records of this protocol version and later must come from a clean source tree (`harness validate` fails a
+    # dirty one); a suite whose earlier published protocols hold dirty records names the first clean one.
+    clean_from_protocol: int = 1
     description: str = ""
 
     def defaults_for(self, kind: str, name: str, fields: Iterable[str]) -> dict[str, Any]:

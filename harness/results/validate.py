@@ -105,7 +105,25 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
     where = (path.parent.parent.name, path.parent.name)
     if in_folder and where != results_folder(Path(), record.suite, record.protocol_version).parts:
         problems.append(f"a record of suite '{record.suite}' v{record.protocol_version} in folder {'/'.join(where)}")
-    return record, [*problems, *consistency_problems(record), *plugin_checks(record)[0]]
+    return record, [*problems, *consistency_problems(record), *plugin_checks(record)[0], *provenance_problems(record)]
+
+
+def provenance_problems(record: RunRecord) -> list[str]:
+    """A record made from a dirty tree, of a protocol its installed suite requires clean (`Suite.clean_from_protocol`):
+    its commit does not say what code made it."""
+    from harness import registry
+
+    if not record.provenance.git_dirty or record.suite not in registry.names("suite"):
+        return []
+    try:
+        plugin = registry.get("suite", record.suite)
+        clean_from = plugin.fn(plugin.config()).clean_from_protocol
+    except HarnessError:
+        return []  # a suite that does not load: plugin_checks says so
+    if record.protocol_version < clean_from:
+        return []
+    return [f"made from a dirty tree (git commit {record.provenance.git_commit[:12]} with uncommitted changes): "
+            f"{record.suite} v{record.protocol_version} records must come from a clean commit"]
 
 
 def check_tables(folder: Path, records: list[RunRecord]) -> list[str]:

@@ -195,6 +195,7 @@ def tiny(cfg: Config) -> Suite:
                               attacks=("sft-250", "lora-1k", "forced-prefix", "best-of-n", "benign-250",
                                        "benign-similar-100", "aoa", "poison-10", "retain-ft-250")),
         check_params={"size": "smoke"},
+        clean_from_protocol=3,  # v1 and v2 hold records made from dirty trees (published before the rule)
         resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
     )

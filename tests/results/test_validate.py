@@ -86,3 +86,17 @@ def test_cli_exit_codes(results, tmp_path):
     assert bad.returncode == 1 and "FAIL" in bad.stdout and "trainability.parquet missing" in bad.stdout
     missing = harness("validate", str(tmp_path / "nope"), home=tmp_path)
     assert missing.returncode == 2 and missing.stdout == "" and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_dirty_record_fails_from_the_protocol_its_suite_requires_clean():
+    """tiny v1/v2 hold records from dirty trees (published before the rule); from v3 (`clean_from_protocol`) a
+    record made from uncommitted changes fails `harness validate`."""
+    from harness.results.validate import provenance_problems
+
+    record = load_records(REPO / "results" / "tiny" / "v2")[0]
+    dirty = record.model_copy(update={"provenance": record.provenance.model_copy(update={"git_dirty": True})})
+    clean = record.model_copy(update={"provenance": record.provenance.model_copy(update={"git_dirty": False})})
+    assert provenance_problems(dirty) == [] and provenance_problems(clean) == []  # v2: the rule starts at v3
+    problems = provenance_problems(dirty.model_copy(update={"protocol_version": 3}))
+    assert len(problems) == 1 and "dirty tree" in problems[0] and "tiny v3" in problems[0], problems
+    assert provenance_problems(clean.model_copy(update={"protocol_version": 3})) == []
