@@ -65,16 +65,17 @@ lint: $(STAMP)
 
 # CI: lint, every test (both tiers, on two pytest-xdist workers: the 2-core machine has two cores and the tests
 # are mostly single-threaded; --dist loadfile keeps a module's tests, which may build on each other's records, on one
-# worker), then the committed results as a submitter's are checked (schema, run ids, tables), and every defence's
+# worker; --no-loadscope-reorder keeps tests/conftest.py's order, the modules with the most slow tests first, where
+# xdist would start the modules with the most tests, the fast parametrised ones, and end on the long ones), then the committed results as a submitter's are checked (schema, run ids, tables), and every defence's
 # fidelity card (its switches change the run id and train; the built-ins all have one).
 test: $(STAMP) $(VLLM) lint browser
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=25
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 	$(BIN)/harness validate results
 	OMP_NUM_THREADS=1 $(BIN)/harness cards check
 
 # The edit loop: every test not marked slow (no world build, vLLM engine, Ray cluster or end-to-end training).
 test-fast: $(STAMP) lint
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile -m "not slow" --durations=10
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=10
 
 # The leaderboard's browser tests drive Debian's chromium. Installed with apt-get only when running as root
 # (CI); elsewhere, or if the install fails, the browser tests skip and say why.
