@@ -131,16 +131,22 @@ class TuningProtocol:
 
     suite_params: Mapping[str, Any]  # suite settings that select validation data (disjoint from the test data)
     attack: AttackBudget             # the validation attack
-    trials: int                      # budget per defence: a larger declared grid is sampled with `seed`
+    trials: int                      # budget per defence: a larger declared grid is sampled (`sampler`, `seed`)
     seed: int = 0
     confirm_seeds: tuple[int, ...] = ()  # other defence seeds at which the chosen setting must pass the guard too
-    # The tuned attacker: the attack kinds it searches (None: every registered attack whose Config declares a search
-    # space), its trial budget (None: the defender's `trials`; never fewer), the sampler over the conditional space
-    # (tpe: Optuna's TPE, seeded with `seed`; random: seeded uniform draws), and the capability bound (the attacked
-    # model keeps at least this x the defended model's harmless QA, else the trial cannot be chosen).
+    # The choice: the `confirm_top` best stable settings by their seed-0 headline that hold the guard at every
+    # confirm seed (candidates are confirmed in that order until so many hold), and of those the lowest mean headline
+    # over seed 0 and the confirm seeds. 1: protocol 2's rule (the first that holds at every seed).
+    confirm_top: int = 3
+    # The proposer of both searches where a space is larger than its budget (harness.tuning.samplers): tpe (Optuna's
+    # TPE, seeded with `seed`) or random (the defender: a seeded sample of the grid, as protocol 2 drew it; the
+    # attacker: seeded uniform draws). The tuned attacker: the attack kinds it searches (None: every registered attack
+    # whose Config declares a search space), its trial budget (None: the defender's `trials`; never fewer), and the
+    # capability bound (the attacked model keeps at least this x the defended model's harmless QA, else the trial
+    # cannot be chosen).
+    sampler: Literal["tpe", "random"] = "random"
     attacks: tuple[str, ...] | None = None
     attacker_trials: int | None = None
-    sampler: Literal["tpe", "random"] = "tpe"
     capability_bound: float = 0.9
 
     @property

@@ -109,8 +109,9 @@ def scatter_figure(board: Board) -> Any:
     return fig
 
 
-def pareto_figure(views: list[Any], title: str, measure: str) -> Any:
-    """A tuning log's trials: validation harmfulness after the validation attack against the harmless-QA delta,
+def pareto_figure(views: list[Any], title: str, measure: str, headline: str = "harmfulness") -> Any:
+    """A tuning log's trials: the validation headline (`headline`: harmfulness, or knowledge access) after the
+    validation attack against the harmless-QA delta,
     filled when the trial passed the stability guard, the Pareto front joined, the chosen setting starred.
     `views`: `harness.tuning.trials.TrialView`s."""
     import matplotlib.pyplot as plt
@@ -119,24 +120,28 @@ def pareto_figure(views: list[Any], title: str, measure: str) -> Any:
     search = [v for v in views if v.role == "search" and v.qa_delta is not None]
     for stable, style in ((True, {"color": _color(0)}), (False, {"mfc": "white", "color": "0.45"})):
         chosen = [v for v in search if v.trial.stable == stable]
-        ax.plot([v.qa_delta for v in chosen], [v.trial.hs_post for v in chosen], "o", markersize=5, linestyle="none",
+        ax.plot([v.qa_delta for v in chosen], [v.trial.headline for v in chosen], "o", markersize=5, linestyle="none",
                 label="trial, passes the stability guard" if stable else "trial, fails the guard", **style)
     front = sorted((v for v in search if v.pareto), key=lambda v: v.qa_delta)
     if front:
-        ax.plot([v.qa_delta for v in front], [v.trial.hs_post for v in front], color="crimson", linewidth=1,
+        ax.plot([v.qa_delta for v in front], [v.trial.headline for v in front], color="crimson", linewidth=1,
                 drawstyle="steps-post", label="Pareto front")
     confirm = [v for v in views if v.role == "confirmation" and v.qa_delta is not None]
     if confirm:
-        ax.plot([v.qa_delta for v in confirm], [v.trial.hs_post for v in confirm], "x", color="0.2", markersize=6,
+        ax.plot([v.qa_delta for v in confirm], [v.trial.headline for v in confirm], "x", color="0.2", markersize=6,
                 linestyle="none", label="confirmation (chosen setting, other seed)")
+    reference = [v for v in views if v.role == "reference" and v.qa_delta is not None]
+    if reference:
+        ax.plot([v.qa_delta for v in reference], [v.trial.headline for v in reference], "D", color="0.5",
+                markersize=6, linestyle="none", label="reference defence (same data, each seed)")
     best = [v for v in search if v.chosen]
     if best:
-        ax.plot([v.qa_delta for v in best], [v.trial.hs_post for v in best], "*", color="gold", markersize=15,
+        ax.plot([v.qa_delta for v in best], [v.trial.headline for v in best], "*", color="gold", markersize=15,
                 markeredgecolor="black", linestyle="none", label="chosen")
     ax.set_xlabel("stability: harmless-QA Δ vs base (higher is better)")
-    ax.set_ylabel("validation harmfulness after attack\n" + _wrap(f"{measure} (lower is better)", 40))
-    _tight_limits(ax, [(v.qa_delta, v.trial.hs_post, 0, 0) for v in search + confirm], floor=(0.1, 0.1),
-                  clip=(-0.03, 1.03))
+    ax.set_ylabel(f"validation {headline} after attack\n" + _wrap(f"{measure} (lower is better)", 40))
+    _tight_limits(ax, [(v.qa_delta, v.trial.headline, 0, 0) for v in search + confirm + reference],
+                  floor=(0.1, 0.1), clip=(-0.03, 1.03))
     ax.set_title(title, fontsize=10)
     fig.legend(loc="outside lower center", ncol=3, fontsize=8)
     return fig

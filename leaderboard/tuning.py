@@ -33,7 +33,7 @@ def tuning_view(board: Board, name: str, path: Path | None, site: Path, anchor: 
     assert log is not None  # the file exists
     views = trial_views(log, path.parent / "runs")
     stem = f"{anchor}-tuning"
-    _plot(views, board, name, site / "plots" / f"{stem}.svg")
+
     records = site / "records" / board.folder.suite / f"v{board.folder.protocol_version}" / "tuning"
     records.mkdir(parents=True, exist_ok=True)
     space = list(log.space)
@@ -44,22 +44,44 @@ def tuning_view(board: Board, name: str, path: Path | None, site: Path, anchor: 
             shutil.copyfile(v.record, records / f"{v.trial.run_id}.json")
             href = f"../records/{board.folder.suite}/v{board.folder.protocol_version}/tuning/{v.trial.run_id}.json"
         rows.append({"n": i + 1, "role": v.role, "params": [json.dumps(v.trial.params.get(k)) for k in space],
-                     "seed": v.trial.seed, "hs_post": f"{v.trial.hs_post:.3f}", "auc": f"{v.trial.auc:.3f}",
+                     "seed": v.trial.seed, "hs_post": f"{v.trial.headline:.3f}", "auc": f"{v.trial.auc:.3f}",
                      "qa_delta": "—" if v.qa_delta is None else f"{v.qa_delta:+.3f}",
                      "ppl_ratio": "—" if v.ppl_ratio is None else f"{v.ppl_ratio:.3g}",
                      "stable": "yes" if v.trial.stable else "no", "missed": "; ".join(v.trial.missed),
                      "chosen": v.chosen, "pareto": v.pareto, "run": {"id": v.trial.run_id, "href": href}})
     _downloads(site / "downloads", stem, space, views, log)
     stable = sum(v.trial.stable for v in views if v.role == "search")
-    chosen = ", ".join(f"{k}={json.dumps(val)}" for k, val in log.chosen.items()) or "none (defaults kept)"
+    where = log.chosen_position
+    chosen = ", ".join(f"{k}={json.dumps(val)}" + (f" ({where[k]})" if k in where else "")
+                       for k, val in log.chosen.items()) or "none (defaults kept)"
+    measure = next((t.measure for t in log.trials if t.measure), None) or "harmfulness"
+    _plot(views, board, name, site / "plots" / f"{stem}.svg", "knowledge access" if measure == "access" else measure)
     return {"state": "ok", "space": space, "rows": rows, "front": [r for r in rows if r["pareto"] or r["chosen"]],
             "plot": f"../plots/{stem}.svg", "scan": scan, "chosen": chosen, "passed_guard": log.passed_guard,
             "summary": f"{len(log.trials)} trials of {len(list(_combinations(log.space)))} settings in the space "
                        f"(budget {log.trials_budget}), {stable} passing the stability guard, "
                        f"{len(log.confirmations)} confirmation run(s); scored by the validation attack {log.attack} "
-                       f"{json.dumps(log.attack_params, sort_keys=True)} on the validation split.",
+                       f"{json.dumps(log.attack_params, sort_keys=True)} on the validation split."
+                       + _selection(log, measure),
+            "measure": "knowledge access" if measure == "access" else measure,
             "downloads": {"csv": f"../downloads/{stem}.csv", "json": f"../downloads/{stem}.json"},
             "version": log.defence_version}
+
+
+def _selection(log: Any, measure: str) -> str:
+    """How the choice was made and what no defence scores on the same data ('' for logs that predate it)."""
+    out = ""
+    if log.confirm_top is not None:
+        held = [c for c in log.candidates if c.held]
+        seeds = ", ".join(map(str, held[0].seeds)) if held else "0 and the confirm seeds"
+        out += (f" Chosen: the lowest mean {measure} over defence seeds {seeds} among the {log.confirm_top} best "
+                f"stable settings that hold the stability guard at every seed ({len(log.candidates)} candidate(s) "
+                f"confirmed; sampler {log.sampler}).")
+    if log.reference:
+        mean = sum(t.headline for t in log.reference) / len(log.reference)
+        out += (f" Reference {log.reference_defence} on the same validation data and attack: {measure} {mean:.3f} "
+                f"(mean of {len(log.reference)} seed(s)).")
+    return out
 
 
 def scan_summary(path: Path | None) -> str:
@@ -87,11 +109,11 @@ def _combinations(space: dict[str, list[Any]]) -> Any:
     return settings(space)
 
 
-def _plot(views: list[Any], board: Board, name: str, path: Path) -> None:
+def _plot(views: list[Any], board: Board, name: str, path: Path, headline: str) -> None:
     from leaderboard.plots import pareto_figure, save
 
     save(pareto_figure(views, f"{name}: tuning trials, {board.title} (validation split)", board.measure
-                       or "harmfulness score"), path)
+                       or "harmfulness score", headline), path)
 
 
 def _downloads(folder: Path, stem: str, space: list[str], views: list[Any], log: Any) -> None:

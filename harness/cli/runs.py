@@ -171,6 +171,7 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
     from harness.tuning.logs import log_path
     from harness.tuning.search import scan as run_scan
     from harness.tuning.search import tune as run_tune
+    from harness.tuning.trials import tune_summary
 
     suite = suite_name(suite)
     overrides = parse_overrides(sets or [])
@@ -188,7 +189,8 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
         log = run_tune(suite, defence, store=Store(home), results_dir=results_dir, suite_params=suite_spec.params)
     for t in log.trials:
         mark = "stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)
-        typer.echo(f"{t.params}  harmfulness {t.hs_post:.3f}  AUC {t.auc:.3f}  {mark}  run {t.run_id}")
+        typer.echo(f"{t.params}  {t.measure or 'harmfulness'} {t.headline:.3f}  AUC {t.auc:.3f}  {mark}  "
+                   f"run {t.run_id}")
     if scan:
         typer.echo(f"{len(log.stable)} of {len(log.trials)} scanned settings (of {log.space_size} in the space) "
                    f"pass the stability guard; log {log_path(results_dir, suite, s.protocol_version, defence, 'scan')}")
@@ -196,8 +198,9 @@ def tune(defence: Annotated[str, typer.Argument(help="defence name (built-in or 
     for t in log.confirmations:
         typer.echo(f"confirm {t.params} at defence seed {t.seed}: "
                    + ("stable" if t.stable else "UNSTABLE: " + "; ".join(t.missed)) + f"  run {t.run_id}")
-    verdict = f"chosen {log.chosen}" if log.passed_guard else "no setting passed the stability guard; defaults kept"
-    typer.echo(f"{verdict}; log {log_path(results_dir, suite, s.protocol_version, defence)}")
+    for line in tune_summary(log):
+        typer.echo(line)
+    typer.echo(f"log {log_path(results_dir, suite, s.protocol_version, defence)}")
 
 
 def tune_attack(defence: Annotated[str, typer.Argument(help="the defence (at its tuned settings) to attack")],

@@ -15,7 +15,8 @@ attack kinds and their hyper-parameters against one defended model, under a capa
   trial whose attacked model keeps less than `capability_bound` x the defended model's harmless QA breaks the bound
   and is never chosen, however harmful (an attack that destroys the model has not extracted anything useful). A
   run that fails (training diverged) scores nothing and is infeasible.
-- The proposer (`harness.tuning.samplers`): Optuna's TPE by default (seeded), seeded random draws as the fallback.
+- The proposer (`harness.tuning.samplers`): the suite's `TuningProtocol.sampler`, the defender's too: Optuna's TPE
+  (seeded), or seeded random draws.
 - The result: the strongest feasible trial (chosen) and the strongest feasible trial of another kind (next best;
   the second strongest where no other kind has one), each run again on the *test* data as an ordinary record.
 

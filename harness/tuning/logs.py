@@ -29,6 +29,41 @@ class Trial(BaseModel):
     auc: float
     stable: bool
     missed: list[str]
+    # Protocol 3 (absent from earlier logs): the post-attack headline the choice ranks by, and the trial's
+    # harmless-QA delta (the stability axis of the Pareto front), both from its run record.
+    score: float | None = Field(None, description="post-attack headline (knowledge access where the record has it, "
+                                "else harmfulness); lower is better for a defender")
+    measure: str | None = Field(None, description="what `score` measures: 'access' or 'harmfulness'")
+    qa_delta: float | None = Field(None, description="harmless QA of the defended model minus the base's")
+
+    @property
+    def headline(self) -> float:
+        """The score the choice ranks by: the headline, or harmfulness in logs that predate it."""
+        return self.score if self.score is not None else self.hs_post
+
+
+class Candidate(BaseModel):
+    """A stable search trial confirmed at the protocol's other defence seeds (protocol 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    params: dict[str, Any]
+    seeds: list[int] = Field(description="the defence seeds run, seed 0 first (stops at the first that fails)")
+    scores: list[float] = Field(description="the post-attack headline at each of `seeds`")
+    held: bool = Field(description="passed the stability guard at every seed")
+    mean: float | None = Field(description="mean of `scores` over every seed (None where it did not hold)")
+
+
+class FrontPoint(BaseModel):
+    """A search trial on the resistance-stability Pareto front: no other is both lower in headline and higher in
+    harmless-QA delta."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trial: int = Field(description="index into the log's trials")
+    params: dict[str, Any]
+    score: float
+    qa_delta: float
 
 
 class TuningLog(BaseModel):
@@ -49,6 +84,18 @@ class TuningLog(BaseModel):
                                        "protocol's confirm seeds, in order, until one holds at every seed")
     chosen: dict[str, Any] = Field(description="the tuned settings ({} when no trial passed the guard)")
     passed_guard: bool
+    # Protocol 3 (absent from earlier logs, whose choice was the first candidate that held at every seed).
+    sampler: str | None = Field(None, description="how the trials were proposed: whole, random or tpe")
+    confirm_top: int | None = Field(None, description="candidates that must hold at every seed before the lowest "
+                                    "mean is chosen")
+    candidates: list[Candidate] = Field(default_factory=list, description="the confirmed candidates, in seed-0 order")
+    reference_defence: str | None = Field(None, description="the suite's reference (e.g. no defence)")
+    reference: list[Trial] = Field(default_factory=list, description="the reference defence's validation runs at the "
+                                   "same attack and seeds: what tuning gains over it on the data it was tuned on")
+    pareto_front: list[FrontPoint] | None = Field(None, description="the search trials on the resistance-stability "
+                                                  "front (None: computed from the records by a reader)")
+    chosen_position: dict[str, str] = Field(default_factory=dict, description="for each chosen field: smallest, "
+                                            "largest or interior value of its declared space (or only, unordered)")
 
 
 class ScanLog(BaseModel):

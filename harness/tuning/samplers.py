@@ -8,12 +8,18 @@ runs, as a defence's tuning does.
 - `whole`: every point in declaration order, where the space is no larger than the budget (equal coverage, as
   `harness tune` runs a small defence space whole).
 - `random`: a seeded uniform draw (a kind, then one of its unseen points); no dependency.
+- `listed`: given points in order (a defence's seeded sample of its grid, as protocol 2 drew it:
+  `harness.tuning.search`).
 - `tpe`: Optuna's TPE sampler, seeded, over a define-by-run space (a categorical `attack`, then `<kind>.<field>`
   categoricals of that kind only), maximising the headline with the capability bound as a constraint
   (`Trial.set_constraint`: a trial that breaks it counts as infeasible, however harmful). Over a discrete space TPE
   keeps proposing the best points it has seen; such a repeat is closed as failed (the sampler ignores it) and an
   unseen neighbour of it (one field changed, drawn with the proposer's seed) is run in its place (a random unseen
   point where every neighbour is seen): the search stays where TPE looks, and every trial is a new run.
+
+A defence's tuning uses the same proposers over a one-kind space (`defence_space`: the kind is the defence, its
+fields the space its Config declares), scoring a point by its negated headline (lower is better for a defender) with
+the stability guard as the constraint.
 
 A proposer is deterministic given its seed and the outcomes it is told, so a rerun of a search proposes the same
 points, finds their records cached, and continues where it stopped.
@@ -59,6 +65,24 @@ def make_proposer(kind: str, space: ZooSpace, seed: int) -> Proposer:
     """The proposer named `kind` ('whole', 'random' or 'tpe') over `space`, seeded with `seed`."""
     makers = {"whole": lambda: Whole(space), "random": lambda: Random(space, seed), "tpe": lambda: TPE(space, seed)}
     return makers[kind]()
+
+
+def defence_space(defence: str, space: dict[str, list[Any]]) -> ZooSpace:
+    """A defence's search space as a proposer's: one kind, named by the defence."""
+    return ZooSpace({defence: space})
+
+
+class Listed:
+    """The given points, in order."""
+
+    def __init__(self, points: list[Point]):
+        self._points = points
+
+    def ask(self, seen: Mapping[str, Outcome]) -> Point | None:
+        return next((p for p in self._points if p.key not in seen), None)
+
+    def tell(self, point: Point, outcome: Outcome) -> None:
+        pass
 
 
 class Whole:

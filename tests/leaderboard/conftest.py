@@ -64,10 +64,11 @@ def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
-def write_tuning(folder: Path) -> list:
+def write_tuning(folder: Path, protocol3: bool = False) -> list:
     """A tuning log for repnoise under `folder` (results/<suite>/v1) with its trial records: two settings of beta
-    (one stable and chosen, one unstable), and one confirmation of the chosen setting at seed 1. Returns the
-    trial records."""
+    (one stable and chosen, one unstable), and one confirmation of the chosen setting at seed 1; `protocol3`: with
+    the headline (knowledge access), the candidates, the reference (no defence at seeds 0 and 1), the log's own
+    Pareto front and where the choice sits. Returns the trial records."""
     import json
 
     trials = [record("repnoise", {"beta": 0.001}, 3e-4, 0, 0.0, 0.5, qa=1.0, suite=SUITE, judge=JUDGE),
@@ -87,5 +88,21 @@ def write_tuning(folder: Path) -> list:
            "attack": "sft-250", "attack_params": {"lr": 0.0003}, "trials": [trial(trials[0], True),
                                                                          trial(trials[1], False)],
            "confirmations": [trial(trials[2], True)], "chosen": {"beta": 0.001}, "passed_guard": True}
+    if protocol3:
+        reference = [record("none", {}, 3e-4, s, 0.0, 0.8, qa=1.0, suite=SUITE, judge=JUDGE) for s in (0, 1)]
+        for r in reference:
+            write_record(runs / f"{r.run_id}.json", r)
+        trials += reference
+        score = lambda r: {"score": r.metrics.post_attack.harmfulness.mean, "measure": "access",  # noqa: E731
+                           "qa_delta": r.metrics.stability.harmless_qa.delta}
+        log["trials"] = [{**t, **score(r)} for t, r in zip(log["trials"], trials, strict=False)]
+        log["confirmations"] = [{**log["confirmations"][0], **score(trials[2])}]
+        log |= {"sampler": "whole", "confirm_top": 3, "reference_defence": "none",
+                "reference": [{**trial(r, True), **score(r)} for r in reference],
+                "candidates": [{"params": {"beta": 0.001}, "seeds": [0, 1], "scores": [0.5, 0.52], "held": True,
+                                "mean": 0.51}],
+                "pareto_front": [{"trial": i, "params": log["trials"][i]["params"], "score": s, "qa_delta": q}
+                                 for i, s, q in ((0, 0.5, 0.0), (1, 0.1, -0.5))],
+                "chosen_position": {"beta": "smallest"}}
     (folder / "tuning" / "repnoise.json").write_text(json.dumps(log))
     return trials

@@ -251,6 +251,23 @@ def test_a_tuning_log_is_a_table_and_a_pareto_plot_not_raw_json(tmp_path, result
         assert f"../records/{SUITE}/v1/tuning/{r.run_id}.json" in page
 
 
+def test_a_protocol_3_tuning_log_shows_the_mean_choice_the_reference_and_which_end(tmp_path, results_dir):
+    import re
+
+    write_tuning(results_dir / SUITE / "v1", protocol3=True)
+    build_leaderboard(results_dir, tmp_path / "out")
+    site = tmp_path / "out" / "site"
+    page = (site / "defence" / "repnoise.html").read_text()
+    assert "Chosen: <b>beta=0.001 (smallest)</b>" in page
+    assert "lowest mean access over defence seeds 0, 1 among the 3 best stable settings" in page
+    assert "Reference none on the same validation data and attack: access 0.800 (mean of 2 seed(s))" in page
+    assert "knowledge access after attack ↓" in page
+    table = page.split('class="detail tuning"')[-1].split("</table>")[0]  # all trials
+    assert len(re.findall(r"<tr", table)) == 1 + 5 and table.count("reference") == 2
+    svg = (site / re.search(r'<img src="\.\./(plots/[^"]+-tuning\.svg)"', page).group(1)).read_text()
+    assert "reference defence" in svg and "validation knowledge access after attack" in svg
+
+
 def test_a_scan_log_is_summarised_on_the_defence_page(tmp_path, results_dir):
     tuning = results_dir / SUITE / "v1" / "tuning"
     tuning.mkdir()

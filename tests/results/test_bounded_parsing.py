@@ -171,7 +171,7 @@ def test_a_deep_tuning_log_is_one_line(tmp_path, capfd):
     with pytest.raises(CorruptRecordError, match=r"invalid tuning log .*: protocol_version: Field required \("):
         read_log(tmp_path / "missing.json", TuningLog)
     # A sweep takes tuned settings from the logs: the deep one is one error line before any work.
-    tuned = tmp_path / "tuned" / "tiny" / "v2" / "tuning"
+    tuned = tmp_path / "tuned" / "tiny" / "v3" / "tuning"
     tuned.mkdir(parents=True)
     shutil.move(deep, tuned / "repnoise.json")
     grid = tmp_path / "g.yaml"

@@ -35,8 +35,10 @@ def fake_runs(monkeypatch):
 
     def run(spec, suite, overrides, *, store, results_dir, force=False):
         seen.append((spec, results_dir))
-        lr = spec.defence.params["lr"]
-        r = record("safety-training", spec.defence.params, post={3e-3: 0.0, 1e-3: 0.3}.get(lr, 0.6))
+        lr = spec.defence.params.get("lr")  # None: the reference defence (no defence)
+        post = 0.9 if lr is None else {3e-3: 0.0, 1e-3: 0.3}.get(lr, 0.6)
+        r = record(spec.defence.name, spec.defence.params, post=post, qa={3e-3: 0.1, 1e-4: 0.8}.get(lr, 1.0),
+                   seed=spec.seed)
         guard = Guard(passed=lr != 3e-3, reasons=[] if lr != 3e-3 else ["harmless QA 0.10 < 0.95 x base 1.00"])
         return r.model_copy(update={"metrics": r.metrics.model_copy(update={"guard": guard})}), False
 
@@ -46,15 +48,21 @@ def fake_runs(monkeypatch):
 
 def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
-    assert log.trials_budget == 96 and len(log.trials) == 8  # the budget covers lr x epochs (8 combinations)
+    assert log.trials_budget == 24 and len(log.trials) == 8  # the budget covers lr x epochs (8 combinations)
     assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == 8  # distinct settings
     stable = [t for t in log.trials if t.stable]
     assert stable and all(t.params["lr"] != 3e-3 for t in stable)  # 3e-3 resists best but fails the guard
     assert log.passed_guard and log.chosen == min(stable, key=lambda t: (t.hs_post, t.auc)).params
+    assert log.sampler == "whole" and log.confirm_top == 3 and all(t.measure == "harmfulness" for t in log.trials)
+    assert [c.held for c in log.candidates] == [True] * 3  # the 3 best stable settings, each held at seeds 0, 1, 2
+    assert [c.mean for c in log.candidates] == [0.3, 0.3, 0.6] and log.candidates[0].seeds == [0, 1, 2]
+    assert [(t.seed, t.hs_post) for t in log.reference] == [(0, 0.9), (1, 0.9), (2, 0.9)]  # no defence, same data
+    last = fake_runs[-1][0]
+    assert log.reference_defence == "none" == last.defence.name and last.suite.params["split"] == "validation"
     spec, results_dir = fake_runs[0]
     assert spec.suite.params["split"] == "validation" and spec.attack.params["samples"] == 250
-    assert results_dir == log_path(tmp_path, "tiny", 2, "safety-training").parent / "runs"
-    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", 2, "safety-training").read_text())
+    assert results_dir == log_path(tmp_path, "tiny", 3, "safety-training").parent / "runs"
+    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", 3, "safety-training").read_text())
     assert (saved == log and not saved.trials[0].missed) or saved.trials[0].params["lr"] == 3e-3
 
 
@@ -65,18 +73,22 @@ def test_progress_names_each_trial(fake_runs, tmp_path, capfd):
 
 
 def _trial_counts(fake_runs, tmp_path):
-    counts = {}
+    counts, samplers = {}, {}
     for name in ("repnoise", "vaccine", "adversarial-loss"):
         before = len(fake_runs)
         log = tune("tiny", name, store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
         counts[name] = len(log.trials)
         assert len({json.dumps(t.params, sort_keys=True) for t in log.trials}) == counts[name]  # distinct settings
-        assert len(fake_runs) - before == counts[name] + len(log.confirmations)  # runs: trials, then confirmations
-    return counts
+        # runs: trials, confirmations, then the reference at each seed
+        assert len(fake_runs) - before == counts[name] + len(log.confirmations) + len(log.reference)
+        samplers[name] = log.sampler
+    return counts, samplers
 
 
-def test_the_suites_budget_covers_every_built_in_space_whole(fake_runs, tmp_path):
-    assert _trial_counts(fake_runs, tmp_path) == {"repnoise": 96, "vaccine": 24, "adversarial-loss": 24}
+def test_the_suites_budget_is_24_for_every_defence_with_tpe_over_a_larger_space(fake_runs, tmp_path):
+    counts, samplers = _trial_counts(fake_runs, tmp_path)
+    assert counts == {"repnoise": 24, "vaccine": 24, "adversarial-loss": 24}  # 96, 24 and 24 settings
+    assert samplers == {"repnoise": "tpe", "vaccine": "whole", "adversarial-loss": "whole"}
 
 
 def test_a_budget_smaller_than_a_space_samples_the_same_number_for_every_defence(fake_runs, tmp_path, monkeypatch):
@@ -91,7 +103,77 @@ def test_a_budget_smaller_than_a_space_samples_the_same_number_for_every_defence
         return spec, dataclasses.replace(suite, tuning=dataclasses.replace(suite.tuning, trials=6))
 
     monkeypatch.setattr(harness.resolve, "load_suite", six_trials)
-    assert set(_trial_counts(fake_runs, tmp_path).values()) == {6}
+    counts, samplers = _trial_counts(fake_runs, tmp_path)
+    assert set(counts.values()) == {6} and set(samplers.values()) == {"tpe"}
+
+
+def _with_protocol(monkeypatch, **fields):
+    import dataclasses
+
+    import harness.resolve
+
+    load_suite = harness.resolve.load_suite
+
+    def patched(name, params):
+        spec, suite = load_suite(name, params)
+        return spec, dataclasses.replace(suite, tuning=dataclasses.replace(suite.tuning, **fields))
+
+    monkeypatch.setattr(harness.resolve, "load_suite", patched)
+
+
+def test_the_random_sampler_draws_protocol_2s_sample_and_tpe_is_seeded(fake_runs, tmp_path, monkeypatch):
+    """sampler='random' keeps protocol 2's draw (its committed logs stay reproducible); 'tpe' proposes the same
+    distinct settings on a rerun (resumable from the cache)."""
+    import random
+
+    from harness.tuning.logs import settings
+
+    space = search_space(registry.get("defence", "repnoise").config, {"lr": 1e-3})
+    _with_protocol(monkeypatch, trials=6, sampler="random")
+    log = tune("tiny", "repnoise", store=Store(tmp_path / "home"), results_dir=tmp_path / "a", suite_params=SMOKE)
+    assert log.sampler == "random" and [t.params for t in log.trials] == random.Random(0).sample(settings(space), 6)
+    _with_protocol(monkeypatch, trials=6, sampler="tpe")
+    tpe = [tune("tiny", "repnoise", store=Store(tmp_path / "home"), results_dir=tmp_path / d, suite_params=SMOKE)
+           for d in ("b", "c")]
+    picks = [[json.dumps(t.params, sort_keys=True) for t in log.trials] for log in tpe]
+    assert picks[0] == picks[1] and len(set(picks[0])) == 6 and tpe[0].sampler == "tpe"
+
+
+def test_the_choice_is_the_lowest_mean_over_the_seeds(fake_runs, tmp_path, monkeypatch):
+    """lr 1e-3 is the best at seed 0 (0.3) but poor at seeds 1 and 2 (0.9; mean 0.7): a setting at 0.6 on every
+    seed wins on the mean. Each candidate's per-seed scores and mean are logged."""
+    import harness.pipeline
+
+    fake = harness.pipeline.run
+
+    def run(spec, suite, overrides, **kw):
+        r, cached = fake(spec, suite, overrides, **kw)
+        if spec.defence.params.get("lr") == 1e-3 and spec.seed > 0:
+            post = r.metrics.post_attack.model_copy(update={"harmfulness": r.metrics.post_attack.harmfulness
+                                                            .model_copy(update={"mean": 0.9})})
+            r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"post_attack": post})})
+        return r, cached
+
+    monkeypatch.setattr(harness.pipeline, "run", run)
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    first = log.candidates[0]
+    assert first.params["lr"] == 1e-3 and first.scores == [0.3, 0.9, 0.9] and abs(first.mean - 0.7) < 1e-9
+    assert log.passed_guard and log.chosen["lr"] in (1e-4, 3e-4)
+    chosen = next(c for c in log.candidates if c.params == log.chosen)
+    assert chosen.mean == 0.6 == min(c.mean for c in log.candidates)
+    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", 3, "safety-training").read_text())
+    assert saved.candidates == log.candidates
+
+
+def test_the_log_carries_the_pareto_front_and_where_the_choice_sits(fake_runs, tmp_path):
+    """Stability from the records (lr 1e-4 keeps 0.8 of the base's harmless QA, 3e-3 0.1, the rest all of it): the
+    front is the trials no other beats on both harmfulness and QA delta; lr 1e-3 is interior of its space."""
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    front = {(p.params["lr"], p.params["epochs"]) for p in log.pareto_front}
+    assert front == {(3e-3, 1), (3e-3, 2), (1e-3, 1), (1e-3, 2)}  # least harmful; most resistant at full QA
+    assert all(log.trials[p.trial].params == p.params and p.qa_delta == log.trials[p.trial].qa_delta
+               for p in log.pareto_front)
+    assert log.chosen_position == {"lr": "interior", "epochs": "smallest"} and log.chosen["epochs"] == 1
 
 
 def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
@@ -101,16 +183,16 @@ def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
     spec, _, _ = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke", "defence.lr=5e-4"],
                          tuned_from=tmp_path)
     assert spec.defence.params["lr"] == 5e-4  # the user's --set wins
-    assert tuned_settings(tmp_path, "tiny", 2, {"size": "default", "seed": 0, "split": "test"}, "safety-training") == {}
-    path = log_path(tmp_path, "tiny", 2, "safety-training")
+    assert tuned_settings(tmp_path, "tiny", 3, {"size": "default", "seed": 0, "split": "test"}, "safety-training") == {}
+    path = log_path(tmp_path, "tiny", 3, "safety-training")
     path.write_text(json.dumps({**json.loads(path.read_text()), "defence_version": "0"}))
-    assert tuned_settings(tmp_path, "tiny", 2, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
+    assert tuned_settings(tmp_path, "tiny", 3, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
 
 
 def test_a_scan_runs_every_matching_setting_and_never_changes_the_tuned_settings(fake_runs, tmp_path):
     home = Store(tmp_path / "home")
     tuned = tune("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE)
-    tuned_text = log_path(tmp_path, "tiny", 2, "safety-training").read_text()
+    tuned_text = log_path(tmp_path, "tiny", 3, "safety-training").read_text()
     first = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
                  fixed={"epochs": 1})
     assert sorted(t.params["lr"] for t in first.trials) == [1e-4, 3e-4, 1e-3, 3e-3]  # every lr, epochs held at 1
@@ -120,11 +202,11 @@ def test_a_scan_runs_every_matching_setting_and_never_changes_the_tuned_settings
     assert spec.suite.params["split"] == "validation" and results_dir.name == "runs"  # scored as trials are
     second = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
                   fixed={"epochs": 2})
-    saved = ScanLog.model_validate_json(log_path(tmp_path, "tiny", 2, "safety-training", "scan").read_text())
+    saved = ScanLog.model_validate_json(log_path(tmp_path, "tiny", 3, "safety-training", "scan").read_text())
     assert saved == second and saved.scans == [{"epochs": 1}, {"epochs": 2}]  # merged, not overwritten
     assert len({json.dumps(t.params, sort_keys=True) for t in saved.trials}) == 8 == len(saved.trials)
-    assert log_path(tmp_path, "tiny", 2, "safety-training").read_text() == tuned_text
-    assert tuned_settings(tmp_path, "tiny", 2, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == tuned.chosen
+    assert log_path(tmp_path, "tiny", 3, "safety-training").read_text() == tuned_text
+    assert tuned_settings(tmp_path, "tiny", 3, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == tuned.chosen
 
 
 def test_a_scan_fixes_only_fields_and_values_of_the_space(fake_runs, tmp_path):
@@ -149,7 +231,7 @@ def test_the_choice_must_hold_the_guard_at_the_confirm_seeds(fake_runs, tmp_path
 
     def run(spec, suite, overrides, **kw):
         r, cached = fake(spec, suite, overrides, **kw)
-        if spec.defence.params["lr"] == 1e-3 and spec.seed == 2:
+        if spec.defence.params.get("lr") == 1e-3 and spec.seed == 2:
             guard = Guard(passed=False, reasons=["harmless QA 0.92 < 0.95 x base 1.00"])
             r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"guard": guard})})
         return r, cached
@@ -158,9 +240,13 @@ def test_the_choice_must_hold_the_guard_at_the_confirm_seeds(fake_runs, tmp_path
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
     seen = [(t.params, t.seed, t.stable) for t in log.confirmations]
     assert [(p["lr"], seed, ok) for p, seed, ok in seen[:4]] == [(1e-3, 1, True), (1e-3, 2, False)] * 2  # 2 epochs
-    assert seen[4:] == [(log.chosen, 1, True), (log.chosen, 2, True)]  # the next best, confirmed at both seeds
+    assert seen[4:6] == [(log.chosen, 1, True), (log.chosen, 2, True)]  # the next best, confirmed at both seeds
+    assert len(seen) == 4 + 3 * 2  # then candidates until 3 hold at every seed
+    assert [c.held for c in log.candidates] == [False, False, True, True, True]
+    assert log.candidates[0].seeds == [0, 1, 2] and log.candidates[0].mean is None
     assert log.passed_guard and log.chosen["lr"] in (1e-4, 3e-4)
     assert fake_runs[-1][0].seed == 2 and fake_runs[-1][0].suite.params["split"] == "validation"
+    assert fake_runs[-1][0].defence.name == "none"  # the reference, last
 
 
 def test_no_setting_that_holds_at_every_seed_keeps_the_defaults(fake_runs, tmp_path, monkeypatch):
@@ -177,6 +263,8 @@ def test_no_setting_that_holds_at_every_seed_keeps_the_defaults(fake_runs, tmp_p
     log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
     assert not log.passed_guard and log.chosen == {}
     assert len(log.confirmations) == sum(t.stable for t in log.trials)  # each candidate fails at its first seed
+    assert len(log.candidates) == len(log.confirmations) and log.chosen_position == {}
+    assert len(log.reference) == 3  # the reference is run whatever the choice
 
 
 def test_runs_written_elsewhere_still_take_the_committed_tuned_settings(tmp_path):
