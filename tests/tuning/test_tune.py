@@ -72,6 +72,20 @@ def test_progress_names_each_trial(fake_runs, tmp_path, capfd):
     assert "[tune safety-training 1/8] {" in out.out + out.err  # not swallowed as rich markup
 
 
+def test_the_command_prints_the_candidates_the_reference_and_where_the_choice_sits(fake_runs, tmp_path, capfd):
+    from harness.cli import main
+
+    main(["tune", "safety-training", "--set", "suite.size=smoke", "--results-dir", str(tmp_path / "runs"),
+          "--home", str(tmp_path / "home")])
+    out = capfd.readouterr().out
+    assert out.count("  run ") == 8 + 6 and "harmfulness 0.300  AUC" in out  # trials and confirmations
+    assert out.count("\ncandidate {") == 3 and "; mean 0.300\n" in out
+    assert "reference none: harmfulness 0.900 (seed 0), 0.900 (seed 1), 0.900 (seed 2); mean 0.900" in out
+    assert "  lr=0.001: interior\n" in out and "  epochs=1: smallest value of its space (the optimum" in out
+    assert "Pareto front (harmfulness vs harmless-QA delta): 4 of 8 trials" in out
+    assert str(log_path(tmp_path / "runs", "tiny", 3, "safety-training")) in out
+
+
 def _trial_counts(fake_runs, tmp_path):
     counts, samplers = {}, {}
     for name in ("repnoise", "vaccine", "adversarial-loss"):
@@ -292,3 +306,33 @@ def test_tuned_from_must_be_a_folder(tmp_path):
                    home=tmp_path / "home")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--tuned-from" in proc.stderr
     assert not (tmp_path / "home").exists()  # checked before any work
+
+
+def test_a_tiny_tuning_on_the_smoke_world(smoke_base, home, tmp_path, monkeypatch):
+    """One trial of safety-training and the reference (no defence) through the real pipeline: the log's score is
+    the record's headline (knowledge access), its QA delta the record's, and the reference a validation run at the
+    same attack and seed."""
+    import dataclasses
+
+    import harness.resolve
+    from harness.results.records import read_record, record_path
+
+    load_suite = harness.resolve.load_suite
+
+    def one_trial(name, params):  # the cheapest protocol: one trial, no confirm seed, 3 points along each curve
+        spec, suite = load_suite(name, params)
+        tuning = dataclasses.replace(suite.tuning, trials=1, confirm_seeds=(), sampler="random")
+        return spec, dataclasses.replace(suite, tuning=tuning,
+                                         eval=suite.eval.model_copy(update={"curve_points": 3}))
+
+    monkeypatch.setattr(harness.resolve, "load_suite", one_trial)
+    log = tune("tiny", "safety-training", store=Store(home), results_dir=tmp_path, suite_params=SMOKE)
+    runs = log_path(tmp_path, "tiny", 3, "safety-training").parent / "runs"
+    (trial,), (ref,) = log.trials, log.reference
+    rec, base = (read_record(record_path(runs, "tiny", 3, t.run_id)) for t in (trial, ref))
+    assert trial.measure == "access" and trial.score == rec.metrics.post_attack.access is not None
+    assert trial.qa_delta == rec.metrics.stability.harmless_qa.delta and log.sampler == "random"
+    assert base.spec.defence.name == "none" and base.spec.suite.params["split"] == "validation" and ref.seed == 0
+    assert base.spec.attack.params == rec.spec.attack.params and ref.score == base.metrics.post_attack.access
+    assert [p.trial for p in log.pareto_front] == [0]
+    assert log.passed_guard == trial.stable and bool(log.chosen_position) == trial.stable

@@ -387,7 +387,8 @@ def test_a_tiny_search_on_the_smoke_world(smoke_base, home, tmp_path, protocol):
     assert rec.spec.attack.params["prefill"] == trial.params["prefill"]
     assert trial.qa_defended == rec.metrics.pre_attack.harmless_qa.exact_match
     assert trial.qa_attacked == rec.metrics.post_attack.harmless_qa.exact_match  # prefilling leaves harmless QA
-    assert trial.score == rec.metrics.post_attack.harmfulness.mean and trial.feasible and log.chosen == trial
+    assert trial.measure == "access" and trial.score == rec.metrics.post_attack.access  # protocol 3's headline
+    assert trial.feasible and log.chosen == trial
     assert [r.role for r in log.test] == ["chosen"] and log.next_best is None
     test = read_record(record_path(tmp_path, "tiny", 3, log.test[0].run_id))
     assert test.spec.suite.params["split"] == "test" and test.spec.attack.params == rec.spec.attack.params
