@@ -71,6 +71,8 @@ def _protocol(suite_name: str, defence: str, suite_params: dict[str, Any]) -> tu
     suite_spec, suite = load_suite(suite_name, suite_params)
     if suite.tuning is None:
         raise ConfigError(f"suite '{suite_name}' declares no tuning protocol")
+    if suite.tuning.confirm_top < 1:
+        raise ConfigError(f"confirm_top {suite.tuning.confirm_top} of suite '{suite_name}' is not at least 1")
     plugin = registry.get("defence", defence)
     defaults, _, _ = resolve(suite_name, defence, suite.tuning.attack.attack, extra={"suite": dict(suite_params)})
     space = search_space(plugin.config, defaults.defence.params)

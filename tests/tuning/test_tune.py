@@ -336,3 +336,10 @@ def test_a_tiny_tuning_on_the_smoke_world(smoke_base, home, tmp_path, monkeypatc
     assert base.spec.attack.params == rec.spec.attack.params and ref.score == base.metrics.post_attack.access
     assert [p.trial for p in log.pareto_front] == [0]
     assert log.passed_guard == trial.stable and bool(log.chosen_position) == trial.stable
+
+
+def test_a_protocol_that_confirms_no_candidate_is_a_clear_error(fake_runs, tmp_path, monkeypatch):
+    _with_protocol(monkeypatch, confirm_top=0)
+    with pytest.raises(ConfigError, match="confirm_top 0 of suite 'tiny' is not at least 1"):
+        tune("tiny", "safety-training", store=Store(tmp_path), results_dir=tmp_path, suite_params=SMOKE)
+    assert not fake_runs
