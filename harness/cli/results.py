@@ -11,9 +11,14 @@ from harness.cli.options import HomeOpt, ResultsOpt, SetOpt, SuiteOpt, fail, sui
 
 
 def report(suite: SuiteOpt = None, sets: SetOpt = None,
-           results_dir: ResultsOpt = Path("results")) -> None:
+           results_dir: ResultsOpt = Path("results"),
+           protocol: Annotated[int | None, typer.Option(metavar="N", min=1, help="the board of protocol version N "
+                                                        "(<suite>/v<N>/, e.g. a published board of an older "
+                                                        "protocol); default: the installed suite's")] = None) -> None:
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown. Records that fail
-    validation (inconsistent numbers, plugins not installed) are left out, each named on stderr."""
+    validation (inconsistent numbers, plugins not installed) are left out, each named on stderr. An older
+    protocol's board is read as its records say (their budgets, phi and headline measure); the reference defence
+    and the useful-QA ratio are the installed suite's."""
     from harness.preflight import readable_dir
     from harness.resolve import load_suite
     from harness.results.budget_table import budget_summary, markdown
@@ -25,7 +30,7 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
     suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
-    folder = results_folder(results_dir, s.name, s.protocol_version)
+    folder = results_folder(results_dir, s.name, protocol or s.protocol_version)
     records = list(validated_records(folder))
     summary = budget_summary(records, s, suite_spec.params)
     if not summary.rows:

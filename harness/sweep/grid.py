@@ -223,9 +223,10 @@ def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
     for where, settings in [("attacks.settings", grid.attacks.settings),
                             *((f"conditions.{c.name}.attack", c.attack) for c in grid.conditions)]:
         clash = sorted({k for b in budget_list for k in b.settings} & set(settings))
-        if clash:
-            problems.append(f"{where} sets {', '.join(clash)}, which the budgets set for every cell; put it in "
-                            "each budget's settings")
+        if clash:  # a shared value would be silently overridden in those budgets' cells
+            setters = ", ".join(dict.fromkeys(b.label for b in budget_list if set(b.settings) & set(clash)))
+            problems.append(f"{where} sets {', '.join(clash)}, which the budgets set (budget(s) {setters}); put it "
+                            "in each budget's settings")
     for c in grid.conditions:
         unknown = [x for x in c.budgets or [] if x not in labels]
         if unknown:

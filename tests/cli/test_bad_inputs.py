@@ -30,8 +30,11 @@ GRIDS = {
     "duplicate-key": GRID_HEAD + "defences: [{name: none}]\ndefences: [{name: repnoise}]\n",
     "huge-seed": GRID_HEAD + f"defences: [{{name: none}}]\ndefence_seeds: [{2**64}]\n",
     "lr-in-shared-settings": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {lr: 1.0e-4}}\n",
-    "bad-epochs": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {epochs: 0}}\n",
-    "samples-beyond-split": GRID_HEAD + "defences: [{name: none}]\nattacks: {settings: {samples: 100000}}\n",
+    # One budget of its own: the suite's budget grid sets samples and epochs in some budgets (a clash, tested apart).
+    "bad-epochs": GRID_HEAD + "defences: [{name: none}]\nattacks: {budgets: [{attack: sft-250, settings: {lr: 1.0e-4}}]"
+                  ", settings: {epochs: 0}}\n",
+    "samples-beyond-split": GRID_HEAD + "defences: [{name: none}]\nattacks: {budgets: [{attack: sft-250, settings: "
+                            "{lr: 1.0e-4}}], settings: {samples: 100000}}\n",
     "unknown-defence": GRID_HEAD + "defences: [{name: nope}]\n",
     "two-problems": GRID_HEAD + "defences: [{name: nope}, {name: none, settings: {beta: 1}}]\n",
     "not-yaml": "suite: [tiny\n",
@@ -113,6 +116,7 @@ CASES = [
     ("tables-results-file", ["tables", "--results-dir", "{F}"], "is not a directory"),
     ("report-suite-path", ["report", "--suite", "../x"], "Unknown suite '../x'"),
     ("report-no-records", ["report", *SMOKE], "no run records for suite 'tiny'"),
+    ("report-protocol-zero", ["report", "--protocol", "0"], "'--protocol': Input should be greater than or equal to 1"),
     ("sweep-missing-grid", ["sweep", "{G}/nope.yaml"], "grid file"),
     ("sweep-grid-is-a-folder", ["sweep", "{G}"], "is not a file"),
     ("sweep-unknown-key", ["sweep", "{G}/unknown-key.yaml"], "defense_seeds: unknown key (valid: suite"),

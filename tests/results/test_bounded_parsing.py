@@ -27,6 +27,7 @@ from harness.results.records import read_record
 from harness.store.artifacts import Store
 from harness.sweep.grid import MAX_CELLS, MAX_GRID_DEPTH, budgets, cell_count, load_grid, plan
 from harness.tuning.logs import TuningLog, read_log
+from tasks.tiny.suite import PROTOCOL  # the installed protocol: where runs take tuned settings from
 from tests.conftest import REPO
 
 HEAD = "suite: tiny\nsuite_settings: {size: smoke}\n"
@@ -99,7 +100,8 @@ def test_the_cell_count_is_the_plans_and_the_cap_is_checked_before_planning(tmp_
         _, suite = load_suite(grid.suite, dict(grid.suite_settings))
         counts[path.stem] = cell_count(grid, budgets(grid, suite))
     # the plans' cell counts (tests/sweep/test_grid.py plans each committed grid)
-    assert counts == {"beavertails-llama2": 90, "beavertails-qwen-0.5b": 243, "tiny-smoke": 8, "tiny-v2": 378}
+    assert counts == {"beavertails-llama2": 90, "beavertails-qwen-0.5b": 243, "tiny-smoke": 8, "tiny-v2": 378,
+                      "tiny-v3": 378}
     smoke = load_grid(REPO / "grids" / "tiny-smoke.yaml")
     assert len(plan(smoke, results_dir=tmp_path, locate=False, max_cells=8).cells) == 8
     import harness.resolve
@@ -109,7 +111,7 @@ def test_the_cell_count_is_the_plans_and_the_cap_is_checked_before_planning(tmp_
 
     monkeypatch.setattr(harness.resolve, "resolve", no_resolving)  # refused before any cell is resolved
     with pytest.raises(ConfigError, match="it names 378 cells, more than the 377 one grid may plan"):
-        plan(load_grid(REPO / "grids" / "tiny-v2.yaml"), results_dir=tmp_path, locate=False, max_cells=377)
+        plan(load_grid(REPO / "grids" / "tiny-v3.yaml"), results_dir=tmp_path, locate=False, max_cells=377)
 
 
 def test_a_condition_that_picks_budgets_counts_only_those(tmp_path):
@@ -171,7 +173,7 @@ def test_a_deep_tuning_log_is_one_line(tmp_path, capfd):
     with pytest.raises(CorruptRecordError, match=r"invalid tuning log .*: protocol_version: Field required \("):
         read_log(tmp_path / "missing.json", TuningLog)
     # A sweep takes tuned settings from the logs: the deep one is one error line before any work.
-    tuned = tmp_path / "tuned" / "tiny" / "v3" / "tuning"
+    tuned = tmp_path / "tuned" / "tiny" / f"v{PROTOCOL}" / "tuning"
     tuned.mkdir(parents=True)
     shutil.move(deep, tuned / "repnoise.json")
     grid = tmp_path / "g.yaml"
@@ -231,7 +233,7 @@ def test_readers_skip_the_deep_record_with_one_line(hostile_results, capfd, read
     base, defences = hostile_results
     results, home = str(base / "results"), str(base / "home")
     argv = {"tables": ["tables", "--results-dir", results, "--quiet"],
-            "report": ["report", "--results-dir", results],
+            "report": ["report", "--results-dir", results, "--protocol", "2"],  # the committed v2 board
             "validate": ["validate", results],
             "store-ls": ["store", "ls", "--home", home, "--results-dir", results],
             "store-gc": ["store", "gc", "--home", home, "--results-dir", results, "--min-age-hours", "0"],

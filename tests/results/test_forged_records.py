@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from harness.results.records import load_records, read_record
+from harness.results.rederive import SuiteRows, rederive
 from harness.results.tables import build, write_table
 from harness.results.validate import validate
 from harness.specs import spec_id
 from harness.stages import SCORES
 from harness.store.artifacts import Store
 from leaderboard.load import load_folder
-from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
+from tasks.tiny.suite import BUILD_VERSION, PROTOCOL  # the installed suite: where new tiny runs go
 from tests.conftest import REPO, harness
 
 COMMITTED = REPO / "results" / "tiny" / "v2"
@@ -122,7 +123,7 @@ def test_the_leaderboard_and_report_leave_the_forged_rows_out(results, tmp_path)
         assert reasons[path.name].startswith("fails validation: "), reasons
         assert path.stem not in set(loaded.tables["resistance"]["run_id"])
     assert set(loaded.tables["resistance"]["run_id"]) == {UNTOUCHED}
-    report = harness("report", "--results-dir", str(folder.parent.parent), home=tmp_path)
+    report = harness("report", "--results-dir", str(folder.parent.parent), "--protocol", "2", home=tmp_path)
     assert report.returncode == 0, report.stderr
     excluded = [x for x in report.stderr.splitlines() if x.startswith("excluded ")]
     assert sorted(Path(x.split()[1]).name for x in excluded) == sorted(p.name for p in forged.values())
@@ -158,13 +159,18 @@ def test_deep_rederives_from_stored_scores_and_says_what_it_could_not_check(tmp_
 
     nothing = list(validate(path, deep=store))
     assert all(f.ok for f in nothing)
-    assert any(f.warn and "not checked (no artifact scores/" in f.detail for f in nothing), [f.line() for f in nothing]
+    assert any(f.warn and "not checked in full" in f.detail for f in nothing), [f.line() for f in nothing]
+    unchecked = rederive(record, store, SuiteRows()).unchecked
+    assert any("not checked (no artifact scores/" in x for x in unchecked), unchecked
+    # a record of an older suite version: the installed suite's prompts are not the ones it was scored on
+    assert (f"per-category harmfulness and harmless QA: not checked (the installed suite tiny is "
+            f"v{BUILD_VERSION}.{PROTOCOL}, the record's v9.2)") in unchecked, unchecked
 
     _scores(store, record, "post_attack.judge.tiny-content", [0.0] * n)  # what the record says: all harmless
     same = list(validate(path, deep=store))
     assert all(f.ok for f in same), [f.line() for f in same]
     summary = next(f.detail for f in same if f.detail.startswith("--deep"))
-    assert "(2 value(s) compared)" in summary  # harmfulness (with its 14 categories) and by_judge
+    assert "(2 value(s) compared)" in summary  # harmfulness (its categories only for the installed version), by_judge
 
     _scores(store, record, "post_attack.judge.tiny-content", [1.0] * n)  # the store says: all harmful
     lines = _lines(path, deep=store)

@@ -187,9 +187,9 @@ def test_an_access_suite_without_forced_openings_is_refused_before_any_work(monk
 
     load_suite = resolve.load_suite
 
-    def access(name, params):
+    def access(name, params):  # the tiny suite declares its forced openings: this one has none
         spec, suite = load_suite(name, params)
-        return spec, dataclasses.replace(suite, headline="access")
+        return spec, dataclasses.replace(suite, headline="access", eval=suite.eval.model_copy(update={"prefills": ()}))
 
     monkeypatch.setattr(resolve, "load_suite", access)
     with pytest.raises(ConfigError, match=r"headline 'access'.*eval\.prefills is empty"):

@@ -30,12 +30,14 @@ import pytest
 from harness.errors import TrainingDiverged
 from harness.results.publish import check_target, is_published, plan, publish, writing_note
 from harness.results.tables import build, write_table
-from harness.specs import spec_id
+from harness.specs import spec_id, stable_hash
 from harness.store.artifacts import Store, atomic_write_text
 from harness.tuning.logs import ScanLog, merge_scans, write_log
+from tasks.tiny.suite import PROTOCOL
 from tests.conftest import REPO, messages
 
-COMMITTED = REPO / "results" / "tiny" / "v2"
+COMMITTED = REPO / "results" / "tiny" / "v2"  # published records of an older protocol than the installed one
+NOW = f"v{PROTOCOL}"                            # the installed protocol's folder: what `publish` takes
 INTERRUPTED = "interrupted; rerun the same command to resume from the last finished stage"
 
 
@@ -57,28 +59,52 @@ def clean_record() -> Path:
     return next(p for p in sorted(COMMITTED.glob("*.json")) if '"git_dirty": false' in p.read_text())
 
 
-def working_copy(tmp_path: Path, source: Path, edit=None) -> Path:
-    """`source` copied into tmp/runs/tiny/v2/ (edited by `edit(raw)`, run id recomputed from its spec)."""
+def working_copy(tmp_path: Path, source: Path, edit=None, folder: str = "") -> Path:
+    """`source` copied into tmp/runs/tiny/v<its protocol>/[folder] (edited by `edit(raw)`, run id recomputed from
+    its spec)."""
     raw = json.loads(source.read_text())
     if edit is not None:
         edit(raw)
         raw["run_id"] = spec_id(raw["spec"])
-    path = tmp_path / "runs" / "tiny" / "v2" / f"{raw['run_id']}.json"
+    path = tmp_path / "runs" / "tiny" / f"v{raw['protocol_version']}" / folder / f"{raw['run_id']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(raw, indent=2) + "\n")
     return path
 
 
-def smoke(raw: dict) -> None:
-    raw["spec"]["suite"]["params"]["size"] = "smoke"
+def installed(raw: dict, **suite: object) -> None:
+    """A committed record of an older protocol made anew by the installed tiny suite: its spec resolved again from its
+    defence settings, attack budget, seeds and suite settings (updated by `suite`), so the installed suite version,
+    base model, judges and attack defaults; its protocol version, plugins and overrides to match; its numbers kept
+    (each record checks only itself)."""
+    from harness.resolve import resolve
+
+    s = raw["spec"]
+    extra = {"defence": s["defence"]["params"], "attack": raw["overrides"]["user"].get("attack", {}),
+             "suite": {**s["suite"]["params"], **suite}}
+    spec, made_by, overrides = resolve(s["suite"]["name"], s["defence"]["name"], s["attack"]["name"], seed=s["seed"],
+                                       attack_seed=s["attack_seed"], extra=extra)
+    raw.update(spec=spec.model_dump(mode="json"), protocol_version=made_by.protocol_version, overrides=overrides)
+    named = [("suite", spec.suite), ("defence", spec.defence), ("attack", spec.attack),
+             *(("judge", j) for j in spec.judges)]
+    raw["provenance"]["plugins"] = {f"{kind}:{p.name}": p.version for kind, p in named}
+    stages = raw["provenance"]["stages"]
+    for name in ("base", "pre_attack", "post_attack"):  # its judges' scores are keyed by their specs
+        gen = raw["metrics"][name]["artifacts"]["generations"]
+        for stage, inputs in [*((f"{name}.judge.{j.name}", {"generations": gen, "judge": j.model_dump()})
+                                for j in spec.judges),
+                              (f"{name}.judge.visible", {"generations": gen, "judge": spec.judges[0].model_dump(),
+                                                         "set": "visible"})]:
+            if stage in stages:
+                stages[stage]["key"] = stable_hash(inputs)
 
 
 # ------------------------------------------------------------------------------------------------ publish
 def test_publish_copies_a_record_rebuilds_tables_and_never_rewrites(tmp_path):
-    src = working_copy(tmp_path, clean_record())
+    src = working_copy(tmp_path, clean_record(), installed)
     dst = tmp_path / "results"
     tables = publish(plan(tmp_path / "runs", dst, run_ids=[src.stem[:8]], every=False))
-    target = dst / "tiny" / "v2" / src.name
+    target = dst / "tiny" / NOW / src.name
     assert target.read_bytes() == src.read_bytes()
     assert sorted(p.name for p in tables) == sorted(f"{n}.parquet" for n in build([]))
     before = tree(dst)
@@ -90,8 +116,21 @@ def test_publish_copies_a_record_rebuilds_tables_and_never_rewrites(tmp_path):
     assert proc.returncode == 0, proc.stdout
 
 
+def test_publish_refuses_a_record_of_an_older_protocol(tmp_path):
+    """A record of a protocol the installed suite no longer runs stays in the working folder: its board is closed."""
+    old = working_copy(tmp_path, clean_record())
+    assert old.parent.name == "v2" != NOW
+    refused = plan(tmp_path / "runs", tmp_path / "results", run_ids=[old.stem], every=False)
+    assert refused.items == [] and len(refused.problems) == 1, refused.problems
+    assert f"made under protocol v2; the installed 'tiny' is {NOW}; it stays in {tmp_path / 'runs'}" in \
+        refused.problems[0]
+    with pytest.raises(Exception, match="nothing written"):
+        publish(refused)
+    assert not (tmp_path / "results").exists()
+
+
 def test_publish_refuses_a_smoke_record_under_the_default_suite_name(tmp_path):
-    path = working_copy(tmp_path, clean_record(), smoke)
+    path = working_copy(tmp_path, clean_record(), lambda raw: installed(raw, size="smoke"))
     (tmp_path / "results").mkdir()
     proc = cli("publish", path.stem, cwd=tmp_path, home=tmp_path / "home")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -102,7 +141,7 @@ def test_publish_refuses_a_smoke_record_under_the_default_suite_name(tmp_path):
 
 
 def test_publish_refuses_dirty_invalid_and_keeps_existing_records(tmp_path):
-    dirty = working_copy(tmp_path, clean_record())
+    dirty = working_copy(tmp_path, clean_record(), installed)
     raw = json.loads(dirty.read_text())
     raw["provenance"]["git_dirty"] = True  # not in the spec: same run id
     dirty.write_text(json.dumps(raw))
@@ -112,12 +151,12 @@ def test_publish_refuses_dirty_invalid_and_keeps_existing_records(tmp_path):
     with pytest.raises(Exception, match="nothing written"):
         publish(refused)
     assert not dst.exists()
-    forged = tmp_path / "runs" / "tiny" / "v2" / ("0" * 16 + ".json")
+    forged = dirty.with_name("0" * 16 + ".json")
     forged.write_text(dirty.read_text())  # a run id that is not its spec's hash
     bad = plan(tmp_path / "runs", dst, run_ids=["0" * 16], every=False)
     assert bad.problems and "hash of its spec" in bad.problems[0]
     forged.unlink()
-    existing = dst / "tiny" / "v2" / dirty.name
+    existing = dst / "tiny" / NOW / dirty.name
     existing.parent.mkdir(parents=True)
     existing.write_text("published earlier")
     kept = plan(tmp_path / "runs", dst, run_ids=[dirty.stem], every=False, allow_dirty=True)
@@ -129,19 +168,20 @@ def test_publish_refuses_dirty_invalid_and_keeps_existing_records(tmp_path):
 def test_publish_tuning_logs_with_their_trials(tmp_path):
     """A tuning log goes with its trial records; one that differs from the published log needs --replace-logs; a
     scan log is merged into the published one; a log whose trials have no record is refused."""
-    trial = next((COMMITTED / "tuning" / "runs" / "tiny" / "v2").glob("*.json"))
     runs, dst = tmp_path / "runs", tmp_path / "results"
-    (runs / "tiny" / "v2" / "tuning" / "runs" / "tiny" / "v2").mkdir(parents=True)
-    shutil.copy(trial, runs / "tiny" / "v2" / "tuning" / "runs" / "tiny" / "v2" / trial.name)
+    trial = working_copy(tmp_path, next((COMMITTED / "tuning" / "runs" / "tiny" / "v2").glob("*.json")), installed,
+                         folder=f"tuning/runs/tiny/{NOW}")  # a trial of the installed suite (validation split)
+    assert json.loads(trial.read_text())["spec"]["suite"]["params"]["split"] == "validation"
     committed = json.loads((COMMITTED / "tuning" / "repnoise.json").read_text())
-    first = {**committed, "trials": [{**committed["trials"][0], "run_id": trial.stem}], "confirmations": []}
-    log_file = runs / "tiny" / "v2" / "tuning" / "repnoise.json"
+    first = {**committed, "protocol_version": int(PROTOCOL),
+             "trials": [{**committed["trials"][0], "run_id": trial.stem}], "confirmations": []}
+    log_file = runs / "tiny" / NOW / "tuning" / "repnoise.json"
     log_file.write_text(json.dumps(first))
     published = plan(runs, dst, run_ids=[], every=True, allow_dirty=True)
     assert sorted(i.kind for i in published.items) == ["trial", "tuning"] and not published.problems
     publish(published)
-    assert (dst / "tiny" / "v2" / "tuning" / "runs" / "tiny" / "v2" / trial.name).read_bytes() == trial.read_bytes()
-    assert json.loads((dst / "tiny" / "v2" / "tuning" / "repnoise.json").read_text())["chosen"] == first["chosen"]
+    assert (dst / "tiny" / NOW / "tuning" / "runs" / "tiny" / NOW / trial.name).read_bytes() == trial.read_bytes()
+    assert json.loads((dst / "tiny" / NOW / "tuning" / "repnoise.json").read_text())["chosen"] == first["chosen"]
     log_file.write_text(json.dumps({**first, "chosen": {"lr": 3e-3}}))  # a re-tune
     retune = plan(runs, dst, run_ids=[], every=True, allow_dirty=True)
     assert retune.problems and "--replace-logs" in retune.problems[0]
@@ -372,18 +412,19 @@ def test_using_it_commands_leave_the_committed_results_unchanged(smoke_base, hom
     steps = [("list",), ("prepare", "tiny", *SMOKE),
              ("run", "--defence", "none", "--attack", "sft-250", *SMOKE),
              ("run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--json"),  # cached
-             ("sweep", str(REPO / "grids" / "tiny-v2.yaml"), "--dry-run"),
-             ("sweep", "cell.yaml"), ("report",),
+             ("sweep", str(REPO / "grids" / "tiny-v3.yaml"), "--dry-run"),
+             ("sweep", "cell.yaml"), ("report", "--protocol", "2"),  # the published board (the installed one is empty)
+             ("report", "--results-dir", "runs", "--set", "suite.size=smoke"),
              ("tune", "safety-training", "--scan", *SMOKE, "--set", "defence.lr=0.001", "--set", "defence.epochs=1"),
              ("store", "ls"), ("store", "gc"), ("validate", "results"), ("publish", "--all")]
     for step in steps:
         proc = cli(*step, cwd=clone, home=home)
         assert proc.returncode == 0, f"harness {' '.join(step)}: {proc.stderr[-2000:]}"
-    records = sorted((clone / "runs" / "tiny" / "v2").glob("*.json"))
+    records = sorted((clone / "runs" / "tiny" / NOW).glob("*.json"))
     assert len(records) == 2  # the run and the sweep's cell, in runs/
     run_id = records[0].stem
     assert cli("show", run_id, cwd=clone, home=home).returncode == 0  # found in runs/
-    scan_log = clone / "runs" / "tiny" / "v2" / "tuning" / "safety-training.scan.json"
+    scan_log = clone / "runs" / "tiny" / NOW / "tuning" / "safety-training.scan.json"
     stamp = scan_log.stat().st_mtime_ns
     again = cli("tune", "safety-training", "--scan", *SMOKE, "--set", "defence.lr=0.001", "--set", "defence.epochs=1",
                 cwd=clone, home=home)
@@ -396,11 +437,11 @@ def test_sweep_forwards_a_jobs_damaged_artifact_warning(smoke_base, home, clone)
     """A cell rerun over a damaged artifact: the job's warning reaches the sweep's output, named by the cell."""
     first = cli("sweep", "cell.yaml", "--results-dir", "other", cwd=clone, home=home)
     assert first.returncode == 0, first.stderr[-2000:]
-    record = json.loads(next((clone / "other" / "tiny" / "v2").glob("*.json")).read_text())
+    record = json.loads(next((clone / "other" / "tiny" / NOW).glob("*.json")).read_text())
     key = record["provenance"]["stages"]["post_attack.generate"]["key"]
     parquet = home / "generations" / key / "generations.parquet"
     parquet.write_bytes(parquet.read_bytes()[:100])
-    next((clone / "other" / "tiny" / "v2").glob("*.json")).unlink()
+    next((clone / "other" / "tiny" / NOW).glob("*.json")).unlink()
     proc = cli("sweep", "cell.yaml", "--results-dir", "other", cwd=clone, home=home)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]

@@ -98,10 +98,11 @@ def test_committed_run_ids_are_still_what_the_code_resolves():
     from harness import registry
     from harness.resolve import resolve
 
-    checked = 0
+    checked, of_installed_suite = 0, 0
     for path in COMMITTED:
         r = read_record(path)
         s = r.spec
+        of_installed_suite += registry.get("suite", s.suite.name).version == s.suite.version
         plugins = [("suite", s.suite), ("defence", s.defence), ("attack", s.attack), *(("judge", j) for j in s.judges)]
         if any(registry.get(kind, p.name).version != p.version for kind, p in plugins):
             continue  # an older version: its meaning is declared changed
@@ -116,5 +117,6 @@ def test_committed_run_ids_are_still_what_the_code_resolves():
                              sets=sets, tuned_from=tuned_from)
         assert spec.run_id == r.run_id, path.name
         checked += 1
-    current = {p.parent.name for p in COMMITTED}
-    assert checked or current == {"v1"}, "no committed record of the current protocol resolves"
+    # Not vacuous: where records of the installed suite version are committed, some of them were resolved (none are
+    # while the installed protocol has no published board: every committed record is then of an older version).
+    assert checked or not of_installed_suite, "no committed record of the installed suite version resolves"

@@ -22,7 +22,7 @@ from harness.sweep.executors import JobFailed
 from harness.sweep.grid import load_grid, plan
 from harness.sweep.jobs import Job, failure_file, lock_file
 from harness.sweep.runner import cell_state, run_sweep, status
-from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
+from tasks.tiny.suite import BUILD_VERSION, PROTOCOL  # the installed suite: where new tiny runs go
 from tests.conftest import REPO
 
 GRIDS = REPO / "grids"
@@ -38,21 +38,27 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_committed_grid_validates_and_dry_runs(tmp_path):
     files = sorted(GRIDS.rglob("*.yaml"))
     assert [f.name for f in files] == ["beavertails-llama2.yaml", "beavertails-qwen-0.5b.yaml", "tiny-smoke.yaml",
-                                       "tiny-v2.yaml"]
+                                       "tiny-v2.yaml", "tiny-v3.yaml"]
     plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
     assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
         "beavertails-llama2": (90, 13), "beavertails-qwen-0.5b": (189, 14), "tiny-smoke": (8, 2),
-        "tiny-v2": (342, 19)}  # none is seed-independent: 1 defended model x 3 attack seeds, not 3 x 3
-    assert plans["beavertails-llama2"].provisional and not plans["tiny-v2"].provisional  # hub model not looked up
+        "tiny-v2": (342, 19), "tiny-v3": (342, 19)}  # none is seed-independent: 1 defended model x 3 attack seeds
+    assert plans["beavertails-llama2"].provisional and not plans["tiny-v3"].provisional  # hub model not looked up
+    # tiny-v2.yaml is kept for the record: against the installed suite it plans the installed protocol's cells
+    assert {c.id for c in plans["tiny-v2"].cells} == {c.id for c in plans["tiny-v3"].cells}
+    assert {c.spec.suite.version for c in plans["tiny-v3"].cells} == {f"{BUILD_VERSION}.{PROTOCOL}"}
     for p in plans.values():
         assert len({c.id for c in p.cells}) == len(p.cells)
 
 
 def test_budgets_default_to_the_suites_budget_grid(tmp_path):
-    p = plan(load_grid(GRIDS / "tiny-v2.yaml"), results_dir=tmp_path)
+    p = plan(load_grid(GRIDS / "tiny-v3.yaml"), results_dir=tmp_path)
     _, suite = load_suite("tiny", {})
-    got = {(c.spec.attack.name, c.spec.attack.params["lr"]) for c in p.cells}
-    assert got == {(b.attack, b.params["lr"]) for b in suite.budget_grid} and len(got) == 6
+    # a budget is its attack and every setting it makes (lr, and where it says so samples or epochs)
+    got = {(c.spec.attack.name, json.dumps(c.overrides["user"]["attack"], sort_keys=True)) for c in p.cells}
+    assert got == {(b.attack, json.dumps(b.params, sort_keys=True)) for b in suite.budget_grid} and len(got) == 6
+    assert all(c.spec.attack.params[k] == v for c in p.cells for k, v in c.overrides["user"]["attack"].items())
+    assert {c.label.split(" x ")[1].split(" attack seed")[0] for c in p.cells} == {b.label for b in suite.budget_grid}
     assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells} == {(s, a) for s in range(3) for a in range(3)}
     assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells if c.spec.defence.name == "none"} == {
         (0, a) for a in range(3)}
@@ -102,6 +108,8 @@ conditions:
     ("suite: tiny\ndefences: [{name: none}, {name: none}]\n", ["defences.1 repeats defences.0"]),
     ("suite: tiny\ndefences: [{name: none}]\nattacks: {settings: {lr: 1.0e-3}}\n",
      ["attacks.settings sets lr, which the budgets set"]),
+    ("suite: tiny\ndefences: [{name: none}]\nattacks: {settings: {samples: 200}}\n",
+     ["attacks.settings sets samples, which the budgets set (budget(s) 1e-5@100)"]),
     ("suite: tiny\ndefences: [{name: nope}, {name: repnoise, settings: {bta: 1}}]\n",
      ["Unknown defence 'nope'", "defence.bta: unknown field"]),
     ("suite: tiny\ndefences: [{name: none}]\nconditions: [{name: x, budgets: [9e9@1]}]\n",
@@ -109,7 +117,8 @@ conditions:
     ("suite: [tiny\n", ["is not valid YAML"]),
     ("- a list\n", ["expected a mapping"]),
 ], ids=["unknown-key", "nested-unknown-key", "duplicate-key", "no-defences", "negative-seed", "repeated-seed",
-        "repeated-defence", "setting-a-budget-sets", "every-config-error-at-once", "unknown-budget-label",
+        "repeated-defence", "setting-a-budget-sets", "setting-one-budget-sets", "every-config-error-at-once",
+        "unknown-budget-label",
         "not-yaml", "not-a-mapping"])
 def test_bad_grid_is_one_config_error_naming_every_problem(tmp_path, text, messages):
     with pytest.raises(ConfigError) as err:

@@ -90,16 +90,20 @@ def test_lora_config_is_validated_and_shared_by_every_sft_budget():
 
 
 def test_default_scale_options_keep_run_ids_and_cache_keys():
-    """A plugin spec at the default scale options hashes as it did before they existed."""
+    """A plugin spec at the default scale options (and the default row draw, added with them in mind) hashes as it did
+    before they existed."""
     from harness.specs import stable_hash
 
     plugin = registry.get("attack", "sft-1k")
     params = plugin.config.model_validate({}).model_dump(mode="json")
+    assert params["draw"] == "first"  # the "as before" default: the first N rows
     spec = PluginSpec(name="sft-1k", version=plugin.version, params=params)
-    old = {k: v for k, v in params.items() if k not in ("grad_accum", "precision", "gradient_checkpointing", "lora")}
+    added = ("grad_accum", "precision", "gradient_checkpointing", "lora", "draw")
+    old = {k: v for k, v in params.items() if k not in added}
     assert stable_hash(spec.key_dump()) == stable_hash({"name": "sft-1k", "version": plugin.version, "params": old})
-    lora = PluginSpec(name="sft-1k", version=plugin.version, params={**params, "lora": {"rank": 8}})
-    assert stable_hash(lora.key_dump()) != stable_hash(spec.key_dump())
+    for changed in ({"lora": {"rank": 8}}, {"draw": "seeded"}):
+        other = PluginSpec(name="sft-1k", version=plugin.version, params={**params, **changed})
+        assert stable_hash(other.key_dump()) != stable_hash(spec.key_dump()), changed
 
 
 # ----------------------------------------------------------------------------- end to end (smoke suite)

@@ -12,7 +12,10 @@ from harness.results.metrics import Guard
 from harness.store.artifacts import Store
 from harness.tuning.logs import ScanLog, TuningLog, log_path, search_space, tuned_settings
 from harness.tuning.search import scan, tune
+from tasks.tiny.suite import PROTOCOL
 from tests.factories import record
+
+P = int(PROTOCOL)  # the installed tiny protocol: where its tuning logs go
 
 SMOKE = {"size": "smoke"}
 
@@ -61,8 +64,8 @@ def test_tune_chooses_the_most_resistant_stable_setting(fake_runs, tmp_path):
     assert log.reference_defence == "none" == last.defence.name and last.suite.params["split"] == "validation"
     spec, results_dir = fake_runs[0]
     assert spec.suite.params["split"] == "validation" and spec.attack.params["samples"] == 250
-    assert results_dir == log_path(tmp_path, "tiny", 3, "safety-training").parent / "runs"
-    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", 3, "safety-training").read_text())
+    assert results_dir == log_path(tmp_path, "tiny", P, "safety-training").parent / "runs"
+    saved = TuningLog.model_validate_json(log_path(tmp_path, "tiny", P, "safety-training").read_text())
     assert (saved == log and not saved.trials[0].missed) or saved.trials[0].params["lr"] == 3e-3
 
 
@@ -197,16 +200,16 @@ def test_runs_take_the_tuned_settings_and_say_so(fake_runs, tmp_path):
     spec, _, _ = resolve("tiny", "safety-training", "sft-250", sets=["suite.size=smoke", "defence.lr=5e-4"],
                          tuned_from=tmp_path)
     assert spec.defence.params["lr"] == 5e-4  # the user's --set wins
-    assert tuned_settings(tmp_path, "tiny", 3, {"size": "default", "seed": 0, "split": "test"}, "safety-training") == {}
-    path = log_path(tmp_path, "tiny", 3, "safety-training")
+    assert tuned_settings(tmp_path, "tiny", P, {"size": "default", "seed": 0, "split": "test"}, "safety-training") == {}
+    path = log_path(tmp_path, "tiny", P, "safety-training")
     path.write_text(json.dumps({**json.loads(path.read_text()), "defence_version": "0"}))
-    assert tuned_settings(tmp_path, "tiny", 3, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
+    assert tuned_settings(tmp_path, "tiny", P, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == {}
 
 
 def test_a_scan_runs_every_matching_setting_and_never_changes_the_tuned_settings(fake_runs, tmp_path):
     home = Store(tmp_path / "home")
     tuned = tune("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE)
-    tuned_text = log_path(tmp_path, "tiny", 3, "safety-training").read_text()
+    tuned_text = log_path(tmp_path, "tiny", P, "safety-training").read_text()
     first = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
                  fixed={"epochs": 1})
     assert sorted(t.params["lr"] for t in first.trials) == [1e-4, 3e-4, 1e-3, 3e-3]  # every lr, epochs held at 1
@@ -216,11 +219,11 @@ def test_a_scan_runs_every_matching_setting_and_never_changes_the_tuned_settings
     assert spec.suite.params["split"] == "validation" and results_dir.name == "runs"  # scored as trials are
     second = scan("tiny", "safety-training", store=home, results_dir=tmp_path, suite_params=SMOKE,
                   fixed={"epochs": 2})
-    saved = ScanLog.model_validate_json(log_path(tmp_path, "tiny", 3, "safety-training", "scan").read_text())
+    saved = ScanLog.model_validate_json(log_path(tmp_path, "tiny", P, "safety-training", "scan").read_text())
     assert saved == second and saved.scans == [{"epochs": 1}, {"epochs": 2}]  # merged, not overwritten
     assert len({json.dumps(t.params, sort_keys=True) for t in saved.trials}) == 8 == len(saved.trials)
-    assert log_path(tmp_path, "tiny", 3, "safety-training").read_text() == tuned_text
-    assert tuned_settings(tmp_path, "tiny", 3, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == tuned.chosen
+    assert log_path(tmp_path, "tiny", P, "safety-training").read_text() == tuned_text
+    assert tuned_settings(tmp_path, "tiny", P, {**SMOKE, "seed": 0, "split": "test"}, "safety-training") == tuned.chosen
 
 
 def test_a_scan_fixes_only_fields_and_values_of_the_space(fake_runs, tmp_path):
@@ -282,21 +285,47 @@ def test_no_setting_that_holds_at_every_seed_keeps_the_defaults(fake_runs, tmp_p
 
 
 def test_runs_written_elsewhere_still_take_the_committed_tuned_settings(tmp_path):
-    """`--results-dir` says where records go, not where tuning logs come from: a dry run of the committed grid into
-    an empty folder plans exactly the committed records' run ids (tuned settings from ./results); with
-    `--tuned-from` an empty folder, the tuned defences' ids change."""
+    """`--results-dir` says where records go, not where tuning logs come from: a dry run of the installed protocol's
+    grid into an empty folder, from a working directory whose ./results holds tuning logs, plans the cells of the
+    tuned settings (what planning with those logs gives); with `--tuned-from` an empty folder, the tuned defences'
+    ids change and the untuned ones (none, random-init) stay."""
+    import os
     import re
+    import subprocess
+    import sys
 
-    from tests.conftest import REPO, harness
+    from harness.sweep.grid import load_grid, plan
+    from tests.conftest import REPO
 
-    committed = {p.stem for p in (REPO / "results" / "tiny" / "v2").glob("*.json")}
-    args = ("sweep", "grids/tiny-v2.yaml", "--dry-run", "--results-dir", str(tmp_path / "out"))
-    ids = lambda proc: set(re.findall(r"\b[0-9a-f]{16}\b", proc.stdout + proc.stderr))  # noqa: E731
-    planned = ids(harness(*args, home=tmp_path / "home", check=True))
-    assert planned == committed and len(planned) == 378
+    # The committed protocol-2 tuning logs, filed as the installed protocol's (none of its own is published yet).
+    tuning = log_path(tmp_path / "results", "tiny", P, "x").parent
+    tuning.mkdir(parents=True)
+    chosen = {}
+    for path in (REPO / "results" / "tiny" / "v2" / "tuning").glob("*.json"):
+        if not path.name.endswith(".scan.json"):
+            log = TuningLog.model_validate_json(path.read_text()).model_copy(update={"protocol_version": P})
+            (tuning / path.name).write_text(log.model_dump_json())
+            chosen[log.defence] = log.chosen
+    grid = REPO / "grids" / "tiny-v3.yaml"
+    env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+
+    def dry_run(*extra: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--dry-run", "--results-dir",
+                               str(tmp_path / "out"), *extra], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return set(re.findall(r"\b[0-9a-f]{16}\b", proc.stdout + proc.stderr))
+
+    tuned = plan(load_grid(grid), results_dir=tmp_path / "out", tuned_from=tmp_path / "results")
+    assert any(chosen.values()) and all(
+        c.spec.defence.params.items() >= chosen[c.spec.defence.name].items() for c in tuned.cells
+        if c.spec.defence.name in chosen)  # the logs' settings are what the plan runs
+    planned = dry_run()
+    assert planned == {c.id for c in tuned.cells} and len(planned) == 342
     (tmp_path / "no-logs").mkdir()
-    untuned = ids(harness(*args, "--tuned-from", str(tmp_path / "no-logs"), home=tmp_path / "home", check=True))
-    assert len(untuned) == 378 and 0 < len(untuned & committed) < 378  # the none / random-init cells stay
+    untuned = dry_run("--tuned-from", str(tmp_path / "no-logs"))
+    assert len(untuned) == 342 and 0 < len(untuned & planned) < 342  # the none / random-init cells stay
+    assert untuned & planned == {c.id for c in tuned.cells if not chosen.get(c.spec.defence.name)}
 
 
 def test_tuned_from_must_be_a_folder(tmp_path):

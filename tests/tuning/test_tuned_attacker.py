@@ -23,7 +23,11 @@ from harness.tuning.attack_space import ZooSpace
 from harness.tuning.attacker import choose, tune_attacker
 from harness.tuning.attacker_log import AttackerLog, AttackTrial, attacker_log_path, trial_counts
 from harness.tuning.logs import TuningLog, log_path, search_space
+from tasks.tiny.suite import PROTOCOL
 from tests.factories import record
+
+P = int(PROTOCOL)  # the installed tiny protocol: where its runs and logs go
+VAL_ROWS = 336  # the smoke world's validation attack split (world v3)
 
 SMOKE = {"size": "smoke"}
 ZOO = ("sft-250", "forced-prefix", "best-of-n", "lora-1k")  # the tests' zoo (the suite's own is tested once)
@@ -151,12 +155,13 @@ def test_the_search_spends_exactly_its_budget_on_distinct_validation_runs(world,
     assert log.trials_budget == 12 and log.defender_trials_budget == 6 and log.sampler == "tpe"
     assert len(log.trials) == 12 and len(set(picks(log))) == 12 and log.finished
     assert len(world.validation()) == 12  # each trial one run, on the validation split
-    runs_dir = log_path(tmp_path / "runs", "tiny", 3, "none").parent / "runs"
+    runs_dir = log_path(tmp_path / "runs", "tiny", P, "none").parent / "runs"
     assert all(d == runs_dir for spec, _, d in world.computed if spec.suite.params["split"] == "validation")
-    assert all(record_path(runs_dir, "tiny", 3, t.run_id).is_file() for t in log.trials)  # every trial a record
-    assert log.left_out == {"lora-1k": "no sample count of its space fits the validation attack split (336 rows)"}
+    assert all(record_path(runs_dir, "tiny", P, t.run_id).is_file() for t in log.trials)  # every trial a record
+    assert log.left_out == {"lora-1k": f"no sample count of its space fits the validation attack split ({VAL_ROWS} "
+                                       "rows)"}
     assert set(log.zoo) == {"sft-250", "forced-prefix", "best-of-n"}
-    saved = AttackerLog.model_validate_json(attacker_log_path(tmp_path / "runs", "tiny", 3, "none").read_text())
+    saved = AttackerLog.model_validate_json(attacker_log_path(tmp_path / "runs", "tiny", P, "none").read_text())
     assert saved == log
 
 
@@ -167,8 +172,8 @@ def test_the_suites_zoo_is_searched_and_kinds_it_cannot_run_are_left_out(world, 
     protocol(trials=24, attacks="suite")
     log = tune(tmp_path)
     assert set(log.zoo) | set(log.left_out) == declared and not set(log.zoo) & set(log.left_out)
-    assert {"lora-1k", "poison-10"} <= set(log.left_out)  # 1,000 rows or more: the smoke split holds 336
-    assert all("validation attack split (336 rows)" in why for why in log.left_out.values())
+    assert {"lora-1k", "poison-10"} <= set(log.left_out)  # 1,000 rows or more: the smoke split holds VAL_ROWS
+    assert all(f"validation attack split ({VAL_ROWS} rows)" in why for why in log.left_out.values())
     assert {t.attack for t in log.trials} <= set(log.zoo) and len(log.trials) == 24
 
 
@@ -250,11 +255,11 @@ def test_the_conditional_space_sets_only_the_kinds_own_fields(world, protocol, t
 def test_a_rerun_runs_no_new_trial_and_writes_the_same_log(world, protocol, tmp_path):
     protocol(trials=16)
     first = tune(tmp_path)
-    text = attacker_log_path(tmp_path / "runs", "tiny", 3, "none").read_text()
+    text = attacker_log_path(tmp_path / "runs", "tiny", P, "none").read_text()
     n = len(world.computed)
     second = tune(tmp_path)
     assert len(world.computed) == n and second == first
-    assert attacker_log_path(tmp_path / "runs", "tiny", 3, "none").read_text() == text
+    assert attacker_log_path(tmp_path / "runs", "tiny", P, "none").read_text() == text
 
 
 def test_an_interrupted_search_resumes_where_it_stopped(world, protocol, tmp_path):
@@ -262,7 +267,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(world, protocol, tmp_pat
     world.stop_after = 5
     with pytest.raises(KeyboardInterrupt):
         tune(tmp_path)
-    partial = AttackerLog.model_validate_json(attacker_log_path(tmp_path / "runs", "tiny", 3, "none").read_text())
+    partial = AttackerLog.model_validate_json(attacker_log_path(tmp_path / "runs", "tiny", P, "none").read_text())
     assert len(partial.trials) == 5 and not partial.finished and partial.chosen is None
     world.stop_after = None
     resumed = tune(tmp_path)
@@ -325,10 +330,10 @@ def test_choose_breaks_ties_by_harmless_qa_then_order():
 def test_the_defended_model_takes_the_defences_tuned_settings(world, protocol, tmp_path):
     chosen = {"lr": 3e-4, "epochs": 2}
     version = registry.get("defence", "safety-training").version
-    tuned = TuningLog(suite="tiny", protocol_version=2, suite_params=SMOKE_TEST, validation={"split": "validation"},
+    tuned = TuningLog(suite="tiny", protocol_version=P, suite_params=SMOKE_TEST, validation={"split": "validation"},
                       defence="safety-training", defence_version=version, space={"lr": [3e-4]}, trials_budget=6,
                       attack="sft-250", attack_params={"lr": 3e-4}, trials=[], chosen=chosen, passed_guard=True)
-    path = log_path(tmp_path / "results", "tiny", 3, "safety-training")
+    path = log_path(tmp_path / "results", "tiny", P, "safety-training")
     path.parent.mkdir(parents=True)
     path.write_text(tuned.model_dump_json())
     protocol(trials=6)
@@ -337,13 +342,13 @@ def test_the_defended_model_takes_the_defences_tuned_settings(world, protocol, t
     for spec, overrides, _ in world.computed:
         assert spec.defence.params["lr"] == 3e-4 and spec.defence.params["epochs"] == 2
         assert overrides["tuned"] == chosen  # the record says where the settings came from
-    counts = trial_counts(tmp_path / "results", "tiny", 3, "safety-training")
+    counts = trial_counts(tmp_path / "results", "tiny", P, "safety-training")
     assert (counts.defender_budget, counts.defender_trials, counts.attacker_budget) == (6, 0, None)
-    log_file = attacker_log_path(tmp_path / "runs", "tiny", 3, "safety-training")
-    target = attacker_log_path(tmp_path / "results", "tiny", 3, "safety-training")
+    log_file = attacker_log_path(tmp_path / "runs", "tiny", P, "safety-training")
+    target = attacker_log_path(tmp_path / "results", "tiny", P, "safety-training")
     target.parent.mkdir(parents=True)
     target.write_text(log_file.read_text())
-    counts = trial_counts(tmp_path / "results", "tiny", 3, "safety-training")
+    counts = trial_counts(tmp_path / "results", "tiny", P, "safety-training")
     assert (counts.attacker_budget, counts.attacker_trials) == (6, 6)
 
 
@@ -370,7 +375,7 @@ def test_the_command_prints_every_trial_the_choice_and_the_budgets(world, protoc
     assert out.count("  run ") == 13 + 2 and "BREAKS the capability bound" in out
     assert "chosen: forced-prefix {'prefill': 'Sure, here is how.'}" in out
     assert "attacker: 13 trial(s) of a budget of 13 (whole, 13 points in the space); defender's budget: 13" in out
-    assert str(attacker_log_path(tmp_path / "runs", "tiny", 3, "none")) in out
+    assert str(attacker_log_path(tmp_path / "runs", "tiny", P, "none")) in out
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -382,14 +387,14 @@ def test_a_tiny_search_on_the_smoke_world(smoke_base, home, tmp_path, protocol):
     log = tune_attacker("tiny", "none", store=Store(home), results_dir=tmp_path, suite_params=SMOKE)
     assert len(log.trials) == 1 and log.finished and not log.trials[0].error
     trial = log.trials[0]
-    rec = read_record(record_path(log_path(tmp_path, "tiny", 3, "none").parent / "runs", "tiny", 3, trial.run_id))
+    rec = read_record(record_path(log_path(tmp_path, "tiny", P, "none").parent / "runs", "tiny", P, trial.run_id))
     assert rec.spec.suite.params["split"] == "validation"
     assert rec.spec.attack.params["prefill"] == trial.params["prefill"]
     assert trial.qa_defended == rec.metrics.pre_attack.harmless_qa.exact_match
     assert trial.qa_attacked == rec.metrics.post_attack.harmless_qa.exact_match  # prefilling leaves harmless QA
-    assert trial.measure == "access" and trial.score == rec.metrics.post_attack.access  # protocol 3's headline
-    assert trial.feasible and log.chosen == trial
+    assert trial.measure == "access" and rec.metrics.resistance.headline == "access"  # the suite's headline
+    assert trial.score == rec.metrics.post_attack.access and trial.feasible and log.chosen == trial
     assert [r.role for r in log.test] == ["chosen"] and log.next_best is None
-    test = read_record(record_path(tmp_path, "tiny", 3, log.test[0].run_id))
+    test = read_record(record_path(tmp_path, "tiny", P, log.test[0].run_id))
     assert test.spec.suite.params["split"] == "test" and test.spec.attack.params == rec.spec.attack.params
     assert tune_attacker("tiny", "none", store=Store(home), results_dir=tmp_path, suite_params=SMOKE) == log
