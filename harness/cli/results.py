@@ -156,7 +156,8 @@ def publish(run_ids: Annotated[list[str] | None, typer.Argument(metavar="RUN_ID"
             target: Annotated[Path, typer.Option("--to", metavar="DIR", help="published results folder")]
             = Path("results"),
             allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="also records made from a git tree "
-                                                      "with uncommitted changes")] = False,
+                                                      "with uncommitted changes (never for a protocol its suite "
+                                                      "requires clean)")] = False,
             replace_logs: Annotated[bool, typer.Option("--replace-logs", help="replace a published tuning log that "
                                                        "differs (a re-tune)")] = False,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be published; write "

@@ -147,7 +147,10 @@ def test_publish_refuses_dirty_invalid_and_keeps_existing_records(tmp_path):
     dirty.write_text(json.dumps(raw))
     dst = tmp_path / "results"
     refused = plan(tmp_path / "runs", dst, run_ids=[dirty.stem], every=False)
-    assert len(refused.problems) == 1 and "--allow-dirty" in refused.problems[0]
+    # The installed protocol requires clean records (`Suite.clean_from_protocol`): --allow-dirty cannot override it
+    assert len(refused.problems) == 1 and "must come from a clean commit" in refused.problems[0]
+    assert plan(tmp_path / "runs", dst, run_ids=[dirty.stem], every=False, allow_dirty=True).problems == \
+        refused.problems
     with pytest.raises(Exception, match="nothing written"):
         publish(refused)
     assert not dst.exists()
@@ -171,6 +174,8 @@ def test_publish_tuning_logs_with_their_trials(tmp_path):
     runs, dst = tmp_path / "runs", tmp_path / "results"
     trial = working_copy(tmp_path, next((COMMITTED / "tuning" / "runs" / "tiny" / "v2").glob("*.json")), installed,
                          folder=f"tuning/runs/tiny/{NOW}")  # a trial of the installed suite (validation split)
+    raw = json.loads(trial.read_text())
+    trial.write_text(json.dumps({**raw, "provenance": {**raw["provenance"], "git_dirty": False}}))  # v3: clean only
     assert json.loads(trial.read_text())["spec"]["suite"]["params"]["split"] == "validation"
     committed = json.loads((COMMITTED / "tuning" / "repnoise.json").read_text())
     first = {**committed, "protocol_version": int(PROTOCOL),
