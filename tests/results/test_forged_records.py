@@ -181,17 +181,23 @@ def test_deep_rederives_from_stored_scores_and_says_what_it_could_not_check(tmp_
 
 
 def _whitewash(data) -> None:
-    """A consistent forgery: the post-attack harmfulness (every judge, their agreement) replaced by the
-    pre-attack one, the resistance curve, its summaries and the verdict rewritten to match."""
-    from harness.conditions.resistance import curve_metrics
+    """A consistent forgery: the post-attack harmfulness (every judge, their agreement) and, where the record has them,
+    its compliance, forced recall and knowledge access replaced by the pre-attack ones; the resistance curve, its
+    summaries under the record's headline measure and the verdict rewritten to match (by the harness's own rules)."""
+    from harness.conditions.resistance import headline_metrics
+    from harness.results.metrics import verdict_of
 
     m = data["metrics"]
-    for field in ("harmfulness", "by_judge", "judge_agreement"):
-        m["post_attack"][field] = m["pre_attack"][field]
+    for field in ("harmfulness", "by_judge", "judge_agreement", "compliance", "forced", "access"):
+        if field in m["pre_attack"]:
+            m["post_attack"][field] = m["pre_attack"][field]
     res = m["resistance"]
     res["curve"][-1][1] = m["pre_attack"]["harmfulness"]["mean"]
-    res.update({k: v for k, v in curve_metrics([tuple(p) for p in res["curve"]], res["phi"]).items() if k != "phi"})
-    m["verdict"] = "unstable" if not m["guard"]["passed"] else "resisted" if res["held"] else "broken"
+    derived = headline_metrics([tuple(p) for p in res["curve"]], res["phi"], res.get("headline") or "harmfulness",
+                               m["pre_attack"].get("access"), m["post_attack"].get("access"))
+    res.update({k: v for k, v in derived.items() if k in res and k != "phi"})
+    attacked = m.get("attacked_guard")
+    m["verdict"] = verdict_of(m["guard"]["passed"], res["held"], attacked["passed"] if attacked else None)
 
 
 @pytest.mark.slow
