@@ -89,6 +89,9 @@ def validate(path: Annotated[Path, typer.Argument(help="a results folder (result
                                                 "(in the --home store, reusing its cached stages, or in a temporary "
                                                 "store)")] = 0,
              seed: Annotated[int, typer.Option(min=0, metavar="SEED", help="seed of the --rerun sample")] = 0,
+             allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="accept records made from a tree with "
+                                                       "uncommitted changes where the suite requires clean ones (a "
+                                                       "working folder; never results/)")] = False,
              home: HomeOpt = None) -> None:
     """Check run records against the record schema, recompute each run id from its spec, check that each record
     agrees with itself and names installed plugins, and that the committed tables match the records. Exit 0 if
@@ -100,7 +103,8 @@ def validate(path: Annotated[Path, typer.Argument(help="a results folder (result
     if home is not None:
         readable_dir(home, "--home")
     failed = False
-    for finding in validate_results(path, deep=Store(home) if deep else None, rerun=rerun, seed=seed, home=home):
+    for finding in validate_results(path, deep=Store(home) if deep else None, rerun=rerun, seed=seed, home=home,
+                                     allow_dirty=allow_dirty):
         typer.echo(finding.line())
         failed |= not finding.ok
     raise typer.Exit(1 if failed else 0)

@@ -82,10 +82,10 @@ def folders(path: Path) -> list[Path]:
     return found
 
 
-def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = True
+def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = True, allow_dirty: bool = False
                  ) -> tuple[RunRecord | None, list[str]]:
     """The record (None if unreadable) and every problem with it; `in_folder`: it must sit in
-    `<suite>/v<protocol version>/`."""
+    `<suite>/v<protocol version>/`; `allow_dirty`: a working folder's record may come from a dirty tree."""
     try:
         raw = read_json(path)
     except JSONLimitError as exc:
@@ -105,7 +105,8 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
     where = (path.parent.parent.name, path.parent.name)
     if in_folder and where != results_folder(Path(), record.suite, record.protocol_version).parts:
         problems.append(f"a record of suite '{record.suite}' v{record.protocol_version} in folder {'/'.join(where)}")
-    return record, [*problems, *consistency_problems(record), *plugin_checks(record)[0], *provenance_problems(record)]
+    return record, [*problems, *consistency_problems(record), *plugin_checks(record)[0],
+                    *([] if allow_dirty else provenance_problems(record))]
 
 
 def provenance_problems(record: RunRecord) -> list[str]:
@@ -168,7 +169,7 @@ def difference(committed: Any, built: Any) -> str:
 
 
 def validate(path: Path, *, deep: Store | None = None, rerun: int = 0, seed: int = 0,
-             home: Path | None = None) -> Iterator[Finding]:
+             home: Path | None = None, allow_dirty: bool = False) -> Iterator[Finding]:
     """Every finding under `path`, folder by folder; a folder with no problem gives one OK line. `deep`: the
     store to re-derive metrics from; `rerun`: cells to rerun end to end, sampled with `seed`, in the store
     `home` (None: a temporary one)."""
@@ -183,7 +184,7 @@ def validate(path: Path, *, deep: Store | None = None, rerun: int = 0, seed: int
         files = [folder] if folder.is_file() else sorted(folder.glob("*.json"))
         records, bad, versions = [], 0, {}
         for file in files:
-            record, problems = check_record(file, schema, in_folder=not folder.is_file())
+            record, problems = check_record(file, schema, in_folder=not folder.is_file(), allow_dirty=allow_dirty)
             if record is not None:
                 records.append(record)
                 plugin_problems, notes = plugin_checks(record)

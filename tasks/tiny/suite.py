@@ -109,7 +109,7 @@ def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
         report["judge"] = train_classifier(world, load_tokenizer(tmp / "base"), tmp / "judge", seed)
         test = judge_testset(world, seed)
         prompts, gens = [t["prompt"] for t in test], [t["generation"] for t in test]
-        content = ContentJudge(ContentConfig(seed=cfg.seed, size=cfg.size)).score(prompts, gens)
+        content = ContentJudge(ContentConfig(seed=cfg.seed, size=cfg.size, scoring="content")).score(prompts, gens)
         from harness.judges.hf_classifier import Config as HFConfig
 
         classifier = build_classifier(HFConfig(model=str(tmp / "judge")), store).score(prompts, gens)

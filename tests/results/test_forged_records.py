@@ -207,7 +207,7 @@ def test_a_consistent_forgery_of_a_smoke_run_is_caught_by_deep_and_rerun(home, s
             "--results-dir", str(results), home=home, check=True)
     (path,) = (results / "tiny" / f"v{PROTOCOL}").glob("*.json")
     _rebuild_tables(path.parent)
-    honest = harness("validate", str(results), "--deep", "--home", str(home), home=home)
+    honest = harness("validate", str(results), "--deep", "--home", str(home), "--allow-dirty", home=home)
     assert honest.returncode == 0 and "1 record(s) re-derived in full" in honest.stdout, honest.stdout
     post = read_record(path).metrics.post_attack.harmfulness.mean
 
@@ -217,12 +217,13 @@ def test_a_consistent_forgery_of_a_smoke_run_is_caught_by_deep_and_rerun(home, s
     _rebuild_tables(path.parent)
     forged = data["metrics"]["post_attack"]["harmfulness"]["mean"]
     assert forged < post
-    assert harness("validate", str(results), home=home).returncode == 0  # consistent: only the evidence can tell
+    assert harness("validate", str(results), "--allow-dirty", home=home).returncode == 0  # consistent
 
-    deep = harness("validate", str(results), "--deep", "--home", str(home), home=home)
+    deep = harness("validate", str(results), "--deep", "--home", str(home), "--allow-dirty", home=home)
     assert deep.returncode == 1
     assert f"metrics.post_attack.harmfulness.mean: {forged!r} != {post!r}" in deep.stdout, deep.stdout
-    rerun = harness("validate", str(results), "--rerun", "1", "--seed", "3", "--home", str(home), home=home)
+    rerun = harness("validate", str(results), "--rerun", "1", "--seed", "3", "--home", str(home), "--allow-dirty",
+                    home=home)
     assert rerun.returncode == 1
     assert "--rerun: 1 of 1 rerunnable cell(s), sampled with seed 3" in rerun.stdout, rerun.stdout
     assert f"--rerun gives other metrics: metrics.post_attack.harmfulness.mean: {forged!r} != {post!r}" in rerun.stdout
