@@ -25,7 +25,7 @@ import pytest
 from harness.cli import INTERRUPTED
 from harness.store.artifacts import JOURNAL, Store
 from harness.store.locks import try_lock
-from tasks.tiny.suite import Config, build_key
+from tasks.tiny.suite import PROTOCOL, Config, build_key
 from tests.conftest import REPO, messages
 
 pytestmark = pytest.mark.slow
@@ -127,7 +127,7 @@ MID_STAGE = ("models", "generations", "models", "generations", "stability", "tra
 def test_killed_anywhere_resumes_to_identical_metrics(prepared, pair, tmp_path):
     home, results = tmp_path / "home", tmp_path / "results"
     shutil.copytree(prepared, home)
-    stale = [home / "models" / ".0badc0de.x1.tmp", results / "tiny" / "v2" / ".0badc0de.json.x2.tmp"]
+    stale = [home / "models" / ".0badc0de.x1.tmp", results / "tiny" / f"v{PROTOCOL}" / ".0badc0de.json.x2.tmp"]
     for path in stale:  # what a kill mid-write leaves behind
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half")

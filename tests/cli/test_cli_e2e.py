@@ -19,7 +19,8 @@ def results(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prepared(home):
+def prepared(smoke_base, home):
+    """The build report of the session's smoke world (built by `smoke_base`, which keeps its progress log)."""
     proc = harness("prepare", "tiny", *SMOKE, "--json", home=home, check=True)
     return json.loads(proc.stdout)
 
