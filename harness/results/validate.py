@@ -20,6 +20,7 @@ seeded sample of N cells end to end and compares (`harness.results.rerun`). A pr
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,18 @@ def check_record(path: Path, schema: SchemaCheck | None, *, in_folder: bool = Tr
                     *([] if allow_dirty else provenance_problems(record))]
 
 
+@functools.cache
+def _clean_from_protocol(suite: str) -> int | None:
+    """The installed suite's first protocol whose records must be clean (once per suite, not once per record)."""
+    from harness import registry
+
+    try:
+        plugin = registry.get("suite", suite)
+        return plugin.fn(plugin.config()).clean_from_protocol
+    except HarnessError:
+        return None
+
+
 def provenance_problems(record: RunRecord) -> list[str]:
     """A record made from a dirty tree, of a protocol its installed suite requires clean (`Suite.clean_from_protocol`):
     its commit does not say what code made it."""
@@ -116,12 +129,8 @@ def provenance_problems(record: RunRecord) -> list[str]:
 
     if not record.provenance.git_dirty or record.suite not in registry.names("suite"):
         return []
-    try:
-        plugin = registry.get("suite", record.suite)
-        clean_from = plugin.fn(plugin.config()).clean_from_protocol
-    except HarnessError:
-        return []  # a suite that does not load: plugin_checks says so
-    if record.protocol_version < clean_from:
+    clean_from = _clean_from_protocol(record.suite)
+    if clean_from is None or record.protocol_version < clean_from:  # None: the suite does not load (plugin_checks)
         return []
     return [f"made from a dirty tree (git commit {record.provenance.git_commit[:12]} with uncommitted changes): "
             f"{record.suite} v{record.protocol_version} records must come from a clean commit"]
