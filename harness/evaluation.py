@@ -77,6 +77,7 @@ class Evaluator:
         from harness.judges import agreement, harmfulness, pairwise
 
         spec, panel = self.spec, self.panel
+        self.outputs.generate_with(ref, name, [(f, f"{name}.forced{i}") for i, f in enumerate(self.forcing)])
         gen_key = self.outputs.generate(ref, name) if query is None else self._queried(ref, name, query)
         gens = self.outputs.read(gen_key)
         prompts, outputs = self.outputs.prompt_sets["harmful"], gens["harmful"]

@@ -32,7 +32,7 @@ from harness.progress import bar
 from harness.results.metrics import Evidence, Guard, Metrics, verdict_of
 from harness.results.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
 from harness.specs import EvalSpec, ModelSpec, PluginSpec, RunSpec
-from harness.stages import MODELS, Build, Loading, Stages, data_fingerprint
+from harness.stages import MODELS, Build, Loading, Stages, data_fingerprint, freeze_long_lived
 from harness.store.artifacts import Store, atomic_write_text
 from harness.suite import Suite, SuiteData
 
@@ -184,6 +184,7 @@ def open_cell(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False)
     check_judges(spec.judges, store)
     check_needs(spec, suite, stages)
     stages.timed("prepare", start, cached=store.writes == writes)
+    freeze_long_lived()
     data, evidence = select_data(suite, spec, suite_data(suite, stages, model=spec.model, judge=spec.judges[0],
                                                          backend=spec.eval.backend))
     ctx = StageContext(tokenizer=None, data=data, max_length=suite.max_length, seed=spec.seed, template=suite.prompt)

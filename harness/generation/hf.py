@@ -16,21 +16,26 @@ from harness.errors import UnknownNameError
 from harness.generation.vllm_engine import generate_vllm, gpu_vllm_available, require_vllm
 from harness.training.collate import PROMPT_TEMPLATE, PromptFormat, as_format
 
-# backend(model_path, {set name: prompts}, *, max_new_tokens, batch_size, ...) -> {set name: generations}
+# backend(model_path, {set name: prompts}, *, max_new_tokens, batch_size, template, set_templates, ...)
+#   -> {set name: generations}
 Backend = Callable[..., dict[str, list[str]]]
 
 
 def generate_hf(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
                 batch_size: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                set_templates: Mapping[str, PromptFormat] | None = None,
                 progress: Callable[..., None] | None = None, dtype: str = "float32",
                 trust_remote_code: bool = False, temperature: float = 0.0, seed: int = 0) -> dict[str, list[str]]:
-    """Continuations of every prompt set (raw questions, formatted with `template`), in input order: greedy, or
-    sampled at `temperature` > 0 from `seed`. The model is loaded once for all sets, in `dtype`."""
+    """Continuations of every prompt set (raw questions, formatted with `template` or the set's own entry in
+    `set_templates`), in input order: greedy, or sampled at `temperature` > 0 from `seed`. The model is loaded
+    once for all sets, in `dtype`."""
     from harness.models.loading import load_causal_lm
 
     model, tok = load_causal_lm(model_path, dtype, trust_remote_code=trust_remote_code)
+    own = set_templates or {}
     return {name: generate_with_model(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      template=template, progress=progress, temperature=temperature, seed=seed)
+                                      template=own.get(name, template), progress=progress, temperature=temperature,
+                                      seed=seed)
             for name, prompts in prompt_sets.items()}
 
 

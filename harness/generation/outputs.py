@@ -16,7 +16,7 @@ an attack is watched excluded) and the prompts, so every run that evaluates the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,49 @@ class ModelOutputs:
             meta = {"backend": spec.backend, "lora": serving.model_dump()}
             stages.cached(f"{name}.generate", GENERATIONS, self.key_inputs(ref), self.writer(texts, meta))
         return len(results)
+
+    def generate_with(self, ref: str, name: str, others: Sequence[tuple[ModelOutputs, str]]) -> list[str]:
+        """`generate(ref, name)` and each of `others` (outputs, name) of the same model: the missing ones that share
+        this one's settings but their prompt format and prompts (an evaluation's forced openings) are generated in
+        one backend call (one model load, one vLLM engine start, where one per group was made before; the first
+        one's stage time holds it), the rest (sampled draws) each alone. Returns the store keys in that order."""
+        jobs = [(self, name), *others]
+        missing = [(o, n) for o, n in jobs if not o.sampling and o.group_inputs() == self.group_inputs() and (
+            self.stages.force or not self.stages.store.has(GENERATIONS, stable_hash(dict(o.key_inputs(ref)))))]
+        if len(missing) < 2 or self.stages.adapter(ref) is not None:
+            return [o.generate(ref, n) for o, n in jobs]
+        made: dict[int, PromptSets] = {}
+
+        def build_all(tmp: Path, first: ModelOutputs) -> dict[str, Any]:
+            from harness.generation.hf import get_backend
+
+            sets = {f"{i}:{s}": ps for i, (o, _) in enumerate(missing) for s, ps in o.prompt_sets.items()}
+            own = {f"{i}:{s}": o.template for i, (o, _) in enumerate(missing) for s in o.prompt_sets}
+            spec = self.spec
+            with bar(f"{missing[0][1]}: generate ({spec.backend}, {len(missing)} prompt formats)",
+                     total=sum(map(len, sets.values())), unit="prompt") as advance:
+                texts = get_backend(spec.backend)(self.stages.model_path(ref), sets,
+                                                  max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+                                                  template=self.template, set_templates=own, progress=advance,
+                                                  **self.stages.backend_options())
+            for i, (o, _) in enumerate(missing):
+                made[i] = {s: texts[f"{i}:{s}"] for s in o.prompt_sets}
+            return first.writer(made[0], {"backend": spec.backend})(tmp)
+
+        keys = {}
+        for i, (o, n) in enumerate(missing):
+            def build(tmp: Path, o: ModelOutputs = o, n: str = n, i: int = i) -> dict[str, Any]:
+                if i == 0:
+                    return build_all(tmp, o)
+                if i in made:
+                    return o.writer(made[i], {"backend": self.spec.backend})(tmp)
+                return o._build(tmp, ref, n)  # another process stored the first meanwhile: this one alone
+            keys[n] = o.stages.cached(f"{n}.generate", GENERATIONS, o.key_inputs(ref), build)
+        return [keys[n] if n in keys else o.generate(ref, n) for o, n in jobs]
+
+    def group_inputs(self) -> dict[str, Any]:
+        """What the outputs depend on besides the prompts and their format: groups equal in this share a call."""
+        return {k: v for k, v in self.key_inputs("").items() if k not in ("prompts", "template")}
 
     def _build(self, tmp: Path, ref: str, name: str) -> dict[str, Any]:
         from harness.generation.hf import get_backend

@@ -88,19 +88,21 @@ def gpu_vllm_available() -> bool:
 # ----------------------------------------------------------------------------- the backend
 def generate_vllm(model_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
                   batch_size: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                  set_templates: Mapping[str, PromptFormat] | None = None,
                   progress: Callable[..., None] | None = None, seed: int = 0, temperature: float = 0.0,
                   dtype: str = "float32", trust_remote_code: bool = False) -> dict[str, list[str]]:
     """Continuations of every prompt set (raw questions, formatted in the engine process by `template`, the
-    suite's prompt format) from one engine, in input order; greedy unless `temperature` > 0 (then sampled
-    with `seed`). `batch_size` is unused: vLLM schedules its own batches."""
+    suite's prompt format, or by the set's own entry in `set_templates`) from one engine, in input order; greedy
+    unless `temperature` > 0 (then sampled with `seed`). `batch_size` is unused: vLLM schedules its own batches."""
     del batch_size
     return run_engine(model_path, prompt_sets, prompt_format=as_format(template), max_new_tokens=max_new_tokens,
-                      progress=progress, seed=seed, temperature=temperature, dtype=dtype,
+                      set_formats=set_templates, progress=progress, seed=seed, temperature=temperature, dtype=dtype,
                       trust_remote_code=trust_remote_code).outputs
 
 
 def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *,
                        max_new_tokens: int, template: str | PromptFormat = PROMPT_TEMPLATE,
+                       set_templates: Mapping[str, PromptFormat] | None = None,
                        progress: Callable[..., None] | None = None, canary_prompts: Sequence[str] | None = None,
                        n_canary: int = 8, seed: int = 0, temperature: float = 0.0, dtype: str = "float32",
                        trust_remote_code: bool = False) -> tuple[dict[str, list[str]], LoraServing]:
@@ -120,7 +122,8 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     if rank <= LORA_RANKS[-1]:
         try:
             result = run_engine(base_path, prompt_sets, prompt_format=fmt, max_new_tokens=max_new_tokens,
-                                progress=progress, seed=seed, temperature=temperature, lora=lora,
+                                set_formats=set_templates, progress=progress, seed=seed, temperature=temperature,
+                                lora=lora,
                                 **_loading(dtype, trust_remote_code))
         except HarnessError as exc:  # e.g. "ValueError: vLLM does not yet support DoRA."
             reason = f"vLLM could not serve the adapter: {exc}"
@@ -129,8 +132,8 @@ def generate_vllm_lora(base_path: Path, adapter_path: Path, prompt_sets: Mapping
     if result is not None:
         reason = _ignored(result.canary)
     return _merged(base_path, adapter_path, prompt_sets, reason=reason, canary=result.canary if result else None,
-                   prompt_format=fmt, max_new_tokens=max_new_tokens, progress=progress, seed=seed,
-                   temperature=temperature, **_loading(dtype, trust_remote_code))
+                   prompt_format=fmt, set_formats=set_templates, max_new_tokens=max_new_tokens, progress=progress,
+                   seed=seed, temperature=temperature, **_loading(dtype, trust_remote_code))
 
 
 def generate_vllm_loras(base_path: Path, adapters: Mapping[str, Path], prompt_sets: Mapping[str, Sequence[str]], *,
@@ -186,7 +189,8 @@ def _ignored(c: Canary | None) -> str:
 
 
 def _merged(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Sequence[str]], *, reason: str,
-            canary: Canary | None, prompt_format: PromptFormat, max_new_tokens: int,
+            canary: Canary | None, prompt_format: PromptFormat, set_formats: Mapping[str, PromptFormat] | None,
+            max_new_tokens: int,
             progress: Callable[..., None] | None, seed: int, temperature: float = 0.0,
             **loading: object) -> tuple[dict[str, list[str]], LoraServing]:
     """The merge fallback: peft merges the adapter into its base; one engine of the merged model generates."""
@@ -195,8 +199,9 @@ def _merged(base_path: Path, adapter_path: Path, prompt_sets: Mapping[str, Seque
     say(f"LoRA adapter {adapter_path} merged with peft, not served: {reason}")
     with tempfile.TemporaryDirectory(prefix="harness-merged-") as tmp:
         merged = merge_lora(Path(base_path), Path(adapter_path), Path(tmp) / "merged")
-        outputs = run_engine(merged, prompt_sets, prompt_format=prompt_format, max_new_tokens=max_new_tokens,
-                             progress=progress, seed=seed, temperature=temperature, **loading).outputs
+        outputs = run_engine(merged, prompt_sets, prompt_format=prompt_format, set_formats=set_formats,
+                             max_new_tokens=max_new_tokens, progress=progress, seed=seed, temperature=temperature,
+                             **loading).outputs
     return outputs, LoraServing(mode="merged", reason=reason, canary=canary)
 
 
@@ -220,7 +225,8 @@ def merge_lora(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the engine process
 def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *, max_new_tokens: int,
-               prompt_format: PromptFormat | None = None, progress: Callable[..., None] | None = None,
+               prompt_format: PromptFormat | None = None, set_formats: Mapping[str, PromptFormat] | None = None,
+               progress: Callable[..., None] | None = None,
                seed: int = 0, temperature: float = 0.0, dtype: str = "float32", trust_remote_code: bool = False,
                lora: LoraRequestSpec | None = None, loras: Sequence[LoraRequestSpec] = (), timed_sets: bool = False,
                start_timeout_s: float = START_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Response:
@@ -234,7 +240,8 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     _release_parent_gpu_memory()
     work = Path(tempfile.mkdtemp(prefix="harness-vllm-"))
     request = Request(model=str(model_path), prompt_sets={k: list(v) for k, v in formatted_sets.items()},
-                      prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                      prompt_format=prompt_format, set_formats=dict(set_formats or {}), max_new_tokens=max_new_tokens,
+                      temperature=temperature, seed=seed,
                       dtype=dtype, trust_remote_code=trust_remote_code, lora=lora, loras=list(loras),
                       timed_sets=timed_sets,
                       events=str(work / "events.jsonl"), response=str(work / "response.json"),

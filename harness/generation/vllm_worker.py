@@ -46,6 +46,8 @@ class Request(BaseModel):
                                               "formatted prompts")
     prompt_format: PromptFormat | None = Field(None, description="format raw questions with it (None: the prompts "
                                                "are formatted texts)")
+    set_formats: dict[str, PromptFormat] = Field({}, description="set name -> its own format (e.g. a forced "
+                                                 "opening), instead of prompt_format")
     max_new_tokens: int = Field(gt=0)
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy")
     seed: int = 0
@@ -59,6 +61,10 @@ class Request(BaseModel):
     timed_sets: bool = Field(False, description="generate set by set and time each (benchmarks); else all at once")
     events: str = Field(description="JSON-lines file the worker appends its events to")
     response: str = Field(description="JSON file the worker writes its Response to")
+
+    def format_of(self, name: str) -> PromptFormat | None:
+        """How the prompts of set `name` are formatted: its own format, else the request's."""
+        return self.set_formats.get(name, self.prompt_format)
 
 
 class AdapterOutput(BaseModel):
@@ -112,12 +118,12 @@ def main(request_path: str) -> None:
         for name, texts in req.prompt_sets.items():
             t0 = time.perf_counter()
             results[name] = _generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit,
-                                      fmt=req.prompt_format)
+                                      fmts=[req.format_of(name)] * len(texts))
             set_seconds[name] = round(time.perf_counter() - t0, 4)
     else:  # every set in one call: vLLM batches across sets
         texts = [t for ps in req.prompt_sets.values() for t in ps]
-        flat = iter(_generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit,
-                              fmt=req.prompt_format))
+        fmts = [req.format_of(name) for name, ps in req.prompt_sets.items() for _ in ps]
+        flat = iter(_generate(llm, tok, texts, sampling, lora_request=lora_request, progress=emit, fmts=fmts))
         results = {name: [next(flat) for _ in ps] for name, ps in req.prompt_sets.items()}
     import vllm
 
@@ -145,8 +151,8 @@ def _serve_many(llm: Any, tok: Any, sampling: Any, req: Request, emit: Any, engi
     requests = {spec.name: LoRARequest(spec.name, i, spec.path) for i, spec in enumerate(req.loras, LORA_ID)}
     canaries = {spec.name: _canary(llm, tok, req, requests[spec.name], spec) for spec in req.loras}
     served = [name for name, c in canaries.items() if c.changed]
-    texts = [t for ps in req.prompt_sets.values() for t in ps]
-    prompts = [{"prompt_token_ids": _ids(tok, t, req.prompt_format)} for _ in served for t in texts]
+    texts = [(t, req.format_of(n)) for n, ps in req.prompt_sets.items() for t in ps]
+    prompts = [{"prompt_token_ids": _ids(tok, t, f)} for _ in served for t, f in texts]
     per_prompt = [requests[name] for name in served for _ in texts]
     results = llm.generate(prompts, sampling, lora_request=per_prompt, use_tqdm=_progress_bar(emit)) if prompts else []
     flat = iter([(tok.decode(r.outputs[0].token_ids, skip_special_tokens=True).strip(), len(r.outputs[0].token_ids))
@@ -182,7 +188,7 @@ def _engine(req: Request) -> tuple[Any, Any, Any, str]:
     from harness.models.loading import load_tokenizer
 
     tok = load_tokenizer(req.model, trust_remote_code=req.trust_remote_code)
-    longest = max((len(_ids(tok, t, req.prompt_format)) for ps in req.prompt_sets.values() for t in ps), default=1)
+    longest = max((len(_ids(tok, t, req.format_of(n))) for n, ps in req.prompt_sets.items() for t in ps), default=1)
     for spec in [*([req.lora] if req.lora else []), *req.loras]:
         longest = max(longest, *(len(_ids(tok, t, req.prompt_format)) for t in spec.canary))
     from vllm.platforms import current_platform
@@ -213,9 +219,10 @@ def _ids(tok: Any, prompt: str, fmt: PromptFormat | None) -> list[int]:
 
 
 def _generate(llm: Any, tok: Any, texts: list[str], sampling: Any, *, lora_request: Any,
-              progress: Any = None, fmt: PromptFormat | None = None) -> list[tuple[str, int]]:
-    """(decoded text, generated token count) per prompt, in input order."""
-    prompts = [{"prompt_token_ids": _ids(tok, t, fmt)} for t in texts]
+              progress: Any = None, fmts: list[PromptFormat | None] | None = None) -> list[tuple[str, int]]:
+    """(decoded text, generated token count) per prompt (formatted by its entry of `fmts`; None: already
+    formatted), in input order."""
+    prompts = [{"prompt_token_ids": _ids(tok, t, f)} for t, f in zip(texts, fmts or [None] * len(texts), strict=True)]
     if not prompts:
         return []
     results = llm.generate(prompts, sampling, lora_request=lora_request,
