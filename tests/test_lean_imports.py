@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 PROGRAM = """
@@ -25,6 +27,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # two new interpreters importing transformers (~10 s)
 def test_transformers_imports_without_sklearn_after_harness():
     proc = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -152,6 +152,7 @@ def test_guard_refuses_every_door_and_logs_each(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the same outputs as in-process
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 @pytest.mark.parametrize(("name", "params"), [("none", {}), ("gradient-ascent", {"samples": 16, "lr": 1e-3}),
                                               ("repnoise", {"samples": 16, "lr": 1e-3, "batch_size": 8})])
 def test_a_defence_in_its_process_saves_the_weights_it_gives_in_process(name, params, tiny, tmp_path):
@@ -171,6 +172,7 @@ def test_a_defence_in_its_process_saves_the_weights_it_gives_in_process(name, pa
     assert not outcome.work.exists()
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 @pytest.mark.parametrize("name", ["sft-250", "lora-1k"])
 def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(name, tiny, tmp_path):
     """The attack's training callback: in-process it saw the model at steps 1, 2; the process saves each (a
@@ -207,6 +209,7 @@ def test_an_attack_in_its_process_gives_the_same_model_and_curve_snapshots(name,
     outcome.cleanup()
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 def test_the_check_hands_the_plugin_what_a_run_hands_it(tiny, tmp_path):
     """The sentinels cannot be told from a run's: a run's plugin gets the very same objects (a view rebuilt around
     the stage's saved splits, `Withheld` for the rest). The requests differ only in what the check measures
@@ -227,6 +230,7 @@ def test_the_check_hands_the_plugin_what_a_run_hands_it(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- cheats, in their process
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 def test_a_defence_calling_the_suite_loader_fails_with_one_line(installed, tiny, tmp_path):
     for name, what in (("loads-suite", "imported 'harness.resolve'"), ("loads-suite-quietly", "reached '")):
         _, outcome = _run(tmp_path, tiny, "defence", name, store=tmp_path)
@@ -237,6 +241,7 @@ def test_a_defence_calling_the_suite_loader_fails_with_one_line(installed, tiny,
         outcome.cleanup()
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 def test_a_defence_reading_a_withheld_split_fails_in_its_process(installed, tiny, tmp_path):
     """Only the stage's splits were saved for the process; the others are stand-ins there that log and raise,
     so a defence that swallows the error still fails its stage."""
@@ -251,6 +256,7 @@ def test_a_defence_reading_a_withheld_split_fails_in_its_process(installed, tiny
     outcome.cleanup()
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 def test_a_hash_seeded_defence_differs_across_hash_seeds_but_not_across_runs(installed, tiny, tmp_path):
     outs = []
     for i, hash_seed in enumerate((1, 2, 0, 0)):
@@ -263,6 +269,7 @@ def test_a_hash_seeded_defence_differs_across_hash_seeds_but_not_across_runs(ins
     assert all(torch.equal(outs[2][k], outs[3][k]) for k in outs[2])  # a run's hash seed is fixed
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 @pytest.mark.parametrize(("name", "found"), [("swaps-hook", "forward hook #"), ("patches-forward", "forward set on "
                                              "the instance"), ("patches-class", "LlamaMLP: forward is")])
 def test_hook_swaps_and_patched_forwards_are_found(name, found, installed, tiny, tmp_path):
@@ -272,6 +279,7 @@ def test_hook_swaps_and_patched_forwards_are_found(name, found, installed, tiny,
     outcome.cleanup()
 
 
+@pytest.mark.slow  # starts the plugin in its own process (torch imports, ~10 s)
 def test_an_honest_defence_changes_nothing_but_weights(tiny, tmp_path):
     _, outcome = _run(tmp_path, tiny, "defence", "gradient-ascent", {"samples": 16, "lr": 1e-3}, check=True)
     response = outcome.raise_for_failure()

@@ -105,25 +105,18 @@ class ModelOutputs:
         jobs = [(self, name), *others]
         missing = [(o, n) for o, n in jobs if not o.sampling and o.group_inputs() == self.group_inputs() and (
             self.stages.force or not self.stages.store.has(GENERATIONS, stable_hash(dict(o.key_inputs(ref)))))]
-        if len(missing) < 2 or self.stages.adapter(ref) is not None:
+        if len(missing) < 2:
             return [o.generate(ref, n) for o, n in jobs]
-        made: dict[int, PromptSets] = {}
+        made: dict[int, tuple[PromptSets, dict[str, Any]]] = {}
 
         def build_all(tmp: Path, first: ModelOutputs) -> dict[str, Any]:
-            from harness.generation.hf import get_backend
-
             sets = {f"{i}:{s}": ps for i, (o, _) in enumerate(missing) for s, ps in o.prompt_sets.items()}
             own = {f"{i}:{s}": o.template for i, (o, _) in enumerate(missing) for s in o.prompt_sets}
-            spec = self.spec
-            with bar(f"{missing[0][1]}: generate ({spec.backend}, {len(missing)} prompt formats)",
-                     total=sum(map(len, sets.values())), unit="prompt") as advance:
-                texts = get_backend(spec.backend)(self.stages.model_path(ref), sets,
-                                                  max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-                                                  template=self.template, set_templates=own, progress=advance,
-                                                  **self.stages.backend_options())
+            texts, meta = self._texts(ref, f"{missing[0][1]}: generate ({self.spec.backend}, {len(missing)} prompt "
+                                      "formats)", sets, own)
             for i, (o, _) in enumerate(missing):
-                made[i] = {s: texts[f"{i}:{s}"] for s in o.prompt_sets}
-            return first.writer(made[0], {"backend": spec.backend})(tmp)
+                made[i] = ({s: texts[f"{i}:{s}"] for s in o.prompt_sets}, meta)
+            return first.writer(*made[0])(tmp)
 
         keys = {}
         for i, (o, n) in enumerate(missing):
@@ -131,7 +124,7 @@ class ModelOutputs:
                 if i == 0:
                     return build_all(tmp, o)
                 if i in made:
-                    return o.writer(made[i], {"backend": self.spec.backend})(tmp)
+                    return o.writer(*made[i])(tmp)
                 return o._build(tmp, ref, n)  # another process stored the first meanwhile: this one alone
             keys[n] = o.stages.cached(f"{n}.generate", GENERATIONS, o.key_inputs(ref), build)
         return [keys[n] if n in keys else o.generate(ref, n) for o, n in jobs]
@@ -141,22 +134,27 @@ class ModelOutputs:
         return {k: v for k, v in self.key_inputs("").items() if k not in ("prompts", "template")}
 
     def _build(self, tmp: Path, ref: str, name: str) -> dict[str, Any]:
+        return self.writer(*self._texts(ref, f"{name}: generate ({self.spec.backend})", self.prompt_sets, {}))(tmp)
+
+    def _texts(self, ref: str, label: str, sets: PromptSets, own: dict[str, PromptFormat]
+               ) -> tuple[PromptSets, dict[str, Any]]:
+        """`ref`'s continuations of `sets` (each formatted by its entry in `own`, else this group's template) and
+        the generations' metadata: a full checkpoint by the backend, a stored LoRA adapter as `_adapter` says."""
         from harness.generation.hf import get_backend
 
         spec = self.spec
         adapter = self.stages.adapter(ref)
         meta: dict[str, Any] = {"backend": spec.backend}
-        with bar(f"{name}: generate ({spec.backend})", total=sum(map(len, self.prompt_sets.values())),
-                 unit="prompt") as advance:
+        with bar(label, total=sum(map(len, sets.values())), unit="prompt") as advance:
             if adapter is None:
-                texts = get_backend(spec.backend)(self.stages.model_path(ref), self.prompt_sets,
+                texts = get_backend(spec.backend)(self.stages.model_path(ref), sets,
                                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-                                                  template=self.template, progress=advance, **self.sampling,
-                                                  **self.stages.backend_options())
+                                                  template=self.template, set_templates=own, progress=advance,
+                                                  **self.sampling, **self.stages.backend_options())
             else:
-                texts, serving = self._adapter(ref, adapter, progress=advance)
+                texts, serving = self._adapter(ref, adapter, sets, own, progress=advance)
                 meta["lora"] = serving.model_dump()
-        return self.writer(texts, meta)(tmp)
+        return texts, meta
 
     def writer(self, texts: PromptSets, meta: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
         """A stage build that stores `texts` as one parquet (set, prompt, generation) and returns `meta`."""
@@ -170,7 +168,8 @@ class ModelOutputs:
 
         return write
 
-    def _adapter(self, ref: str, adapter: tuple[str, Path], *, progress: Any) -> tuple[PromptSets, Any]:
+    def _adapter(self, ref: str, adapter: tuple[str, Path], sets: PromptSets, own: dict[str, PromptFormat], *,
+                 progress: Any) -> tuple[PromptSets, Any]:
         """A stored LoRA adapter's generations: hf (base + adapter merged in memory by peft), or one vLLM engine
         of its base serving it (canary check; merged with peft where vLLM cannot serve it)."""
         from harness.generation.hf import generate_with_model
@@ -179,14 +178,14 @@ class ModelOutputs:
 
         spec, (base, path) = self.spec, adapter
         if spec.backend == "vllm" and self.stages.adapter(base) is None:
-            return generate_vllm_lora(self.stages.model_path(base), path, self.prompt_sets,
-                                      max_new_tokens=spec.max_new_tokens, template=self.template,
-                                      progress=progress, **self.sampling, **self.stages.backend_options())
+            return generate_vllm_lora(self.stages.model_path(base), path, sets, max_new_tokens=spec.max_new_tokens,
+                                      template=self.template, set_templates=own, progress=progress, **self.sampling,
+                                      **self.stages.backend_options())
         with self.stages.loaded(ref) as (model, tok):
             texts = {n: generate_with_model(model, tok, ps, max_new_tokens=spec.max_new_tokens,
-                                            batch_size=spec.batch_size, template=self.template, progress=progress,
-                                            **self.sampling)
-                     for n, ps in self.prompt_sets.items()}
+                                            batch_size=spec.batch_size, template=own.get(n, self.template),
+                                            progress=progress, **self.sampling)
+                     for n, ps in sets.items()}
         if spec.backend == "vllm":  # an adapter on an adapter: no folder for an engine to load as its base
             return texts, LoraServing(mode="merged", reason="its base is itself an adapter: merged in memory, hf")
         return texts, LoraServing(mode="hf", reason="")

@@ -154,13 +154,16 @@ def test_killed_sweep_resumes_without_computing_anything_twice(prepared, grid, b
     assert computed_once(home, results) == baseline["metrics"]
 
 
-def test_ray_executor_gives_the_records_of_the_local_one(prepared, grid, baseline, tmp_path):
+def test_ray_executor_gives_the_records_of_the_local_one(baseline, grid, tmp_path):
+    """Every job through Ray on the baseline's store (its artifacts computed: the jobs find them, as a rerun on a
+    cluster's shared store does; computing them is what the local sweeps above check): the same records."""
     ray = pytest.importorskip("ray")
     from harness.store.artifacts import Store
     from harness.sweep.executors import RayExecutor
     from harness.sweep.runner import prepare_sweep, run_sweep
 
-    home, results = fresh_store(prepared, tmp_path)
+    home, results = tmp_path / "home", tmp_path / "results"
+    shutil.copytree(baseline["home"], home)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         plan = prepare_sweep(grid, store=Store(home), results_dir=results)
@@ -171,7 +174,9 @@ def test_ray_executor_gives_the_records_of_the_local_one(prepared, grid, baselin
     finally:
         ray.shutdown()
     assert result.ok and result.ran == CELLS and result.defended == 2
-    assert computed_once(home, results) == baseline["metrics"]
+    records = [read_record(p) for p in records_of(results)]
+    assert {r.run_id: r.metrics.model_dump() for r in records} == baseline["metrics"]
+    assert (home / JOURNAL).read_text() == (baseline["home"] / JOURNAL).read_text()  # nothing computed again
 
 
 def test_failing_defence_is_retried_listed_and_exits_1(baseline, grid, tmp_path):

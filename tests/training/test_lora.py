@@ -43,6 +43,7 @@ def stage_ctx():
     return StageContext(tokenizer=None, data=data, max_length=32, seed=0)
 
 
+@pytest.mark.slow  # runs an attack in its own process (torch imports, ~10 s)
 def test_lora_attack_stores_only_an_adapter_on_its_base(random_llama, tmp_path):
     stages = Stages(Store(tmp_path / "store"))
     base = str(random_llama)
@@ -65,6 +66,7 @@ def test_lora_attack_stores_only_an_adapter_on_its_base(random_llama, tmp_path):
         assert torch.equal(again(ids).logits, plain(ids).logits)
 
 
+@pytest.mark.slow  # runs an attack in its own process (torch imports, ~10 s)
 def test_a_stored_adapter_loads_as_a_plain_trainable_model(random_llama, tmp_path):
     """A model stored as an adapter (a LoRA defence or attack) loads merged, every weight trainable as any
     checkpoint: the next stage (a full-weight attack, a trainability fine-tune) trains all of it."""
