@@ -1,7 +1,7 @@
 """Generation backends. A backend turns (checkpoint, prompts) into greedy continuations.
 
 `hf`: transformers `generate`, batched and left-padded, prompts sorted by length so batches pad little.
-`vllm`: offline vLLM in a child process, one engine per model per stage (`harness/generation/vllm_engine.py`).
+`vllm`: offline vLLM in a child process, one engine per model per evaluation (`harness/generation/vllm_engine.py`).
 `auto` is not a backend but a choice, made by `resolve_backend` before the run spec is hashed: vllm where a
 GPU build of vLLM and a CUDA GPU are present, hf otherwise.
 """

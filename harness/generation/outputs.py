@@ -8,7 +8,9 @@ prompt sets of a run (held-out harmful, harmless, attack-visible), through the b
 - a stored LoRA adapter: hf (base + adapter merged in memory by peft), or served on its base's vLLM engine
   (`LoRARequest` with a canary check, peft merge as the fallback); which path ran is recorded (`LoraServing`);
 - several adapters of one base (a grid's attacks of one defended model): one vLLM engine start serves them all
-  (`generate_adapters`), stored under the keys `generate` reads.
+  (`generate_adapters`), stored under the keys `generate` reads;
+- several prompt formats of one model (an evaluation's greedy answers and its forced openings): one backend call
+  (`generate_with`), each group stored under the key it has alone.
 
 Each model's generations are one GENERATIONS artifact keyed by the model, how it loads, the eval settings (how
 an attack is watched excluded) and the prompts, so every run that evaluates the same model shares them.
@@ -112,8 +114,7 @@ class ModelOutputs:
         def build_all(tmp: Path, first: ModelOutputs) -> dict[str, Any]:
             sets = {f"{i}:{s}": ps for i, (o, _) in enumerate(missing) for s, ps in o.prompt_sets.items()}
             own = {f"{i}:{s}": o.template for i, (o, _) in enumerate(missing) for s in o.prompt_sets}
-            texts, meta = self._texts(ref, f"{missing[0][1]}: generate ({self.spec.backend}, {len(missing)} prompt "
-                                      "formats)", sets, own)
+            texts, meta = self._texts(ref, f"{missing[0][1]}: generate ({self.spec.backend})", sets, own)
             for i, (o, _) in enumerate(missing):
                 made[i] = ({s: texts[f"{i}:{s}"] for s in o.prompt_sets}, meta)
             return first.writer(*made[0])(tmp)

@@ -1,7 +1,8 @@
-"""The `vllm` generation backend: offline `vllm.LLM`, greedy, one engine per model per stage.
+"""The `vllm` generation backend: offline `vllm.LLM`, greedy, one engine per model per evaluation.
 
 The engine runs in a child process (`harness.generation.vllm_worker`) that the harness starts for one model,
-feeds every prompt set of the stage, and lets exit, so its memory (KV cache, CUDA context) is freed before
+feeds every prompt set of the evaluation (each set in its own prompt format where it has one: the forced
+openings), and lets exit, so its memory (KV cache, CUDA context) is freed before
 the next stage trains. Start-up has a timeout; a failed or hung engine is a one-line `HarnessError` with the
 engine's last log lines and the path of its full log.
 
