@@ -82,8 +82,7 @@ class ModelOutputs:
         todo = {}
         for ref in dict.fromkeys(refs):
             adapter = stages.adapter(ref)
-            key = stable_hash(dict(self.key_inputs(ref)))  # the key `Stages.cached` gives these inputs
-            if adapter is not None and (stages.force or not stages.store.has(GENERATIONS, key)):
+            if adapter is not None and not self.stored(ref):
                 todo[ref] = adapter
         bases = {base for base, _ in todo.values()}
         if spec.backend != "vllm" or not todo or len(bases) > 1 or stages.adapter(next(iter(bases))) or self.sampling:
@@ -105,8 +104,8 @@ class ModelOutputs:
         one backend call (one model load, one vLLM engine start, where one per group was made before; the first
         one's stage time holds it), the rest (sampled draws) each alone. Returns the store keys in that order."""
         jobs = [(self, name), *others]
-        missing = [(o, n) for o, n in jobs if not o.sampling and o.group_inputs() == self.group_inputs() and (
-            self.stages.force or not self.stages.store.has(GENERATIONS, stable_hash(dict(o.key_inputs(ref)))))]
+        missing = [(o, n) for o, n in jobs
+                   if not o.sampling and o.group_inputs() == self.group_inputs() and not o.stored(ref)]
         if len(missing) < 2:
             return [o.generate(ref, n) for o, n in jobs]
         made: dict[int, tuple[PromptSets, dict[str, Any]]] = {}
@@ -129,6 +128,11 @@ class ModelOutputs:
                 return o._build(tmp, ref, n)  # another process stored the first meanwhile: this one alone
             keys[n] = o.stages.cached(f"{n}.generate", GENERATIONS, o.key_inputs(ref), build)
         return [keys[n] if n in keys else o.generate(ref, n) for o, n in jobs]
+
+    def stored(self, ref: str) -> bool:
+        """Whether `generate(ref, ...)` would find its generations stored (never under --force)."""
+        key = stable_hash(dict(self.key_inputs(ref)))  # the key `Stages.cached` gives these inputs
+        return not self.stages.force and self.stages.store.has(GENERATIONS, key)
 
     def group_inputs(self) -> dict[str, Any]:
         """What the outputs depend on besides the prompts and their format: groups equal in this share a call."""
