@@ -3,7 +3,7 @@
 Every `harness` command, plugin process and vLLM worker is a new interpreter that imports torch and transformers.
 This measures, side by side and interleaved (so load changes hit both alike), the CPU seconds (user + sys of the
 child) and wall seconds of `from transformers import LlamaForCausalLM` in a new interpreter: plain, and after
-`import harness` (which keeps scikit-learn out). Prints medians and their ratio.
+`import harness` (which keeps scikit-learn and SciPy out). Prints medians and their ratio.
 
     python benchmarks/import_cost.py [--repeats 7]
 """
@@ -17,10 +17,10 @@ import subprocess
 import sys
 import time
 
+REPORT = "import sys; print(*(m in sys.modules for m in ('sklearn', 'scipy')), sep=' / ')"
 PROGRAMS = {
-    "plain": "from transformers import LlamaForCausalLM; import sys; print('sklearn' in sys.modules)",
-    "after import harness": "import harness; from transformers import LlamaForCausalLM; import sys; "
-                            "print('sklearn' in sys.modules)",
+    "plain": f"from transformers import LlamaForCausalLM; {REPORT}",
+    "after import harness": f"import harness; from transformers import LlamaForCausalLM; {REPORT}",
 }
 
 
@@ -41,7 +41,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, code in PROGRAMS.items():
             runs[name].append(once(code))
-    print(f"| import ({args.repeats} runs, interleaved) | CPU s (median) | wall s (median) | sklearn imported |")
+    print(f"| import ({args.repeats} runs, interleaved) | CPU s (median) | wall s (median) "
+          "| sklearn / scipy imported |")
     print("|---|---|---|---|")
     for name, rs in runs.items():
         print(f"| {name} | {statistics.median(r[0] for r in rs):.2f} | {statistics.median(r[1] for r in rs):.2f} "

@@ -26,14 +26,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def heaviest_first(items: list[pytest.Item]) -> None:
     """Modules with the most slow tests first, each module's tests in their own order: `make test`'s two workers
     take modules whole (`--dist loadfile`) in this order, so the long ones start early and the last minutes are not
-    one worker finishing a long module while the other idles."""
+    one worker finishing a long module while the other idles. The second module is the heaviest one that does not
+    use the smoke world: the first worker builds the world (minutes) while the second works instead of waiting."""
     slow: dict[str, int] = {}
     first: dict[str, int] = {}
+    needs_world: dict[str, bool] = {}
     for i, item in enumerate(items):
         module = item.nodeid.split("::")[0]
         first.setdefault(module, i)
         slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
-    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], first[item.nodeid.split("::")[0]]))
+        needs_world[module] = needs_world.get(module, False) or "smoke_base" in getattr(item, "fixturenames", ())
+    order = sorted(first, key=lambda m: (-slow[m], first[m]))
+    if order and needs_world[order[0]]:
+        free = next((m for m in order if slow[m] and not needs_world[m]), None)
+        if free is not None:
+            order.remove(free)
+            order.insert(1, free)
+    rank = {m: i for i, m in enumerate(order)}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")

@@ -175,15 +175,15 @@ def _plant(path: Path) -> None:
 DAMAGE = {"truncate": _truncate, "delete": Path.unlink, "tear": _truncate, "random bytes":
           lambda p: p.write_bytes(os.urandom(p.stat().st_size)), "scores 0.75": _tamper_scores(0.75),
           "scores 0.0": _tamper_scores(0.0), "plant": _plant}
-# Groups of independent damages, one run each: (artifact, file, damage).
+# Groups of independent damages (no artifact twice in a group), one run each: (artifact, file, damage).
 GROUPS = {
     "truncated": [("defend", "model.safetensors", "truncate"), ("post_attack.generate", "generations.parquet",
                   "truncate"), ("stability", "value.json", "tear"), ("pre_attack.judge.tiny-content",
-                  "scores.parquet", "scores 0.75")],
+                  "scores.parquet", "scores 0.75"), ("attack", "model.safetensors", "truncate"),
+                  ("degenerate", "value.json", "random bytes"), ("post_attack.judge.tiny-content", "scores.parquet",
+                                                                 "scores 0.0")],
     "deleted": [("defend", "model.safetensors", "delete"), ("pre_attack.generate", "generations.parquet", "delete"),
                 ("attack", "extra.json", "delete"), ("trainability", "meta.json", "tear")],
-    "attacked": [("attack", "model.safetensors", "truncate"), ("degenerate", "value.json", "random bytes"),
-                 ("post_attack.judge.tiny-content", "scores.parquet", "scores 0.0")],
     "attacked-deleted": [("attack", "model.safetensors", "delete"), ("defend", "pytorch_model.bin", "plant"),
                          ("post_attack.judge.hf-classifier", "scores.parquet", "scores 0.75")],
 }

@@ -2,9 +2,10 @@
 
 `run_plugin` saves the stage's allowed splits (`harness.data.views.STAGE_SPLITS`) into a private temporary
 folder, writes a request naming them, the model the plugin starts from (a `ModelPlan`: folders, read-only), its
-config, seed, prompt format and context length, and starts `python -m harness.sandbox.worker REQUEST.json` with
-the guard's `Policy`: no import of the suite's data builders, no read of the store but the plugin's own input
-and output folders, no process, no network. The environment names no store (`HARNESS_HOME` is an empty
+config, seed, prompt format and context length, and starts `python -m harness.sandbox.worker REQUEST.json`
+(forked from a warm interpreter that has imported torch and transformers, `harness.sandbox.zygote`, where it
+can be) with the guard's `Policy`: no import of the suite's data builders, no read of the store but the plugin's
+own input and output folders, no process, no network. The environment names no store (`HARNESS_HOME` is an empty
 folder) and fixes the hash seed, so a plugin that hashes strings gives one result per run id.
 
 The stage then raises what the plugin did wrong (`Outcome.raise_for_failure`: a withheld split, a guard
@@ -34,6 +35,7 @@ from harness.progress import new_events, relay
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
 from harness.sandbox.worker import ModelPlan, Request, Response, Snapshot
+from harness.sandbox.zygote import start_worker
 
 RUN_HASH_SEED = 0  # PYTHONHASHSEED of every run's plugin process (the check uses others)
 
@@ -189,14 +191,16 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
     (work / "request.json").write_text(req.model_dump_json())
     env = {**os.environ, "HARNESS_HOME": str(work / "home"), "PYTHONHASHSEED": str(hash_seed), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # as quiet_hf sets it: one environment
+    # for every plugin process of a run, whether or not this process has loaded a model yet (the zygote's key)
     from harness.stages import free_memory
 
     free_memory()  # the parent's cached GPU blocks go back before the plugin needs them
     with (work / "worker.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.sandbox.worker", str(work / "request.json")],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own group: its DataLoader workers end with it
+        proc = start_worker(work / "request.json", work / "worker.log", env) or subprocess.Popen(
+            [sys.executable, "-m", "harness.sandbox.worker", str(work / "request.json")], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)  # its own group: its DataLoader workers end with it
         try:
             _follow(proc, work / "events.jsonl", progress)
         finally:
@@ -206,7 +210,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
     return Outcome(f"{kind} '{name}'", kind, response, work, proc.returncode, plugin.reads)
 
 
-def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] | None) -> None:
+def _follow(proc: Any, events: Path, progress: Callable[..., None] | None) -> None:
     """Forward the worker's progress events until it exits."""
     offset = 0
     while True:
@@ -219,7 +223,7 @@ def _follow(proc: subprocess.Popen, events: Path, progress: Callable[..., None] 
         time.sleep(0.2)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: Any) -> None:
     import signal
 
     if proc.poll() is None:

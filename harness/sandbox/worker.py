@@ -243,19 +243,28 @@ def _report(req: Request, resp: Response, model: Any, returned: Any, before: dic
     torch.save(probe_logits(output), Path(req.work) / "probe.pt")
 
 
+def die_with_parent() -> bool:
+    """Arm the kernel's parent-death signal (Linux): SIGKILL to this process the moment its parent is gone.
+    False where there is none; exits if the parent died before it was armed."""
+    parent = os.getppid()
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+    return True
+
+
 def _exit_with_parent() -> None:
     """End this process when the stage that started it is gone (killed, or ended without waiting): on Linux at
-    once (the kernel's parent-death signal: an orphan must not write into a folder a resumed run has cleaned),
-    elsewhere within a second."""
+    once (the parent-death signal: an orphan must not write into a folder a resumed run has cleaned), elsewhere
+    within a second."""
     parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
+    die_with_parent()
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -1,0 +1,76 @@
+"""Plugin processes forked from a zygote (harness/sandbox/zygote.py): a child leads its own session, writes its
+log, reports its exit code as `Popen.returncode` does, dies with its group; a zygote that died is replaced; and
+forking is off on request. A real run through the zygote gives the records of fresh processes (the plugin
+isolation tests compare in-process and in-process-group outputs bitwise; the CLI tests run through it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from harness.sandbox import zygote
+
+pytestmark = pytest.mark.slow  # each zygote imports torch and transformers once (~10 s)
+
+
+@pytest.fixture()
+def env(tmp_path):
+    yield {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
+           "HARNESS_TEST_ZYGOTE": str(tmp_path)}  # a zygote of this test's own
+    zygote.close_all()
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def test_a_forked_worker_leads_its_session_logs_and_reports_its_exit(env, tmp_path):
+    request = tmp_path / "request.json"
+    os.mkfifo(request)  # the worker blocks reading its request until the test writes it
+    child = zygote.start_worker(request, tmp_path / "worker.log", env)
+    assert child is not None and child.poll() is None
+    ppid, pgid, sid = _stat(child.pid)[1:4]
+    assert int(pgid) == int(sid) == child.pid  # its own session and process group, as start_new_session gives
+    assert int(ppid) != os.getpid()  # a child of the zygote, not of this process
+    request.write_text("{}\n")  # not a valid request: the worker raises, as a fresh one would
+    assert child.wait() == 1 and child.poll() == 1
+    assert "validation errors for Request" in (tmp_path / "worker.log").read_text()
+
+
+def test_killing_the_group_ends_the_child_and_a_dead_zygote_is_replaced(env, tmp_path):
+    request = tmp_path / "request.json"
+    os.mkfifo(request)
+    child = zygote.start_worker(request, tmp_path / "worker.log", env)
+    os.killpg(child.pid, signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    [first] = list(zygote._ZYGOTES.values())
+    first.proc.kill()
+    first.proc.wait()
+    second = tmp_path / "second.json"
+    second.write_text("{}\n")
+    again = zygote.start_worker(second, tmp_path / "second.log", env)
+    assert again is not None and again.wait() == 1
+    assert [z for z in zygote._ZYGOTES.values() if z.alive()] != [first]
+
+
+def test_forking_off_on_request_or_when_the_environment_differs(env, tmp_path):
+    assert zygote.start_worker(tmp_path / "r.json", tmp_path / "log", {**env, zygote.SWITCH: "0"}) is None
+    request = tmp_path / "request.json"
+    request.write_text("{}\n")
+    for seed in ("0", "1"):  # the hash seed is fixed as an interpreter starts: one zygote per environment
+        assert zygote.start_worker(request, tmp_path / "log", {**env, "PYTHONHASHSEED": seed}).wait() == 1
+    assert len(zygote._ZYGOTES) == 2
+
+
+def test_a_zygote_with_threads_refuses_to_fork(env, tmp_path):
+    """torch starts an OpenMP thread at import unless OMP_NUM_THREADS=1: forking then is unsafe, and the
+    launcher starts a fresh interpreter instead."""
+    threaded = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
+    got = zygote.start_worker(tmp_path / "r.json", tmp_path / "log", threaded)
+    [made] = zygote._ZYGOTES.values()
+    if len(os.listdir(f"/proc/{made.proc.pid}/task")) == 1:
+        pytest.skip("torch started no thread at import on this machine: nothing to refuse")
+    assert got is None
