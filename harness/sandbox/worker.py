@@ -243,10 +243,11 @@ def _report(req: Request, resp: Response, model: Any, returned: Any, before: dic
     torch.save(probe_logits(output), Path(req.work) / "probe.pt")
 
 
-def die_with_parent() -> bool:
+def die_with_parent(parent: int | None = None) -> bool:
     """Arm the kernel's parent-death signal (Linux): SIGKILL to this process the moment its parent is gone.
-    False where there is none; exits if the parent died before it was armed."""
-    parent = os.getppid()
+    False where there is none; exits if the parent (`parent`, by default the present one) died before it was
+    armed."""
+    parent = os.getppid() if parent is None else parent
     if not sys.platform.startswith("linux"):
         return False
     import ctypes

@@ -152,10 +152,13 @@ def _threads() -> int:
         return threading.active_count()
 
 
-def _child(order: dict[str, Any], pipes: tuple[int, ...], ready: int) -> None:
+def _child(order: dict[str, Any], pipes: tuple[int, ...], ready: int, zygote: int) -> None:
     """In the forked child: become the worker a fresh interpreter would be. Never returns."""
     code = 1
     try:
+        from harness.sandbox.worker import die_with_parent
+
+        die_with_parent(zygote)  # at once: a zygote killed with its parent takes this child with it
         os.setsid()
         os.write(ready, b"1")
         os.close(ready)
@@ -192,16 +195,12 @@ def _child(order: dict[str, Any], pipes: tuple[int, ...], ready: int) -> None:
 def serve() -> None:
     """Import `PRELOAD`, then fork a worker per request line until stdin closes. A child's pid is sent once it
     leads its own session (the parent may kill its group at once)."""
-    from harness.sandbox.worker import die_with_parent
+    from harness.sandbox.worker import die_with_parent  # `import harness` first: its lean imports, then these
 
     die_with_parent()
-    import harness  # harness.lean_imports before transformers
-
     for module in PRELOAD:
         __import__(module)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (transformers' lazy auto classes)
-
-    import harness.sandbox.worker  # noqa: F401
 
     requests, replies = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     reply = os.fdopen(replies, "w", buffering=1)
@@ -230,10 +229,11 @@ def serve() -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             ready_r, ready_w = os.pipe()
+            me = os.getpid()
             pid = os.fork()
             if pid == 0:
                 os.close(ready_r)
-                _child(order, (requests, replies), ready_w)
+                _child(order, (requests, replies), ready_w, me)
             os.close(ready_w)
             os.read(ready_r, 1)  # the child has called setsid (or died: end of file)
             os.close(ready_r)
