@@ -63,7 +63,7 @@ def main() -> None:
     print("|---|---|---|")
     for name, rs in runs.items():
         print(f"| {name} | {statistics.median(r[0] for r in rs):.1f} | {statistics.median(r[1] for r in rs):.1f} |")
-    (fw, fc), (nw, nc) = ((statistics.median(r[i] for r in rs) for i in (0, 1)) for rs in runs.values())
+    (fw, fc), (nw, nc) = [[statistics.median(r[i] for r in rs) for i in (0, 1)] for rs in runs.values()]
     same = len({json.dumps(r[2], sort_keys=True) for rs in runs.values() for r in rs}) == 1
     print(f"\nratio forked / fresh: wall {fw / nw:.2f}, CPU {fc / nc:.2f}; every record's metrics equal: {same}")
 
