@@ -175,9 +175,7 @@ def _child(order: dict[str, Any], pipes: tuple[int, ...], ready: int, zygote: in
         import harness.sandbox.worker as worker
 
         sys.argv = [worker.__file__, order["request"]]  # as `python -m harness.sandbox.worker REQUEST` has it
-        main = worker.main
-
-        main(order["request"])
+        worker.main(order["request"])
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
