@@ -1,4 +1,4 @@
-"""A run's plugin processes forked from a warm interpreter (harness/sandbox/zygote.py) or each started afresh.
+"""A run's plugin processes forked from a warm interpreter (harness/processes/zygote.py) or each started afresh.
 
 Runs the smoke-size tiny suite's `harness run --defence safety-training --attack sft-250` (small splits) on a fresh
 copy of a store holding only the prepared suite, alternately with `HARNESS_ZYGOTE=1` (the default) and `=0`, and

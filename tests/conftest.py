@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,10 +79,12 @@ PREPARE_LOG = "smoke-prepare.log"
 
 def harness(*args: str, home: Path, check: bool = False, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in a subprocess (with extra environment variables `env`)."""
+    """Run the CLI as a user would, in a process of its own (tests/process.py; with extra environment variables
+    `env`)."""
+    from tests import process
+
     env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=1200)
+    proc = process.run(list(args), env=env, cwd=REPO, timeout=1200)
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests import process
 from tests.conftest import REPO
 
 
@@ -35,8 +35,7 @@ def harness_with(paths: list[Path], *args: str, home: Path | None = None, timeou
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths)), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     if home is not None:
         env["HARNESS_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=timeout)
+    return process.run(list(args), env=env, cwd=REPO, timeout=timeout)
 
 
 DEFENCE = '''

@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from harness.cli import INTERRUPTED
 from harness.store.artifacts import JOURNAL, Store
 from harness.store.locks import try_lock
 from tasks.tiny.suite import PROTOCOL, Config, build_key
+from tests import process
 from tests.conftest import REPO, messages
 
 pytestmark = pytest.mark.slow
@@ -35,15 +34,14 @@ ARGS = ["run", "--defence", "safety-training", "--attack", "sft-250", "--set", "
         "eval.n_harmless=24", "--json"]
 
 
-def start(home: Path, results: Path) -> subprocess.Popen:
+def start(home: Path, results: Path) -> process.CLI:
     env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
-    # Ctrl-C as in a terminal: a test run in the background (e.g. `make test &`) inherits SIGINT ignored.
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *ARGS, "--results-dir", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (Ctrl-C as in a terminal even when the tests run in the background, SIGINT ignored: the child's handlers
+    # are the defaults)
+    return process.start([*ARGS, "--results-dir", str(results)], env=env, cwd=REPO)
 
 
-def finish(proc: subprocess.Popen) -> tuple[dict, str]:
+def finish(proc: process.CLI) -> tuple[dict, str]:
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out), err
@@ -104,7 +102,7 @@ def _boundaries(home: Path) -> set[str]:
             for p in (home / kind).glob("*/meta.json")}
 
 
-def kill_when(proc: subprocess.Popen, home: Path, trigger: str, sig: int) -> tuple[str | None, str]:
+def kill_when(proc: process.CLI, home: Path, trigger: str, sig: int) -> tuple[str | None, str]:
     """Send `sig` once `trigger` happens ("boundary": a stage just finished; a kind: an artifact of that kind is
     being computed, i.e. mid-stage). Returns what fired (None if the run finished first) and its stderr."""
     seen = _boundaries(home)
@@ -231,9 +229,9 @@ def test_damaged_suite_artifacts_are_detected_and_verify_names_them(pair, tmp_pa
         damage(copy / "suites" / SUITE_KEY / rel)
         assert Store(copy).problem("suites", SUITE_KEY).startswith(rel)
     env = {**os.environ, "COLUMNS": "200"}
-    verify = [sys.executable, "-m", "harness.cli", "store", "verify", "--home", str(home)]
-    proc = subprocess.run(verify, capture_output=True, text=True, env=env, cwd=REPO)
+    verify = ["store", "verify", "--home", str(home)]
+    proc = process.run(verify, env=env, cwd=REPO)
     assert proc.returncode == 1 and f"damaged suites/{SUITE_KEY}: base/model.safetensors" in proc.stdout
-    proc = subprocess.run([*verify, "--delete"], capture_output=True, text=True, env=env, cwd=REPO)
+    proc = process.run([*verify, "--delete"], env=env, cwd=REPO)
     assert proc.returncode == 0 and not (home / "suites" / SUITE_KEY).exists()
     assert "1 deleted" in proc.stdout and " 0 damaged" in proc.stdout

@@ -1,4 +1,4 @@
-"""Plugin processes forked from a zygote (harness/sandbox/zygote.py): a child leads its own session, writes its
+"""Plugin processes forked from a zygote (harness/processes/zygote.py): a child leads its own session, writes its
 log, reports its exit code as `Popen.returncode` does, dies with its group; a zygote that died is replaced; and
 forking is off on request. A real run through the zygote gives the records of fresh processes (the plugin
 isolation tests compare in-process and in-process-group outputs bitwise; the CLI tests run through it)."""
@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness.sandbox import zygote
+from harness.processes import zygote
 
 pytestmark = pytest.mark.slow  # each zygote imports torch and transformers once (~10 s)
 
@@ -23,6 +25,13 @@ def env(tmp_path):
     zygote.close_all()
 
 
+def start_worker(request: Path, log: Path, env: dict[str, str]) -> zygote.Forked | None:
+    """As the plugin launcher starts a worker."""
+    with log.open("a") as out, open(os.devnull) as null:
+        return zygote.fork("harness.sandbox.worker", [str(request)], env=env, session=True,
+                           stdio=(null.fileno(), out.fileno(), out.fileno()), per_child=("HARNESS_HOME",))
+
+
 def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -30,7 +39,7 @@ def _stat(pid: int) -> list[str]:
 def test_a_forked_worker_leads_its_session_logs_and_reports_its_exit(env, tmp_path):
     request = tmp_path / "request.json"
     os.mkfifo(request)  # the worker blocks reading its request until the test writes it
-    child = zygote.start_worker(request, tmp_path / "worker.log", env)
+    child = start_worker(request, tmp_path / "worker.log", env)
     assert child is not None and child.poll() is None
     ppid, pgid, sid = _stat(child.pid)[1:4]
     assert int(pgid) == int(sid) == child.pid  # its own session and process group, as start_new_session gives
@@ -43,7 +52,7 @@ def test_a_forked_worker_leads_its_session_logs_and_reports_its_exit(env, tmp_pa
 def test_killing_the_group_ends_the_child_and_a_dead_zygote_is_replaced(env, tmp_path):
     request = tmp_path / "request.json"
     os.mkfifo(request)
-    child = zygote.start_worker(request, tmp_path / "worker.log", env)
+    child = start_worker(request, tmp_path / "worker.log", env)
     os.killpg(child.pid, signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     [first] = list(zygote._ZYGOTES.values())
@@ -51,17 +60,17 @@ def test_killing_the_group_ends_the_child_and_a_dead_zygote_is_replaced(env, tmp
     first.proc.wait()
     second = tmp_path / "second.json"
     second.write_text("{}\n")
-    again = zygote.start_worker(second, tmp_path / "second.log", env)
+    again = start_worker(second, tmp_path / "second.log", env)
     assert again is not None and again.wait() == 1
     assert [z for z in zygote._ZYGOTES.values() if z.alive()] != [first]
 
 
 def test_forking_off_on_request_or_when_the_environment_differs(env, tmp_path):
-    assert zygote.start_worker(tmp_path / "r.json", tmp_path / "log", {**env, zygote.SWITCH: "0"}) is None
+    assert start_worker(tmp_path / "r.json", tmp_path / "log", {**env, zygote.SWITCH: "0"}) is None
     request = tmp_path / "request.json"
     request.write_text("{}\n")
     for seed in ("0", "1"):  # the hash seed is fixed as an interpreter starts: one zygote per environment
-        assert zygote.start_worker(request, tmp_path / "log", {**env, "PYTHONHASHSEED": seed}).wait() == 1
+        assert start_worker(request, tmp_path / "log", {**env, "PYTHONHASHSEED": seed}).wait() == 1
     assert len(zygote._ZYGOTES) == 2
 
 
@@ -69,8 +78,33 @@ def test_a_zygote_with_threads_refuses_to_fork(env, tmp_path):
     """torch starts an OpenMP thread at import unless OMP_NUM_THREADS=1: forking then is unsafe, and the
     launcher starts a fresh interpreter instead."""
     threaded = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
-    got = zygote.start_worker(tmp_path / "r.json", tmp_path / "log", threaded)
+    got = start_worker(tmp_path / "r.json", tmp_path / "log", threaded)
     [made] = zygote._ZYGOTES.values()
     if len(os.listdir(f"/proc/{made.proc.pid}/task")) == 1:
         pytest.skip("torch started no thread at import on this machine: nothing to refuse")
     assert got is None
+
+
+def test_a_sweep_job_is_forked_into_the_sweeps_group_with_its_output_piped(env, tmp_path):
+    from harness.sweep import executors
+
+    job = tmp_path / "job.json"
+    job.write_text("{}")  # not a valid job: the job's own `error:` line and exit 2, as from a fresh process
+    child = executors._start(str(job), env)
+    assert isinstance(child, zygote.Forked)  # forked, not started afresh
+    assert int(_stat(child.pid)[2]) == os.getpgrp()  # in this process's group: a sweep killed with its group
+    out, err = executors._communicate(child, "a job")
+    assert child.returncode == 2 and out == ""
+    assert err.startswith(f"error: job file {job} is not a valid job")
+
+
+def test_the_tests_cli_processes_are_forked_and_behave_as_fresh_ones(tmp_path):
+    from tests import process
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARNESS_HOME": str(tmp_path)}
+    proc = process.start(["list", "nothing-like-this"], env=env)
+    assert isinstance(proc.proc, zygote.Forked)  # tests/process.py forks: the suite's CLI runs are not fresh
+    out, err = proc.communicate(60)
+    fresh = subprocess.run([sys.executable, "-m", "harness.cli", "list", "nothing-like-this"], capture_output=True,
+                           text=True, env=env, cwd=process.REPO, timeout=60)
+    assert (proc.returncode, out, err) == (fresh.returncode, fresh.stdout, fresh.stderr) and proc.returncode == 2

@@ -3,7 +3,7 @@
 `run_plugin` saves the stage's allowed splits (`harness.data.views.STAGE_SPLITS`) into a private temporary
 folder, writes a request naming them, the model the plugin starts from (a `ModelPlan`: folders, read-only), its
 config, seed, prompt format and context length, and starts `python -m harness.sandbox.worker REQUEST.json`
-(forked from a warm interpreter that has imported torch and transformers, `harness.sandbox.zygote`, where it
+(forked from a warm interpreter that has imported torch and transformers, `harness.processes.zygote`, where it
 can be) with the guard's `Policy`: no import of the suite's data builders, no read of the store but the plugin's
 own input and output folders, no process, no network. The environment names no store (`HARNESS_HOME` is an empty
 folder) and fixes the hash seed, so a plugin that hashes strings gives one result per run id.
@@ -31,11 +31,11 @@ from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
 from harness.errors import HarnessError, TrainingDiverged
 from harness.plugins import StageContext
+from harness.processes.zygote import fork
 from harness.progress import new_events, relay
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
 from harness.sandbox.worker import ModelPlan, Request, Response, Snapshot
-from harness.sandbox.zygote import start_worker
 
 RUN_HASH_SEED = 0  # PYTHONHASHSEED of every run's plugin process (the check uses others)
 
@@ -196,11 +196,12 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
     from harness.stages import free_memory
 
     free_memory()  # the parent's cached GPU blocks go back before the plugin needs them
-    with (work / "worker.log").open("w") as log:
-        proc = start_worker(work / "request.json", work / "worker.log", env) or subprocess.Popen(
-            [sys.executable, "-m", "harness.sandbox.worker", str(work / "request.json")], stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)  # its own group: its DataLoader workers end with it
+    with (work / "worker.log").open("w") as log, open(os.devnull) as null:
+        argv = [str(work / "request.json")]  # in its own session: its DataLoader workers end with its group
+        proc = fork("harness.sandbox.worker", argv, env=env, stdio=(null.fileno(), log.fileno(), log.fileno()),
+                    session=True, per_child=("HARNESS_HOME",)) or subprocess.Popen(
+            [sys.executable, "-m", "harness.sandbox.worker", *argv], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         try:
             _follow(proc, work / "events.jsonl", progress)
         finally:

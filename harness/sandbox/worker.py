@@ -15,7 +15,6 @@ seed: the plugin's inputs are built the same way in both.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.processes.lifetime import die_with_parent
 from harness.sandbox.guard import VIOLATIONS, Policy, install
 from harness.training.collate import PromptFormat
 
@@ -241,23 +241,6 @@ def _report(req: Request, resp: Response, model: Any, returned: Any, before: dic
     resp.digests = digests(output)
     resp.dtype = str(next(output.parameters()).dtype).removeprefix("torch.")
     torch.save(probe_logits(output), Path(req.work) / "probe.pt")
-
-
-def die_with_parent(parent: int | None = None) -> bool:
-    """Arm the kernel's parent-death signal (Linux): SIGKILL to this process the moment its parent is gone.
-    False where there is none; exits if the parent (`parent`, by default the present one) died before it was
-    armed."""
-    parent = os.getppid() if parent is None else parent
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-    return True
 
 
 def _exit_with_parent() -> None:

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from harness.errors import HarnessError
+from harness.processes.zygote import fork
 from harness.safety import clip
 from harness.suite import StageResources
 from harness.sweep.jobs import Job, write_job
@@ -55,7 +56,7 @@ class LocalExecutor:
     def __init__(self, parallel: int, resources: StageResources):
         self.parallel, self.resources = parallel, resources
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sweep")
-        self._procs: set[subprocess.Popen[str]] = set()
+        self._procs: set[Any] = set()  # Popen or zygote children
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> Future[dict[str, Any]]:
@@ -64,8 +65,7 @@ class LocalExecutor:
     def _run(self, job: Job) -> dict[str, Any]:
         threads = str(job.threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.Popen([sys.executable, "-m", "harness.sweep.jobs", str(write_job(job))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = _start(str(write_job(job)), env)
         with self._lock:
             self._procs.add(proc)
         try:
@@ -86,14 +86,35 @@ class LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _communicate(proc: subprocess.Popen[str], label: str) -> tuple[str, str]:
+def _start(job_file: str, env: dict[str, str]) -> Any:
+    """`python -m harness.sweep.jobs JOB_FILE` in this process's group, its stdout and stderr as text pipes:
+    forked from a warm interpreter where it can be (harness.processes.zygote), else started afresh."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        with open(os.devnull) as null:
+            child = fork("harness.sweep.jobs", [job_file], env=env, stdio=(null.fileno(), out_w, err_w),
+                         session=False)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    if child is None:
+        os.close(out_r)
+        os.close(err_r)
+        return subprocess.Popen([sys.executable, "-m", "harness.sweep.jobs", job_file], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+    child.stdout, child.stderr = open(out_r), open(err_r)  # noqa: SIM115  (closed by _communicate)
+    return child
+
+
+def _communicate(proc: Any, label: str) -> tuple[str, str]:
     """(stdout, stderr) of a job's process, as `communicate` gives them, while its `warning:` lines (a damaged
     artifact being recomputed, a record kept that this run's metrics contradict) are shown on the sweep's own
     output as they come, named by the job: captured output would hide them until the job failed, or for good."""
     from harness.progress import warn
 
     stdout, stderr = proc.stdout, proc.stderr
-    assert stdout is not None and stderr is not None  # both are pipes (Popen above)
+    assert stdout is not None and stderr is not None  # both are pipes (_start)
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
     reader.start()  # stdout in its own thread: a full pipe must never block the job while stderr is read here
@@ -104,6 +125,8 @@ def _communicate(proc: subprocess.Popen[str], label: str) -> tuple[str, str]:
             warn(f"{label}: {line.removeprefix('warning: ').rstrip()}")
     proc.wait()
     reader.join()
+    stdout.close()
+    stderr.close()
     return "".join(out), "".join(err)
 
 

@@ -9,13 +9,12 @@ import itertools
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests import process
 from tests.conftest import PREPARE_LOG, REPO
 
 pytestmark = pytest.mark.slow
@@ -34,9 +33,8 @@ def run_without_a_terminal(tmp_path, home: Path) -> list[tuple[float, str]]:
     """(seconds since start, line) of everything the run writes, read from a pipe as it arrives."""
     shutil.copytree(home / "suites", tmp_path / "home" / "suites")  # the built world, no stage of any run
     env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "HARNESS_PROGRESS_EVERY": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--defence", "repnoise", "--attack",
-                             "sft-250", "--set", "suite.size=smoke", "--results-dir", str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    proc = process.start(["run", "--defence", "repnoise", "--attack", "sft-250", "--set", "suite.size=smoke",
+                          "--results-dir", str(tmp_path / "runs")], env=env, cwd=REPO, merged=True)
     start, lines = time.monotonic(), []
     assert proc.stdout is not None
     for line in proc.stdout:

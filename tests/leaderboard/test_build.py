@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from leaderboard.build import MARKER, build_leaderboard, markdown_for
+from tests import process
 from tests.leaderboard.conftest import BROKEN, INVALID_RECORD, SCRIPT_NAME, SUITE, fixture_records, write_tuning
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,8 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return process.run(["leaderboard", *args], cwd=cwd, env=env, timeout=300)
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -91,15 +91,15 @@ def test_bounded_worst_case_skips_attacks_that_break_utility():
 
 
 def test_the_readme_table_is_what_harness_report_prints_for_the_committed_records():
-    import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
     # the newest committed board (an older protocol's while the installed one has no published records)
     newest = max(int(p.name[1:]) for p in (repo / "results" / "tiny").glob("v*") if any(p.glob("*.json")))
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--results-dir", str(repo / "results"),
-                          "--protocol", str(newest)], capture_output=True, text=True, check=True, cwd=repo).stdout
+    from tests import process
+
+    out = process.run(["report", "--results-dir", str(repo / "results"), "--protocol", str(newest)], check=True,
+                      cwd=repo).stdout
     rows = [line for line in out.splitlines() if line.startswith("|")]
     assert len(rows) >= 3  # header, rule, at least one defence
     assert "\n".join(rows) in (repo / "README.md").read_text()  # pasted, never edited by hand

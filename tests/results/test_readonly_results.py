@@ -34,6 +34,7 @@ from harness.specs import spec_id, stable_hash
 from harness.store.artifacts import Store, atomic_write_text
 from harness.tuning.logs import ScanLog, merge_scans, write_log
 from tasks.tiny.suite import PROTOCOL
+from tests import process
 from tests.conftest import REPO, messages
 
 COMMITTED = REPO / "results" / "tiny" / "v2"  # published records of an older protocol than the installed one
@@ -50,8 +51,7 @@ def tree(root: Path) -> dict[str, tuple[str, int]]:
 def cli(*args: str, cwd: Path, home: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
     """The CLI in a subprocess with `cwd` as the working directory (its ./results and ./runs)."""
     env = {**os.environ, "HARNESS_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)
+    return process.run(list(args), env=env, cwd=cwd, timeout=timeout)
 
 
 def clean_record() -> Path:
@@ -466,14 +466,13 @@ def test_diverging_attack_is_one_line_naming_the_stage(smoke_base, home, tmp_pat
 @pytest.mark.slow
 def test_sigterm_mid_run_resumes_like_ctrl_c(smoke_base, home, tmp_path):
     env = {**os.environ, "HARNESS_HOME": str(home)}
-    args = [sys.executable, "-m", "harness.cli", "run", "--defence", "none", "--attack", "sft-250", *SMOKE,
-            "--attack-seed", "12"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["run", "--defence", "none", "--attack", "sft-250", *SMOKE, "--attack-seed", "12"]
+    proc = process.start(args, cwd=tmp_path, env=env)
     deadline = time.monotonic() + 300
     while proc.poll() is None and not list(home.glob("models/.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the attack is being trained
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and messages(err) == [INTERRUPTED], err[-2000:]
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    done = process.run(args, cwd=tmp_path, env=env, timeout=1200)
     assert done.returncode == 0 and list((tmp_path / "runs").rglob("*.json"))

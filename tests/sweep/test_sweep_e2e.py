@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 from harness.results.records import read_record
 from harness.store.artifacts import JOURNAL
 from tasks.tiny.suite import PROTOCOL  # the installed protocol: where new tiny runs go
+from tests import process
 from tests.conftest import REPO
 from tests.outside import make_distribution
 
@@ -75,16 +74,15 @@ def fresh_store(prepared: Path, root: Path) -> tuple[Path, Path]:
     return root / "home", root / "results"
 
 
-def sweep(home: Path, results: Path, grid: Path, *args: str, pythonpath: str | None = None) -> subprocess.Popen:
+def sweep(home: Path, results: Path, grid: Path, *args: str, pythonpath: str | None = None) -> process.CLI:
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--home", str(home),
-                             "--results-dir", str(results), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=REPO, start_new_session=True)
+    return process.start(["sweep", str(grid), "--home", str(home), "--results-dir", str(results), *args], env=env,
+                         cwd=REPO, session=True)
 
 
-def finish(proc: subprocess.Popen, code: int = 0) -> str:
+def finish(proc: process.CLI, code: int = 0) -> str:
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == code, err[-3000:]
     return err
@@ -130,9 +128,8 @@ def test_two_sweeps_at_once_produce_each_record_once(baseline):
 
 
 def test_status_after_the_sweep(baseline, grid):
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--status", "--home",
-                           str(baseline["home"]), "--results-dir", str(baseline["results"])], capture_output=True,
-                          text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"}, check=True)
+    proc = process.run(["sweep", str(grid), "--status", "--home", str(baseline["home"]), "--results-dir",
+                        str(baseline["results"])], cwd=REPO, env={**os.environ, "COLUMNS": "200"}, check=True)
     rows = {cells[0]: cells[1:] for line in proc.stderr.splitlines()
             if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 5}
     assert rows["total"] == [str(CELLS), "0", "0", "0"] and rows["none"] == [str(CELLS // 2), "0", "0", "0"]

@@ -291,8 +291,6 @@ def test_runs_written_elsewhere_still_take_the_committed_tuned_settings(tmp_path
     ids change and the untuned ones (none, random-init) stay."""
     import os
     import re
-    import subprocess
-    import sys
 
     from harness.sweep.grid import load_grid, plan
     from tests.conftest import REPO
@@ -310,9 +308,10 @@ def test_runs_written_elsewhere_still_take_the_committed_tuned_settings(tmp_path
     env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
 
     def dry_run(*extra: str) -> set[str]:
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--dry-run", "--results-dir",
-                               str(tmp_path / "out"), *extra], capture_output=True, text=True, env=env, cwd=tmp_path,
-                              timeout=600)
+        from tests import process
+
+        proc = process.run(["sweep", str(grid), "--dry-run", "--results-dir", str(tmp_path / "out"), *extra], env=env,
+                           cwd=tmp_path, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return set(re.findall(r"\b[0-9a-f]{16}\b", proc.stdout + proc.stderr))
 
