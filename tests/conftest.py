@@ -12,6 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLI processes the tests start, their sweeps' jobs and the tests' own plugin launches start plugin
+    processes from zygotes this run shares (harness/processes/zygote.py): one per environment for the whole run,
+    not one per CLI process. (Under pytest-xdist the workers inherit the folder: its owner is the main process.)"""
+    from harness.processes.zygote import share_with_descendants
+
+    share_with_descendants()
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: it must see the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses the smoke world is `slow` whether or not it says so, so a new test cannot land in the fast

@@ -133,6 +133,19 @@ print(json.dumps({
 """
 
 
+def test_a_plugin_process_is_told_no_store_and_no_zygote(tmp_path, monkeypatch):
+    """Its environment names an empty store and not the folder of shared zygotes, whose sockets fork any module
+    with any environment (the tests' own run has one: tests/conftest.py)."""
+    from harness.processes.zygote import SHARED
+    from harness.sandbox.launch import worker_env
+
+    monkeypatch.setenv(SHARED, str(tmp_path / "zygotes"))
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "store"))
+    env = worker_env(tmp_path / "work" / "home", 7)
+    assert SHARED not in env and env["HARNESS_HOME"] == str(tmp_path / "work" / "home")
+    assert env["PYTHONHASHSEED"] == "7" and env["HF_HUB_OFFLINE"] == "1"
+
+
 def test_guard_refuses_every_door_and_logs_each(tmp_path):
     """In a process of its own (an audit hook is for life): every way to the suite's data is refused, what the
     plugin owns is not."""

@@ -6,9 +6,13 @@ isolation tests compare in-process and in-process-group outputs bitwise; the CLI
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +23,26 @@ pytestmark = pytest.mark.slow  # each zygote imports torch and transformers once
 
 
 @pytest.fixture()
-def env(tmp_path):
+def env(tmp_path, monkeypatch):
+    """A private zygote of this test's own (no shared folder)."""
+    monkeypatch.delenv(zygote.SHARED, raising=False)
     yield {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
-           "HARNESS_TEST_ZYGOTE": str(tmp_path)}  # a zygote of this test's own
+           "HARNESS_TEST_ZYGOTE": str(tmp_path)}
     zygote.close_all()
+
+
+@pytest.fixture()
+def shared(env, monkeypatch):
+    """A folder of shared zygotes whose owner is a stand-in process the test can end."""
+    owner = subprocess.Popen(["sleep", "600"])
+    folder = Path(tempfile.mkdtemp(prefix="zyg-"))  # short: a socket's path has at most 107 bytes
+    (folder / "owner").write_text(str(owner.pid))
+    monkeypatch.setenv(zygote.SHARED, str(folder))
+    yield folder, owner
+    zygote.close_all()
+    owner.kill()
+    owner.wait()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_worker(request: Path, log: Path, env: dict[str, str]) -> zygote.Forked | None:
@@ -108,3 +128,60 @@ def test_the_tests_cli_processes_are_forked_and_behave_as_fresh_ones(tmp_path):
     fresh = subprocess.run([sys.executable, "-m", "harness.cli", "list", "nothing-like-this"], capture_output=True,
                            text=True, env=env, cwd=process.REPO, timeout=60)
     assert (proc.returncode, out, err) == (fresh.returncode, fresh.stdout, fresh.stderr) and proc.returncode == 2
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    """The process ended within `within` seconds (gone, or a zombie its parent has not reaped yet)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            if _stat(pid)[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_requesters_share_one_zygote_and_a_requester_that_goes_takes_its_children(shared, env, tmp_path):
+    """Two requesters (two threads: two connections, as two harness processes have) get their session children
+    from one zygote; closing one connection (its process ended or was killed) ends its live children only; a
+    child in the requester's own process group still comes from a private zygote."""
+    folder, _ = shared
+    fifos = [tmp_path / "one.json", tmp_path / "two.json"]
+    for fifo in fifos:
+        os.mkfifo(fifo)  # each worker blocks reading its request
+    first = start_worker(fifos[0], tmp_path / "one.log", env)
+    got: list[zygote.Forked | None] = []
+    thread = threading.Thread(target=lambda: got.append(start_worker(fifos[1], tmp_path / "two.log", env)))
+    thread.start()
+    thread.join()
+    [second] = got
+    assert isinstance(first, zygote.Forked) and isinstance(second, zygote.Forked)
+    assert first.zygote is not second.zygote  # two connections ...
+    assert _stat(first.pid)[1] == _stat(second.pid)[1]  # ... to one zygote process
+    assert [p.suffix for p in folder.iterdir() if p.suffix == ".sock"] == [".sock"]
+    second.zygote.close()
+    assert _gone(second.pid) and first.poll() is None
+    fifos[0].write_text("{}\n")
+    assert first.wait() == 1  # the remaining requester's child runs to its own end
+    job = tmp_path / "job.json"
+    job.write_text("{}")
+    from harness.sweep import executors
+
+    in_group = executors._start(str(job), env)
+    assert isinstance(in_group, zygote.Forked) and in_group.zygote.proc is not None  # private
+    assert int(_stat(in_group.pid)[2]) == os.getpgrp()
+    executors._communicate(in_group, "a job")
+
+
+def test_a_shared_zygote_ends_with_its_owner(shared, env, tmp_path):
+    folder, owner = shared
+    request = tmp_path / "request.json"
+    os.mkfifo(request)
+    child = start_worker(request, tmp_path / "log", env)
+    assert isinstance(child, zygote.Forked) and child.zygote.proc is None  # shared
+    made = int(_stat(child.pid)[1])
+    owner.kill()
+    assert _gone(made) and child.wait() == -signal.SIGKILL  # the zygote's children end with it
+    assert not folder.exists()  # its socket and, the last one gone, the folder

@@ -2,43 +2,58 @@
 
 A harness process that starts torch code in a child (a plugin's process, a sweep's job) pays ~9 s of CPU on
 the 2-core machine for the child's imports of torch and transformers: more than a smoke-size stage trains
-(`benchmarks/plugin_start.py`). A zygote is a clean interpreter that the harness process starts on first use,
-with the children's environment and hash seed: it imports those libraries (`PRELOAD`) once and then forks one
-child per request. It never holds data, a model or a store path, and imports no plugin, suite or task (third-party
-code only), so each child starts where a fresh `python -m MODULE` would be after those imports: the request's
-argv, environment, working directory and standard streams (file descriptors passed over the zygote's socket),
-default signal handlers, in its own session if asked (else in the zygote's process group, which is the
-parent's), and `MODULE` run as `__main__` (`runpy`, as `-m` runs it).
+(`benchmarks/plugin_start.py`). A zygote is a clean interpreter with the children's environment and hash seed:
+it imports those libraries (`PRELOAD`) once and then forks one child per request. It never holds data, a model
+or a store path, and imports no plugin, suite or task (third-party code only), so each child starts where a fresh
+`python -m MODULE` would be after those imports: the request's argv, environment, working directory and standard
+streams (file descriptors passed over the zygote's socket), default signal handlers, in its own session if asked
+(else in the zygote's process group), and `MODULE` run as `__main__` (`runpy`, as `-m` runs it).
+
+Two kinds of zygote:
+
+- **private** (the default): started by the harness process on first use, in that process's group (so a child
+  not in a session of its own is in its parent's group); it ends when the thread that started it ends (the
+  parent-death signal) or closes the socket.
+- **shared**: a process that calls `share_with_descendants()` (the tests, a sweep) owns a folder of zygotes
+  (`HARNESS_ZYGOTES`) that its descendants reach by a named socket, one zygote per environment, so the many
+  short harness processes under it (CLI runs, sweep jobs) start their plugin processes from one warm interpreter
+  instead of each starting its own. Only requests for a child in a session of its own go there (a child in its
+  requester's process group can come only from a private zygote). A shared zygote ends when its owner ends; a
+  requester that disconnects (ends, or is killed) takes its live children with it.
 
 Forking is safe only from a single-threaded process that has run no torch operation (no thread pool to inherit):
 the zygote checks its thread count before each fork and refuses otherwise, and the caller then starts a fresh
 interpreter, as it does where there is no `fork` (not Linux), when the zygote died, or when `HARNESS_ZYGOTE=0`.
-The zygote ignores Ctrl-C and SIGTERM sent to its group (its children get them), and ends when the thread that
-started it ends (the parent-death signal) or closes the socket; its children end with it.
+The zygote ignores Ctrl-C and SIGTERM sent to its group (its children get them); its children end with it.
 
-Protocol over a Unix socket (one JSON object per line): parent -> zygote `{"module", "argv", "cwd", "env",
-"session"}` with the child's stdin, stdout and stderr as three file descriptors; zygote -> parent `{"pid"}` (or
-`{"error"}`) at once, and `{"exit", "code"}` when a child ends (`code` as `Popen.returncode`).
+Protocol over a Unix socket (one JSON object per line): requester -> zygote `{"module", "argv", "cwd", "env",
+"session"}` with the child's stdin, stdout and stderr as three file descriptors; zygote -> requester `{"pid"}`
+(or `{"error"}`) at once, and `{"exit", "code"}` when a child ends (`code` as `Popen.returncode`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO, Any
 
 # (not pyarrow, datasets or pandas: pyarrow starts a thread at import)
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "safetensors.torch")
 SWITCH = "HARNESS_ZYGOTE"  # "0": every child is a fresh interpreter
+SHARED = "HARNESS_ZYGOTES"  # the folder of shared zygotes (share_with_descendants); never given to a plugin
 STDIO = 3
 
 
@@ -67,21 +82,55 @@ class Forked:
 
 
 class Zygote:
-    """The parent's end of one zygote process."""
+    """The requester's end of one zygote: a private one it started, or a connection to a shared one."""
 
-    def __init__(self, env: dict[str, str], preload: tuple[str, ...]):
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with theirs:
-            self.proc = subprocess.Popen([sys.executable, "-m", "harness.processes.zygote", str(theirs.fileno()),
-                                          *preload], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),))
-        self.sock = mine
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen | None):
+        self.sock, self.proc = sock, proc  # proc: the private zygote (a shared one is not this process's)
         self.exits: dict[int, int] = {}
         self.buffered = b""
         self.lock = threading.Lock()
+        self.closed = False
+
+    @classmethod
+    def start(cls, env: dict[str, str], preload: tuple[str, ...]) -> Zygote:
+        """A private zygote: this process's child, in its process group."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            proc = _spawn([str(theirs.fileno()), *preload], env, theirs.fileno(), session=False)
+        return cls(mine, proc)
+
+    @classmethod
+    def connect(cls, folder: str, env: dict[str, str], preload: tuple[str, ...]) -> Zygote | None:
+        """A connection to the shared zygote for `env` in `folder`, started if there is none (or it died); None
+        where the folder is gone or its socket path too long."""
+        key = json.dumps([sys.executable, preload, sorted(env.items())]).encode()
+        path = os.path.join(folder, hashlib.sha256(key).hexdigest()[:16] + ".sock")
+        try:
+            with open(os.path.join(folder, "lock"), "a") as lock:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per zygote, however many requesters race
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(path)
+                except OSError:
+                    sock.close()
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)  # a zygote that died left its socket
+                    owner = Path(folder, "owner").read_text().strip()
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                        listener.bind(path)  # bound here: requesters can connect before the zygote has imported
+                        listener.listen(64)
+                        _spawn(["--listen", str(listener.fileno()), "--owner", owner, *preload], env,
+                               listener.fileno(), session=True)  # not killed with the group of its first requester
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.connect(path)
+        except OSError:
+            return None
+        return cls(sock, None)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self.closed and (self.proc is None or self.proc.poll() is None)
 
     def fork(self, module: str, argv: list[str], *, env: dict[str, str], stdio: tuple[int, int, int],
              session: bool, cwd: str | None = None) -> Forked | None:
@@ -91,6 +140,7 @@ class Zygote:
             try:
                 socket.send_fds(self.sock, [(json.dumps(order) + "\n").encode()], list(stdio))
             except OSError:
+                self.closed = True
                 return None
             while (reply := self._next(block=True)) is not None:
                 if "error" in reply:
@@ -119,8 +169,9 @@ class Zygote:
             try:
                 chunk = self.sock.recv(65536)
             except OSError:
-                return None
+                chunk = b""
             if not chunk:
+                self.closed = True
                 return None
             self.buffered += chunk
         line, self.buffered = self.buffered.split(b"\n", 1)
@@ -132,11 +183,33 @@ class Zygote:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=5)
+
+
+def _spawn(args: list[str], env: dict[str, str], fd: int, *, session: bool) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.processes.zygote", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, pass_fds=(fd,),
+                            start_new_session=session)
 
 
 _ZYGOTES: dict[tuple[Any, ...], Zygote] = {}
+
+
+def share_with_descendants() -> None:
+    """Make this process the owner of a folder of shared zygotes that its descendants use (`HARNESS_ZYGOTES` in
+    its environment; the zygotes end when it ends). Nothing to do where an ancestor that is still running already
+    shares one."""
+    folder = os.environ.get(SHARED)
+    if folder:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(Path(folder, "owner").read_text()), 0)
+            return
+    folder = tempfile.mkdtemp(prefix="harness-zygotes-")
+    Path(folder, "owner").write_text(str(os.getpid()))
+    os.environ[SHARED] = folder
+    atexit.register(shutil.rmtree, folder, True)
 
 
 def fork(module: str, argv: list[str], *, env: dict[str, str], stdio: tuple[int, int, int], session: bool,
@@ -145,17 +218,21 @@ def fork(module: str, argv: list[str], *, env: dict[str, str], stdio: tuple[int,
     None where forking is off or not possible (the caller starts a fresh interpreter). The zygote is shared by
     the requests whose environments differ only in the variables `per_child` names (variables only the child
     reads, such as `HARNESS_HOME`; others, such as `HF_HUB_OFFLINE` and `PYTHONHASHSEED`, are read as an
-    interpreter starts). `stdio`: the child's stdin, stdout and stderr (this process keeps its copies)."""
+    interpreter starts). `stdio`: the child's stdin, stdout and stderr (this process keeps its copies). A child in
+    a session of its own comes from a shared zygote where this process has a folder of them (`HARNESS_ZYGOTES`)."""
     if env.get(SWITCH, os.environ.get(SWITCH)) == "0" or not sys.platform.startswith("linux"):
         return None
     skip = set(per_child)
-    # one per thread too: the parent-death signal that ends a zygote fires when the thread that started it ends
-    key = (threading.get_ident(), preload, *sorted((k, v) for k, v in env.items() if k not in skip))
+    zygote_env = {k: v for k, v in env.items() if k not in skip}
+    folder = os.environ.get(SHARED) if session else None
+    # one per thread too: a private zygote's parent-death signal fires when the thread that started it ends
+    key = (threading.get_ident(), preload, folder, *sorted(zygote_env.items()))
     zygote = _ZYGOTES.get(key)
     if zygote is None or not zygote.alive():
         if not _ZYGOTES:
             atexit.register(close_all)  # ended and waited for (its CPU time counts as this process's children's)
-        zygote = _ZYGOTES[key] = Zygote(env, preload)
+        zygote = (folder and Zygote.connect(folder, zygote_env, preload)) or Zygote.start(zygote_env, preload)
+        _ZYGOTES[key] = zygote
     return zygote.fork(module, argv, env=env, stdio=stdio, session=session, cwd=cwd)
 
 
@@ -184,53 +261,94 @@ class _Become(BaseException):
         self.order, self.stdio, self.ready, self.zygote = order, stdio, ready, zygote
 
 
-def serve(channel: socket.socket, preload: list[str]) -> None:
-    """Import `preload`, then fork a child per request until the socket closes. A child's pid is sent once it
-    has its session (the parent may kill its group at once). In a child this raises `_Become`."""
+class _Requester:
+    """A connection the zygote serves: what it has received so far, and the children it asked for."""
+
+    def __init__(self, channel: socket.socket):
+        self.channel, self.buffered, self.fds = channel, b"", []
+        self.children: dict[int, bool] = {}  # pid -> in a session of its own
+
+    def reply(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a requester that has gone is dropped when its end of file is read
+            self.channel.sendall((json.dumps(message) + "\n").encode())
+
+    def drop(self) -> None:
+        """Gone (ended, or killed): its live children go with it, as they would with a private zygote."""
+        for pid, session in self.children.items():
+            with contextlib.suppress(OSError):
+                (os.killpg if session else os.kill)(pid, signal.SIGKILL)
+        for fd in self.fds:
+            os.close(fd)
+        self.channel.close()
+
+
+def serve(channel: socket.socket | None, preload: list[str], *, listener: socket.socket | None = None,
+          owner: int | None = None) -> None:
+    """Import `preload`, then fork a child per request: from `channel` (private: until it closes) or from each
+    connection `listener` accepts (shared: until `owner` ends). A child's pid is sent once it has its session
+    (the requester may kill its group at once). In a child this raises `_Become`."""
     from harness.processes.lifetime import die_with_parent  # `import harness` first: its lean imports, then these
 
-    die_with_parent()
+    if owner is None:
+        die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM to the group are for the children
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        owner_fd = os.pidfd_open(owner) if owner is not None else None  # readable once the owner has ended
+    except OSError:
+        return  # ended already
     for module in preload:
         __import__(module)
     if "transformers" in preload:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (its lazy auto classes)
 
-    def reply(message: dict[str, Any]) -> None:
-        channel.sendall((json.dumps(message) + "\n").encode())
-
-    children: set[int] = set()
-    buffered, fds = b"", []
-    while True:
-        ready = select.select([channel], [], [], 0.1)[0]
+    requesters = {channel.fileno(): _Requester(channel)} if channel is not None else {}
+    children: dict[int, _Requester] = {}
+    while requesters or listener is not None:
+        watched = [*requesters, *(x.fileno() for x in (listener,) if x is not None), *(
+            [owner_fd] if owner_fd is not None else [])]
+        ready = select.select(watched, [], [], 0.1)[0]
         while children:  # reap, and report, every child that ended
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            children.discard(pid)
-            reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
-        if not ready:
-            continue
-        chunk, received, _, _ = socket.recv_fds(channel, 65536, STDIO)
-        if not chunk:
-            return
-        buffered += chunk
-        fds += received
-        while b"\n" in buffered:
-            line, buffered = buffered.split(b"\n", 1)
-            order, stdio, fds = json.loads(line), fds[:STDIO], fds[STDIO:]
-            if _threads() != 1:
-                reply({"error": f"{_threads()} threads: forking is unsafe"})
-            else:
-                pid = _fork(order, stdio, channel)
-                children.add(pid)
-                reply({"pid": pid})
-            for fd in stdio:
-                os.close(fd)
+            requester = children.pop(pid)
+            requester.children.pop(pid, None)
+            requester.reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        for fd in ready:
+            if fd == owner_fd:
+                return
+            if listener is not None and fd == listener.fileno():
+                conn, _ = listener.accept()
+                requesters[conn.fileno()] = _Requester(conn)
+                continue
+            requester = requesters[fd]
+            try:
+                chunk, received, _, _ = socket.recv_fds(requester.channel, 65536, STDIO)
+            except OSError:
+                chunk, received = b"", []
+            requester.fds += received
+            if not chunk:
+                del requesters[fd]
+                requester.drop()
+                continue
+            requester.buffered += chunk
+            while b"\n" in requester.buffered:
+                line, requester.buffered = requester.buffered.split(b"\n", 1)
+                order, stdio, requester.fds = json.loads(line), requester.fds[:STDIO], requester.fds[STDIO:]
+                if _threads() != 1:
+                    requester.reply({"error": f"{_threads()} threads: forking is unsafe"})
+                else:
+                    others = [r.channel for r in requesters.values()] + ([listener] if listener else [])
+                    pid = _fork(order, stdio, others, owner_fd)
+                    children[pid] = requester
+                    requester.children[pid] = order["session"]
+                    requester.reply({"pid": pid})
+                for fd_ in stdio:
+                    os.close(fd_)
 
 
-def _fork(order: dict[str, Any], stdio: list[int], channel: socket.socket) -> int:
+def _fork(order: dict[str, Any], stdio: list[int], sockets: list[socket.socket], owner_fd: int | None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
@@ -238,14 +356,15 @@ def _fork(order: dict[str, Any], stdio: list[int], channel: socket.socket) -> in
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        channel.close()
+        for sock in sockets:  # the child reaches no zygote and no other requester
+            sock.close()
+        if owner_fd is not None:
+            os.close(owner_fd)
         raise _Become(order, stdio, ready_w, me)
     os.close(ready_w)
     os.read(ready_r, 1)  # the child has its session (or died: end of file)
     os.close(ready_r)
     return pid
-
-
 def become(child: _Become) -> None:
     """In the forked child: the process a fresh `python -m module` would be, then that module as `__main__`."""
     from harness.processes.lifetime import die_with_parent
@@ -272,8 +391,27 @@ def become(child: _Become) -> None:
     runpy.run_module(order["module"], run_name="__main__", alter_sys=True)
 
 
+def main(args: list[str]) -> None:
+    """`FD PRELOAD...` (private: FD is this zygote's end of its requester's socket pair) or `--listen FD --owner
+    PID PRELOAD...` (shared: FD a bound, listening socket; when PID ends, so does this zygote, its socket and, once
+    the last of its zygotes has gone, the folder)."""
+    if args[0] != "--listen":
+        return serve(socket.socket(fileno=int(args[0])), args[1:])
+    listener = socket.socket(fileno=int(args[1]))
+    path, me = listener.getsockname(), os.getpid()
+    try:
+        serve(None, args[4:], listener=listener, owner=int(args[3]))
+    finally:
+        if os.getpid() == me:  # (not in a forked child leaving through here)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            with contextlib.suppress(OSError):
+                if not any(p.suffix == ".sock" for p in Path(path).parent.iterdir()):
+                    shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
 if __name__ == "__main__":
     try:
-        serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])
+        main(sys.argv[1:])
     except _Become as forked:
         become(forked)

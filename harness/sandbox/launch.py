@@ -31,7 +31,7 @@ from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
 from harness.errors import HarnessError, TrainingDiverged
 from harness.plugins import StageContext
-from harness.processes.zygote import fork
+from harness.processes.zygote import SHARED, fork
 from harness.progress import new_events, relay
 from harness.sandbox.guard import Policy, SandboxError
 from harness.sandbox.guard import message as guard_message
@@ -189,10 +189,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
                   check=check, threads=threads, out=str(out), work=str(work),
                   policy=policy(plugin, store_root=store_root, allow=allow))
     (work / "request.json").write_text(req.model_dump_json())
-    env = {**os.environ, "HARNESS_HOME": str(work / "home"), "PYTHONHASHSEED": str(hash_seed), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # as quiet_hf sets it: one environment
-    # for every plugin process of a run, whether or not this process has loaded a model yet (the zygote's key)
+    env = worker_env(work / "home", hash_seed)
     from harness.stages import free_memory
 
     free_memory()  # the parent's cached GPU blocks go back before the plugin needs them
@@ -209,6 +206,16 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
     path = work / "response.json"
     response = Response.model_validate_json(path.read_text()) if path.exists() else None
     return Outcome(f"{kind} '{name}'", kind, response, work, proc.returncode, plugin.reads)
+
+
+def worker_env(home: Path, hash_seed: int) -> dict[str, str]:
+    """A plugin process's environment: this process's, with an empty store, the hash seed, every hub offline, and
+    no folder of shared zygotes (a plugin reaches no process that forks). The same for every plugin process of a
+    run, whether or not this process has loaded a model yet: it is the zygote's key."""
+    env = {k: v for k, v in os.environ.items() if k != SHARED}
+    return {**env, "HARNESS_HOME": str(home), "PYTHONHASHSEED": str(hash_seed), "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # (as quiet_hf sets it)
 
 
 def _follow(proc: Any, events: Path, progress: Callable[..., None] | None) -> None:

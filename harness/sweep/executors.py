@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from harness.errors import HarnessError
-from harness.processes.zygote import fork
+from harness.processes.zygote import fork, share_with_descendants
 from harness.safety import clip
 from harness.suite import StageResources
 from harness.sweep.jobs import Job, write_job
@@ -55,6 +55,7 @@ class LocalExecutor:
 
     def __init__(self, parallel: int, resources: StageResources):
         self.parallel, self.resources = parallel, resources
+        share_with_descendants()  # the jobs' plugin processes come from this sweep's zygotes, not one per job
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sweep")
         self._procs: set[Any] = set()  # Popen or zygote children
         self._lock = threading.Lock()
