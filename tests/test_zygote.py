@@ -137,7 +137,7 @@ def _gone(pid: int, within: float = 20.0) -> bool:
         try:
             if _stat(pid)[0] == "Z":
                 return True
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before or while its stat was read
             return True
         time.sleep(0.1)
     return False
