@@ -15,9 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 def pytest_configure(config: pytest.Config) -> None:
     """The CLI processes the tests start, their sweeps' jobs and the tests' own plugin launches start plugin
     processes from zygotes this run shares (harness/processes/zygote.py): one per environment for the whole run,
-    not one per CLI process. (Under pytest-xdist the workers inherit the folder: its owner is the main process.)"""
-    from harness.processes.zygote import share_with_descendants
+    not one per CLI process, nor one per test: the variables that name the test are the children's own. (Under
+    pytest-xdist the workers inherit the folder and the variables: the main process sets them.)"""
+    from harness.processes.zygote import PER_CHILD, share_with_descendants
+    from tests.process import PER_TEST
 
+    os.environ[PER_CHILD] = ",".join(PER_TEST)
     share_with_descendants()
 
 

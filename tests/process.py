@@ -14,7 +14,9 @@ from pathlib import Path
 from harness.processes.zygote import Forked, fork
 
 REPO = Path(__file__).resolve().parent.parent
-PER_TEST = ("PYTEST_CURRENT_TEST", "HARNESS_HOME", "COLUMNS")  # read by the CLI as it runs, never at import
+# Read by the harness as it runs, never at import: processes that differ only in them share a zygote (the tests'
+# CLI processes here; and every plugin process of the run, through HARNESS_ZYGOTE_PER_CHILD: tests/conftest.py).
+PER_TEST = ("PYTEST_CURRENT_TEST", "HARNESS_HOME", "COLUMNS", "HARNESS_PROGRESS_EVERY")
 
 
 class CLI:

@@ -5,6 +5,7 @@ isolation tests compare in-process and in-process-group outputs bitwise; the CLI
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -185,3 +186,49 @@ def test_a_shared_zygote_ends_with_its_owner(shared, env, tmp_path):
     owner.kill()
     assert _gone(made) and child.wait() == -signal.SIGKILL  # the zygote's children end with it
     assert not folder.exists()  # its socket and, the last one gone, the folder
+
+
+PROBE = '''
+import json, os, sys
+import safetensors
+from outside_probe import WHERE
+print(json.dumps({"path": sys.path[:3], "where": WHERE, "safetensors": safetensors.__file__, "pid": os.getpid(),
+                  "var": os.environ.get("PROBE_VAR")}))
+'''
+
+
+def test_a_child_imports_from_its_own_directory_and_pythonpath_as_a_fresh_interpreter_does(env, tmp_path):
+    """PYTHONPATH and the working directory are the child's own, as are the variables HARNESS_ZYGOTE_PER_CHILD
+    names (requests that differ only in them share a zygote): its import path is the one `python -m` builds, and
+    where an entry shadows a module the zygote has imported (here safetensors), the child starts afresh in the
+    same process and imports that entry's copy."""
+    plain, shadowing, cwd = tmp_path / "plain", tmp_path / "shadowing", tmp_path / "cwd"
+    for folder in (plain, shadowing, cwd):
+        folder.mkdir()
+    (cwd / "probe_main.py").write_text(PROBE)
+    for folder in (plain, shadowing):
+        (folder / "outside_probe.py").write_text(f"WHERE = {folder.name!r}\n")
+    (shadowing / "safetensors").mkdir()
+    (shadowing / "safetensors" / "__init__.py").write_text("")
+
+    def both(pythonpath: str, var: str) -> tuple[dict, dict]:
+        child_env = {**env, "PYTHONPATH": pythonpath, "PROBE_VAR": var, zygote.PER_CHILD: "PROBE_VAR"}
+        out = tmp_path / "out.txt"
+        with out.open("w") as sink, open(os.devnull) as null:
+            child = zygote.fork("probe_main", [], env=child_env, stdio=(null.fileno(), sink.fileno(), sink.fileno()),
+                                session=False, cwd=str(cwd))
+        assert isinstance(child, zygote.Forked) and child.wait() == 0, out.read_text()
+        fresh = subprocess.run([sys.executable, "-m", "probe_main"], cwd=cwd, env=child_env, capture_output=True,
+                               text=True, check=True)
+        got, want = json.loads(out.read_text()), json.loads(fresh.stdout)
+        assert got.pop("pid") == child.pid  # (a fresh start keeps the forked child's pid)
+        want.pop("pid")
+        return got, want
+
+    got, want = both(f"{plain}{os.pathsep}relative", "one")
+    assert got == want and got["where"] == "plain" and got["path"] == [str(cwd), str(plain), str(cwd / "relative")]
+    assert got["var"] == "one"
+    assert "site-packages" in got["safetensors"]
+    got, want = both(str(shadowing), "two")
+    assert got == want and got["var"] == "two" and got["safetensors"] == str(shadowing / "safetensors" / "__init__.py")
+    assert len(zygote._ZYGOTES) == 1  # one zygote for both

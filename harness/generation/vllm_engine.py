@@ -1,10 +1,11 @@
 """The `vllm` generation backend: offline `vllm.LLM`, greedy, one engine per model per evaluation.
 
-The engine runs in a child process (`harness.generation.vllm_worker`) that the harness starts for one model,
-feeds every prompt set of the evaluation (each set in its own prompt format where it has one: the forced
-openings), and lets exit, so its memory (KV cache, CUDA context) is freed before
-the next stage trains. Start-up has a timeout; a failed or hung engine is a one-line `HarnessError` with the
-engine's last log lines and the path of its full log.
+The engine runs in a child process (`harness.generation.vllm_worker`, forked from a zygote that has imported
+torch and transformers where it can be: `harness.processes.zygote`) that the harness starts for one model, feeds
+every prompt set of the evaluation (each set in its own prompt format where it has one: the forced openings),
+and lets exit, so its memory (KV cache, CUDA context) is freed before the next stage trains. Start-up has a
+timeout; a failed or hung engine is a one-line `HarnessError` with the engine's last log lines and the path of
+its full log.
 
 LoRA adapters are served on the base engine (`enable_lora`, `LoRARequest`) after a canary check that the
 adapter changes the base's outputs (vLLM can silently ignore an adapter); one that cannot be served is merged
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.generation.vllm_worker import LORA_RANKS, LoraRequestSpec, Request, Response
+from harness.processes.zygote import Forked, fork
 from harness.progress import new_events
 from harness.results.metrics import Canary, LoraServing
 from harness.training.collate import PROMPT_TEMPLATE, PromptFormat, as_format
@@ -250,10 +252,12 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     (work / "request.json").write_text(request.model_dump_json())
     log_path = work / "engine.log"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.generation.vllm_worker", str(work / "request.json")],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: the engine core dies with it
+    argv = [str(work / "request.json")]
+    with log_path.open("w") as log, open(os.devnull) as null:  # its own session: the engine core dies with it
+        proc = fork("harness.generation.vllm_worker", argv, env=env, stdio=(null.fileno(), log.fileno(), log.fileno()),
+                    session=True) or subprocess.Popen(  # (forked where it can be: torch already imported)
+            [sys.executable, "-m", "harness.generation.vllm_worker", *argv], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         try:
             _wait(proc, Path(request.events), log_path, progress=progress, start_timeout_s=start_timeout_s,
                   idle_timeout_s=idle_timeout_s)
@@ -267,7 +271,7 @@ def run_engine(model_path: Path, formatted_sets: Mapping[str, Sequence[str]], *,
     return response
 
 
-def _wait(proc: subprocess.Popen, events: Path, log_path: Path, *, progress: Callable[..., None] | None,
+def _wait(proc: Forked | subprocess.Popen, events: Path, log_path: Path, *, progress: Callable[..., None] | None,
           start_timeout_s: float, idle_timeout_s: float) -> None:
     """Follow the worker's events until it exits; a start or a silence past its timeout kills it."""
     ready, offset, last = False, 0, time.monotonic()
@@ -288,7 +292,7 @@ def _wait(proc: subprocess.Popen, events: Path, log_path: Path, *, progress: Cal
         time.sleep(0.2)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: Forked | subprocess.Popen) -> None:
     """Kill the worker's process group (the worker and vLLM's engine-core process), if anything is left."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)

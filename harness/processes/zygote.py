@@ -7,7 +7,12 @@ it imports those libraries (`PRELOAD`) once and then forks one child per request
 or a store path, and imports no plugin, suite or task (third-party code only), so each child starts where a fresh
 `python -m MODULE` would be after those imports: the request's argv, environment, working directory and standard
 streams (file descriptors passed over the zygote's socket), default signal handlers, in its own session if asked
-(else in the zygote's process group), and `MODULE` run as `__main__` (`runpy`, as `-m` runs it).
+(else in the zygote's process group), its import path built from its own working directory and PYTHONPATH as
+`-m` builds it, and `MODULE` run as `__main__` (`runpy`, as `-m` runs it). Where that path would import another
+copy of a module the zygote has imported (an entry shadowing torch, say), the child starts a fresh interpreter
+in its own place (`execve`, same pid). The zygote's key is the rest of the environment: the variables read as an
+interpreter starts (`PYTHONHASHSEED`, `HF_HOME`, `OMP_NUM_THREADS`), less those the caller or
+`HARNESS_ZYGOTE_PER_CHILD` name as read only while the child runs.
 
 Two kinds of zygote:
 
@@ -53,6 +58,12 @@ from typing import IO, Any
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "safetensors.torch")
 SWITCH = "HARNESS_ZYGOTE"  # "0": every child is a fresh interpreter
 SHARED = "HARNESS_ZYGOTES"  # the folder of shared zygotes (share_with_descendants); never given to a plugin
+# More variables no library reads as an interpreter starts, named by the environment (comma-separated): requests
+# that differ only in them share a zygote (a test runner's per-test variables, a terminal's size).
+PER_CHILD = "HARNESS_ZYGOTE_PER_CHILD"
+# Always the child's own: it builds its import path from its working directory and PYTHONPATH as `python -m` does.
+IMPORT_PATH = ("PYTHONPATH",)
+ROOT = str(Path(__file__).resolve().parents[2])  # where `harness` is imported from: the zygote's working directory
 
 
 class Forked:
@@ -189,7 +200,7 @@ class Zygote:
 def _spawn(args: list[str], env: dict[str, str], fd: int, *, session: bool) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness.processes.zygote_process", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            pass_fds=(fd,), start_new_session=session)
+                            pass_fds=(fd,), start_new_session=session, cwd=ROOT)
 
 
 _ZYGOTES: dict[tuple[Any, ...], Zygote] = {}
@@ -214,13 +225,14 @@ def fork(module: str, argv: list[str], *, env: dict[str, str], stdio: tuple[int,
          cwd: str | None = None, preload: tuple[str, ...] = PRELOAD, per_child: Iterable[str] = ()) -> Forked | None:
     """`python -m module *argv` with `env`, forked from the zygote for `env` and `preload` (started on first use);
     None where forking is off or not possible (the caller starts a fresh interpreter). The zygote is shared by
-    the requests whose environments differ only in the variables `per_child` names (variables only the child
-    reads, such as `HARNESS_HOME`; others, such as `HF_HUB_OFFLINE` and `PYTHONHASHSEED`, are read as an
-    interpreter starts). `stdio`: the child's stdin, stdout and stderr (this process keeps its copies). A child in
-    a session of its own comes from a shared zygote where this process has a folder of them (`HARNESS_ZYGOTES`)."""
+    the requests whose environments differ only in the variables `per_child` (or `HARNESS_ZYGOTE_PER_CHILD`)
+    names and in PYTHONPATH (variables only the child reads, such as `HARNESS_HOME`; others, such as
+    `HF_HUB_OFFLINE` and `PYTHONHASHSEED`, are read as an interpreter starts). `stdio`: the child's stdin, stdout
+    and stderr (this process keeps its copies). A child in a session of its own comes from a shared zygote where
+    this process has a folder of them (`HARNESS_ZYGOTES`)."""
     if env.get(SWITCH, os.environ.get(SWITCH)) == "0" or not sys.platform.startswith("linux"):
         return None
-    skip = set(per_child)
+    skip = {*per_child, *IMPORT_PATH, *filter(None, env.get(PER_CHILD, "").split(","))}
     zygote_env = {k: v for k, v in env.items() if k not in skip}
     folder = os.environ.get(SHARED) if session else None
     # one per thread too: a private zygote's parent-death signal fires when the thread that started it ends

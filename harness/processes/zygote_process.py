@@ -160,10 +160,33 @@ def become(child: _Become) -> None:
     os.chdir(order["cwd"])
     os.environ.clear()
     os.environ.update(order["env"])
+    if not _import_path(os.getcwd(), os.environ.get("PYTHONPATH", "")):  # it would import other copies of
+        os.execve(sys.executable, [sys.executable, "-m", order["module"], *order["argv"]], order["env"])  # preloads
     import runpy
 
     sys.argv = [order["module"], *order["argv"]]  # runpy sets argv[0] to the module's file, as -m does
     runpy.run_module(order["module"], run_name="__main__", alter_sys=True)
+
+
+def _import_path(cwd: str, pythonpath: str) -> bool:
+    """Make `sys.path` the one `python -m` builds in `cwd` with `pythonpath`: the working directory, then
+    PYTHONPATH's entries made absolute, then this zygote's own path less its working directory, duplicates dropped
+    (as `site` drops them). False where that path would import a module this zygote has already imported from
+    elsewhere (a PYTHONPATH entry or the working directory shadowing it): the child must then start afresh."""
+    entries = [os.path.abspath(e) for e in pythonpath.split(os.pathsep)] if pythonpath else []
+    if not entries and sys.path[:1] == [cwd]:
+        return True
+    loaded = {name: module.__spec__.origin for name, module in list(sys.modules.items()) if "." not in name and
+              getattr(module, "__spec__", None) is not None and module.__spec__.has_location}
+    sys.path[:] = [cwd, *dict.fromkeys([*entries, *sys.path[1:]])]
+    for name, origin in loaded.items():
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, None) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.origin != origin:
+                    return False
+                break
+    return True
 
 
 def main(args: list[str]) -> None:
