@@ -190,10 +190,11 @@ def test_a_shared_zygote_ends_with_its_owner(shared, env, tmp_path):
 
 PROBE = '''
 import json, os, sys
-import safetensors
+preloaded = "torch" in sys.modules  # forked from the zygote, not started afresh
+import harness, safetensors
 from outside_probe import WHERE
 print(json.dumps({"path": sys.path[:3], "where": WHERE, "safetensors": safetensors.__file__, "pid": os.getpid(),
-                  "var": os.environ.get("PROBE_VAR")}))
+                  "var": os.environ.get("PROBE_VAR"), "harness": harness.__file__, "preloaded": preloaded}))
 '''
 
 
@@ -223,12 +224,19 @@ def test_a_child_imports_from_its_own_directory_and_pythonpath_as_a_fresh_interp
         got, want = json.loads(out.read_text()), json.loads(fresh.stdout)
         assert got.pop("pid") == child.pid  # (a fresh start keeps the forked child's pid)
         want.pop("pid")
+        assert not want.pop("preloaded")
         return got, want
 
     got, want = both(f"{plain}{os.pathsep}relative", "one")
-    assert got == want and got["where"] == "plain" and got["path"] == [str(cwd), str(plain), str(cwd / "relative")]
-    assert got["var"] == "one"
+    assert got.pop("preloaded") and got == want and got["where"] == "plain"
+    assert got["path"] == [str(cwd), str(plain), str(cwd / "relative")] and got["var"] == "one"
     assert "site-packages" in got["safetensors"]
+    (cwd / "harness").mkdir()  # another checkout's harness: the zygote forgets its own, and still forks
+    (cwd / "harness" / "__init__.py").write_text("")
+    got, want = both(str(plain), "one")
+    assert got.pop("preloaded") and got == want and got["harness"] == str(cwd / "harness" / "__init__.py")
+    shutil.rmtree(cwd / "harness")
     got, want = both(str(shadowing), "two")
-    assert got == want and got["var"] == "two" and got["safetensors"] == str(shadowing / "safetensors" / "__init__.py")
-    assert len(zygote._ZYGOTES) == 1  # one zygote for both
+    assert not got.pop("preloaded") and got == want and got["var"] == "two"
+    assert got["safetensors"] == str(shadowing / "safetensors" / "__init__.py")
+    assert len(zygote._ZYGOTES) == 1  # one zygote for all three

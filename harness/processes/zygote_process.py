@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 STDIO = 3
+OWN = __spec__.name.split(".")[0] if __spec__ else "harness"  # the zygote's own package
 
 
 
@@ -171,8 +172,9 @@ def become(child: _Become) -> None:
 def _import_path(cwd: str, pythonpath: str) -> bool:
     """Make `sys.path` the one `python -m` builds in `cwd` with `pythonpath`: the working directory, then
     PYTHONPATH's entries made absolute, then this zygote's own path less its working directory, duplicates dropped
-    (as `site` drops them). False where that path would import a module this zygote has already imported from
-    elsewhere (a PYTHONPATH entry or the working directory shadowing it): the child must then start afresh."""
+    (as `site` drops them). Where that path finds the harness elsewhere (the CLI run in another checkout), the
+    zygote's own harness modules are forgotten, to be imported from there. False where it would import another
+    copy of any other module the zygote has imported (an entry shadowing a preload): the child must start afresh."""
     entries = [os.path.abspath(e) for e in pythonpath.split(os.pathsep)] if pythonpath else []
     if not entries and sys.path[:1] == [cwd]:
         return True
@@ -180,12 +182,13 @@ def _import_path(cwd: str, pythonpath: str) -> bool:
               getattr(module, "__spec__", None) is not None and module.__spec__.has_location}
     sys.path[:] = [cwd, *dict.fromkeys([*entries, *sys.path[1:]])]
     for name, origin in loaded.items():
-        for finder in sys.meta_path:
-            spec = finder.find_spec(name, None) if hasattr(finder, "find_spec") else None
-            if spec is not None:
-                if spec.origin != origin:
-                    return False
-                break
+        spec = next(filter(None, (f.find_spec(name, None) for f in sys.meta_path if hasattr(f, "find_spec"))), None)
+        if spec is not None and spec.origin != origin:
+            if name != OWN:
+                return False
+            for module in [m for m in sys.modules if m == OWN or m.startswith(OWN + ".")]:
+                del sys.modules[module]
+            sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith(OWN + ".")]
     return True
 
 
