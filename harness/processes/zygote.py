@@ -54,8 +54,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-# (not pyarrow, datasets or pandas: pyarrow starts a thread at import)
-PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "safetensors.torch")
+# (datasets brings pyarrow and pandas: ~0.8 s more per child; the zygote keeps pyarrow's allocator single-threaded)
+PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "safetensors.torch", "datasets")
 SWITCH = "HARNESS_ZYGOTE"  # "0": every child is a fresh interpreter
 SHARED = "HARNESS_ZYGOTES"  # the folder of shared zygotes (share_with_descendants); never given to a plugin
 # More variables no library reads as an interpreter starts, named by the environment (comma-separated): requests

@@ -73,6 +73,9 @@ def serve(channel: socket.socket | None, preload: list[str], *, listener: socket
         owner_fd = os.pidfd_open(owner) if owner is not None else None  # readable once the owner has ended
     except OSError:
         return  # ended already
+    # pyarrow's bundled jemalloc starts a purging thread as the library loads unless told not to (read then, in
+    # this process only: each child gets its own environment); a zygote must stay single-threaded to fork
+    os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     for module in preload:
         __import__(module)
     if "transformers" in preload:
