@@ -154,7 +154,8 @@ class Zygote:
             while (reply := self._next(block=True)) is not None:
                 if "error" in reply:
                     return None
-                if "pid" in reply:
+                if "pid" in reply:  # an earlier child's exit under the same pid (pids are reused) is not this one's
+                    self.exits.pop(reply["pid"], None)
                     return Forked(self, reply["pid"])
             return None  # the zygote died
 
@@ -167,7 +168,7 @@ class Zygote:
                         self.exits.setdefault(pid, -9)
                         break
                     return None
-            return self.exits[pid]
+            return self.exits.pop(pid)  # read once: its Forked keeps it, and the pid may come again
 
     def _next(self, *, block: bool) -> dict[str, Any] | None:
         """The next reply (exits recorded as they pass); None at end of stream, or when none is ready and not
