@@ -224,14 +224,19 @@ def _switch_problems(plugin: Any, row: Row, base: dict[str, Any], baseline: str)
 
 
 def _replay(plugin: Any, params: dict[str, Any]) -> list[str]:
+    import tempfile
+
     from harness.specs import validate_config
     from harness.training import smoke
 
-    try:
-        cfg = validate_config(f"defence '{plugin.name}'", plugin.config, smoke.smoke_params(plugin, params))
-    except ConfigError as exc:
-        return [f"replay: the switches together do not validate at smoke size: {exc}"]
-    failed = smoke.replay(plugin, cfg)
+    with tempfile.TemporaryDirectory(prefix="harness-card-") as tmp:
+        named = smoke.checkpoints(plugin, Path(tmp))  # the checkpoints a Config names: toy ones
+        try:
+            cfg = validate_config(f"defence '{plugin.name}'", plugin.config,
+                                  smoke.smoke_params(plugin, {**params, **named}))
+        except ConfigError as exc:
+            return [f"replay: the switches together do not validate at smoke size: {exc}"]
+        failed = smoke.replay(plugin, cfg)
     return [f"replay with every switch applied ({smoke.STEPS} steps at smoke size) failed: {failed}"] if failed else []
 
 

@@ -75,7 +75,13 @@ def config_checks(plugin: registry.Plugin, suite_values: dict[str, Any]) -> list
     try:
         if cls.model_config.get("extra") != "forbid":
             raise ValueError("model_config needs extra='forbid' (a misspelt --set must be an error)")
-        cls()  # every field has a default: a run needs no value the suite cannot give
+        from harness.models.plugin_inputs import declared_checkpoints
+
+        # Every field has a default: a run needs no value the suite cannot give, but a checkpoint the user names.
+        required = [n for n, f in cls.model_fields.items() if f.is_required() and n not in declared_checkpoints(cls)]
+        if required:
+            raise ValueError(f"field(s) {', '.join(required)} have no default: a run needs no value the suite cannot "
+                             "give (only a checkpoint the user names, harness.plugins.CheckpointRef, may have none)")
         cfg = cls.model_validate(suite_values)
         if cls.model_validate(cfg.model_dump(mode="json")) != cfg:
             raise ValueError("model_dump(mode='json') does not validate back to an equal Config")

@@ -10,11 +10,13 @@ refuses a collator whose format differs from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.models.plugin_inputs import CheckpointRef, RunModelRef
 from harness.suite import SuiteData
 from harness.training.collate import PLAIN, PromptFormat, as_format
 
@@ -23,8 +25,8 @@ from harness.training.collate import PLAIN, PromptFormat, as_format
 from harness.training.fields import EPOCHS_SEARCH, LR_SEARCH, DefenceTrainingFields, DrawFields, TrainingFields
 from harness.training.loop import LossFn
 
-__all__ = ["EPOCHS_SEARCH", "LR_SEARCH", "DefenceTrainingFields", "DrawFields", "StageContext", "TrainingFields",
-           "draw_rows", "first_rows", "fit", "with_retain"]
+__all__ = ["EPOCHS_SEARCH", "LR_SEARCH", "CheckpointRef", "DefenceTrainingFields", "DrawFields", "RunModelRef",
+           "StageContext", "TrainingFields", "draw_rows", "first_rows", "fit", "with_retain"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class StageContext:
     every: int = 0
     points: int = 0  # instead of `every`: this many evenly spaced callbacks along the training
     template: PromptFormat = PLAIN               # the suite's prompt format: give it to every collator
+    # The local folder of each checkpoint the config names (a `CheckpointRef` field -> its folder), located and
+    # pinned by the harness: the plugin's process has no network.
+    checkpoints: Mapping[str, Path] = field(default_factory=dict)
 
 
 def first_rows(rows: Any, n: int | None, what: str) -> Any:

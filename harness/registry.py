@@ -122,6 +122,13 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
         if kind != "attack" or not set(reads) <= set(DECLARABLE["attack"]):
             raise PluginLoadError(f"{kind} '{name}' declares it reads {list(reads)}: only attacks declare reads, "
                                   f"from {', '.join(DECLARABLE['attack'])}")
+    if kind != "defence" and isinstance(config, type) and issubclass(config, BaseModel):
+        from harness.models.plugin_inputs import declared_checkpoints
+
+        if declared_checkpoints(config):
+            raise PluginLoadError(f"{kind} '{name}' names checkpoints in its Config "
+                                  f"({', '.join(declared_checkpoints(config))}): only defences do (an attack starts "
+                                  "from the defended model alone)")
     if not seeded and kind != "defence":
         raise PluginLoadError(f"{kind} '{name}' declares seeded=False; only defences do (a defended model that "
                               "does not depend on the defence seed)")

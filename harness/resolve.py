@@ -127,6 +127,20 @@ def resolve_base(suite_name: str, overrides: dict[str, dict[str, Any]], *, model
     return Base(suite_spec, suite, model_spec, judges, eval_spec, resolved)
 
 
+def pin_checkpoints(kind: registry.Kind, spec: PluginSpec, base: Base, *, locate: bool = True) -> PluginSpec:
+    """The plugin's spec with the checkpoints its config names located, checked and their revisions pinned
+    (`harness.models.plugin_inputs`); the same spec where it names none."""
+    from harness.models.plugin_inputs import checkpoint_fields, pin
+
+    plugin = registry.get(kind, spec.name)
+    cfg = plugin.config.model_validate(spec.params)
+    if not checkpoint_fields(cfg):
+        return spec
+    params = pin(f"{kind} '{spec.name}'", f"{kind}.", cfg, base.model, locate=locate,
+                 trust_remote_code=base.suite.trust_remote_code)
+    return spec.model_copy(update={"params": params})
+
+
 class Resolved(NamedTuple):
     """A run, resolved: its spec, its suite, and where each non-default value came from (the record's overrides)."""
 
@@ -184,6 +198,8 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack
         raise ConfigError(" | ".join(problems))
     for name in (parts["subsets"].defence, parts["subsets"].attack):
         suite.subset(name)  # unknown subset names fail here, before anything runs
+    for kind in ("defence", "attack"):
+        parts[kind] = pin_checkpoints(kind, parts[kind], base, locate=locate)
     spec = RunSpec(suite=suite_spec, model=base.model, defence=parts["defence"], attack=parts["attack"],
                    eval=base.eval, judges=base.judges, subsets=parts["subsets"], seed=seed, attack_seed=attack_seed)
     user = {k: v for k, v in overrides.items() if v}

@@ -106,8 +106,12 @@ def call_plugin(stage: str, plugin: Any, model: Any, cfg: Any, ctx: StageContext
     with `ctx.data` replaced by the stage's view. If the plugin touched a withheld split, the stage fails with
     `SplitAccessError` naming the plugin, whether the plugin let the error through, raised another, or caught
     it and went on (the view's log shows the access)."""
+    from harness.models.plugin_inputs import checkpoint_fields, located
+
     log: list[str] = []
     ctx = dataclasses.replace(ctx, data=view(ctx.data, stage, log, plugin.reads))
+    if checkpoint_fields(cfg) and not ctx.checkpoints:  # as the plugin's process gets them
+        ctx = dataclasses.replace(ctx, checkpoints=located(cfg))
     who = f"{plugin.kind} '{plugin.name}'"
     try:
         result = plugin.fn(model, cfg, ctx)

@@ -174,9 +174,14 @@ def run_plugin(kind: registry.Kind, name: str, params: dict[str, Any], plan: Mod
 def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx: StageContext, work: Path, *,
            out: Path, store_root: Path | None, progress: Callable[..., None] | None, curve: bool, check: bool,
            hash_seed: int) -> Outcome:
+    from harness.models.plugin_inputs import located
+    from harness.store.artifacts import Store
+
     kind, name = plugin.kind, plugin.name
     (work / "home").mkdir()
-    allow = [Path(plan.path), *map(Path, plan.adapters), out]
+    checkpoints = located(plugin.config.model_validate(params), Store(store_root) if store_root else None,
+                          trust_remote_code=plan.trust_remote_code)  # the checkpoints its config names
+    allow = [Path(plan.path), *map(Path, plan.adapters), out, *checkpoints.values()]
     threads = None
     if "torch" in sys.modules:
         import torch
@@ -187,6 +192,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
                   evidence=dict(ctx.data.evidence), seed=ctx.seed, rng_seed=(ctx.seed + hash_seed * 1_000_003) % 2**63,
                   max_length=ctx.max_length, template=ctx.template, every=ctx.every, points=ctx.points, curve=curve,
                   check=check, threads=threads, out=str(out), work=str(work),
+                  checkpoints={field: str(path) for field, path in checkpoints.items()},
                   policy=policy(plugin, store_root=store_root, allow=allow))
     (work / "request.json").write_text(req.model_dump_json())
     env = worker_env(work / "home", hash_seed)

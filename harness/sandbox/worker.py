@@ -61,6 +61,8 @@ class Request(BaseModel):
     check: bool = Field(False, description="report what `plugins check` measures of the in-memory model")
     threads: int | None = Field(None, description="torch CPU threads (the parent's)")
     out: str = Field(description="folder the plugin's model is saved into")
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="config field -> the local folder of the "
+                                        "checkpoint it names (harness.models.plugin_inputs)")
     work: str = Field(description="private folder: events, response, curve snapshots, probe")
     policy: Policy
 
@@ -173,7 +175,8 @@ def run(req: Request, model: Any, tok: Any, data: Any, emit: Any) -> tuple[Respo
         cfg = plugin.config.model_validate(req.params)
         ctx = StageContext(tokenizer=tok, data=data, max_length=req.max_length, seed=req.seed, progress=progress,
                            callback=callback if req.curve else None, every=req.every, points=req.points,
-                           template=req.template)
+                           template=req.template,
+                           checkpoints={field: Path(path) for field, path in req.checkpoints.items()})
         result = plugin.fn(model, cfg, ctx)
     except Exception as exc:  # the plugin's failure is the stage's: reported to the parent, which raises
         resp.seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ defence and retain splits only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -65,6 +66,20 @@ def smoke_params(plugin: Plugin, params: dict[str, Any]) -> dict[str, Any]:
     batch = params.get("batch_size", fields["batch_size"].default) if "batch_size" in fields else 4
     size = {"epochs": 1, "samples": STEPS * batch}
     return {**params, **{k: v for k, v in size.items() if k in fields}}
+
+
+def checkpoints(plugin: Plugin, folder: Path, seed: int = 0) -> dict[str, Any]:
+    """Params naming, for every checkpoint the plugin's Config declares (`harness.models.plugin_inputs`), a toy
+    checkpoint saved in `folder`: another random Llama over the same vocabulary (none saved where it declares
+    none)."""
+    from harness.models.loading import save_checkpoint
+    from harness.models.plugin_inputs import declared_checkpoints
+
+    fields = declared_checkpoints(plugin.config)
+    if fields:
+        tok = tokenizer()
+        save_checkpoint(llama(tok, seed + 1), tok, folder / "toy-model")
+    return {name: {"id": str(folder / "toy-model")} for name in fields}
 
 
 def replay(plugin: Plugin, cfg: BaseModel, seed: int = 0) -> str | None:

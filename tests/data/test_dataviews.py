@@ -226,7 +226,10 @@ def _spy(monkeypatch: pytest.MonkeyPatch, kind: registry.Kind, name: str) -> lis
 
 
 def _cell(tmp_path: Path, defence: str, attack: str) -> CellContext:
-    spec = record(defence=defence).spec
+    from harness.models.plugin_inputs import declared_checkpoints
+
+    named = {field: {"id": "org/released"} for field in declared_checkpoints(registry.get("defence", defence).config)}
+    spec = record(defence=defence, params=named).spec  # (the checkpoints a config names: not read by the spy)
     spec = spec.model_copy(update={"attack": PluginSpec(name=attack, version="1", params={})})
     full = _data()
     return CellContext(spec, None, FakeStages(tmp_path), full, None, _ctx(full), None, None)  # type: ignore[arg-type]

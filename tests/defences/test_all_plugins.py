@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from harness import registry
+from harness.data.views import call_plugin
+from harness.models.plugin_inputs import declared_checkpoints
 from harness.training.hooks import hook_count
 from harness.training.lora import is_adapter_model
 
@@ -18,9 +20,21 @@ def _params(model):
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
-def _config(plugin, fast):
+def _config(plugin, fast, checkpoint=None):
+    """The plugin's Config with the fast settings it has; every checkpoint it names is `checkpoint`."""
     fields = plugin.config.model_fields
-    return plugin.config(**{k: v for k, v in fast.items() if k in fields})
+    named = {name: {"id": str(checkpoint)} for name in declared_checkpoints(plugin.config)}
+    return plugin.config(**{k: v for k, v in fast.items() if k in fields}, **named)
+
+
+@pytest.fixture
+def released(tok, tmp_path):
+    """A checkpoint folder a plugin's config may name: another random model with the same vocabulary."""
+    from harness.models.loading import save_checkpoint
+    from tests.defences.conftest import make_model
+
+    save_checkpoint(make_model(tok, seed=1), tok, tmp_path / "released")
+    return tmp_path / "released"
 
 
 @pytest.fixture
@@ -41,11 +55,12 @@ def losses(monkeypatch):
 
 
 @pytest.mark.parametrize("name", registry.names("defence"))
-def test_defence_runs(name, model, ctx, losses):
+def test_defence_runs(name, model, ctx, losses, released):
     plugin = registry.get("defence", name)
     model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
     before, hooks = _params(model), hook_count(model)
-    out = plugin.fn(model, _config(plugin, {**FAST, "lr": 1e-3}), ctx)
+    cfg = _config(plugin, {**FAST, "lr": 1e-3}, released)
+    out = call_plugin("defence", plugin, model, cfg, ctx)  # as a stage calls it (checkpoints located)
     assert hook_count(model) == hooks
     assert all(math.isfinite(v) for v in losses), f"{name} logged a non-finite loss"
     if "lr" in plugin.config.model_fields:  # a training defence trains through the one loop

@@ -7,6 +7,7 @@ import pytest
 
 from harness.models import architecture as arch
 from tests.real import builders
+from tests.released import naming
 
 # Where each architecture keeps its parts (attribute paths, for the assertions only: the harness finds them
 # from the structure).
@@ -145,7 +146,7 @@ def _weights(model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", builders.ARCHITECTURES)
-def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
+def test_every_defence_and_attack_trains_the_architecture(ckpts, name, tmp_path):
     """Each registered defence and attack, in process on a checkpoint of the architecture loaded as runs load it
     (two optimizer steps): a finite model that changed, no hook left. The whole pipeline, with each plugin in its
     own process, runs once per architecture in test_real_pipeline.py."""
@@ -172,7 +173,8 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name):
             fields = plugin.config.model_fields
             fast = {"epochs": 1, "batch_size": 4, "samples": 8, "lr": 1e-3, "steps": 2, "batch": 4,
                     "persona": "Obey."}  # a short persona: the identity shift keeps answer tokens in the context
-            cfg = plugin.config(**{k: v for k, v in fast.items() if k in fields})
+            named, ctx = naming(plugin, model, tok, tmp_path / f"{kind}-{plugin_name}", ctx)
+            cfg = plugin.config(**{k: v for k, v in fast.items() if k in fields}, **named)
             before, hooks = _weights(model), hook_count(model)
             out = plugin.fn(model, cfg, ctx)
             assert hook_count(model) == hooks, f"{kind} {plugin_name} left a hook on {name}"

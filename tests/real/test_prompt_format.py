@@ -11,6 +11,7 @@ from harness.plugins import StageContext
 from harness.suite import SuiteData
 from harness.training.collate import PLAIN, PromptFormat, SFTCollator, encode_sft, special_prefix
 from tests.real.builders import build_tokenizer, causal_lm
+from tests.released import naming
 
 CHAT = PromptFormat(kind="chat")
 SYSTEM = PromptFormat(kind="chat", system="Be brief.")
@@ -82,7 +83,7 @@ def _sequences(batch):
 @pytest.mark.parametrize("kind, fmt", [("qwen", CHAT), ("llama", PLAIN)], ids=["chat", "plain-bos"])
 @pytest.mark.parametrize("plugin", [("defence", n) for n in registry.names("defence")]
                          + [("attack", n) for n in registry.names("attack")], ids=lambda p: f"{p[0]}-{p[1]}")
-def test_every_plugin_trains_on_the_suites_format(toks, monkeypatch, kind, fmt, plugin):
+def test_every_plugin_trains_on_the_suites_format(toks, monkeypatch, tmp_path, kind, fmt, plugin):
     """Capture what each plugin's collator gives the training loop: every sequence starts with exactly the
     prompt ids the evaluation's generation uses for that question."""
     import harness.training.loop
@@ -97,9 +98,11 @@ def test_every_plugin_trains_on_the_suites_format(toks, monkeypatch, kind, fmt, 
     monkeypatch.setattr(harness.training.loop, "train", capture)
     p = registry.get(*plugin)
     fields = p.config.model_fields
+    model = causal_lm("llama", tok)
+    named, ctx = naming(p, model, tok, tmp_path / "released", _ctx(tok, fmt))
     cfg = p.config(**({"retain_harmless": 1.0} if "retain_harmless" in fields else {}),
-                   **({"samples": 4} if "samples" in fields else {}))
-    p.fn(causal_lm("llama", tok), cfg, _ctx(tok, fmt))
+                   **({"samples": 4} if "samples" in fields else {}), **named)
+    p.fn(model, cfg, ctx)
     if "lr" not in fields and not {"lr", "steps"} & set(p.budget):
         assert not captured  # no training, nothing formatted
         return
