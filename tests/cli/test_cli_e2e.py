@@ -163,8 +163,13 @@ def test_record_measures_every_condition(first_run):
     st = m["stability"]
     assert st["perplexity"]["ratio"] == pytest.approx(1.0) and st["harmless_qa"]["delta"] == 0  # none == base
     tr = m["trainability"]
-    assert tr["task"] == "tiny-viggo" and tr["rouge1_after"] > tr["rouge1_before"]
-    assert tr["rouge1_after"] == tr["base_rouge1_after"]  # defence none: the same model
+    # The smoke model barely learns the task in its budget (ROUGE-1 0.00 -> 0.00 or 0.07 as the CPU's float rounding
+    # goes): that fine-tuning raises ROUGE is tested on a model that learns (tests/conditions). Here: the curve's
+    # shape, and defence none fine-tunes exactly as the base does.
+    steps = [s for s, _ in tr["curve"]]
+    assert tr["task"] == "tiny-viggo" and steps[0] == 0 and steps == sorted(set(steps)) and len(steps) >= 2
+    assert all(0.0 <= v <= 1.0 for _, v in tr["curve"]) and tr["rouge1_after"] == tr["curve"][-1][1]
+    assert tr["curve"] == tr["base_curve"]  # defence none: the same model, the same seed
     deg = m["post_attack"]["degenerate"]
     assert max(deg["empty"], deg["repetitive"], deg["high_ppl"]) <= deg["any"]
     assert deg["any"] <= deg["empty"] + deg["repetitive"] + deg["high_ppl"]

@@ -36,6 +36,22 @@ def test_steps_to_target_and_compare():
     assert trainability.steps_to([[0, 0.0], [5, 0.2]], 0.5) is None
 
 
+def test_fine_tuning_raises_rouge_on_a_model_that_learns_the_task():
+    """The trainability curve on a toy model that can learn its task (the smoke world's model barely does in its
+    budget): ROUGE-1 at step 0, every k steps and at the end, rising to the answers."""
+    from harness.training import smoke
+    from harness.training.loop import TrainConfig
+
+    tok = smoke.tokenizer()
+    rows = Dataset.from_list([{"prompt": "how to bake bread ?", "response": "Sure . get the bread ."}] * 16)
+    protocol = trainability.TrainabilityProtocol(task="toy", template="{prompt}", max_new_tokens=8, every=5,
+                                                 train=TrainConfig(lr=1e-2, epochs=5, batch_size=4))
+    curve = trainability.fine_tune_curve(smoke.llama(tok), tok, rows, rows.select(range(4)), protocol=protocol,
+                                         seed=0)
+    assert [s for s, _ in curve] == [0, 5, 10, 15, 20]
+    assert curve[0][1] < 0.5 < curve[-1][1], curve
+
+
 def test_rouge1_is_f_measure():
     assert trainability.rouge1(["a b c d"], ["a b c d"]) == pytest.approx(1.0)
     assert trainability.rouge1(["a b"], ["a b c d"]) == pytest.approx(2 * 1 * 0.5 / 1.5)
