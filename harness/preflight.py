@@ -83,6 +83,21 @@ def split_sizes(spec: RunSpec, suite: Suite) -> dict[str, int]:
     return _SIZES[key]
 
 
+def check_checkpoints(spec: RunSpec, suite: Suite, store: Store) -> None:
+    """The checkpoints the defence's config names (`harness.models.plugin_inputs`) are where its stage will find
+    them, and outside this run's store (`--home` included)."""
+    from harness import registry
+    from harness.models.plugin_inputs import checkpoint_fields, located
+
+    plugin = registry.get("defence", spec.defence.name)
+    cfg = plugin.config.model_validate(spec.defence.params)
+    if checkpoint_fields(cfg):
+        try:
+            located(cfg, store, trust_remote_code=suite.trust_remote_code)
+        except HarnessError as exc:
+            raise HarnessError(f"defence '{plugin.name}': {exc}") from None
+
+
 def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
               force: bool = False) -> None:
     """Everything about one cell that can fail before its first stage (nothing, if its record exists and
@@ -94,6 +109,7 @@ def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: 
     if path.exists() and not path.is_file():
         raise HarnessError(f"record path {path} exists and is not a file; move it away")
     check_split_sizes(spec, suite, overrides)
+    check_checkpoints(spec, suite, store)
     writable_dir(results_dir, "--results-dir")
     writable_dir(store.root, "--home (the artifact store)")
 

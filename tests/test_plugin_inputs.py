@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.errors import ConfigError, HarnessError
 from harness.models.checkpoints import folder_fingerprint
-from harness.models.plugin_inputs import CheckpointRef, RunModelRef, checkpoint_fields, declared_checkpoints, pin
+from harness.models.plugin_inputs import (
+    CheckpointRef,
+    RunModelRef,
+    checkpoint_fields,
+    declared_checkpoints,
+    located,
+    pin,
+)
 from harness.specs import ModelSpec
 from harness.training import smoke
 
@@ -71,11 +78,18 @@ def test_a_local_folder_at_another_revision_or_not_a_model_is_refused(folder, tm
         pin("defence 'd'", "defence.", Config(model=str(tmp_path / "empty"), base="org/base"), RUN)
 
 
-def test_a_checkpoint_in_the_store_is_refused(folder, monkeypatch):
-    """The store holds the suite's data, models and judges: a plugin's checkpoint comes from outside it."""
-    monkeypatch.setenv("HARNESS_HOME", str(folder.parent))
-    with pytest.raises(ConfigError, match="is in the artifact store"):
-        pin("defence 'd'", "defence.", Config(model=str(folder), base="org/base"), RUN)
+def test_a_checkpoint_in_the_store_is_refused_and_the_runs_own_model_is_not(folder, tmp_path):
+    """The store holds the suite's data, models and judges: a plugin's checkpoint comes from outside it; the run's
+    own model (`RunModelRef`) is wherever the run has it (a suite may build its base into the store)."""
+    import shutil
+
+    from harness.store.artifacts import Store
+
+    outside = shutil.copytree(folder, tmp_path / "outside")
+    with pytest.raises(ConfigError, match=r"model .* is in the artifact store"):
+        located(Config(model=str(folder), base=str(outside)), Store(folder.parent))
+    assert located(Config(model=str(outside), base=str(folder)), Store(folder.parent)) == {
+        "model": outside, "base": folder}
 
 
 def test_only_defences_name_checkpoints():

@@ -7,8 +7,9 @@ the harness does the rest, for any plugin that declares such a field:
 - `pin` (at resolve time, before any work): locates each one (fetching a hub snapshot unless
   `HF_HUB_OFFLINE=1`), checks it is a causal LM, and writes the revision it found into the plugin's params:
   the run id names the exact weights (a hub commit, a folder's content fingerprint), and so does the record;
-- `located` (when the stage starts the plugin): the local folder of each, handed to the plugin's process as
-  `StageContext.checkpoints[field]` and opened to it by the guard.
+- `located` (in the run's pre-flight checks, and when the stage starts the plugin): the local folder of each,
+  refused inside the run's store (which holds the suite's data, models and judges), handed to the plugin's
+  process as `StageContext.checkpoints[field]` and opened to it by the guard.
 
 A field typed `RunModelRef` names the base model the plugin's checkpoint was made from: it must be the run's own
 model (`--model`; its revision, where given, too), so a released model is measured against its own base.
@@ -95,7 +96,6 @@ def pin(who: str, prefix: str, cfg: BaseModel, run_model: Any, *, locate: bool =
         if not locate and not is_local_name(ref.id):
             continue
         ckpt = find(ref.id, revision=ref.revision, remote_code=trust_remote_code)
-        outside_store(f"{who}: {field}", ckpt.path, Store().root)
         check_causal_lm(ckpt, remote_code=trust_remote_code)
         params[name] = {"id": ckpt.id, "revision": ckpt.revision}
     return params
@@ -120,5 +120,5 @@ def located(cfg: BaseModel, store: Any = None, *, trust_remote_code: bool = Fals
     for name, ref in checkpoint_fields(cfg).items():
         found[name] = find(ref.id, revision=ref.revision, store=store, remote_code=trust_remote_code).path
         if not isinstance(ref, RunModelRef):
-            outside_store(name, found[name], store.root)
+            outside_store(f"{name} (model {ref.id})", found[name], store.root)
     return found

@@ -69,3 +69,16 @@ def test_a_bad_checkpoint_is_one_line_and_exit_2_before_any_work(released_hub, j
     lines = messages(proc.stderr.strip())
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "r").exists() and not list((tmp_path / "h").glob("*/*"))
+
+
+def test_a_checkpoint_inside_the_runs_store_is_refused_before_any_work(released_hub, judge_ckpt, files, tmp_path):
+    """The run's store (here $HARNESS_HOME) holds the suite's data and models: a defence's checkpoint comes from
+    outside it, checked before refusal pairing or any training."""
+    import shutil
+
+    home, _, folder = released_hub
+    inside = shutil.copytree(folder, tmp_path / "h" / "mine")
+    proc = run(home, files, judge_ckpt, tmp_path, f"defence.model={inside}", f"defence.base={HUB_ID}")
+    lines = messages(proc.stderr.strip())
+    assert proc.returncode == 2 and len(lines) == 1 and "is in the artifact store" in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists() and sorted(p.name for p in (tmp_path / "h").iterdir()) == ["mine"]
