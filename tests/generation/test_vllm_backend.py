@@ -93,22 +93,48 @@ def train_adapter(base, out, steps: int, **lora_args):
     return lora, tok
 
 
-def test_lora_is_served_and_changes_outputs_like_peft(smoke_base, prompt_sets, hf_outputs, tmp_path):
-    lora, tok = train_adapter(smoke_base, tmp_path / "adapter", steps=80)
+@pytest.fixture(scope="module")
+def served(smoke_base, prompt_sets, tmp_path_factory):
+    """Two trained adapters of the smoke base served from one engine start (`generate_vllm_loras`), with what
+    hf+peft generates for each: the served-adapter tests share it."""
+    from harness.generation.vllm_engine import generate_vllm_loras
+
+    folder = tmp_path_factory.mktemp("adapters")
     sets = {"harmful": prompt_sets["harmful"][:24], "harmless": prompt_sets["harmless"][:24]}
-    expected = {k: generate_with_model(lora, tok, v, max_new_tokens=MAX_NEW, batch_size=64) for k, v in sets.items()}
-    out, serving = generate_vllm_lora(smoke_base, tmp_path / "adapter", sets, max_new_tokens=MAX_NEW)
+    adapters, expected = {}, {}
+    for name, steps in (("a", 80), ("b", 40)):
+        lora, tok = train_adapter(smoke_base, folder / name, steps=steps)
+        adapters[name] = folder / name
+        expected[name] = {k: generate_with_model(lora, tok, v, max_new_tokens=MAX_NEW, batch_size=64)
+                          for k, v in sets.items()}
+    return sets, expected, generate_vllm_loras(smoke_base, adapters, sets, max_new_tokens=MAX_NEW)
+
+
+def test_lora_is_served_and_changes_outputs_like_peft(served, hf_outputs):
+    sets, expected, out = served
+    texts, serving = out["a"]
     assert serving.mode == "served" and serving.reason == ""
     assert serving.canary.n == 8 and serving.canary.changed >= 1
-    same, n = identical(expected, out)
-    unchanged, _ = identical({k: hf_outputs[k][:24] for k in sets}, out)
+    same, n = identical(expected["a"], texts)
+    unchanged, _ = identical({k: hf_outputs[k][:24] for k in sets}, texts)
     print(f"\nvllm LoRA vs hf+peft identical: {same}/{n}; vs the base: {n - unchanged}/{n} changed; "
           f"canary changed {serving.canary.changed}/8")
     assert same >= 0.95 * n
     # The adapter learned its target (the smoke base picks up words of it in 80 steps, not the whole sentence).
     target_words = {w.strip(".").lower() for w in TARGET.split()}
     assert n - unchanged >= 0.9 * n and any(target_words & set(t.lower().replace(".", " ").split())
-                                            for t in out["harmful"] + out["harmless"])
+                                            for t in texts["harmful"] + texts["harmless"])
+
+
+def test_several_adapters_served_on_one_engine_like_peft(served):
+    """A grid's adapters of one base: one engine start serves them all, each as peft+hf generates it."""
+    _, expected, out = served
+    assert set(out) == {"a", "b"} and out["a"][0] != out["b"][0]
+    for name, (texts, serving) in out.items():
+        assert serving.mode == "served", serving
+        same, n = identical(expected[name], texts)
+        print(f"\nadapter {name}: vllm multi-LoRA vs hf+peft identical {same}/{n}")
+        assert same >= 0.95 * n
 
 
 def test_lora_with_no_effect_is_merged_and_says_why(smoke_base, prompt_sets, hf_outputs, tmp_path):
@@ -152,23 +178,3 @@ def test_cli_run_with_vllm_matches_hf_harmfulness(smoke_base, home, tmp_path):
               f"harmless QA hf {h['harmless_qa']['exact_match']:.4f} vllm {v['harmless_qa']['exact_match']:.4f}")
         assert abs(h["harmfulness"]["mean"] - v["harmfulness"]["mean"]) <= 0.02
         assert abs(h["harmless_qa"]["exact_match"] - v["harmless_qa"]["exact_match"]) <= 0.05
-
-
-def test_several_adapters_served_on_one_engine_like_peft(smoke_base, prompt_sets, tmp_path):
-    """A grid's adapters of one base: one engine start serves them all, each as peft+hf generates it."""
-    from harness.generation.vllm_engine import generate_vllm_loras
-
-    sets = {"harmful": prompt_sets["harmful"][:16]}
-    adapters, expected = {}, {}
-    for name, steps in (("a", 80), ("b", 40)):
-        lora, tok = train_adapter(smoke_base, tmp_path / name, steps=steps)
-        adapters[name] = tmp_path / name
-        expected[name] = {"harmful": generate_with_model(lora, tok, sets["harmful"], max_new_tokens=MAX_NEW,
-                                                         batch_size=64)}
-    out = generate_vllm_loras(smoke_base, adapters, sets, max_new_tokens=MAX_NEW)
-    for name in adapters:
-        texts, serving = out[name]
-        assert serving.mode == "served", serving
-        same, n = identical(expected[name], texts)
-        print(f"\nadapter {name}: vllm multi-LoRA vs hf+peft identical {same}/{n}")
-        assert same >= 0.95 * n
