@@ -43,6 +43,11 @@ class PluginLoadError(HarnessError):
     """A plugin that is registered (entry point) but fails to import or register."""
 
 
+class PluginRefused(HarnessError):
+    """A defence or attack refused its config on this suite (it raised a HarnessError in its process: e.g. a
+    persona longer than the suite's context). Bad input, exit 2; a search records the point and goes on."""
+
+
 class ConfigError(HarnessError):
     """An invalid configuration; the message names every bad field at once."""
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from harness import registry
 from harness.data.views import SplitAccessError, allowed, message
-from harness.errors import HarnessError, TrainingDiverged
+from harness.errors import PluginRefused, TrainingDiverged
 from harness.plugins import StageContext
 from harness.processes.zygote import SHARED, fork
 from harness.progress import new_events, relay
@@ -71,7 +71,7 @@ class Outcome:
             kind, _, text = resp.error.partition(": ")
             if kind == TrainingDiverged.__name__:  # a failed run, not bad input: the stage names itself (exit 1)
                 raise TrainingDiverged(text)
-            raise HarnessError(text)
+            raise PluginRefused(text)
         if resp.error or resp.save_error:
             what = resp.error or f"its model does not save: {resp.save_error}"
             raise PluginFailed(f"{self.who} failed: {what}\n{resp.traceback}")

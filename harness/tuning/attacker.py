@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from harness import registry
-from harness.errors import ConfigError, CorruptRecordError, HarnessError, PluginLoadError, RunFailed
+from harness.errors import ConfigError, CorruptRecordError, HarnessError, PluginLoadError, PluginRefused, RunFailed
 from harness.progress import say
 from harness.specs import PluginSpec, validate_config
 from harness.store.artifacts import Store
@@ -242,6 +242,9 @@ def _trial(p: Plan, defence: str, point: Point, *, seed: int, store: Store, runs
         return failed[spec.run_id]
     try:
         record, _ = run(spec, suite, overrides, store=store, results_dir=runs_dir)
+    except PluginRefused as exc:  # the attack cannot run this point on this suite (e.g. its prompt is too long)
+        say(escape(f"[{label.rsplit(' ', 1)[0]}] skipped {point.attack} {point.params}: {exc}"))
+        return SkippedPoint(attack=point.attack, params=point.params, reason=str(exc))
     except RunFailed as exc:
         return AttackTrial(attack=point.attack, params=point.params, run_id=spec.run_id, score=None, measure=None,
                            qa_defended=None, qa_attacked=None, feasible=False, error=str(exc))
@@ -265,7 +268,7 @@ def _test_run(p: Plan, defence: str, trial: AttackTrial, role: str, *, seed: int
         return ReportedRun(**failure, error=str(exc))
     try:
         record, _ = run(spec, suite, overrides, store=store, results_dir=results_dir)
-    except RunFailed as exc:
+    except (PluginRefused, RunFailed) as exc:
         return ReportedRun(**failure, error=str(exc))
     return measured(record, trial.attack, trial.params, p.protocol.capability_bound, ReportedRun, role=role)
 

@@ -36,7 +36,8 @@ class AttackTrial(BaseModel):
 
 
 class SkippedPoint(BaseModel):
-    """A point of the space the suite cannot run (checked before any work; not counted in the budget)."""
+    """A point of the space the suite cannot run (not counted in the budget): a sample count its split cannot hold,
+    checked before any work, or a config the attack refuses on this suite when it starts (`PluginRefused`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

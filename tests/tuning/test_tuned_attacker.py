@@ -16,7 +16,7 @@ import harness.pipeline
 import harness.resolve
 from harness import registry
 from harness.cli import main
-from harness.errors import ConfigError, HarnessError, TrainingDiverged, UnknownNameError
+from harness.errors import ConfigError, HarnessError, PluginRefused, TrainingDiverged, UnknownNameError
 from harness.results.records import read_record, record_path, write_record
 from harness.store.artifacts import Store
 from harness.tuning.attack_space import ZooSpace
@@ -67,6 +67,7 @@ class World:
     access: bool = False
     fail: set = dataclasses.field(default_factory=set)         # attack params (json) whose training diverges
     stop_after: int | None = None                               # Ctrl-C after this many new runs
+    refuse: set = dataclasses.field(default_factory=set)       # attack kinds that refuse their config on the suite
 
     def validation(self):
         return [spec for spec, _, _ in self.computed if spec.suite.params["split"] == "validation"]
@@ -85,6 +86,8 @@ def world(monkeypatch):
         if w.stop_after is not None and len(w.computed) >= w.stop_after:
             raise KeyboardInterrupt
         w.computed.append((spec, overrides, results_dir))
+        if spec.attack.name in w.refuse:  # as the stage raises the plugin's own HarnessError
+            raise PluginRefused(f"{spec.attack.name} refuses this config on the suite (its prompt is too long)")
         if json.dumps(spec.attack.params, sort_keys=True) in w.fail:
             raise TrainingDiverged("training diverged (loss is nan at step 3)", stage="attack")
         rec = scripted(spec, access=w.access)
@@ -313,6 +316,17 @@ def test_a_failed_run_is_infeasible_logged_and_not_retrained(world, protocol, tm
     assert len(log.trials) == 13 and log.chosen.error == ""
     n = len(world.computed)
     assert tune(tmp_path) == log and len(world.computed) == n  # the failure is read from the log, not retrained
+
+
+def test_a_point_the_attack_refuses_on_the_suite_is_skipped_and_the_search_goes_on(world, protocol, tmp_path):
+    """An attack that refuses its config on this suite when it starts (the identity shift's persona is longer than
+    the tiny suite's context) is logged as skipped, outside the budget; the search goes on with the other kinds."""
+    protocol(trials=6, attacks=("sft-250", "best-of-n"), sampler="random")
+    world.refuse = {"best-of-n"}
+    log = tune(tmp_path)
+    assert log.finished and len(log.trials) == 6 and {t.attack for t in log.trials} == {"sft-250"}
+    assert log.skipped and all(p.attack == "best-of-n" and "refuses this config" in p.reason for p in log.skipped)
+    assert log.chosen.attack == "sft-250" and all(not r.error for r in log.test)
 
 
 def test_choose_breaks_ties_by_harmless_qa_then_order():
