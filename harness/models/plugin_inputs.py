@@ -1,8 +1,8 @@
-"""Checkpoints a defence's or an attack's config names: a released defended model, the base it was made from.
+"""Checkpoints a defence's config names: a released defended model, the base it was made from.
 
-A Config field typed `CheckpointRef` names a checkpoint the plugin reads besides its input model (a hub id, a
-local folder or a `store:` path, optionally `@revision`). The plugin's process has no network and no store, so
-the harness does the rest, for any plugin that declares such a field:
+A Config field typed `CheckpointRef` names a checkpoint the defence reads besides its input model (a hub id or a
+local folder, optionally `@revision`; attacks name none: `harness.registry` refuses them). The plugin's process has
+no network and no store, so the harness does the rest, for any defence that declares such a field:
 
 - `pin` (at resolve time, before any work): locates each one (fetching a hub snapshot unless
   `HF_HUB_OFFLINE=1`), checks it is a causal LM, and writes the revision it found into the plugin's params:
@@ -27,12 +27,12 @@ from harness.store.artifacts import Store
 
 
 class CheckpointRef(BaseModel):
-    """A checkpoint a plugin reads: `id` (hub id, local folder or `store:` path) and its `revision` (a hub commit,
-    branch or tag; a folder's content fingerprint). Given as a string, `ID` or `ID@REVISION`."""
+    """A checkpoint a plugin reads: `id` (a hub id or a local folder outside the store) and its `revision` (a hub
+    commit, branch or tag; a folder's content fingerprint). Given as a string, `ID` or `ID@REVISION`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, description="hub id, local folder or store: path")
+    id: str = Field(min_length=1, description="hub id or local folder (the run's own model: also a store: path)")
     revision: str | None = Field(None, description="pinned at resolve time to the revision found")
 
     @model_validator(mode="before")
