@@ -148,7 +148,7 @@ def prepare(suite: Suite, *, model: ModelSpec, judges: tuple[PluginSpec, ...], e
 def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: LoadedModel) -> Provenance:
     """Versions, commit, machine and stage timings of a run."""
     from harness.models.loading import device_name
-    from harness.results.provenance import git_state, package_versions, platform_name, python_version
+    from harness.results.provenance import git_state, package_versions, platform_name, processor_name, python_version
 
     commit, dirty = git_state()
     plugins = {f"{k}:{p.name}": p.version for k, p in (("suite", spec.suite), ("defence", spec.defence),
@@ -157,7 +157,8 @@ def provenance(spec: RunSpec, judge_ids: list[str], stages: Stages, model: Loade
     return Provenance(harness_version=__version__, git_commit=commit, git_dirty=dirty, python=python_version(),
                       platform=platform_name(), packages=package_versions(), plugins=plugins, judge_ids=judge_ids,
                       plugin_distributions=registry.distributions(plugins),
-                      backend=spec.eval.backend, seed=spec.seed, device=device_name(), stages=stages.info, model=model,
+                      backend=spec.eval.backend, seed=spec.seed, device=device_name(), processor=processor_name(),
+                      stages=stages.info, model=model,
                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 

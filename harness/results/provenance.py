@@ -40,3 +40,15 @@ def python_version() -> str:
 
 def platform_name() -> str:
     return platform.platform()
+
+
+def processor_name() -> str:
+    """The CPU model ('' where the system does not say): two CPUs can round floats differently, so the same run id
+    can give other numbers on another machine, and the record says which machine made it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

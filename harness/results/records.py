@@ -69,6 +69,7 @@ class Provenance(BaseModel):
     backend: str
     seed: int
     device: str
+    processor: str = Field("", description="the CPU model: CPUs round floats differently (absent in early records)")
     stages: dict[str, StageInfo]
     created_at: str
     model: LoadedModel | None = Field(None, description="what was loaded as the base model (absent in early records)")

@@ -1,6 +1,7 @@
 """End to end through the CLI on the smoke-size tiny suite, as a user runs it. Slow (~2 min), kept in CI."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +146,11 @@ def test_corrupt_record_is_reported_not_overwritten(first_run, home, results):
 
 def test_record_measures_every_condition(first_run):
     record, _ = first_run
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [ln.split(":", 1)[1].strip() for ln in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if ln.startswith("model name")]
+    if models:  # the machine that made it: CPUs round floats differently
+        assert record["provenance"]["processor"] == models[0]
     m = record["metrics"]
     res = m["resistance"]
     steps = [s for s, _ in res["curve"]]
