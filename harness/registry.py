@@ -125,10 +125,9 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
     if kind != "defence" and isinstance(config, type) and issubclass(config, BaseModel):
         from harness.models.plugin_inputs import declared_checkpoints
 
-        if declared_checkpoints(config):
-            raise PluginLoadError(f"{kind} '{name}' names checkpoints in its Config "
-                                  f"({', '.join(declared_checkpoints(config))}): only defences do (an attack starts "
-                                  "from the defended model alone)")
+        if named := declared_checkpoints(config):
+            raise PluginLoadError(f"{kind} '{name}' names checkpoints in its Config ({', '.join(named)}): only "
+                                  "defences do (an attack starts from the defended model alone)")
     if not seeded and kind != "defence":
         raise PluginLoadError(f"{kind} '{name}' declares seeded=False; only defences do (a defended model that "
                               "does not depend on the defence seed)")

@@ -99,3 +99,15 @@ def test_only_defences_name_checkpoints():
 
     with pytest.raises(PluginLoadError, match="only defences do"):
         registry.register("attack", "reads-a-model", config=Config, version="1")
+
+
+def test_in_a_stage_the_runs_model_is_the_plugins_input_model_and_no_other_folder(folder, tmp_path):
+    """A defence naming another `RunModelRef` than the run's (which `pin` refuses) could otherwise be opened a model
+    of the store in `plugins check`, which does not resolve a run: the stage hands it its input model instead."""
+    import shutil
+
+    from harness.store.artifacts import Store
+
+    outside = shutil.copytree(folder, tmp_path / "outside")
+    cfg = Config(model=str(outside), base="store:suites/any/judge")
+    assert located(cfg, Store(tmp_path / "store"), input_model=folder) == {"model": outside, "base": folder}

@@ -110,15 +110,20 @@ def outside_store(what: str, path: Path, store_root: Path) -> None:
                           "or a folder outside the store")
 
 
-def located(cfg: BaseModel, store: Any = None, *, trust_remote_code: bool = False) -> dict[str, Path]:
-    """The local folder of every checkpoint the config names (at its pinned revision); the run's own model
-    (`RunModelRef`) is wherever the run has it, every other one outside the store."""
+def located(cfg: BaseModel, store: Any = None, *, input_model: Path | None = None,
+            trust_remote_code: bool = False) -> dict[str, Path]:
+    """The local folder of every checkpoint the config names (at its pinned revision), each outside the store. A
+    `RunModelRef` is the model the plugin starts from, `input_model` where given (a stage: the plugin's process is
+    opened no other folder for it; `pin` has checked it is the run's model), else wherever the run has it."""
     from harness.models.checkpoints import locate as find
 
     store = store if store is not None else Store()
     found = {}
     for name, ref in checkpoint_fields(cfg).items():
+        if isinstance(ref, RunModelRef):
+            found[name] = Path(input_model) if input_model is not None else find(
+                ref.id, revision=ref.revision, store=store, remote_code=trust_remote_code).path
+            continue
         found[name] = find(ref.id, revision=ref.revision, store=store, remote_code=trust_remote_code).path
-        if not isinstance(ref, RunModelRef):
-            outside_store(f"{name} (model {ref.id})", found[name], store.root)
+        outside_store(f"{name} (model {ref.id})", found[name], store.root)
     return found

@@ -180,7 +180,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
     kind, name = plugin.kind, plugin.name
     (work / "home").mkdir()
     checkpoints = located(plugin.config.model_validate(params), Store(store_root) if store_root else None,
-                          trust_remote_code=plan.trust_remote_code)  # the checkpoints its config names
+                          input_model=Path(plan.path), trust_remote_code=plan.trust_remote_code)  # its config's
     allow = [Path(plan.path), *map(Path, plan.adapters), out, *checkpoints.values()]
     threads = None
     if "torch" in sys.modules:

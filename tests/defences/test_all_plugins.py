@@ -9,9 +9,9 @@ import torch
 
 from harness import registry
 from harness.data.views import call_plugin
-from harness.models.plugin_inputs import declared_checkpoints
 from harness.training.hooks import hook_count
 from harness.training.lora import is_adapter_model
+from tests.released import naming
 
 FAST = {"epochs": 1, "batch_size": 8, "samples": 16}
 
@@ -20,21 +20,9 @@ def _params(model):
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
-def _config(plugin, fast, checkpoint=None):
-    """The plugin's Config with the fast settings it has; every checkpoint it names is `checkpoint`."""
+def _config(plugin, fast, **named):
     fields = plugin.config.model_fields
-    named = {name: {"id": str(checkpoint)} for name in declared_checkpoints(plugin.config)}
     return plugin.config(**{k: v for k, v in fast.items() if k in fields}, **named)
-
-
-@pytest.fixture
-def released(tok, tmp_path):
-    """A checkpoint folder a plugin's config may name: another random model with the same vocabulary."""
-    from harness.models.loading import save_checkpoint
-    from tests.defences.conftest import make_model
-
-    save_checkpoint(make_model(tok, seed=1), tok, tmp_path / "released")
-    return tmp_path / "released"
 
 
 @pytest.fixture
@@ -55,12 +43,12 @@ def losses(monkeypatch):
 
 
 @pytest.mark.parametrize("name", registry.names("defence"))
-def test_defence_runs(name, model, ctx, losses, released):
+def test_defence_runs(name, model, tok, ctx, losses, tmp_path):
     plugin = registry.get("defence", name)
     model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
     before, hooks = _params(model), hook_count(model)
-    cfg = _config(plugin, {**FAST, "lr": 1e-3}, released)
-    out = call_plugin("defence", plugin, model, cfg, ctx)  # as a stage calls it (checkpoints located)
+    named, ctx = naming(plugin, model, tok, tmp_path / "released", ctx)  # a checkpoint its config names, if any
+    out = call_plugin("defence", plugin, model, _config(plugin, {**FAST, "lr": 1e-3}, **named), ctx)
     assert hook_count(model) == hooks
     assert all(math.isfinite(v) for v in losses), f"{name} logged a non-finite loss"
     if "lr" in plugin.config.model_fields:  # a training defence trains through the one loop
