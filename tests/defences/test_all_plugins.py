@@ -45,7 +45,7 @@ def losses(monkeypatch):
 @pytest.mark.parametrize("name", registry.names("defence"))
 def test_defence_runs(name, model, tok, ctx, losses, tmp_path):
     plugin = registry.get("defence", name)
-    model(input_ids=torch.tensor([[3, 4, 5]]), output_hidden_states=True)  # transformers' own fixed hooks
+    model(input_ids=torch.tensor([[3, 4, 5]], device=model.device), output_hidden_states=True)  # transformers' own fixed hooks
     before, hooks = _params(model), hook_count(model)
     named, ctx = naming(plugin, model, tok, tmp_path / "released", ctx)  # a checkpoint its config names, if any
     out = call_plugin("defence", plugin, model, _config(plugin, {**FAST, "lr": 1e-3}, **named), ctx)
