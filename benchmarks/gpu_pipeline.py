@@ -82,9 +82,10 @@ def run(defence: str, ckpt: Path, data: Path, judge: Path, home: Path, results: 
            "--defence", defence, "--attack", "sft-1k", "--results-dir", str(results), "--json",
            *(x for item in items for x in ("--set", item))]
     env = {**os.environ, "HARNESS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    # the harness's progress lines (stderr) pass through, so a log shows the last stage a slow run reached
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
     if proc.returncode:
-        sys.exit(f"{defence} x sft-1k failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"{defence} x sft-1k failed (exit {proc.returncode}): its last lines are above")
     return json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
 
 
