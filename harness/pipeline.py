@@ -30,7 +30,16 @@ from harness.generation.query import Query, QueryFields
 from harness.plugins import StageContext
 from harness.progress import bar
 from harness.results.metrics import Evidence, Guard, Metrics, verdict_of
-from harness.results.records import LoadedModel, Provenance, RunRecord, read_record, record_path, write_record_once
+from harness.results.records import (
+    FINE_TUNING_SERVICE,
+    OPEN_WEIGHTS,
+    LoadedModel,
+    Provenance,
+    RunRecord,
+    read_record,
+    record_path,
+    write_record_once,
+)
 from harness.specs import EvalSpec, ModelSpec, PluginSpec, RunSpec
 from harness.stages import MODELS, Build, Loading, Stages, data_fingerprint, freeze_long_lived
 from harness.store.artifacts import Store, atomic_write_text
@@ -205,7 +214,8 @@ def defend_stage(cell: CellContext) -> str:
 def attack_stage(cell: CellContext, defended: str) -> str:
     """The attacked model's store key (a full model, or a LoRA adapter on the defended model). The attack sees
     only its split (`dataviews.STAGE_SPLITS`) and the splits it declares (`reads`); a callback records
-    harmfulness every k steps into the artifact's extra.json."""
+    harmfulness every k steps into the artifact's extra.json. A defence's service adapter is attached while the
+    attack trains (`harness.training.service`): the defended key names it."""
     spec, data, stages = cell.spec, cell.data, cell.stages
     points: list[list[float]] = []
 
@@ -222,7 +232,7 @@ def attack_stage(cell: CellContext, defended: str) -> str:
         apply_plugin("attack", spec.attack, stages.model_ref(defended), stages,
                      dataclasses.replace(cell.ctx, seed=spec.attack_seed_used, every=spec.eval.curve_every,
                                          points=spec.eval.curve_points),
-                     on_step=record_point, extra={"curve": points}))
+                     on_step=record_point, extra={"curve": points}, service=stages.service_adapter(defended)))
 
 
 def attack_query(spec: RunSpec) -> Query | None:
@@ -253,10 +263,11 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
     resistance = measure_resistance(base_eval, pre, post, curve, phi=suite.phi, tolerance=suite.phi_tolerance,
                                     headline=suite.headline)
     stability = evaluator.versus_base.stability(defended_ref, base, pre, base_eval)
+    service = stages.service_adapter(defended)
     passed, missed = suite.guard.check(stability, pre)
     intact, broke = suite.guard.check_attacked(post, base_eval)
     metrics = Metrics(base=base_eval, pre_attack=pre, post_attack=post, resistance=resistance, stability=stability,
-                      trainability=evaluator.versus_base.trainability(defended_ref, base),
+                      trainability=evaluator.versus_base.trainability(defended_ref, base, service=service),
                       guard=Guard(passed=passed, reasons=missed,
                                   **suite.guard.evidence(stability.harmless_qa.defended, pre.harmless_qa.n)),
                       attacked_guard=Guard(passed=intact, reasons=broke,
@@ -264,6 +275,7 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                       verdict=verdict_of(passed, resistance.held, intact), floor=evaluator.floor())
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
+                       threat_model=FINE_TUNING_SERVICE if service else OPEN_WEIGHTS,
                        overrides=overrides, evidence=cell.evidence, budget=registry.attack_budget(spec.attack),
                        metrics=metrics, provenance=provenance(spec, evaluator.judge_ids, stages, cell.loaded),
                        samples=evaluator.samples)
@@ -280,7 +292,7 @@ def defend(spec: RunSpec, suite: Suite, *, store: Store, force: bool = False) ->
     ref, base = cell.stages.model_ref(key), spec.model.id
     base_eval, pre = cell.evaluator.evaluate(base, "base"), cell.evaluator.evaluate(ref, "pre_attack")
     cell.evaluator.versus_base.stability(ref, base, pre, base_eval)
-    cell.evaluator.versus_base.trainability(ref, base)
+    cell.evaluator.versus_base.trainability(ref, base, service=cell.stages.service_adapter(key))
     return key
 
 
@@ -310,7 +322,7 @@ def prefetch_grid(cells: Sequence[tuple[RunSpec, Suite]], *, store: Store, resul
 
 def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, stages: Stages, ctx: StageContext,
                  *, on_step: Callable[[int, Any, Any], None] | None = None,
-                 extra: dict[str, Any] | None = None) -> Build:
+                 extra: dict[str, Any] | None = None, service: Path | None = None) -> Build:
     """The build of a defend or attack stage: the plugin runs in its own process (`harness.sandbox`) on the
     model `source_ref` and the stage's view of `ctx.data`, saved to a private folder with its allowed splits
     only; it cannot import the suite's data builders or read the store beyond its input model. A read of a
@@ -319,7 +331,9 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
     A plugin that returns None changed nothing: the artifact is an alias of its source, no copy is saved.
     `on_step(step, model, tokenizer)` is called for each point of the plugin's training callback (the plugin's
     process saves the model at that step; it is loaded here, after training); `extra` (filled by it, e.g. a
-    resistance curve) is saved beside the model as extra.json.
+    resistance curve) is saved beside the model as extra.json. `service`: a service adapter the plugin's process
+    attaches while the plugin runs (`harness.training.service`); a defence that keeps one back leaves it in the
+    artifact (`service_adapter` in its metadata).
     """
     plugin = registry.get(kind, plugin_spec.name)
     plugin.config.model_validate(plugin_spec.params)  # a bad config fails here, before a process starts
@@ -330,6 +344,8 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         from harness.stages import free_memory
 
         plan = model_plan(stages, source_ref)
+        if service is not None:
+            plan = plan.model_copy(update={"service_adapter": str(service)})
         with bar(f"{kind}: {plugin_spec.name}", total=None, info="starting its process") as advance:
             outcome = run_plugin(kind, plugin_spec.name, dict(plugin_spec.params), plan, ctx, out=tmp,
                                  store_root=stages.store.root, progress=advance, curve=on_step is not None)
@@ -352,7 +368,8 @@ def apply_plugin(kind: registry.Kind, plugin_spec: PluginSpec, source_ref: str, 
         finally:
             outcome.cleanup()
         atomic_write_text(tmp / "extra.json", json.dumps(extra or {}))
-        return {"alias": source_ref} if result == "unchanged" else {"adapter_of": source_ref} \
-            if result == "adapter" else None
+        meta = {"alias": source_ref} if result == "unchanged" else {"adapter_of": source_ref} \
+            if result == "adapter" else {}
+        return {**meta, **({"service_adapter": True} if response.service_adapter else {})} or None
 
     return build

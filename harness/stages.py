@@ -110,6 +110,12 @@ class Stages:
         """The ref of a stored model, following the alias a defence that changed nothing leaves behind."""
         return self.store.meta(MODELS, key).get("alias") or f"store:{MODELS}/{key}"
 
+    def service_adapter(self, key: str) -> Path | None:
+        """The folder of the service adapter a defence kept back beside the stored model `key`, if it did."""
+        from harness.training.service import FOLDER
+
+        return self.store.path(MODELS, key) / FOLDER if self.store.meta(MODELS, key).get("service_adapter") else None
+
     def bind(self, ref: str, path: Path) -> None:
         """Load `ref` (e.g. a hub id) from the local folder `path` (its snapshot)."""
         self._bound[ref] = Path(path)

@@ -73,6 +73,11 @@ class Row:
         return self.summary.distinguishing
 
     @property
+    def threat_model(self) -> str:
+        """open weights, or fine-tuning service (records' `threat_model`)"""
+        return self.summary.threat_model
+
+    @property
     def budget_details(self) -> list[BudgetCell]:
         return self.summary.budgets
 

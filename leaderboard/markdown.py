@@ -13,6 +13,7 @@ import re
 import textwrap
 
 from harness.results.judge_agreement import pooled
+from harness.results.records import OPEN_WEIGHTS
 from leaderboard.board import Board, Row
 from leaderboard.columns import (
     BUDGET_RULE,
@@ -163,6 +164,8 @@ def _name(row: Row) -> str:
     name = f"{md_escape(row.key.name)} v{md_escape(row.key.version)}"
     if row.distinguishing:
         name += f" ({md_escape(row.distinguishing)})"
+    if row.summary.threat_model != OPEN_WEIGHTS:  # the attacker fine-tunes only through the provider's service
+        name += f" [{md_escape(row.summary.threat_model)}]"
     return name + (" ⚠" if row.unstable else "")
 
 

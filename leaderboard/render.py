@@ -151,7 +151,8 @@ class Site:
                         attack=column.attack, group=group_of(column))
             cells[column.id] = view
         return {"name": row.key.name, "version": row.key.version, "distinguishing": row.distinguishing,
-                "rank": rank_text(row), "rank_sort": row.rank.place if row.rank else "", "unstable": row.unstable,
+                "threat_model": row.threat_model, "rank": rank_text(row),
+                "rank_sort": row.rank.place if row.rank else "", "unstable": row.unstable,
                 "seeds": len(row.seeds), "params": row.key.params, "runs": runs,
                 "run_count": len(dict(row.provenance)["run ids"]),
                 "page": f"defence/{slug(row.key.name)}.html#{anchor}", "provenance": list(row.provenance.items()),
@@ -180,7 +181,8 @@ class Site:
         tuning = tuning_log_path(board, row.key.name)
         return {"anchor": anchor, "board_title": board.title, "current": self.current[id(board)],
                 "headline": headline(board, row), "name": row.key.name, "version": row.key.version,
-                "distinguishing": row.distinguishing, "unstable": row.unstable, "seeds": len(row.seeds),
+                "distinguishing": row.distinguishing, "threat_model": row.threat_model, "unstable": row.unstable,
+                "seeds": len(row.seeds),
                 "judges": board.judges, "runs": runs,
                 "settings": [(k, json.dumps(v)) for k, v in sorted(row.key.settings.items())],
                 "tuning": tuning_view(board, row.key.name, tuning, site, anchor) if first else None,

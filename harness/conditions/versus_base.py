@@ -13,6 +13,7 @@ model's stability and trainability, computed once by the sweep's defend job.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness import registry
@@ -51,15 +52,16 @@ class VersusBase:
             out["lm_eval_versions"] = lm[0]["versions"]
         return Stability.model_validate(out)
 
-    def trainability(self, defended: str, base: str) -> Trainability | None:
+    def trainability(self, defended: str, base: str, *, service: Path | None = None) -> Trainability | None:
         """The suite's harmless fine-tune of the defended model and of the base, compared (None: no protocol);
-        with the protocol's attack after it, their harmfulness before and after that attack."""
+        with the protocol's attack after it, their harmfulness before and after that attack. `service`: the
+        defence's service adapter, attached while the defended model fine-tunes (`harness.training.service`)."""
         from harness.conditions.trainability import compare
 
         protocol = self.suite.trainability
         if protocol is None or self.data.trainability_train is None:
             return None
-        ours, theirs = self._curve(defended, "defended"), self._curve(base, "base")
+        ours, theirs = self._curve(defended, "defended", service), self._curve(base, "base")
         out = {"task": protocol.task, **compare(ours["curve"], theirs["curve"])}
         if protocol.then_attack is not None:
             out["then_attack"] = {"attack": protocol.then_attack, "before": ours["harm"][0], "after": ours["harm"][1],
@@ -88,19 +90,25 @@ class VersusBase:
                                         lambda: lm_eval_scores(self.stages.model_path(ref), protocol,
                                                                **self.stages.backend_options()))
 
-    def _curve(self, ref: str, who: str) -> dict[str, Any]:
+    def _curve(self, ref: str, who: str, service: Path | None = None) -> dict[str, Any]:
         from harness.conditions.trainability import fine_tune_curve
 
         protocol, data = self.suite.trainability, self.data
 
         def compute() -> dict[str, Any]:
             with self.stages.loaded(ref) as (model, tok):
+                if service is not None:  # training passes see it, scoring does not; the model is dropped after
+                    from harness.training.service import attach
+
+                    attach(model, service)
                 curve = fine_tune_curve(model, tok, data.trainability_train, data.trainability_test,
                                         protocol=protocol, seed=self.spec.seed, label=f"trainability: {who}")
                 return {"curve": curve, "harm": self.then_attack(model, tok) if protocol.then_attack else None}
 
         inputs = {"model": ref, **self.loading, "protocol": repr(protocol), "seed": self.spec.seed,
                   "data": [data_fingerprint(data.trainability_train), data_fingerprint(data.trainability_test)]}
+        if service is not None:  # its artifact's folder: the defended model's store key names it
+            inputs["service_adapter"] = service.parent.name
         if protocol.then_attack:
             inputs |= {"attack_data": data_fingerprint(self.attack_data.attack), "eval": self.spec.eval.model_dump(),
                        "judge": self.spec.judges[0].model_dump(), "prompts": data_fingerprint(self.harmful)}

@@ -75,6 +75,11 @@ class Provenance(BaseModel):
     model: LoadedModel | None = Field(None, description="what was loaded as the base model (absent in early records)")
 
 
+# What the attacker holds: the released weights, or only the provider's fine-tuning service (which keeps a
+# defence's service adapter attached in every fine-tune: harness.training.service).
+OPEN_WEIGHTS, FINE_TUNING_SERVICE = "open weights", "fine-tuning service"
+
+
 class RunRecord(BaseModel):
     """One run: its complete spec, where its values came from, the evidence its splits are valid, the
     attack's budget, every metric, and its provenance."""
@@ -86,6 +91,9 @@ class RunRecord(BaseModel):
     suite: str
     protocol_version: int = Field(ge=1)
     spec: RunSpec
+    threat_model: Literal["open weights", "fine-tuning service"] = Field(
+        OPEN_WEIGHTS, description="what the attacker holds: the released weights, or fine-tuning through the "
+        "provider's service, which keeps the defence's service adapter attached (records before it: open weights)")
     overrides: dict[str, Any] = Field(description="where non-default values came from: suite or user")
     evidence: Evidence
     budget: AttackBudget = Field(AttackBudget(), description="the attack's strength in the budget dimensions")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from harness.errors import HarnessError
 from harness.results.estimates import Estimate, Rank, shared_ranks, t_estimate
 from harness.results.paired import Paired, versus_reference
+from harness.results.records import OPEN_WEIGHTS
 from harness.results.summary_budgets import Budget, budgets_of
 from harness.results.summary_rows import (
     DEFENCE_SEED_COLUMNS,
@@ -41,6 +42,7 @@ from harness.results.summary_rows import (
     of_defence,
     one_defended_model,
     seed_labels,
+    threat_model_of,
     unseeded_defences,
 )
 from harness.specs import canonical_json
@@ -116,6 +118,7 @@ class DefenceSummary:
     cross_domain: Generalization
     rank: Rank | None = None          # by the headline (`worst`), estimates.RANK_RULE; None: unstable, unranked
     collapsed: bool = False           # some attacked model held only by collapsing (records' verdict 'collapsed')
+    threat_model: str = "open weights"  # or "fine-tuning service": the attacker fine-tunes through the provider
 
     @property
     def verdict(self) -> str:
@@ -126,7 +129,8 @@ class DefenceSummary:
 
     @property
     def label(self) -> str:
-        return f"{self.key.name} ({self.distinguishing})" if self.distinguishing else self.key.name
+        name = f"{self.key.name} ({self.distinguishing})" if self.distinguishing else self.key.name
+        return name if self.threat_model == OPEN_WEIGHTS else f"{name} [{self.threat_model}]"
 
     @property
     def cells_per_budget(self) -> int:
@@ -280,6 +284,7 @@ def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budg
         steps=steps, steps_at=steps_at,
         resisted=_per_seed(res, lambda g: g["held"].astype(float).mean()),
         collapsed=res is not None and "verdict" in res and bool((res["verdict"] == "collapsed").any()),
+        threat_model=threat_model_of(res),
         ppl_ratio=_per_seed(stab, lambda g: g["ppl_ratio"].mean()), qa_delta=qa_delta,
         degenerate_pre=degenerate_pre, degenerate_post=_per_seed(res, lambda g: g["degenerate_post"].mean()),
         train_delta=_per_seed(train, lambda g: (g["rouge1_after"] - g["base_rouge1_after"]).mean()),

@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.results.records import OPEN_WEIGHTS
 from harness.results.summary_budgets import Budget, budget_of
 
 # Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds.
@@ -85,3 +86,11 @@ def one_defended_model(frame: Any) -> Any:
         return frame
     columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame]
     return frame.assign(**{c: frame[c].min() for c in columns})
+
+
+def threat_model_of(runs: Any) -> str:
+    """A defence's threat model, from its runs (tables before the column: open weights)."""
+    if runs is None or "threat_model" not in runs or not len(runs):
+        return OPEN_WEIGHTS
+    found = sorted(set(runs["threat_model"].dropna()))
+    return ", ".join(found) if found else OPEN_WEIGHTS

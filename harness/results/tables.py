@@ -23,7 +23,7 @@ from harness.results.records import RunRecord, load_records
 from harness.specs import canonical_json, trim_added_params
 from harness.store.layout import public_mode, same_content
 
-SCHEMA_VERSION = 4  # 4: protocol 3's headline and knowledge-access columns
+SCHEMA_VERSION = 5  # 4: protocol 3's headline and knowledge-access columns; 5: threat_model
 META_KEY = b"immunization_bench.table"
 
 
@@ -44,6 +44,8 @@ ID_COLUMNS = (
     Column("defence", "string", "", "", "defence name"),
     Column("defence_version", "string", "", "", "defence plugin version"),
     Column("defence_params", "string", "json", "", "resolved defence config"),
+    Column("threat_model", "string", "", "", "open weights, or fine-tuning service (the defence's service adapter "
+           "is attached in every fine-tune)"),
     Column("seed", "Int64", "", "", "seed of the defence"),
     Column("judge", "string", "", "", "primary judge"),
     Column("backend", "string", "", "", "generation backend"),
@@ -139,6 +141,7 @@ def _ids(r: RunRecord) -> dict[str, Any]:
     return {"run_id": r.run_id, "suite": r.suite, "protocol_version": r.protocol_version,
             "suite_params": canonical_json(s.suite.params), "defence": s.defence.name,
             "defence_version": s.defence.version, "defence_params": canonical_json(trim_added_params(s.defence.params)),
+            "threat_model": r.threat_model,
             "seed": s.seed, "judge": s.judges[0].name, "backend": s.eval.backend,
             "harness_version": r.provenance.harness_version, "git_commit": r.provenance.git_commit}
 

@@ -38,6 +38,8 @@ class ModelPlan(BaseModel):
 
     path: str
     adapters: list[str] = Field(default_factory=list, description="LoRA adapter folders merged in order")
+    service_adapter: str | None = Field(None, description="a service adapter's folder: attached, frozen and active "
+                                        "in training mode only, while the plugin runs (harness.training.service)")
     dtype: str = "float32"
     trust_remote_code: bool = False
 
@@ -76,6 +78,7 @@ class Snapshot(BaseModel):
 
 class Response(BaseModel):
     result: Literal["model", "adapter", "unchanged"] | None = Field(None, description="None: the plugin failed")
+    service_adapter: bool = Field(False, description="the defence kept a service adapter back (saved beside it)")
     error: str = ""
     harness_error: bool = Field(False, description="the plugin raised a HarnessError (bad input, one line)")
     traceback: str = ""
@@ -114,9 +117,16 @@ def main(request_path: str) -> None:
     reads = registry.get(req.kind, req.name).reads  # the further splits the plugin declares it reads
     data = view(load_data(req), req.kind, log, reads)  # the defence and attack stages' views are named by the kind
     before = _prepare_check(model, tok) if req.check else None
+    detach = None
+    if req.model.service_adapter:  # read before the guard is installed: the plugin never opens its folder
+        from harness.training.service import attach
+
+        detach = attach(model, Path(req.model.service_adapter))
     seed_everything(req.rng_seed)
     install(req.policy)
     resp, returned = run(req, model, tok, data, emit)
+    if detach is not None:
+        detach()
     resp.withheld, resp.violations = list(dict.fromkeys(log)), list(dict.fromkeys(VIOLATIONS))
     if before is not None and not resp.error:
         _report(req, resp, model, returned, before)
@@ -178,6 +188,7 @@ def run(req: Request, model: Any, tok: Any, data: Any, emit: Any) -> tuple[Respo
                            template=req.template,
                            checkpoints={field: Path(path) for field, path in req.checkpoints.items()})
         result = plugin.fn(model, cfg, ctx)
+        result = _keep_service_adapter(req, resp, result)  # the released model
     except Exception as exc:  # the plugin's failure is the stage's: reported to the parent, which raises
         resp.seconds = time.perf_counter() - start
         resp.error, resp.harness_error = f"{type(exc).__name__}: {exc}", isinstance(exc, HarnessError)
@@ -191,6 +202,28 @@ def run(req: Request, model: Any, tok: Any, data: Any, emit: Any) -> tuple[Respo
         resp.save_error = f"{type(exc).__name__}: {exc}"
         resp.traceback = traceback.format_exc(limit=-8)
     return resp, result
+
+
+def _keep_service_adapter(req: Request, resp: Response, result: Any) -> Any:
+    """A defence's `ServiceAdapter`: its adapter saved into the artifact's service-adapter folder; returns the
+    released model (None: unchanged). Anything else passes through."""
+    from harness.errors import HarnessError
+    from harness.training import service
+
+    if not isinstance(result, service.ServiceAdapter):
+        return result
+    if req.kind != "defence":
+        raise HarnessError(f"{req.kind} '{req.name}' returned a ServiceAdapter; only a defence keeps one back")
+    from harness.training.lora import is_adapter_model
+
+    if not is_adapter_model(result.adapter):
+        raise HarnessError(f"defence '{req.name}' returned a ServiceAdapter whose adapter is "
+                           f"{type(result.adapter).__name__}, not a peft LoRA model")
+    service.save(result.adapter, Path(req.out) / service.FOLDER)
+    # the adapter's layers out of the model it wraps (the input, if it is released as is), every weight trainable
+    result.adapter.unload().requires_grad_(True)
+    resp.service_adapter = True
+    return result.model
 
 
 def _save(model: Any, tok: Any, folder: Path, step: int = 0) -> Snapshot:

@@ -180,6 +180,9 @@ class FakeStages:
     def adapter(self, ref: str) -> None:
         return None
 
+    def service_adapter(self, key: str) -> None:
+        return None
+
     def model_path(self, ref: str) -> Path:
         return self.root / ref
 

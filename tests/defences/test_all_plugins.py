@@ -11,6 +11,7 @@ from harness import registry
 from harness.data.views import call_plugin
 from harness.training.hooks import hook_count
 from harness.training.lora import is_adapter_model
+from harness.training.service import ServiceAdapter
 from tests.released import naming
 
 FAST = {"epochs": 1, "batch_size": 8, "samples": 16}
@@ -45,7 +46,8 @@ def losses(monkeypatch):
 @pytest.mark.parametrize("name", registry.names("defence"))
 def test_defence_runs(name, model, tok, ctx, losses, tmp_path):
     plugin = registry.get("defence", name)
-    model(input_ids=torch.tensor([[3, 4, 5]], device=model.device), output_hidden_states=True)  # transformers' own fixed hooks
+    # transformers' own fixed hooks
+    model(input_ids=torch.tensor([[3, 4, 5]], device=model.device), output_hidden_states=True)
     before, hooks = _params(model), hook_count(model)
     named, ctx = naming(plugin, model, tok, tmp_path / "released", ctx)  # a checkpoint its config names, if any
     out = call_plugin("defence", plugin, model, _config(plugin, {**FAST, "lr": 1e-3}, **named), ctx)
@@ -53,6 +55,9 @@ def test_defence_runs(name, model, tok, ctx, losses, tmp_path):
     assert all(math.isfinite(v) for v in losses), f"{name} logged a non-finite loss"
     if "lr" in plugin.config.model_fields:  # a training defence trains through the one loop
         assert len(losses) == 2
+    if isinstance(out, ServiceAdapter):  # kept back for the fine-tuning service; the released model follows
+        assert is_adapter_model(out.adapter) and torch.isfinite(_params(out.adapter)).all()
+        out = out.model
     if out is not None:
         after = _params(out.merge_and_unload() if is_adapter_model(out) else out)  # an adapter, as stages load it
         assert after.shape == before.shape and torch.isfinite(after).all()

@@ -166,7 +166,8 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name, tmp_path)
             plugin = registry.get(kind, plugin_name)
             model, tok = load_causal_lm(ckpts[name])
             model.train()
-            model(input_ids=torch.tensor([[3, 4, 5]], device=model.device), output_hidden_states=True)  # transformers' own fixed hooks
+            # transformers' own fixed hooks
+            model(input_ids=torch.tensor([[3, 4, 5]], device=model.device), output_hidden_states=True)
             ctx = StageContext(tokenizer=tok, data=data, max_length=96, seed=0)  # room for an identity shift
             if arch.requirements_unmet(model, plugin.needs):  # refused before any work in a run
                 continue
