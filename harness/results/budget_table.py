@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.conditions.resistance import MEASURE_NAMES
 from harness.results.estimates import Estimate
-from harness.results.records import RunRecord
+from harness.results.records import OPEN_WEIGHTS, RunRecord
 from harness.results.summary import DefenceSummary, Summary, frames_from_records, summarise
 from harness.specs import canonical_json
 from harness.suite import Suite
@@ -80,6 +80,10 @@ def markdown(summary: Summary) -> str:
     for r in summary.rows:
         if r.unstable:
             lines.append(f"- {r.label}: unstable ({'; '.join(r.unstable)})")
+    if any(r.threat_model != OPEN_WEIGHTS for r in summary.rows):
+        lines.append("- [fine-tuning service]: another threat model. The attacker fine-tunes only through the "
+                     "provider's service, which keeps the defence's adapter attached in every fine-tune; the released "
+                     "model alone is what an attacker holding the weights would attack.")
     if summary.paired:
         lines.append(f"\nPaired vs {summary.reference}: {MEASURE_NAMES[summary.measure]} after attack at each "
                      "defence's worst useful attack, defence minus reference, pairs that share the world and attack "
