@@ -37,7 +37,8 @@ class Config(DefenceTrainingFields):
                            "fine-tune (reference: 0.1)")
     target_modules: Literal["peft-default", "all-linear"] | tuple[str, ...] = Field(
         "peft-default", description="modules it adapts: peft's default for the architecture (reference; q_proj and "
-        "v_proj on Llama), every linear layer, or named modules")
+        "v_proj on Llama; where peft names none, the attention blocks' input projections), every linear layer, or "
+        "named modules")
     loss_on: Literal["sequence", "answer"] = Field("sequence", description="tokens in the harmful loss (reference: "
                                                    "the whole sequence)")
 
@@ -51,10 +52,24 @@ def defend(model: Any, cfg: Config, ctx: StageContext) -> ServiceAdapter:
     from harness.training.loop import seed_everything
 
     seed_everything(ctx.seed)  # the adapter's random init is part of the run
-    targets = None if cfg.target_modules == "peft-default" else cfg.target_modules if isinstance(
-        cfg.target_modules, str) else list(cfg.target_modules)
     adapter = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                                               target_modules=targets, task_type="CAUSAL_LM"))
+                                               target_modules=lora_targets(model, cfg.target_modules),
+                                               task_type="CAUSAL_LM"))
     collate = SFTCollator(ctx.tokenizer, ctx.max_length, loss_on=cfg.loss_on, target="response",
                           template=ctx.template)
     return ServiceAdapter(fit(adapter, ctx, split="defence", cfg=cfg, collate=collate, loss_fn=lm_loss))
+
+
+def lora_targets(model: Any, choice: str | tuple[str, ...]) -> str | list[str]:
+    """peft's default target modules for the model's type (the reference), or where peft names none (Phi-3, say)
+    the attention blocks' input projections, found from the structure; 'all-linear' and named modules as given."""
+    if not isinstance(choice, str):
+        return list(choice)
+    if choice == "all-linear":
+        return choice
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    from harness.models.architecture import attention_input_projections
+
+    named = PEFT_DEFAULTS.get(getattr(model.config, "model_type", ""))
+    return list(named) if named else attention_input_projections(model)

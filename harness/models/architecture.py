@@ -199,6 +199,26 @@ def residual_writers(model: Any) -> list[Any]:
     return [*_input_embeddings(model, blocks, hidden), *(w for block in blocks for w in _block_writers(block, hidden))]
 
 
+def attention_input_projections(model: Any) -> list[str]:
+    """The qualified names of each attention block's linear layers (Linear or Conv1D) but its output projection:
+    the query, key and value projections, or the fused one. (peft's default LoRA targets on the architectures it
+    names are some of these: queries and values, or the fused projection.)"""
+    import torch
+
+    hidden = _config_int(model, ("hidden_size", "n_embd", "d_model"))
+    names = {id(m): n for n, m in model.named_modules()}
+    found = []
+    for block in decoder_layers(model):
+        attention = attention_module(block)
+        writer = _output_projection(attention, hidden, "attention", block)
+        found += [names[id(m)] for m in attention.modules() if m is not writer
+                  and not isinstance(m, torch.nn.Embedding) and _width(m) is not None]
+    if not found:
+        raise ArchitectureError(f"the attention blocks of {type(model).__name__} hold no linear layer besides their "
+                                "output projection")
+    return found
+
+
 LOOKUPS = {"decoder_layers": decoder_layers, "mlp": mlp_modules, "attention": attention_modules,
            "final_norm": final_norm, "residual_writers": residual_writers}
 

@@ -97,6 +97,10 @@ def replay(plugin: Plugin, cfg: BaseModel, seed: int = 0) -> str | None:
         out = call_plugin("defence", plugin, model, cfg, ctx)
     except Exception as exc:  # the replay reports the failure as the card's problem, whatever it is
         return f"{type(exc).__name__}: {exc}"
+    from harness.training.service import ServiceAdapter
+
+    kept = [out.adapter] if isinstance(out, ServiceAdapter) else []  # an adapter kept back: its weights too
+    out = out.model if isinstance(out, ServiceAdapter) else out
     out = model if out is None else out
-    bad = [name for name, p in out.named_parameters() if not torch.isfinite(p).all()]
+    bad = [name for m in (out, *kept) for name, p in m.named_parameters() if not torch.isfinite(p).all()]
     return f"non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else None

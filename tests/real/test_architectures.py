@@ -158,6 +158,7 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name, tmp_path)
     from harness.plugins import StageContext
     from harness.suite import SuiteData
     from harness.training.hooks import hook_count
+    from harness.training.service import ServiceAdapter
 
     data = SuiteData(defence=Dataset.from_list(_rows(8, True)), attack=Dataset.from_list(_rows(8, True)),
                      eval=None, retain=Dataset.from_list(_rows(8, False)), harmless_eval=None)
@@ -179,6 +180,10 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name, tmp_path)
             before, hooks = _weights(model), hook_count(model)
             out = plugin.fn(model, cfg, ctx)
             assert hook_count(model) == hooks, f"{kind} {plugin_name} left a hook on {name}"
+            if isinstance(out, ServiceAdapter):  # an adapter kept back for the fine-tuning service: it trained
+                assert torch.isfinite(_weights(out.adapter)).all()
+                assert any(p.abs().sum() > 0 for n, p in out.adapter.named_parameters() if "lora_B" in n)
+                out = out.model
             if out is None:  # unchanged: a defence, or an attack that only changes how the model is asked
                 from harness.generation.query import QueryFields
 
@@ -188,3 +193,17 @@ def test_every_defence_and_attack_trains_the_architecture(ckpts, name, tmp_path)
             assert torch.isfinite(after).all(), f"{kind} {plugin_name} made {name}'s weights non-finite"
             assert after.shape != before.shape or not torch.equal(after, before), \
                 f"{kind} {plugin_name} returned {name} unchanged"
+
+
+INPUT_PROJECTIONS = {"llama": {"q_proj", "k_proj", "v_proj"}, "qwen2": {"q_proj", "k_proj", "v_proj"},
+                     "mistral": {"q_proj", "k_proj", "v_proj"}, "phi3": {"qkv_proj"},
+                     "gemma2": {"q_proj", "k_proj", "v_proj"}, "gpt_neox": {"query_key_value"},
+                     "opt": {"q_proj", "k_proj", "v_proj"}, "gpt2": {"c_attn"}}
+
+
+@pytest.mark.parametrize("name", builders.ARCHITECTURES)
+def test_attention_input_projections_are_found_from_the_structure(models, name):
+    """Where peft names no default LoRA targets (Phi-3), a service adapter adapts these."""
+    found = arch.attention_input_projections(models[name])
+    assert len(found) == 2 * len(INPUT_PROJECTIONS[name])  # two blocks
+    assert {f.rsplit(".", 1)[-1] for f in found} == INPUT_PROJECTIONS[name]
