@@ -10,6 +10,7 @@
 cd "$(dirname "$0")/.."
 log=${1:-$(mktemp -d)}; mkdir -p "$log"; echo "logs: $log"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # each test worker and its plugin processes: the cores not oversubscribed
 py=${PYTHON:-python3}; t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 { nvidia-smi -L; $py -c "
 import torch, transformers, peft

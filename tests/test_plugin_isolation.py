@@ -23,7 +23,7 @@ from harness import registry
 from harness.data.views import SplitAccessError, call_plugin
 from harness.plugins import StageContext
 from harness.sandbox.guard import SandboxError
-from harness.sandbox.launch import load_snapshot, policy, run_plugin
+from harness.sandbox.launch import PluginFailed, load_snapshot, policy, run_plugin
 from harness.sandbox.worker import ModelPlan
 from harness.suite import SuiteData
 from tests.conftest import REPO, messages
@@ -358,3 +358,16 @@ def test_plugins_check_fails_each_cheat(name, failing, cheats_checked):
     assert list(cheats_checked) == list(CHEATING)
     results = _results(cheats_checked[name])
     assert {n for n, (word, _) in results.items() if word == "FAIL"} == failing, cheats_checked[name]
+
+
+@pytest.mark.slow  # starts a plugin process
+def test_a_plugin_process_that_cannot_reach_the_runs_device_fails_in_one_line(tmp_path, tiny, monkeypatch):
+    """A run on a GPU whose plugin process finds none (a process forked after CUDA was initialised sees no device)
+    fails at once, saying so, instead of training on the CPU for hours."""
+    import harness.models.loading
+
+    monkeypatch.setattr(harness.models.loading, "torch_device", lambda: "cuda")  # the parent's device, as sent
+    out, outcome = _run(tmp_path, tiny, "defence", "safety-training", {"samples": 4, "batch_size": 2})
+    with pytest.raises(PluginFailed, match="loaded its model on cpu, but the run's device is cuda"):
+        outcome.raise_for_failure()
+    assert not any(out.iterdir())  # nothing was trained or saved

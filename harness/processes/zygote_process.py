@@ -76,6 +76,9 @@ def serve(channel: socket.socket | None, preload: list[str], *, listener: socket
     # pyarrow's bundled jemalloc starts a purging thread as the library loads unless told not to (read then, in
     # this process only: each child gets its own environment); a zygote must stay single-threaded to fork
     os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    # torch.cuda.is_available() asks NVML rather than the CUDA driver, should an import call it: a driver initialised
+    # here would leave every forked child unable to use the GPU
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     for module in preload:
         __import__(module)
     if "transformers" in preload:

@@ -188,10 +188,12 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
 
         threads = torch.get_num_threads()
     splits = materialise(ctx.data, kind, work / "data", plugin.reads)
+    from harness.models.loading import torch_device
+
     req = Request(kind=kind, name=name, params=params, model=plan, splits=splits,
                   evidence=dict(ctx.data.evidence), seed=ctx.seed, rng_seed=(ctx.seed + hash_seed * 1_000_003) % 2**63,
                   max_length=ctx.max_length, template=ctx.template, every=ctx.every, points=ctx.points, curve=curve,
-                  check=check, threads=threads, out=str(out), work=str(work),
+                  check=check, threads=threads, device=torch_device(), out=str(out), work=str(work),
                   checkpoints={field: str(path) for field, path in checkpoints.items()},
                   policy=policy(plugin, store_root=store_root, allow=allow))
     (work / "request.json").write_text(req.model_dump_json())

@@ -62,6 +62,8 @@ class Request(BaseModel):
     curve: bool = Field(False, description="save the model at each training callback (a resistance curve)")
     check: bool = Field(False, description="report what `plugins check` measures of the in-memory model")
     threads: int | None = Field(None, description="torch CPU threads (the parent's)")
+    device: str = Field("cpu", description="the device the parent runs models on (harness.models.loading): the "
+                        "model must load onto it here too")
     out: str = Field(description="folder the plugin's model is saved into")
     checkpoints: dict[str, str] = Field(default_factory=dict, description="config field -> the local folder of the "
                                         "checkpoint it names (harness.models.plugin_inputs)")
@@ -111,6 +113,13 @@ def main(request_path: str) -> None:
     if req.threads:
         torch.set_num_threads(req.threads)
     model, tok = load(req.model)
+    found = next(model.parameters()).device.type
+    if found != req.device:  # never train on another device than the run's without a word
+        resp = Response(error=f"RuntimeError: the plugin's process loaded its model on {found}, but the run's device "
+                        f"is {req.device} (a process forked after CUDA was initialised cannot use it; set "
+                        "HARNESS_ZYGOTE=0 to start every plugin process afresh)")
+        (work / "response.json").write_text(resp.model_dump_json())
+        return
     log: list[str] = []
     from harness import registry
 
