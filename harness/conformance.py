@@ -289,8 +289,11 @@ def deterministic(a: Attempt, b: Attempt) -> Result:
         return Result(name, False, f"the second run failed: {b.response.error.splitlines()[0]}")
     if a.response.result != b.response.result:
         return Result(name, False, f"one run returned {a.response.result}, the other {b.response.result}")
-    files = sorted(p.name for p in a.out.glob("*.safetensors"))
-    if files != sorted(p.name for p in b.out.glob("*.safetensors")):
+    def saved(out: Path) -> list[str]:  # the model's files, and a kept-back service adapter's beside them
+        return sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors"))
+
+    files = saved(a.out)
+    if files != saved(b.out):
         return Result(name, False, "the two runs saved different files")
     bad = []
     for file in files:

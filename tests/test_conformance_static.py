@@ -81,3 +81,24 @@ def test_info_says_when_a_config_gets_no_suite_budget():
     assert "does not declare the suite's training field(s) retain_harmless: gets only part" in partial
     assert any("gets the suite's training budget lr=0.001, epochs=1, batch_size=8, retain_harmless=1.0" in x
                for x in (r.line() for r in info(_plugin(Full), suite)))
+
+
+def test_same_seed_same_weights_covers_a_kept_back_service_adapter(tmp_path):
+    """The determinism check compares every tensor a defence saves, a service adapter's beside the model too."""
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import save_file
+
+    from harness.conformance import Attempt, deterministic
+    from harness.sandbox.worker import Response
+
+    def attempt(name, value):
+        out = tmp_path / name / "out"
+        (out / "service_adapter").mkdir(parents=True)
+        save_file({"w": torch.full((2,), value)}, str(out / "service_adapter" / "adapter_model.safetensors"))
+        return Attempt(SimpleNamespace(response=Response(result="unchanged", service_adapter=True)), out)
+
+    assert deterministic(attempt("a", 1.0), attempt("b", 1.0)).ok
+    differ = deterministic(attempt("c", 1.0), attempt("d", 2.0))
+    assert not differ.ok and "w" in differ.detail
