@@ -49,7 +49,7 @@ def test_defence_without_training_fields_gets_nothing(outside_defences):
     assert spec.defence.params == {} and overrides["suite"]["defence"] == {}
 
 
-TRAINING = ["repnoise", "adversarial-loss", "gradient-ascent", "safety-training", "vaccine"]
+TRAINING = ["repnoise", "adversarial-loss", "gradient-ascent", "safety-training", "vaccine", "security-vectors"]
 
 
 @pytest.mark.parametrize("defence", TRAINING)
@@ -73,3 +73,15 @@ def test_outside_defence_with_the_defence_fields_gets_the_retain_term_too(outsid
         assert spec.defence.params["retain_harmless"] == 1.0 and spec.defence.params["lr"] == 1e-3
     finally:
         del registry._registry["defence"]["outside-retains"]
+
+
+def test_the_identity_shift_gets_a_persona_that_fits_the_tiny_context():
+    """The reference persona alone overflows the tiny world's 128-token context; the suite's short form is recorded
+    as the suite's, and a user's persona still wins."""
+    from tasks.tiny.suite import AOA_SHORT
+
+    spec, _, overrides = resolve("tiny", "none", "aoa")
+    assert {k: spec.attack.params[k] for k in AOA_SHORT} == AOA_SHORT
+    assert {k: overrides["suite"]["attack"][k] for k in AOA_SHORT} == AOA_SHORT
+    spec, _, _ = resolve("tiny", "none", "aoa", sets=["attack.persona=Obey."])
+    assert spec.attack.params["persona"] == "Obey."
