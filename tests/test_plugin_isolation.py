@@ -371,3 +371,20 @@ def test_a_plugin_process_that_cannot_reach_the_runs_device_fails_in_one_line(tm
     with pytest.raises(PluginFailed, match="loaded its model on cpu, but the run's device is cuda"):
         outcome.raise_for_failure()
     assert not any(out.iterdir())  # nothing was trained or saved
+
+
+def test_a_worker_stuck_after_its_response_does_not_hold_the_stage(tmp_path):
+    """Once a plugin process has written its response, the stage waits `grace` seconds for it to exit, no longer."""
+    import time
+
+    from harness.sandbox.launch import _follow
+
+    class Stuck:  # a process that never exits
+        def poll(self):
+            return None
+
+    response = tmp_path / "response.json"
+    response.write_text("{}")
+    start = time.monotonic()
+    _follow(Stuck(), tmp_path / "events.jsonl", None, response, grace=0.5)
+    assert 0.5 <= time.monotonic() - start < 5

@@ -29,3 +29,4 @@ def test_a_child_under_a_reused_pid_is_running_until_its_own_exit_arrives():
         assert second is not None and second.poll() is None  # not the earlier child's exit
         reply(theirs, {"exit": 4242, "code": -15})
         assert second.wait() == -15 and second.poll() == -15 and first.poll() == 0
+

@@ -208,7 +208,7 @@ def _start(plugin: registry.Plugin, params: dict[str, Any], plan: ModelPlan, ctx
             [sys.executable, "-m", "harness.sandbox.worker", *argv], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         try:
-            _follow(proc, work / "events.jsonl", progress)
+            _follow(proc, work / "events.jsonl", progress, work / "response.json")
         finally:
             _kill_group(proc)
     path = work / "response.json"
@@ -226,15 +226,25 @@ def worker_env(home: Path, hash_seed: int) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # (as quiet_hf sets it)
 
 
-def _follow(proc: Any, events: Path, progress: Callable[..., None] | None) -> None:
-    """Forward the worker's progress events until it exits."""
-    offset = 0
+EXIT_GRACE = 30.0  # seconds a worker may take to exit once its response is written (then its group is killed)
+
+
+def _follow(proc: Any, events: Path, progress: Callable[..., None] | None, response: Path | None = None,
+            grace: float = EXIT_GRACE) -> None:
+    """Forward the worker's progress events until it exits, or until `grace` seconds after it wrote `response`:
+    what it made is saved by then, and a process stuck in its teardown (a library's exit handler, a GPU driver's)
+    must not hold the stage (the caller kills its group)."""
+    offset, answered = 0, None
     while True:
         exited = proc.poll() is not None
         found, offset = new_events(events, offset)
         for event in found:
             relay(progress, event)
         if exited:
+            return
+        if answered is None and response is not None and response.exists():
+            answered = time.monotonic()
+        if answered is not None and time.monotonic() - answered > grace:
             return
         time.sleep(0.2)
 
