@@ -24,11 +24,14 @@ RUNS = {"qwen2": ("beavertails-qwen-0.5b", ["suite.prompt=chat"]),
 
 # One whole run per architecture, each plugin in its own process. Every plugin trains on every architecture in
 # test_architectures.py; here the pairs cover every way a stage's output travels through the pipeline: a defence
-# that returns nothing (the base), a full model or a LoRA adapter; an attack that trains full weights, a LoRA adapter
-# (on an adapter), on declared harmless data (`reads`), or nothing but how the model is asked (a query).
+# that returns nothing (the base), a full model, a LoRA adapter, or a service adapter kept back for every fine-tune
+# (Security Vectors, on Phi-3: the attention input projections, since peft names no default there); an attack that
+# trains full weights, a LoRA adapter (on an adapter), on declared harmless data (`reads`), or nothing but how the
+# model is asked (a query).
 PAIRS = {"llama": ("rr", "lora-1k"), "qwen2": ("booster", "poison-10"), "mistral": ("tar", "forced-prefix"),
-         "phi3": ("lat", "sft-250"), "gemma2": ("vaccine", "best-of-n"), "gpt_neox": ("repnoise", "benign-250"),
-         "opt": ("none", "retain-ft-250"), "gpt2": ("adversarial-loss", "sft-1k")}
+         "phi3": ("security-vectors", "sft-250"), "gemma2": ("vaccine", "best-of-n"),
+         "gpt_neox": ("repnoise", "benign-250"), "opt": ("none", "retain-ft-250"),
+         "gpt2": ("adversarial-loss", "sft-1k")}
 HARMLESS_ROWS = 4  # the retain split of these small suites: an attack that trains on it takes this many rows
 
 
@@ -39,7 +42,7 @@ def test_the_pairs_cover_every_output_path():
     assert set(PAIRS) == set(RUNS)
     assert any(a.reads for a in attacks) and any(a.config.model_fields.get("lora") for a in attacks)
     assert any(issubclass(a.config, QueryFields) for a in attacks)
-    assert {"none", "rr"} <= {d for d, _ in PAIRS.values()}  # returns None; returns a LoRA adapter
+    assert {"none", "rr", "security-vectors"} <= {d for d, _ in PAIRS.values()}  # None; an adapter; one kept back
 
 
 @pytest.mark.parametrize("arch", list(RUNS))
@@ -60,6 +63,9 @@ def test_the_whole_pipeline_runs_on_a_real_architecture(arch, ckpts, judge_ckpt,
     parsed = read_record(record_path(results, suite.name, suite.protocol_version, record.run_id))
     assert parsed == record
     check_record(parsed, arch, ckpts)
+    kept = store.path("models", record.provenance.stages["defend"].key) / "service_adapter"
+    assert kept.is_dir() == (defence == "security-vectors")  # the adapter kept back, beside the released model
+    assert record.threat_model == ("fine-tuning service" if defence == "security-vectors" else "open weights")
 
 
 def check_record(record, arch, ckpts):
