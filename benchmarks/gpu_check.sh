@@ -18,7 +18,8 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_avai
 print('transformers', transformers.__version__, 'peft', peft.__version__)"; } 2>&1 | tee "$log/probe.txt"
 # the per-test limit stays under the step's, so a hung test fails with its captured output and the summary prints
 tests=${T_TESTS:-300}
-timeout "$tests" $py -m pytest -v -n "${WORKERS:-8}" --timeout $(( tests / 3 )) --tb=short -p no:cacheprovider \
+limit=$($py -c "import pytest_timeout" 2>/dev/null && echo "--timeout $(( tests / 3 ))")  # where pytest-timeout is
+timeout "$tests" $py -m pytest -v -n "${WORKERS:-8}" $limit --tb=short -p no:cacheprovider \
   tests/real/test_architectures.py tests/real/test_real_pipeline.py > "$log/pytest.log" 2>&1
 echo "pytest rc $?"; grep -E "FAILED|ERROR|passed|failed" "$log/pytest.log" | tail -30; el "tests done"
 timeout "${T_PIPE:-300}" $py benchmarks/gpu_pipeline.py > "$log/pipeline.log" 2>&1

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness.plugins import DefenceTrainingFields, StageContext, fit
 from harness.registry import register_defence
@@ -41,6 +41,13 @@ class Config(DefenceTrainingFields):
         "named modules")
     loss_on: Literal["sequence", "answer"] = Field("sequence", description="tokens in the harmful loss (reference: "
                                                    "the whole sequence)")
+
+    @model_validator(mode="after")
+    def _one_adapter(self) -> Config:
+        if self.lora is not None:
+            raise ValueError("the security vector is the adapter (rank, alpha, dropout, target_modules); the shared "
+                             "lora option would wrap a second one around it")
+        return self
 
 
 @register_defence("security-vectors", config=Config, version="1")

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow  # each zygote imports torch and transformers once
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
-    """A private zygote of this test's own (no shared folder)."""
+    """A private zygote of this test's own (no shared folder), and none left from the tests that ran before it in
+    this process (a worker that ran plugin stages first holds connections to the session's zygotes)."""
+    zygote.close_all()
     monkeypatch.delenv(zygote.SHARED, raising=False)
     yield {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
            "HARNESS_TEST_ZYGOTE": str(tmp_path)}

@@ -78,11 +78,14 @@ def serve(channel: socket.socket | None, preload: list[str], *, listener: socket
     os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     # torch.cuda.is_available() asks NVML rather than the CUDA driver, should an import call it: a driver initialised
     # here would leave every forked child unable to use the GPU
+    nvml = "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     for module in preload:
         __import__(module)
     if "transformers" in preload:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (its lazy auto classes)
+    if nvml:  # the imports only: a child's own environment decides how it checks
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
     requesters = {channel.fileno(): _Requester(channel)} if channel is not None else {}
     children: dict[int, _Requester] = {}

@@ -118,7 +118,8 @@ def main(request_path: str) -> None:
         resp = Response(error=f"RuntimeError: the plugin's process loaded its model on {found}, but the run's device "
                         f"is {req.device} (a process forked after CUDA was initialised cannot use it; set "
                         "HARNESS_ZYGOTE=0 to start every plugin process afresh)")
-        (work / "response.json").write_text(resp.model_dump_json())
+        (work / "response.json.tmp").write_text(resp.model_dump_json())
+        os.replace(work / "response.json.tmp", work / "response.json")
         return
     log: list[str] = []
     from harness import registry
@@ -228,7 +229,10 @@ def _keep_service_adapter(req: Request, resp: Response, result: Any) -> Any:
     if not is_adapter_model(result.adapter):
         raise HarnessError(f"defence '{req.name}' returned a ServiceAdapter whose adapter is "
                            f"{type(result.adapter).__name__}, not a peft LoRA model")
-    service.save(result.adapter, Path(req.out) / service.FOLDER)
+    folder = Path(req.out) / service.FOLDER
+    service.save(result.adapter, folder)
+    service.attach(result.adapter.get_base_model(), folder)()  # one that cannot be attached is refused now, not
+    # in every attack later (the base model: its module names are the ones the hooks will find)
     # the adapter's layers out of the model it wraps (the input, if it is released as is), every weight trainable
     result.adapter.unload().requires_grad_(True)
     resp.service_adapter = True

@@ -118,6 +118,19 @@ def test_an_adapter_it_cannot_attach_is_one_line(tok, tmp_path):
     (tmp_path / "sv" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(HarnessError, match="DoRA"):
         service.attach(model, tmp_path / "sv")
+    for odd in ({"rank_pattern": {"q_proj": 2}}, {"modules_to_save": ["lm_head"]}, {"bias": "all"}):
+        (tmp_path / "sv" / "adapter_config.json").write_text(json.dumps({**config, **odd}))
+        with pytest.raises(HarnessError, match="plain LoRA adapter"):
+            service.attach(model, tmp_path / "sv")
+
+
+def test_security_vectors_train_one_adapter_only():
+    from harness import registry
+
+    config = registry.get("defence", "security-vectors").config
+    assert config().lora is None
+    with pytest.raises(ValueError, match="second one"):
+        config(lora={"rank": 4})
 
 
 def harmful_rows(n=16):
