@@ -54,7 +54,7 @@ def _config(folder: Path) -> dict[str, Any]:
         raise HarnessError(f"a service adapter must be a plain LoRA adapter; {folder} is "
                            f"{'a DoRA adapter' if config.get('use_dora') else kind}")
     odd = [k for k in ("rank_pattern", "alpha_pattern", "modules_to_save") if config.get(k)]
-    if odd or config.get("bias", "none") != "none":
+    if odd or config.get("bias") in ("all", "lora_only"):  # peft's biases that train (its default trains none)
         raise HarnessError(f"a service adapter must be a plain LoRA adapter (one rank and alpha, no bias, no module "
                            f"saved whole); {folder} has {', '.join(odd) or 'bias ' + str(config['bias'])}")
     return config
