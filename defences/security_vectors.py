@@ -50,7 +50,8 @@ class Config(DefenceTrainingFields):
         return self
 
 
-@register_defence("security-vectors", config=Config, version="1")
+# needs attention: peft's default targets are attention projections, and where peft names none they are found there
+@register_defence("security-vectors", config=Config, version="1", needs=("attention",))
 def defend(model: Any, cfg: Config, ctx: StageContext) -> ServiceAdapter:
     """Security Vectors: a LoRA adapter trained to minimise the harmful loss, kept back for the fine-tuning
     service; the model is released unchanged."""

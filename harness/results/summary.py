@@ -118,7 +118,7 @@ class DefenceSummary:
     cross_domain: Generalization
     rank: Rank | None = None          # by the headline (`worst`), estimates.RANK_RULE; None: unstable, unranked
     collapsed: bool = False           # some attacked model held only by collapsing (records' verdict 'collapsed')
-    threat_model: str = "open weights"  # or "fine-tuning service": the attacker fine-tunes through the provider
+    threat_model: str = OPEN_WEIGHTS  # or "fine-tuning service": the attacker fine-tunes through the provider
 
     @property
     def verdict(self) -> str:

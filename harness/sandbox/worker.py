@@ -224,13 +224,13 @@ def _keep_service_adapter(req: Request, resp: Response, result: Any) -> Any:
         return result
     if req.kind != "defence":
         raise HarnessError(f"{req.kind} '{req.name}' returned a ServiceAdapter; only a defence keeps one back")
-    from harness.training.lora import is_adapter_model
+    from harness.training.lora import is_adapter_model, save_adapter
 
     if not is_adapter_model(result.adapter):
         raise HarnessError(f"defence '{req.name}' returned a ServiceAdapter whose adapter is "
                            f"{type(result.adapter).__name__}, not a peft LoRA model")
     folder = Path(req.out) / service.FOLDER
-    service.save(result.adapter, folder)
+    save_adapter(result.adapter, None, folder)
     service.attach(result.adapter.get_base_model(), folder)()  # one that cannot be attached is refused now, not
     # in every attack later (the base model: its module names are the ones the hooks will find)
     # the adapter's layers out of the model it wraps (the input, if it is released as is), every weight trainable

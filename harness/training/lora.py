@@ -68,12 +68,13 @@ def adapter_rank(path: Path) -> int:
 
 
 def save_adapter(model: Any, tokenizer: Any, path: Path) -> None:
-    """Save only the adapter (safetensors) and the tokenizer into `path`."""
+    """Save only the adapter (safetensors) and the tokenizer (None: none) into `path`."""
     from harness.models.loading import quiet_hf
 
     quiet_hf()
     model.save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path))
 
 
 def load_adapter_model(base: Any, adapter_path: Path, *, merge: bool) -> Any:

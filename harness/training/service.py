@@ -3,7 +3,8 @@
 A defence under this threat model releases a model for inference and keeps a LoRA adapter back: the provider's
 fine-tuning service attaches that adapter, frozen, to the model whenever anyone fine-tunes it, and removes it for
 inference. A defence says so by returning `ServiceAdapter(adapter, model)`; the defend stage stores the adapter
-in its artifact (`FOLDER`) beside the released model (or an alias of its input where `model` is None).
+(`harness.training.lora.save_adapter`) in its artifact (`FOLDER`) beside the released model (or an alias of its
+input where `model` is None).
 
 `attach(model, folder)` adds the adapter's LoRA update to the output of each module it targets through forward
 hooks, so the model's structure and weights stay as they are: an attack that wraps the model in its own LoRA
@@ -37,14 +38,6 @@ class ServiceAdapter:
 
     adapter: Any
     model: Any = None
-
-
-def save(adapter: Any, folder: Path) -> None:
-    """Save the adapter's weights and config alone (peft's format) into `folder`."""
-    from harness.models.loading import quiet_hf
-
-    quiet_hf()
-    adapter.save_pretrained(str(folder), safe_serialization=True)
 
 
 def _config(folder: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 
 from harness.errors import HarnessError
 from harness.training import service
+from harness.training.lora import save_adapter
 from tests.real import builders
 
 
@@ -48,7 +49,7 @@ def trained_adapter(model, folder, *, targets=None, dropout=0.0, seed=1):
         for name, p in peft_model.named_parameters():
             if "lora_" in name:
                 p.normal_(0, 0.3)
-    service.save(peft_model, folder)
+    save_adapter(peft_model, None, folder)
     return peft_model
 
 
@@ -175,7 +176,7 @@ def test_security_vectors_make_the_harmful_loss_unlearnable_for_the_base_weights
     out = plugin.fn(model, plugin.config(lr=1e-2, epochs=8, batch_size=4), ctx)  # q_proj and v_proj (peft's)
     assert isinstance(out, service.ServiceAdapter) and out.model is None
     with tempfile.TemporaryDirectory() as tmp:
-        service.save(out.adapter, Path(tmp) / "sv")
+        save_adapter(out.adapter, None, Path(tmp) / "sv")
         unloaded(out.adapter)
         assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())  # released unchanged
         batch = SFTCollator(tok, 32, loss_on="sequence", target="response")(rows)
