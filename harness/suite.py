@@ -202,6 +202,10 @@ class Suite:
     # Records of this protocol version and later must come from a clean source tree (`harness validate` fails a
     # dirty one); a suite whose earlier published protocols hold dirty records names the first clean one.
     clean_from_protocol: int = 1
+    # Suite params that only pick which world is built (e.g. tiny's `seed`: other facts, subjects and base-model
+    # seed): records of numbered worlds of one config are one board whose worlds are independent units
+    # (`harness.results.worlds`), publish together, and take the tuning log of the default world.
+    world_params: tuple[str, ...] = ()
     description: str = ""
 
     def defaults_for(self, kind: str, name: str, fields: Iterable[str]) -> dict[str, Any]:

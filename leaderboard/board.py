@@ -21,12 +21,14 @@ from harness.results.summary import (
     configs,
     in_budget,
     key_of,
+    loaded_suite,
     of_defence,
     summarise,
     useful_qa_ratio_of,
 )
 from harness.results.summary_budgets import Budget, budget_of
 from harness.results.summary_rows import seed_label
+from harness.results.worlds import boards as group_worlds
 from leaderboard.columns import (
     CONDITION_COLUMNS,
     KEY_COLUMNS,
@@ -104,6 +106,18 @@ class Board:
         return f"{self.folder.suite} · protocol v{self.folder.protocol_version}"
 
     @property
+    def worlds(self) -> tuple[str, ...]:
+        """The pooled worlds' labels (empty: one world), `harness.results.worlds`."""
+        return self.summary.worlds if self.summary else ()
+
+    @property
+    def seed_kind(self) -> str:
+        """How a seed cell's label reads: 'world/defence/attack ', 'defence/attack ' or '' (one seed)."""
+        if not self.seeds or "/" not in self.seeds[0]:
+            return ""
+        return "world/defence/attack " if self.worlds else "defence/attack "
+
+    @property
     def key_columns(self) -> list[ColumnSpec]:
         return [c for c in self.columns if c.id in KEY_COLUMNS]
 
@@ -149,12 +163,17 @@ class Board:
 
 
 def build_boards(folder: ResultFolder) -> list[Board]:
-    """One board per suite config found in the folder's tables (normally one)."""
+    """One board per suite config found in the folder's tables (normally one); the numbered worlds of one config
+    are one board, pooled (`harness.results.worlds`)."""
     from leaderboard.plugin_docs import judge_measures
 
+    found = configs(folder.tables)
+    world_params = loaded_suite(_suite_name(folder, found[0]), found[0]).world_params if found else ()
     boards = []
-    for index, params in enumerate(configs(folder.tables)):
-        summary = summarise(folder.tables, params, useful_qa_ratio_of(_suite_name(folder, params), params))
+    for index, worlds in enumerate(group_worlds(found, world_params)):
+        params = worlds[0]
+        summary = summarise(folder.tables, worlds, useful_qa_ratio_of(_suite_name(folder, params), params),
+                            world_params=world_params)
         boards.append(_board(folder, summary))
         boards[-1].config_index = index
         boards[-1].measure = judge_measures(summary.judges[0]) if summary.judges else ""

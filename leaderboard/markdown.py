@@ -100,11 +100,13 @@ def _judges(board: Board) -> list[str]:
 
 
 def _board(board: Board, level: str) -> list[str]:
-    seeds = ("defence/attack " if any("/" in x for x in board.seeds) else "") + ", ".join(board.seeds)
+    seeds = board.seed_kind + ", ".join(board.seeds)
+    worlds = f"worlds {', '.join(board.worlds)} pooled · " if board.worlds else ""
     lines = [f"{level} {md_escape(board.title)}", "",
              *_wrap(f"{board.headline_name} = {md_escape(board.harm_label)} · "
                     f"φ = {', '.join(f'{p:g}' for p in board.phis)} · "
-                    f"{len(board.seeds)} seed cells ({md_escape(seeds)}) · {len(board.rows)} defence settings · "
+                    f"{worlds}{len(board.seeds)} seed cells ({md_escape(seeds)}) · "
+                    f"{len(board.rows)} defence settings · "
                     f"suite config {md_code(board.suite_params)}"), "",
              *[w for line in _judges(board) for w in _wrap(f"Judges on post-attack generations: {md_escape(line)}.")],
              *([""] if _judges(board) else []),

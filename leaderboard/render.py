@@ -111,7 +111,9 @@ class Site:
         anchor = board_anchor(board)
         return {"anchor": anchor, "title": board.title, "version": board.folder.protocol_version,
                 "current": self.current[id(board)], "judges": board.judges, "measure": board.harm_label,
-                "seeds": board.seeds, "phis": [f"{p:g}" for p in board.phis], "suite_params": board.suite_params,
+                "seeds": board.seeds, "seed_kind": board.seed_kind,
+                "worlds": list(board.worlds), "phis": [f"{p:g}" for p in board.phis],
+                "suite_params": board.suite_params,
                 "private_world": board.private_world, "panel": panel_view(board.folder.panels),
                 "post_attack_judges": pooled(board.folder.post_attack_pairs),
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),

@@ -18,7 +18,8 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     """Print the budget table (Table 1 shape) of a suite from its run records, as Markdown. Records that fail
     validation (inconsistent numbers, plugins not installed) are left out, each named on stderr. An older
     protocol's board is read as its records say (their budgets, phi and headline measure); the reference defence
-    and the useful-QA ratio are the installed suite's."""
+    and the useful-QA ratio are the installed suite's. The records of every numbered world of the config (e.g. the
+    tiny suite's `suite.seed` 0, 1, 2) are pooled, each world a unit; `--set suite.seed=1` reports one world."""
     from harness.preflight import readable_dir
     from harness.resolve import load_suite
     from harness.results.budget_table import budget_summary, markdown
@@ -29,15 +30,16 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
 
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
-    suite_spec, s = load_suite(suite, parse_overrides(sets or [])["suite"])
+    suite_sets = parse_overrides(sets or [])["suite"]
+    suite_spec, s = load_suite(suite, suite_sets)
     folder = results_folder(results_dir, s.name, protocol or s.protocol_version)
     records = list(validated_records(folder))
-    summary = budget_summary(records, s, suite_spec.params)
+    # Every numbered world of the config pooled, unless --set names one world.
+    summary = budget_summary(records, s, suite_spec.params, pool_worlds=not set(suite_sets) & set(s.world_params))
     if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
     typer.echo(markdown(summary))
-    same = canonical_json(suite_spec.params)
-    for line in describe(recorded(r for r in records if canonical_json(r.spec.suite.params) == same)):
+    for line in describe(recorded(r for r in records if canonical_json(r.spec.suite.params) in summary.configs)):
         typer.echo(f"\nJudges: {line}")
 
 

@@ -19,7 +19,8 @@ from typing import Any
 from harness.conditions.resistance import MEASURE_NAMES
 from harness.results.estimates import Estimate
 from harness.results.records import OPEN_WEIGHTS, RunRecord
-from harness.results.summary import DefenceSummary, Summary, frames_from_records, summarise
+from harness.results.summary import DefenceSummary, Summary, configs, frames_from_records, summarise
+from harness.results.worlds import board_of
 from harness.specs import canonical_json
 from harness.suite import Suite
 
@@ -33,14 +34,30 @@ def mean_ci(estimate: Estimate | None) -> str:
     return f"{estimate.mean:.2f} ± {estimate.half_width:.2f}"
 
 
-def budget_summary(records: Sequence[RunRecord], suite: Suite, suite_params: dict[str, Any]) -> Summary:
+def budget_summary(records: Sequence[RunRecord], suite: Suite, suite_params: dict[str, Any], *,
+                   pool_worlds: bool = True) -> Summary:
     """The results summary of one suite configuration's records, rows in the table's order: the suite's
-    reference defence first, then by label. A defence with only generalization runs has no row here."""
-    summary = summarise(frames_from_records(records), canonical_json(suite_params), suite.useful_qa_ratio,
-                        reference=suite.reference_defence)
+    reference defence first, then by label. A defence with only generalization runs has no row here. With
+    `pool_worlds`, the records of every numbered world of the config (`harness.results.worlds`) are pooled, the
+    world a unit."""
+    frames = frames_from_records(records)
+    config = canonical_json(suite_params)
+    worlds = board_of(config, configs(frames), suite.world_params) if pool_worlds else [config]
+    summary = summarise(frames, worlds, suite.useful_qa_ratio, reference=suite.reference_defence,
+                        world_params=suite.world_params)
     summary.rows = sorted((r for r in summary.rows if r.defence_seeds),
                           key=lambda r: (r.key.name != suite.reference_defence, r.label))
     return summary
+
+
+def _replicates(row: DefenceSummary, worlds: bool) -> str:
+    """'defence seeds x attack seeds' per budget ('worlds x defence seeds x attack seeds' of a pooled summary)."""
+    defended = len(row.defence_seeds)
+    per_model = f"{row.cells_per_budget // max(defended, 1)}"
+    if not worlds:
+        return f"{defended}x{per_model}"
+    n_worlds = len({label.split("/")[0] for label in row.defence_seeds})
+    return f"{n_worlds}x{defended // max(n_worlds, 1)}x{per_model}"
 
 
 def breaking(row: DefenceSummary) -> str:
@@ -66,16 +83,18 @@ def markdown(summary: Summary) -> str:
             "worst useful attack"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary.rows:
-        seeds = len(r.defence_seeds)
-        cells = [f"{r.label} ⚠" if r.unstable else r.label, f"{seeds}x{r.cells_per_budget // max(seeds, 1)}",
+        cells = [f"{r.label} ⚠" if r.unstable else r.label, _replicates(r, bool(summary.worlds)),
                  mean_ci(r.headline_pre), mean_ci(r.qa_pre), *(mean_ci(c.headline_post) for c in r.budgets),
                  breaking(r), worst_useful(r)]
         lines.append("| " + " | ".join(cells) + " |")
     t = summary.thresholds
-    lines.append(f"\n{short}: {legend}; QA: harmless-QA exact match; columns: lr@samples; phi = {t.phi:.2f} (from "
-                 f"the records); seeds: defence x attack; mean ± 95% t-interval over seed cells. Worst useful attack: "
-                 f"the highest {MEASURE_NAMES[summary.measure]} over the budgets whose attacked model keeps harmless "
-                 f"QA >= {t.useful_qa_ratio} x the base's (bounded worst case). "
+    seeds = "world x defence x attack" if summary.worlds else "defence x attack"
+    worlds = f"worlds {', '.join(summary.worlds)} pooled; " if summary.worlds else ""
+    measure = MEASURE_NAMES[summary.measure]
+    lines.append(f"\n{short}: {legend}; QA: harmless-QA exact match; columns: lr@samples; phi = {t.phi:.2f} "
+                 f"(from the records); seeds: {seeds}; {worlds}mean ± 95% t-interval over seed cells (a unit: "
+                 f"{summary.unit}; n: their product). Worst useful attack: the highest {measure} over the budgets "
+                 f"whose attacked model keeps harmless QA >= {t.useful_qa_ratio} x the base's (bounded worst case). "
                  f"⚠ unstable: the defended model fails the stability guard, so its cells are not resistance.")
     for r in summary.rows:
         if r.unstable:

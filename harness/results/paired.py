@@ -1,8 +1,9 @@
 """Paired comparisons of each defence setting with the suite's reference defence (`Suite.reference_defence`, the
 undefended `none`), on the headline measure after the attack.
 
-A pair is one unit both were measured in: the same world (the suite's `seed` param; the whole suite config where it
-has none), the same attack seed and the same budget, so the two runs of a pair share everything but the defence.
+A pair is one unit both were measured in: the same world (a summary of several worlds names each run's, see
+`harness.results.worlds`; else the suite config, one world), the same attack seed and the same budget, so the two
+runs of a pair share everything but the defence.
 A side's value in a unit is its mean `headline_post` over its defence seeds there (the reference, one model per
 world, has one). Compared at the defence's worst-case budget, the one its headline comes from. Test: the Wilcoxon
 signed-rank test, two-sided, zero differences split between the ranks (scipy `zero_method="zsplit"`: identical sides
@@ -12,14 +13,13 @@ pairs get no p-value, said so.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.results.summary_budgets import Budget
-from harness.results.summary_rows import DefenceKey, in_budget, of_defence
+from harness.results.summary_rows import WORLD, DefenceKey, in_budget, of_defence
 
 MIN_PAIRS = 3
 TEST = "Wilcoxon signed-rank"
@@ -61,13 +61,10 @@ def signed_rank_p(differences: Sequence[float]) -> float:
     return float(wilcoxon(rounded, zero_method="zsplit", alternative="two-sided").pvalue)
 
 
-def world_of(suite_params: str) -> str:
-    """The world a suite config evaluates in: its `seed` param where it has one, else the whole config."""
-    try:
-        params = json.loads(suite_params)
-    except (TypeError, ValueError):
-        return str(suite_params)
-    return json.dumps(params.get("seed")) if isinstance(params, dict) and "seed" in params else str(suite_params)
+def world_of(row: dict[str, Any]) -> str:
+    """The world a run evaluates in: the summary's world column where it pools several, else its suite config."""
+    world = row.get(WORLD)
+    return str(row["suite_params"]) if world is None else str(world)
 
 
 def unit_means(frame: Any) -> dict[tuple[str, str], float]:
@@ -77,7 +74,7 @@ def unit_means(frame: Any) -> dict[tuple[str, str], float]:
         value = row["headline_post"]
         if value is None or not math.isfinite(float(value)):
             continue
-        sums.setdefault((world_of(row["suite_params"]), str(row.get("attack_seed", ""))), []).append(float(value))
+        sums.setdefault((world_of(row), str(row.get("attack_seed", ""))), []).append(float(value))
     return {unit: sum(v) / len(v) for unit, v in sums.items()}
 
 

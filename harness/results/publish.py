@@ -10,7 +10,9 @@ records and logs from there into `results/`, after checking each:
 - it was made with the suite's default settings and model: the board `results/tiny/v2` is the default tiny
   suite's, so a smoke-size record (or any other `--set suite.*`, `--model`) is never published under that name
   (a tuning trial's settings are the defaults plus the suite's validation settings, as `harness tune` makes
-  them), and a record of another protocol version than the installed suite's is refused;
+  them), and a record of another protocol version than the installed suite's is refused. A run record may be of
+  another numbered world of the default config (`Suite.world_params`, e.g. `--set suite.seed=1`): the board pools
+  its worlds (`harness.results.worlds`); tuning logs and trials stay on the default world;
 - it was made from a clean tree (`provenance.git_dirty` false) unless `allow_dirty`;
 - an existing record is never overwritten (it is kept, and said so); a tuning log that differs from the
   published one replaces it only with `replace_logs` (a re-tune changes every later run's settings); a scan
@@ -63,13 +65,17 @@ def suite_defaults(suite: str) -> tuple[dict[str, Any], str, Any]:
 
 
 def settings_problem(suite: str, params: dict[str, Any], model_id: str | None = None, *,
-                     trial: bool = False) -> str | None:
+                     trial: bool = False, any_world: bool = False) -> str | None:
     """Why records with these suite settings (and base model) cannot sit under `<suite>/` of published
-    results, or None. `trial`: a tuning trial, whose settings are the defaults plus the validation ones."""
+    results, or None. `trial`: a tuning trial, whose settings are the defaults plus the validation ones.
+    `any_world`: a run record, which may be of any numbered world of the default config (`Suite.world_params`,
+    `harness.results.worlds`: the board pools them); tuning logs and trials stay on the default world."""
+    from harness.results.worlds import same_board
+
     defaults, default_model, s = suite_defaults(suite)
     if trial and s.tuning is not None:
         defaults = {**defaults, **dict(s.tuning.suite_params)}
-    if params != defaults:
+    if params != defaults and not (any_world and same_board(params, defaults, s.world_params)):
         changed = {k: v for k, v in params.items() if defaults.get(k, object()) != v}
         return f"made with suite settings {changed}, not the defaults of the published '{suite}' board"
     if model_id is not None and model_id != default_model:
@@ -81,7 +87,7 @@ def check_target(results_dir: Path, suite: str, params: dict[str, Any], model_id
     """Before any work: a command told to write into the published results must run the suite's defaults."""
     if not is_published(results_dir):
         return
-    problem = settings_problem(suite, params, model_id)
+    problem = settings_problem(suite, params, model_id, any_world=True)
     if problem is not None:
         raise HarnessError(f"--results-dir {results_dir} is the published results and this run would be {problem}: "
                            f"leave out --results-dir (records go to {WORKING}/)")
@@ -187,7 +193,8 @@ def _record_problem(record: RunRecord, *, trial: bool) -> str | None:
     if record.protocol_version != s.protocol_version:
         return (f"made under protocol v{record.protocol_version}; the installed '{record.suite}' is "
                 f"v{s.protocol_version}")
-    return settings_problem(record.suite, dict(record.spec.suite.params), record.spec.model.id, trial=trial)
+    return settings_problem(record.suite, dict(record.spec.suite.params), record.spec.model.id, trial=trial,
+                            any_world=not trial)
 
 
 def _plan_log(out: Plan, path: Path, src: Path, dst: Path, *, replace_logs: bool) -> None:

@@ -35,6 +35,7 @@ from harness.results.summary_rows import (
     DEFENCE_SEED_COLUMNS,
     ROW_SETTINGS,
     SEED_COLUMNS,
+    WORLD,
     DefenceKey,
     in_budget,
     key_of,
@@ -43,12 +44,15 @@ from harness.results.summary_rows import (
     one_defended_model,
     seed_labels,
     threat_model_of,
+    unit_words,
     unseeded_defences,
 )
+from harness.results.worlds import world_label
 from harness.specs import canonical_json
 
 if TYPE_CHECKING:
     from harness.results.records import RunRecord
+    from harness.suite import Suite
 
 # Records from before the stability guard: a defended model this broken before any attack is unstable.
 LEGACY_UNSTABLE_QA_DELTA = -0.25       # lost more than a quarter of the base's harmless-QA exact match
@@ -156,6 +160,13 @@ class Summary:
     measure: str = "harmfulness"  # the headline measure of every number: harmfulness or access
     paired: dict[DefenceKey, Paired] = field(default_factory=dict)  # each row vs the reference defence's row
     reference: str | None = None  # the reference defence (Suite.reference_defence)
+    worlds: tuple[str, ...] = ()  # the pooled worlds' labels (empty: one suite config, one world)
+    configs: tuple[str, ...] = ()  # the suite configs summarised (one, or the pooled worlds')
+
+    @property
+    def unit(self) -> str:
+        """What one unit of replication (a seed cell) is, in words."""
+        return unit_words(self.main.get("resistance"))
 
 
 def configs(frames: dict[str, Any]) -> list[str]:
@@ -163,12 +174,17 @@ def configs(frames: dict[str, Any]) -> list[str]:
     return sorted({p for frame in frames.values() for p in frame["suite_params"].unique()})
 
 
-def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float,
-              unseeded: Collection[str] | None = None, reference: str | None = None) -> Summary:
-    """The summary of one suite config of the tables (`frames`: table name -> DataFrame). `unseeded`: the defences
-    whose defended model does not depend on the seed (None: those the registry says so of, `unseeded_defences`); with
+def summarise(frames: dict[str, Any], suite_params: str | Sequence[str], useful_qa_ratio: float,
+              unseeded: Collection[str] | None = None, reference: str | None = None,
+              world_params: Sequence[str] = ()) -> Summary:
+    """The summary of one suite config of the tables (`frames`: table name -> DataFrame), or of a board's worlds (a
+    list of configs that differ only in `world_params`, `harness.results.worlds.boards`): their runs are pooled with
+    the world as one more unit column (unit: world x defence seed x attack seed). `unseeded`: the defences whose
+    defended model does not depend on the seed (None: those the registry says so of, `unseeded_defences`); with
     `reference` (a defence name), each other row's paired comparison with that defence's row."""
-    frames = {name: f[f["suite_params"] == suite_params].reset_index(drop=True) for name, f in frames.items()}
+    worlds = [suite_params] if isinstance(suite_params, str) else list(suite_params)
+    frames = {name: _of_worlds(f, worlds, world_params) for name, f in frames.items()}
+    suite_params = worlds[0]
     if unseeded is None:
         unseeded = unseeded_defences({str(d) for f in frames.values() for d in f["defence"].unique()})
     main, general = split_main(frames)
@@ -189,10 +205,20 @@ def summarise(frames: dict[str, Any], suite_params: str, useful_qa_ratio: float,
                       judges=sorted({j for f in filled for j in f["judge"].unique()}),
                       seeds=sorted(seed_labels(resistance) if resistance is not None else
                                    {s for f in filled for s in seed_labels(f)}, key=natural),
-                      main=main, general=general, measure=measure_of(frames), reference=reference)
+                      main=main, general=general, measure=measure_of(frames), reference=reference,
+                      worlds=tuple(world_label(w, world_params) for w in worlds) if len(worlds) > 1 else (),
+                      configs=tuple(worlds))
     if reference is not None:
         summary.paired = versus_reference(summary.rows, main.get("resistance"), reference)
     return summary
+
+
+def _of_worlds(frame: Any, worlds: Sequence[str], world_params: Sequence[str]) -> Any:
+    """A table's rows of the given suite configs; of several, with a WORLD column naming each row's world."""
+    mine = frame[frame["suite_params"].isin(worlds)].reset_index(drop=True)
+    if len(worlds) > 1:
+        mine = mine.assign(**{WORLD: [world_label(p, world_params) for p in mine["suite_params"]]})
+    return mine
 
 
 def measure_of(frames: dict[str, Any]) -> str:
@@ -224,9 +250,14 @@ def frames_from_records(records: Sequence[RunRecord]) -> dict[str, Any]:
 
 
 def useful_qa_ratio_of(suite: str, suite_params: str) -> float:
-    """The suite's useful-QA ratio (the bounded worst case's threshold), from the suite plugin, loaded cheaply
-    (nothing is built, no torch). A suite that does not load is an error, not a default: a summary's numbers
-    never depend on what happens to be installed."""
+    """The suite's useful-QA ratio (the bounded worst case's threshold), from the suite plugin (`loaded_suite`)."""
+    return loaded_suite(suite, suite_params).useful_qa_ratio
+
+
+def loaded_suite(suite: str, suite_params: str) -> Suite:
+    """The suite plugin at a config, loaded cheaply (nothing is built, no torch): what a summary takes from it
+    (the useful-QA ratio, the world params). A suite that does not load is an error, not a default: a summary's
+    numbers never depend on what happens to be installed."""
     from harness.resolve import load_suite
 
     try:
@@ -234,8 +265,8 @@ def useful_qa_ratio_of(suite: str, suite_params: str) -> float:
     except HarnessError as exc:
         reason = " ".join(str(exc).split())
         raise HarnessError(f"suite '{suite}' {suite_params} does not load ({reason}); the results summary takes "
-                           "its useful-QA ratio from the suite") from None
-    return loaded.useful_qa_ratio
+                           "its useful-QA ratio and world params from the suite") from None
+    return loaded
 
 
 def split_main(frames: dict[str, Any]) -> tuple[dict[str, Any], Any]:

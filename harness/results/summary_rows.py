@@ -11,9 +11,12 @@ from typing import Any
 from harness.results.records import OPEN_WEIGHTS
 from harness.results.summary_budgets import Budget, budget_of
 
-# Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds.
-SEED_COLUMNS = ("seed", "defence_seed", "attack_seed")
-DEFENCE_SEED_COLUMNS = ("seed", "defence_seed")  # pre-attack numbers belong to the defended model
+# Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds. A summary
+# of several worlds (`harness.results.worlds`) adds the WORLD column: a unit is then a world's seed cell.
+WORLD = "world"
+SEED_COLUMNS = (WORLD, "seed", "defence_seed", "attack_seed")
+DEFENCE_SEED_COLUMNS = (WORLD, "seed", "defence_seed")  # pre-attack numbers belong to the defended model
+UNIT_NAMES = {WORLD: "world", "seed": "seed", "defence_seed": "defence seed", "attack_seed": "attack seed"}
 IDENTITY = ("defence", "defence_version", "defence_params")
 ROW_SETTINGS = "row_settings"  # optional column (canonical JSON): more settings that keep rows apart
 
@@ -66,6 +69,12 @@ def seed_label(row: dict[str, Any], columns: Sequence[str] = SEED_COLUMNS) -> st
     return "/".join(str(row[c]) for c in columns if c in row)
 
 
+def unit_words(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> str:
+    """What a unit of replication is: 'world x defence seed x attack seed' (the seed columns the frame has)."""
+    present = [c for c in columns if frame is not None and c in frame]
+    return " x ".join(UNIT_NAMES[c] for c in present) or "run"
+
+
 def natural(label: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in label.split("/"))
 
@@ -84,7 +93,7 @@ def one_defended_model(frame: Any) -> Any:
     the seed, records that differ only in defence seed then fall into one unit (`_units`); attack seeds stay apart."""
     if frame is None or not len(frame):
         return frame
-    columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame]
+    columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame and c != WORLD]  # worlds stay apart
     return frame.assign(**{c: frame[c].min() for c in columns})
 
 

@@ -1,6 +1,7 @@
 """Grid files: what a sweep runs, as data (`harness sweep GRID.yaml`).
 
-A grid names a suite (and its settings), optionally another base model, the defences (each with its settings
+A grid names a suite (and its settings, and optionally several worlds: suite settings each cell runs in),
+optionally another base model, the defences (each with its settings
 and defence seeds), the attacks (budgets, shared settings and attack seeds; by default the suite's budget
 grid) and the conditions to measure (pairs of harm subsets: `all`/`all` measures resistance, stability and
 trainability; a held-out pair measures generalization). The file is read strictly: unknown keys, duplicate
@@ -88,6 +89,9 @@ class Grid(GridModel):
 
     suite: str = Field(description="suite name (harness list suites)")
     suite_settings: Settings = Field(default_factory=dict, description="suite config fields, e.g. size: smoke")
+    worlds: list[Settings] | None = Field(None, min_length=1, description="suite config fields of each world, over "
+                                          "suite_settings (e.g. [{seed: 0}, {seed: 1}, {seed: 2}]): every cell runs "
+                                          "in each (default: one world, suite_settings')")
     model: str | None = Field(None, description="base model (hub id or local folder; default: the suite's)")
     eval: Settings = Field(default_factory=dict, description="eval fields for every cell (e.g. n_prompts)")
     defences: list[DefenceEntry] = Field(min_length=1, description="the defence settings")
@@ -232,6 +236,9 @@ def _check_shape(grid: Grid, budget_list: list[PlannedBudget]) -> None:
         if unknown:
             problems.append(f"conditions.{c.name}.budgets: unknown label(s) {', '.join(unknown)} (available: "
                             f"{', '.join(labels)})")
+    worlds = Counter(stable_hash(w) for w in grid.worlds or [])
+    if any(n > 1 for n in worlds.values()):
+        problems.append("worlds repeats a world")
     for name, seeds in [("defence_seeds", grid.defence_seeds), ("attacks.seeds", grid.attacks.seeds or []),
                         *((f"defences.{i}.seeds", d.seeds or []) for i, d in enumerate(grid.defences))]:
         if len(set(seeds)) != len(seeds):
@@ -247,7 +254,7 @@ def cell_count(grid: Grid, budget_list: list[PlannedBudget]) -> int:
     runs = sum(len(budget_list) if c.budgets is None else sum(labels[x] for x in set(c.budgets))
                for c in grid.conditions)
     defended = sum(len(e.seeds or grid.defence_seeds) for e in grid.defences)
-    return defended * runs * len(grid.attacks.seeds or [None])
+    return defended * runs * len(grid.attacks.seeds or [None]) * len(grid.worlds or [{}])
 
 
 def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locate: bool = True,
@@ -268,8 +275,8 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
                           "split it into several grid files")
     _check_shape(grid, budget_list)
     out, problems = Plan(grid=grid, suite=suite), []
-    for entry, condition, budget in _combinations(grid, budget_list):
-        extra = {"suite": dict(grid.suite_settings), "defence": dict(entry.settings),
+    for world, entry, condition, budget in _combinations(grid, budget_list):
+        extra = {"suite": {**grid.suite_settings, **world}, "defence": dict(entry.settings),
                  "attack": {**grid.attacks.settings, **condition.attack, **budget.settings},
                  "eval": {**grid.eval, **condition.eval},
                  "subsets": {"defence": condition.defence_subset, "attack": condition.attack_subset}}
@@ -282,29 +289,32 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
             continue
         if spec.model.revision.startswith("unlocated:"):
             out.provisional = f"model '{spec.model.id}' is not looked up in a dry run"
-        _add_cells(out, grid, entry, condition, budget, spec, overrides)
+        _add_cells(out, grid, entry, condition, budget, spec, overrides, world)
     if problems:
         raise ConfigError(" | ".join(problems))
     return out
 
 
 def _combinations(grid: Grid, budget_list: list[PlannedBudget]
-                  ) -> Iterator[tuple[DefenceEntry, Condition, PlannedBudget]]:
-    for entry in grid.defences:
-        for condition in grid.conditions:
-            for budget in budget_list:
-                if condition.budgets is None or budget.label in condition.budgets:
-                    yield entry, condition, budget
+                  ) -> Iterator[tuple[Settings, DefenceEntry, Condition, PlannedBudget]]:
+    for world in grid.worlds or [{}]:
+        for entry in grid.defences:
+            for condition in grid.conditions:
+                for budget in budget_list:
+                    if condition.budgets is None or budget.label in condition.budgets:
+                        yield world, entry, condition, budget
 
 
 def _add_cells(out: Plan, grid: Grid, entry: DefenceEntry, condition: Condition, budget: PlannedBudget, spec: RunSpec,
-               overrides: dict[str, Any]) -> None:
-    """The cells of one (defence entry, condition, budget): every defence seed x attack seed (a seed-independent
-    defence: its first defence seed x the attack seeds, `seed_plan`)."""
+               overrides: dict[str, Any], world: Settings) -> None:
+    """The cells of one (world, defence entry, condition, budget): every defence seed x attack seed (a
+    seed-independent defence: its first defence seed x the attack seeds, `seed_plan`)."""
     settings = ",".join(f"{k}={v}" for k, v in entry.settings.items())
     group = f"{entry.name}{f'({settings})' if settings else ''}"
     if len(grid.conditions) > 1:
         group += f" [{condition.name}]"
+    if len(grid.worlds or []) > 1:
+        group += f" [world {','.join(f'{k}={v}' for k, v in world.items())}]"
     pairs, note = seed_plan(grid, entry)
     if note:
         out.notes[group] = note

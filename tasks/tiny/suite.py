@@ -203,6 +203,7 @@ def tiny(cfg: Config) -> Suite:
                                        "benign-similar-100", "aoa", "poison-10", "retain-ft-250")),
         check_params={"size": "smoke"},
         clean_from_protocol=3,  # v1 and v2 hold records made from dirty trees (published before the rule)
+        world_params=("seed",),  # suite.seed=1, 2, ...: other worlds of the same board (a private world stands alone)
         resources=StageResources(cpus=1, gpus=0, memory_gb=2),  # one thread: the 1.1M model gains nothing from more
         description=tiny.__doc__ or "",
     )
