@@ -297,8 +297,8 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
 
 def _combinations(grid: Grid, budget_list: list[PlannedBudget]
                   ) -> Iterator[tuple[Settings, DefenceEntry, Condition, PlannedBudget]]:
-    for world in grid.worlds or [{}]:
-        for entry in grid.defences:
+    for entry in grid.defences:  # a defence's worlds together: a sweep cut short leaves whole rows
+        for world in grid.worlds or [{}]:
             for condition in grid.conditions:
                 for budget in budget_list:
                     if condition.budgets is None or budget.label in condition.budgets:
