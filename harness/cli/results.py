@@ -27,6 +27,7 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     from harness.results.records import results_folder
     from harness.results.validate import validated_records
     from harness.specs import canonical_json, parse_overrides
+    from harness.tuning.attacker_log import budget_lines
 
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
@@ -41,6 +42,10 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     typer.echo(markdown(summary))
     for line in describe(recorded(r for r in records if canonical_json(r.spec.suite.params) in summary.configs)):
         typer.echo(f"\nJudges: {line}")
+    budgets = budget_lines(results_dir, s.name, protocol or s.protocol_version, (r.key.name for r in summary.rows))
+    if budgets:
+        typer.echo("\nTuning budgets, side by side (the tuning logs under tuning/ and tuning/attacker/):")
+        typer.echo("\n".join(budgets))
 
 
 def tables(suite: Annotated[str | None, typer.Option(metavar="SUITE", help="suite name (default: every suite under "

@@ -8,6 +8,7 @@ test runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -108,6 +109,26 @@ def trial_counts(results_dir: Path, suite: str, protocol_version: int, defence: 
     return TrialCounts(defence, tuned.trials_budget if tuned else None, len(tuned.trials) if tuned else None,
                        len(tuned.confirmations) if tuned else None, attacker.trials_budget if attacker else None,
                        len(attacker.trials) if attacker else None)
+
+
+def budget_lines(results_dir: Path, suite: str, protocol_version: int, defences: Iterable[str]) -> list[str]:
+    """The report's side-by-side trial counts: for each defence with a tuning or attacker log, the defender's and the
+    attacker's trials (run of their budget) and the tuned attacker's choice. Empty where no defence has a log."""
+    lines = []
+    for name in dict.fromkeys(defences):
+        c = trial_counts(results_dir, suite, protocol_version, name)
+        if c.defender_trials is None and c.attacker_trials is None:
+            continue
+        defender = (f"defender {c.defender_trials} trials (budget {c.defender_budget})"
+                    f"{f' + {c.defender_confirmations} confirmation runs' if c.defender_confirmations else ''}"
+                    if c.defender_trials is not None else "defender: no tuning log (suite defaults)")
+        attacker = (f"attacker {c.attacker_trials} trials (budget {c.attacker_budget})"
+                    if c.attacker_trials is not None else "attacker: no tuned-attacker log")
+        log = read_log(attacker_log_path(results_dir, suite, protocol_version, name), AttackerLog)
+        chosen = (f"; the tuned attacker chose {log.chosen.attack} {log.chosen.params} ({_outcome(log.chosen)})"
+                  if log is not None and log.chosen is not None else "")
+        lines.append(f"- {name}: {defender}; {attacker}{chosen}")
+    return lines
 
 
 def summary_lines(log: AttackerLog) -> list[str]:

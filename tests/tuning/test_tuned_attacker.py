@@ -21,7 +21,7 @@ from harness.results.records import read_record, record_path, write_record
 from harness.store.artifacts import Store
 from harness.tuning.attack_space import ZooSpace
 from harness.tuning.attacker import choose, tune_attacker
-from harness.tuning.attacker_log import AttackerLog, AttackTrial, attacker_log_path, trial_counts
+from harness.tuning.attacker_log import AttackerLog, AttackTrial, attacker_log_path, budget_lines, trial_counts
 from harness.tuning.logs import TuningLog, log_path, search_space
 from tasks.tiny.suite import PROTOCOL
 from tests.factories import record
@@ -364,6 +364,11 @@ def test_the_defended_model_takes_the_defences_tuned_settings(world, protocol, t
     target.write_text(log_file.read_text())
     counts = trial_counts(tmp_path / "results", "tiny", P, "safety-training")
     assert (counts.attacker_budget, counts.attacker_trials) == (6, 6)
+    # `harness report` prints them side by side, with the attacker's choice; a defence without logs has no line
+    (line,) = budget_lines(tmp_path / "results", "tiny", P, ["safety-training", "none", "safety-training"])
+    chosen = AttackerLog.model_validate_json(target.read_text()).chosen
+    assert line.startswith("- safety-training: defender 0 trials (budget 6); attacker 6 trials (budget 6); the tuned "
+                           f"attacker chose {chosen.attack} ")
 
 
 # ------------------------------------------------------------------------------------------------ bad input
