@@ -99,6 +99,9 @@ class Grid(GridModel):
     attacks: Attacks = Field(Attacks(), description="budgets, shared settings and attack seeds")
     conditions: list[Condition] = Field([Condition(name="main")], min_length=1,
                                         description="harm-subset pairs (default: all/all)")
+    tuned_attacker: bool = Field(False, description="also search a tuned attacker against each defence (as `harness "
+                                 "tune-attack` does: at its tuned settings and first defence seed, in the first "
+                                 "world; one log per defence); its chosen attacks run on the test data as records")
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -179,11 +182,22 @@ class DefendNode:
     label: str
 
 
+@dataclass(frozen=True)
+class AttackerNode:
+    """A tuned-attacker search against one defence (`Grid.tuned_attacker`): `harness tune-attack` as a sweep job."""
+
+    id: str
+    spec: RunSpec   # the defence, its first defence seed and the first world's suite config
+    label: str
+
+
 @dataclass
 class Plan:
     grid: Grid
     suite: Suite
     nodes: dict[str, DefendNode] = field(default_factory=dict)
+    attackers: dict[str, AttackerNode] = field(default_factory=dict)
+    tuned_from: Path | None = None  # the results folder of the tuning logs
     cells: list[Cell] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     provisional: str | None = None  # why run ids are not final (a dry run that did not locate the model)
@@ -274,7 +288,7 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
         raise ConfigError(f"invalid grid: it names {count:,} cells, more than the {max_cells:,} one grid may plan; "
                           "split it into several grid files")
     _check_shape(grid, budget_list)
-    out, problems = Plan(grid=grid, suite=suite), []
+    out, problems = Plan(grid=grid, suite=suite, tuned_from=tuned_from or results_dir), []
     for world, entry, condition, budget in _combinations(grid, budget_list):
         extra = {"suite": {**grid.suite_settings, **world}, "defence": dict(entry.settings),
                  "attack": {**grid.attacks.settings, **condition.attack, **budget.settings},
@@ -290,6 +304,11 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
         if spec.model.revision.startswith("unlocated:"):
             out.provisional = f"model '{spec.model.id}' is not looked up in a dry run"
         _add_cells(out, grid, entry, condition, budget, spec, overrides, world)
+        if grid.tuned_attacker and world == (grid.worlds or [{}])[0] and not entry.settings:
+            first = spec.model_copy(update={"seed": (entry.seeds or grid.defence_seeds)[0], "attack_seed": None})
+            attacker_id = stable_hash({"tuned-attacker": entry.name, "suite": first.suite.model_dump(mode="json"),
+                                       "model": first.model.model_dump(), "seed": first.seed})
+            out.attackers.setdefault(attacker_id, AttackerNode(attacker_id, first, f"tune-attack {entry.name}"))
     if problems:
         raise ConfigError(" | ".join(problems))
     return out

@@ -2,7 +2,9 @@
 the local executor) or a Ray worker (`execute`, the ray executor).
 
 A job is typed data: a complete RunSpec, the record's overrides, the results folder and the store, and
-whether it is a defend node (the defended model and what its attacks share) or a cell (one run, one record).
+whether it is a defend node (the defended model and what its attacks share), a cell (one run, one record) or a
+tuned-attacker search (`harness tune-attack` against the spec's defence: its trials and test runs are records, and a
+rerun resumes from them).
 Its file is named by its id, so any sweep on any node that needs it writes the same file, and a failed cell
 can be rerun by hand: `python -m harness.sweep.jobs <store>/.sweeps/jobs/<id>.json`.
 
@@ -29,8 +31,9 @@ SWEEPS = ".sweeps"  # under the store: job files and failure logs (dot-named: no
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["defend", "cell"] = Field(description="a defend node or a cell")
-    id: str = Field(description="the cell's run id, or the defend node's id")
+    kind: Literal["defend", "cell", "attacker"] = Field(description="a defend node, a cell, or a tuned-attacker "
+                                                        "search (`harness tune-attack` against the spec's defence)")
+    id: str = Field(description="the cell's run id, the defend node's id, or the attacker search's id")
     label: str = Field(description="what the progress lines call it")
     spec: RunSpec
     overrides: dict[str, Any] = Field(description="where the spec's values came from (the record's overrides)")
@@ -39,6 +42,7 @@ class Job(BaseModel):
     threads: int = Field(1, ge=1, description="CPU threads of torch in this job")
     prefetch: list[RunSpec] = Field(default_factory=list, description="a defend job with the vllm backend: its "
                                     "cells, whose LoRA attacks it trains and generates on one vLLM engine")
+    tuned_from: str | None = Field(None, description="an attacker job: the results folder of the tuning logs")
 
 
 def job_file(store: Path, job_id: str) -> Path:
@@ -81,6 +85,14 @@ def _execute(job: Job) -> tuple[bool, int]:
     _threads(job.threads)
     store = Store(Path(job.store))
     _, suite = load_suite(job.spec.suite.name, job.spec.suite.params)
+    if job.kind == "attacker":
+        from harness.tuning.attacker import tune_attacker
+
+        clean_start(store)
+        tune_attacker(job.spec.suite.name, job.spec.defence.name, store=store, results_dir=Path(job.results_dir),
+                      suite_params=dict(job.spec.suite.params), seed=job.spec.seed,
+                      tuned_from=Path(job.tuned_from) if job.tuned_from else None)
+        return store.writes == 0, store.writes
     if job.kind == "defend":
         clean_start(store)
         defend(job.spec, suite, store=store)

@@ -13,6 +13,9 @@ cell twice.
   for it and reuses it).
 - `status`: done (record exists), running (its job's lock is held, by any sweep on any node), failed (a
   failure log, newer than any success), pending.
+- A grid with `tuned_attacker: true` adds one job per defence: the tuned-attacker search (`harness tune-attack`),
+  queued with the defend jobs and independent of them (it builds the validation split's defended model); done when
+  its log says finished, and a rerun resumes from its trial records.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from harness.safety import escape_controls
 from harness.store.artifacts import Store, atomic_write_text
 from harness.store.locks import try_lock
 from harness.sweep.executors import Executor, JobFailed, ray_error
-from harness.sweep.grid import Cell, DefendNode, Plan, load_grid, plan
+from harness.sweep.grid import AttackerNode, Cell, DefendNode, Plan, load_grid, plan
 from harness.sweep.jobs import Job, failure_file, job_file, lock_file
 
 STATES = ("done", "running", "failed", "pending")
@@ -62,6 +65,7 @@ class SweepResult:
     to_run: int = 0                     # cells without a record when the sweep started
     cached: int = 0                     # of those, cells whose record another run wrote meanwhile
     defended: int = 0                   # defend jobs finished
+    attackers: int = 0                  # tuned-attacker searches finished
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     job_seconds: float = 0.0            # time spent inside finished jobs (the rest is startup and scheduling)
@@ -90,6 +94,12 @@ def prepare_sweep(grid_file: Path, *, store: Store, results_dir: Path, tuned_fro
         writable_dir(store.root, "--home (the artifact store)")
         for cell in the_plan.cells:
             check_run(cell.spec, the_plan.suite, cell.overrides, store=store, results_dir=results_dir)
+        if the_plan.attackers:
+            from harness.tuning.attacker import plan as attacker_plan
+
+            for node in the_plan.attackers.values():  # the protocol, the zoo and each kind's space, before any work
+                attacker_plan(the_plan.suite.name, node.spec.defence.name, suite_params=dict(node.spec.suite.params),
+                              tuned_from=the_plan.tuned_from)
     return the_plan
 
 
@@ -97,11 +107,22 @@ def done(the_plan: Plan, cell: Cell, results_dir: Path) -> bool:
     return record_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, cell.id).is_file()
 
 
-def _job(kind: Literal["defend", "cell"], item: Cell | DefendNode, store: Store, results_dir: Path,
-         threads: int, prefetch: list[Job] | None = None) -> Job:
-    return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=item.overrides,
+def attacker_done(the_plan: Plan, node: AttackerNode, results_dir: Path) -> bool:
+    """Has a tuned-attacker search against this defence finished (its log says so)?"""
+    from harness.tuning.attacker_log import AttackerLog, attacker_log_path
+    from harness.tuning.logs import read_log
+
+    path = attacker_log_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, node.spec.defence.name)
+    log = read_log(path, AttackerLog)
+    return log is not None and log.finished
+
+
+def _job(kind: Literal["defend", "cell", "attacker"], item: Cell | DefendNode | AttackerNode, store: Store,
+         results_dir: Path, threads: int, prefetch: list[Job] | None = None, tuned_from: Path | None = None) -> Job:
+    return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=getattr(item, "overrides", {}),
                results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads,
-               prefetch=[j.spec for j in prefetch or [] if j.spec.eval.backend == "vllm"])
+               prefetch=[j.spec for j in prefetch or [] if j.spec.eval.backend == "vllm"],
+               tuned_from=str(Path(tuned_from).absolute()) if tuned_from is not None else None)
 
 
 def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: Path,
@@ -119,10 +140,15 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
         state.cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
     state.queue.extend((_job("defend", the_plan.nodes[n], store, results_dir, threads, cells), 1)
                        for n, cells in state.cells_of.items())
+    searches = [a for a in the_plan.attackers.values() if not attacker_done(the_plan, a, results_dir)]
+    state.queue.extend((_job("attacker", a, store, results_dir, threads, tuned_from=the_plan.tuned_from), 1)
+                       for a in searches)
     flight: dict[Future[dict[str, Any]], tuple[Job, int, float]] = {}
+    attackers = (f"; {len(searches)} tuned-attacker search(es) of {len(the_plan.attackers)} to run"
+                 if the_plan.attackers else "")
     say(f"sweep: {len(the_plan.cells)} cells, {state.result.already} done, {len(todo)} to run on "
-        f"{len(state.cells_of)} defended model(s); executor {executor.name}, {executor.parallel or 'cluster-wide'} "
-        "at once")
+        f"{len(state.cells_of)} defended model(s){attackers}; executor {executor.name}, "
+        f"{executor.parallel or 'cluster-wide'} at once")
     for note in dict.fromkeys(the_plan.notes.values()):
         say(plain(note))
     with bar("sweep", total=len(todo), unit="cell") as state.advance:
@@ -160,6 +186,10 @@ class _State:
             return
         result.jobs += 1
         result.job_seconds += out["seconds"]
+        if job.kind == "attacker":
+            result.attackers += 1
+            say(f"tuned attacker {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
+            return
         if job.kind == "defend":
             result.defended += 1
             say(f"defended {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
@@ -225,5 +255,19 @@ def status(the_plan: Plan, store: Store, results_dir: Path) -> dict[str, dict[st
     for cell in the_plan.cells:
         row = rows.setdefault(cell.group, dict.fromkeys(STATES, 0))
         row[cell_state(the_plan, cell, store, results_dir)] += 1
+    for node in the_plan.attackers.values():
+        row = rows.setdefault(node.label, dict.fromkeys(STATES, 0))
+        row[_attacker_state(the_plan, node, store, results_dir)] += 1
     return rows
+
+
+def _attacker_state(the_plan: Plan, node: AttackerNode, store: Store, results_dir: Path) -> str:
+    if attacker_done(the_plan, node, results_dir):
+        return "done"
+    lock = lock_file(store.root, node.id)
+    if lock.is_file():
+        with try_lock(lock) as free:
+            if not free:
+                return "running"
+    return "failed" if failure_file(store.root, node.id).is_file() else "pending"
 

@@ -11,7 +11,7 @@ from harness.progress import console
 from harness.store.artifacts import Store
 from harness.sweep.grid import Plan
 from harness.sweep.jobs import job_file
-from harness.sweep.runner import STATES, SweepResult, cell_state, plain
+from harness.sweep.runner import STATES, SweepResult, attacker_done, cell_state, plain
 
 
 def dry_run(the_plan: Plan, store: Store, results_dir: Path) -> None:
@@ -34,6 +34,9 @@ def dry_run(the_plan: Plan, store: Store, results_dir: Path) -> None:
                       "them), so which cells are done is known once a run locates it", soft_wrap=True)
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" of {len(the_plan.cells)} cells",
                   highlight=False)
+    for node in the_plan.attackers.values():
+        done = attacker_done(the_plan, node, results_dir)
+        console.print(f"{plain(node.label)} (seed {node.spec.seed}): {'done' if done else 'pending'}", highlight=False)
 
 
 def status_table(the_plan: Plan, rows: dict[str, dict[str, int]]) -> None:
@@ -55,9 +58,10 @@ def summary(the_plan: Plan, result: SweepResult, store: Store) -> None:
     for group, row in result.by_group.items():
         table.add_row(plain(group), str(row["cells"]), str(row["done"]), str(row["failed"]))
     console.print(table)
+    searches = f", {result.attackers} tuned-attacker search(es) finished" if the_plan.attackers else ""
     console.print(f"{result.already} cell(s) were done before, {result.ran} finished now, "
-                  f"{len(result.failures)} job(s) failed; {result.defended} defended model(s) built or found",
-                  highlight=False)
+                  f"{len(result.failures)} job(s) failed; {result.defended} defended model(s) built or found"
+                  f"{searches}", highlight=False)
     if not result.failures:
         return
     failed = Table(title="failures", title_justify="left")
