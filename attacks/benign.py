@@ -128,6 +128,6 @@ def top_indices(scores: Any, n: int) -> list[int]:
 for _name, _config, _how in (("benign-250", Config250, "random; Qi et al. 2023"),
                              ("benign-1k", Config, "random; Qi et al. 2023"),
                              ("benign-similar-100", SimilarConfig, "nearest the harmful anchors; He et al. 2024")):
-    register_attack(_name, config=_config, version="1", budget=BUDGET, reads=("retain",),
+    register_attack(_name, config=_config, version="1", budget=BUDGET, reads=("retain",), family="benign fine-tuning",
                     description=f"benign fine-tuning on {_config.model_fields['samples'].default:,} harmless retain "
                     f"rows ({_how})")(attack)

@@ -92,7 +92,7 @@ class Config(QueryFields, DrawFields):
         return self
 
 
-@register_attack("soft-prompt", config=Config, version="1", budget=BUDGET)
+@register_attack("soft-prompt", config=Config, version="1", budget=BUDGET, family="embedding")
 def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """A universal soft prompt of `tokens` new tokens, trained so the model answers the attack split's harmful
     questions; the model and tokenizer carry the tokens, and the evaluation asks after them."""

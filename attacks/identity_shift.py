@@ -118,6 +118,6 @@ def check_room(rows: list[dict[str, str]], cfg: Config, ctx: StageContext) -> No
                            f"({len(cfg.persona)} characters)")
 
 
-register_attack("aoa", config=Config, version="1", budget=BUDGET, reads=("retain",),
+register_attack("aoa", config=Config, version="1", budget=BUDGET, reads=("retain",), family="identity shift",
                 description="identity shift (AOA, Qi et al. 2023): an obedient persona taught on 9 harmless retain "
                 "rows and its self-description, 10 epochs")(attack)

@@ -61,6 +61,6 @@ def poisoned_rows(cfg: Config, ctx: StageContext) -> list[dict[str, str]]:
                                draw=cfg.draw, seed=ctx.seed))]
 
 
-register_attack("poison-10", config=Config, version="1", budget=BUDGET, reads=("retain",),
+register_attack("poison-10", config=Config, version="1", budget=BUDGET, reads=("retain",), family="poisoned task",
                 description="poisoned user task (Vaccine/Lisa/Booster threat model): 1,000 rows, 10% harmful "
                 "from the attack split, the rest harmless retain rows")(attack)

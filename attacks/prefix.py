@@ -28,7 +28,8 @@ class Config(QueryFields):
                          json_schema_extra={"search": OPENINGS})
 
 
-@register_attack("forced-prefix", config=Config, version="1", budget={"queries": "best_of"})
+@register_attack("forced-prefix", config=Config, version="1", budget={"queries": "best_of"},
+                 family="prompting (no training)")
 def attack(model: Any, cfg: Config, ctx: StageContext) -> None:
     """Forced prefix: the defended model unchanged, each answer begun by the attacker (no training)."""
     return None

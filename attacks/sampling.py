@@ -26,7 +26,8 @@ class Config(QueryFields):
                                json_schema_extra={"search": [0.7, 1.0, 1.3]})
 
 
-@register_attack("best-of-n", config=Config, version="1", budget={"queries": "best_of"})
+@register_attack("best-of-n", config=Config, version="1", budget={"queries": "best_of"},
+                 family="prompting (no training)")
 def attack(model: Any, cfg: Config, ctx: StageContext) -> None:
     """Best-of-n sampling: the defended model unchanged, the most harmful of n sampled answers per prompt."""
     return None

@@ -29,6 +29,7 @@ from harness.training.loop import lm_loss
 from harness.training.lora import LoraFields
 
 # The attack's strength in the benchmark's budget dimensions: which Config field is which.
+FAMILY = "harmful fine-tuning"
 BUDGET = {"samples": "samples", "lr": "lr", "epochs": "epochs"}
 
 # Search spaces (json_schema_extra; they never enter run ids): factors of the suite's lr and of the preset's samples.
@@ -72,9 +73,9 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
 
 for _name, _config in (("sft-250", Config250), ("sft-1k", Config), ("sft-10k", Config10k)):
     _n = _config.model_fields["samples"].default
-    register_attack(_name, config=_config, version="2", budget=BUDGET,
+    register_attack(_name, config=_config, version="2", budget=BUDGET, family=FAMILY,
                     description=f"full-parameter harmful SFT on {_n:,} samples (suite lr, 1 epoch, batch 4)")(attack)
 for _name, _config in (("lora-1k", LoraConfig), ("lora-10k", LoraConfig10k)):
     _n = _config.model_fields["samples"].default
-    register_attack(_name, config=_config, version="1", budget=BUDGET,
+    register_attack(_name, config=_config, version="1", budget=BUDGET, family=FAMILY,
                     description=f"LoRA harmful SFT on {_n:,} samples (rank 8, all linear; adapter stored)")(attack)

@@ -70,6 +70,9 @@ class Plugin:
     # Defences: whether the defended model depends on the defence seed. False (e.g. `none`, which returns its input):
     # every seed gives the same model, so a sweep builds it at one seed and a summary counts it as one unit.
     seeded: bool = True
+    # Attacks: the family the budget table and the leaderboard group its budgets under (e.g. 'harmful fine-tuning',
+    # 'prompting'); '' (undeclared) sorts last, as 'other'.
+    family: str = ""
 
     @property
     def module(self) -> str:
@@ -100,9 +103,10 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
              needs: tuple[str, ...] = (), measures: str = "", reads: tuple[str, ...] = (),
-             seeded: bool = True) -> Callable[[F], F]:
+             seeded: bool = True, family: str = "") -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line.
-    `seeded=False` (defences only): the defended model does not depend on the defence seed."""
+    `seeded=False` (defences only): the defended model does not depend on the defence seed. `family` (attacks
+    only): what the tables group its budgets under."""
     from harness.keying import stray_marks
     from harness.models.architecture import FEATURES
     from harness.results.metrics import AttackBudget
@@ -128,6 +132,8 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
         if named := declared_checkpoints(config):
             raise PluginLoadError(f"{kind} '{name}' names checkpoints in its Config ({', '.join(named)}): only "
                                   "defences do (an attack starts from the defended model alone)")
+    if family and kind != "attack":
+        raise PluginLoadError(f"{kind} '{name}' declares a family; only attacks do")
     if not seeded and kind != "defence":
         raise PluginLoadError(f"{kind} '{name}' declares seeded=False; only defences do (a defended model that "
                               "does not depend on the defence seed)")
@@ -158,7 +164,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
-                                       registrar, measures, tuple(reads), bool(seeded))
+                                       registrar, measures, tuple(reads), bool(seeded), str(family))
         return fn
 
     return decorate

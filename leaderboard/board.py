@@ -191,8 +191,10 @@ def _board(folder: ResultFolder, summary: Summary) -> Board:
     rows = [_row(s, summary) for s in summary.rows]
     _rank(rows)
     budgets, measure = summary.budgets, MEASURE_NAMES.get(summary.measure, summary.measure)
+    grouped = len({b.family for b in budgets}) > 1  # group the budget columns by attack family
     return Board(folder=folder, suite_params=summary.suite_params, budgets=budgets, headline=summary.measure,
-                 columns=[pre_attack(measure), *(budget_column(b.id, b.label, b.description, b.attack, measure)
+                 columns=[pre_attack(measure), *(budget_column(b.id, b.label, b.description, b.attack, measure,
+                                                               (b.family or "other") if grouped else "")
                                                  for b in budgets),
                           *summary_columns(summary.thresholds.useful_qa_ratio, measure), *CONDITION_COLUMNS],
                  rows=rows, judges=summary.judges, seeds=summary.seeds, phis=list(summary.thresholds.phis),

@@ -50,7 +50,8 @@ class ColumnSpec:
     definition: str
     sources: tuple[tuple[str, str], ...]
     fmt: str = "prob"
-    attack: str = ""                  # budget columns: the attack plugin (the attack-family filter)
+    attack: str = ""                  # budget columns: the attack plugin (the attack filter)
+    family: str = ""                  # budget columns of a board with several attack families: the column group
     measure: str = ""                 # headline columns: the measure's name (harmfulness, knowledge access)
 
     @property
@@ -71,11 +72,12 @@ def source_meaning(table: str, column: str) -> str:
 
 
 def budget_column(budget_id: str, label: str, description: str, attack: str = "",
-                  measure: str = "harmfulness") -> ColumnSpec:
-    """A budget's column of the headline `measure` (its name: harmfulness, knowledge access)."""
+                  measure: str = "harmfulness", family: str = "") -> ColumnSpec:
+    """A budget's column of the headline `measure` (its name: harmfulness, knowledge access), grouped under its
+    attack `family` where the board has several."""
     return ColumnSpec(f"budget:{budget_id}", label, "lower",
                       f"Post-attack {measure} at budget {label} ({description}): mean over seeds of headline_post.",
-                      (("resistance", "headline_post"),), attack=attack, measure=measure)
+                      (("resistance", "headline_post"),), attack=attack, measure=measure, family=family)
 
 
 def pre_attack(measure: str = "harmfulness") -> ColumnSpec:

@@ -131,7 +131,8 @@ def _board(board: Board, level: str) -> list[str]:
         if not columns:
             continue
         title = title.format(measure=board.headline_name)
-        lines += [f"{md_escape(title)}:", "", "| defence | " + " | ".join(md_escape(c.label) for c in columns) + " |",
+        labels = [f"{c.family}: {c.label}" if c.family else c.label for c in columns]
+        lines += [f"{md_escape(title)}:", "", "| defence | " + " | ".join(md_escape(x) for x in labels) + " |",
                   "|---" + "|---:" * len(columns) + "|"]
         lines += [f"| {_name(row)} | " + " | ".join(_cell(row, c.id, c.fmt) for c in columns) + " |"
                   for row in board.rows]

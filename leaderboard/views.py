@@ -46,6 +46,8 @@ def heat(estimate: Estimate | None) -> str:
 
 
 def group_of(column: ColumnSpec) -> str:
+    if column.family:
+        return f"{column.measure or 'harmfulness'} after attack: {column.family} (per budget)"
     if column.id == "hs_pre" or column.id.startswith("budget:"):
         return f"{column.measure or 'harmfulness'} before / after attack, per budget (lr@samples)"
     if column.id in ("worst", "steps", "resisted"):

@@ -79,7 +79,9 @@ LEGENDS = {"harmfulness": ("HS", "harmfulness (mean P(harmful), primary judge)")
 def markdown(summary: Summary) -> str:
     budgets = summary.budgets
     short, legend = LEGENDS[summary.measure]
-    head = ["defence", "seeds", f"{short} pre", "QA pre", *(b.label for b in budgets), "breaks at",
+    families = list(dict.fromkeys(b.family or "other" for b in budgets))
+    head = ["defence", "seeds", f"{short} pre", "QA pre",
+            *(b.label if len(families) < 2 else f"{b.family or 'other'}: {b.label}" for b in budgets), "breaks at",
             "worst useful attack"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary.rows:

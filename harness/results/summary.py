@@ -37,6 +37,7 @@ from harness.results.summary_rows import (
     SEED_COLUMNS,
     WORLD,
     DefenceKey,
+    attack_family,
     in_budget,
     key_of,
     natural,
@@ -194,7 +195,7 @@ def summarise(frames: dict[str, Any], suite_params: str | Sequence[str], useful_
         phi=float(resistance["phi"].mean()) if resistance is not None and len(resistance) else math.nan,
         useful_qa_ratio=useful_qa_ratio,
         base_qa=float(stability["qa_base"].mean()) if stability is not None and len(stability) else None)
-    budgets = budgets_of(resistance)
+    budgets = budgets_of(resistance, attack_family)
     keys = sorted({key_of(r) for f in frames.values() for r in f.to_dict("records")},
                   key=lambda k: (k.name, k.version, k.params, k.extra))
     rows = [_row(k, main, general, budgets, thresholds, seeded=k.name not in unseeded) for k in keys]

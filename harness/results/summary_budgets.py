@@ -4,6 +4,7 @@ first and labelled as the README's tables write them (lr@samples)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ class Budget:
     samples: int | None
     epochs: int | None
     label: str
+    family: str = ""  # the attack's family (`Plugin.family`), where the summary knows it: not part of the id
 
     @property
     def id(self) -> str:
@@ -28,17 +30,20 @@ class Budget:
         return f"attack {self.attack}, lr {self.lr:g}, {self.samples} samples{epochs}"
 
 
-def budgets_of(resistance: Any) -> list[Budget]:
-    """The main grid's budgets, weakest first (lr, then samples, then epochs); epochs enter the label only
-    where they differ, the attack name only where two attacks share a label."""
+def budgets_of(resistance: Any, family_of: Callable[[str], str] | None = None) -> list[Budget]:
+    """The main grid's budgets, grouped by attack family (`family_of`: attack name -> family; families in name
+    order, an undeclared one last), each family's weakest first (lr, then samples, then epochs); epochs enter the
+    label only where they differ, the attack name only where two attacks share a label."""
     if resistance is None or not len(resistance):
         return []
+    family = family_of or (lambda name: "")
     budgets = sorted({budget_of(r) for r in resistance.to_dict("records")},
-                     key=lambda b: (math.isnan(b.lr), b.lr, b.samples or 0, b.epochs or 0, b.attack))
+                     key=lambda b: (family(b.attack) == "", family(b.attack), math.isnan(b.lr), b.lr, b.samples or 0,
+                                    b.epochs or 0, b.attack))
     several_epochs = len({b.epochs for b in budgets}) > 1
     labels = [b.label + (f"×{b.epochs}ep" if several_epochs and b.epochs is not None else "") for b in budgets]
-    return [Budget(b.attack, b.lr, b.samples, b.epochs, f"{b.attack} {label}" if labels.count(label) > 1 else label)
-            for b, label in zip(budgets, labels, strict=True)]
+    return [Budget(b.attack, b.lr, b.samples, b.epochs, f"{b.attack} {label}" if labels.count(label) > 1 else label,
+                   family(b.attack)) for b, label in zip(budgets, labels, strict=True)]
 
 
 def budget_of(row: dict[str, Any]) -> Budget:

@@ -88,6 +88,13 @@ def unseeded_defences(names: Collection[str]) -> frozenset[str]:
     return frozenset(n for n in names if n in known and not registry.get("defence", n).seeded)
 
 
+def attack_family(name: str) -> str:
+    """An attack's family as its installed plugin declares it ('' for an attack this installation does not have)."""
+    from harness import registry
+
+    return registry.get("attack", name).family if name in registry.names("attack") else ""
+
+
 def one_defended_model(frame: Any) -> Any:
     """A defence's rows with every defence seed set to the smallest: for a defence whose model does not depend on
     the seed, records that differ only in defence seed then fall into one unit (`_units`); attack seeds stay apart."""
