@@ -38,20 +38,23 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_committed_grid_validates_and_dry_runs(tmp_path):
     files = sorted(GRIDS.rglob("*.yaml"))
     assert [f.name for f in files] == ["beavertails-llama2.yaml", "beavertails-qwen-0.5b.yaml", "tiny-smoke.yaml",
-                                       "tiny-v2.yaml", "tiny-v3-generalization.yaml", "tiny-v3.yaml"]
+                                       "tiny-v2.yaml", "tiny-v3-generalization.yaml", "tiny-v3-zoo.yaml",
+                                       "tiny-v3.yaml"]
     plans = {f.stem: plan(load_grid(f), results_dir=tmp_path, locate=False) for f in files}
-    # none is seed-independent: 1 defended model (per world) x the attack seeds; tiny-v3: 3 worlds x (11 defences x
-    # 2 defence seeds + none) = 69 defended models; its generalization grid adds the held-out condition's 69
+    # none is seed-independent: 1 defended model (per world) x the attack seeds; tiny-v3: 3 worlds x 12 defences
+    # at defence seed 0 = 36 defended models; its generalization grid adds the held-out condition's 36
     assert {k: (len(p.cells), len(p.nodes)) for k, p in plans.items()} == {
         "beavertails-llama2": (90, 13), "beavertails-qwen-0.5b": (189, 14), "tiny-smoke": (8, 2),
-        "tiny-v2": (342, 19), "tiny-v3": (828, 69), "tiny-v3-generalization": (276, 138)}
+        "tiny-v2": (342, 19), "tiny-v3": (432, 36), "tiny-v3-generalization": (144, 72), "tiny-v3-zoo": (360, 36)}
     assert plans["beavertails-llama2"].provisional and not plans["tiny-v3"].provisional  # hub model not looked up
     # tiny-v2.yaml is kept for the record: against the installed suite it plans the installed protocol's cells, and
     # tiny-v3's world 0 cells of the same defences and seeds are among them
     v2 = {c.id for c in plans["tiny-v2"].cells}
     names = {c.spec.defence.name for c in plans["tiny-v2"].cells}
     world0 = {c.id for c in plans["tiny-v3"].cells if c.spec.suite.params["seed"] == 0 and c.spec.defence.name in names}
-    assert world0 < v2 and len(world0) == 6 * 2 * 2 * 6 + 2 * 6  # 6 seeded defences and none
+    assert world0 < v2 and len(world0) == 7 * 2 * 6  # 7 defences x 2 attack seeds x 6 budgets
+    assert {n.label for n in plans["tiny-v3-zoo"].attackers.values()} == {
+        f"tune-attack {e.name}" for e in plans["tiny-v3-zoo"].grid.defences}  # a tuned attacker per defence
     assert {c.spec.suite.version for c in plans["tiny-v3"].cells} == {f"{BUILD_VERSION}.{PROTOCOL}"}
     assert {c.spec.suite.params["seed"] for c in plans["tiny-v3-generalization"].cells} == {0, 1, 2}
     for p in plans.values():
@@ -67,7 +70,7 @@ def test_budgets_default_to_the_suites_budget_grid(tmp_path):
     assert all(c.spec.attack.params[k] == v for c in p.cells for k, v in c.overrides["user"]["attack"].items())
     assert {c.label.split(" x ")[1].split(" attack seed")[0] for c in p.cells} == {b.label for b in suite.budget_grid}
     assert {(c.spec.suite.params["seed"], c.spec.seed, c.spec.attack_seed) for c in p.cells} == {
-        (w, s, a) for w in range(3) for s in range(2) for a in range(2)}
+        (w, 0, a) for w in range(3) for a in range(2)}
     assert {(c.spec.seed, c.spec.attack_seed) for c in p.cells if c.spec.defence.name == "none"} == {
         (0, a) for a in range(2)}
     assert all(c.overrides["user"]["attack"]["lr"] == c.spec.attack.params["lr"] for c in p.cells)  # recorded
