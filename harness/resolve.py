@@ -170,7 +170,8 @@ def resolve(suite_name: str, defence: str, attack: str, *, seed: int = 0, attack
         overrides[target] = deep_merge(overrides[target], values)
     suite_spec, suite = load_suite(suite_name, overrides["suite"])
     if tuned is None:
-        tuned = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence) \
+        tuned = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence,
+                               suite.world_params) \
             if tuned_from is not None else {}
     attack_plugin = registry.get("attack", attack)
     defence_plugin = registry.get("defence", defence)  # unknown names fail before config errors

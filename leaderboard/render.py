@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.judge_agreement import pooled
-from harness.results.summary import run_kind
 from harness.results.summary_budgets import budget_label
+from harness.results.summary_rows import run_kind
 from leaderboard import downloads
 from leaderboard.board import Board, Row
 from leaderboard.columns import BUDGET_RULE, PHI_RULE, RANK_RULE, UNSTABLE_RULE, VERDICT_RULE

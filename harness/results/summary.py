@@ -35,7 +35,6 @@ from harness.results.summary_rows import (
     DEFENCE_SEED_COLUMNS,
     ROW_SETTINGS,
     SEED_COLUMNS,
-    WORLD,
     DefenceKey,
     attack_family,
     in_budget,
@@ -43,12 +42,14 @@ from harness.results.summary_rows import (
     natural,
     of_defence,
     one_defended_model,
+    run_kind,
     seed_labels,
+    split_main,
     threat_model_of,
     unit_words,
     unseeded_defences,
 )
-from harness.results.worlds import world_label
+from harness.results.worlds import of_worlds, world_label
 from harness.specs import canonical_json
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ def summarise(frames: dict[str, Any], suite_params: str | Sequence[str], useful_
     defended model does not depend on the seed (None: those the registry says so of, `unseeded_defences`); with
     `reference` (a defence name), each other row's paired comparison with that defence's row."""
     worlds = [suite_params] if isinstance(suite_params, str) else list(suite_params)
-    frames = {name: _of_worlds(f, worlds, world_params) for name, f in frames.items()}
+    frames = {name: of_worlds(f, worlds, world_params) for name, f in frames.items()}
     suite_params = worlds[0]
     if unseeded is None:
         unseeded = unseeded_defences({str(d) for f in frames.values() for d in f["defence"].unique()})
@@ -212,14 +213,6 @@ def summarise(frames: dict[str, Any], suite_params: str | Sequence[str], useful_
     if reference is not None:
         summary.paired = versus_reference(summary.rows, main.get("resistance"), reference)
     return summary
-
-
-def _of_worlds(frame: Any, worlds: Sequence[str], world_params: Sequence[str]) -> Any:
-    """A table's rows of the given suite configs; of several, with a WORLD column naming each row's world."""
-    mine = frame[frame["suite_params"].isin(worlds)].reset_index(drop=True)
-    if len(worlds) > 1:
-        mine = mine.assign(**{WORLD: [world_label(p, world_params) for p in mine["suite_params"]]})
-    return mine
 
 
 def measure_of(frames: dict[str, Any]) -> str:
@@ -268,27 +261,6 @@ def loaded_suite(suite: str, suite_params: str) -> Suite:
         raise HarnessError(f"suite '{suite}' {suite_params} does not load ({reason}); the results summary takes "
                            "its useful-QA ratio and world params from the suite") from None
     return loaded
-
-
-def split_main(frames: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Main-grid rows of each table, and the generalization runs (any subset other than 'all')."""
-    gen = frames.get("generalization")
-    if gen is not None:
-        defence_all = dict(zip(gen["run_id"], gen["defence_subset"] == "all", strict=True))
-        main_ids = set(gen.loc[(gen["defence_subset"] == "all") & (gen["attack_subset"] == "all"), "run_id"])
-        general = gen[~gen["run_id"].isin(main_ids)].reset_index(drop=True)
-    else:  # without the generalization table only the attack's subset is known
-        res = frames.get("resistance")
-        main_ids = set(res.loc[res["attack_subset"] == "all", "run_id"]) if res is not None else set()
-        defence_all, general = {i: True for i in main_ids}, None
-    main = {}
-    for name, frame in frames.items():
-        if name == "generalization":
-            continue
-        keep = frame["run_id"].isin(main_ids) if name == "resistance" else frame["run_id"].map(
-            lambda i: defence_all.get(i, False))
-        main[name] = frame[keep.astype(bool)].reset_index(drop=True)
-    return main, general
 
 
 def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budget], thresholds: Thresholds, *,
@@ -366,13 +338,6 @@ def _generalization(runs: Any, kind: str) -> Generalization:
         return Generalization(None, "")
     return Generalization(t_estimate(mine["headline_post"], mine["run_id"]),
                           ", ".join(sorted({f"{r.defence_subset} → {r.attack_subset}" for r in mine.itertuples()})))
-
-
-def run_kind(run: Any) -> str:
-    """held-out (defence trained without the attacked categories), cross-domain, or subset (overlapping)."""
-    if not bool(run["held_out"]):
-        return "subset"
-    return "cross-domain" if run["defence_subset"] == "all" else "held-out"
 
 
 def _guard_reasons(stab: Any) -> list[str] | None:

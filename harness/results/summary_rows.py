@@ -10,10 +10,10 @@ from typing import Any
 
 from harness.results.records import OPEN_WEIGHTS
 from harness.results.summary_budgets import Budget, budget_of
+from harness.results.worlds import WORLD
 
 # Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds. A summary
 # of several worlds (`harness.results.worlds`) adds the WORLD column: a unit is then a world's seed cell.
-WORLD = "world"
 SEED_COLUMNS = (WORLD, "seed", "defence_seed", "attack_seed")
 DEFENCE_SEED_COLUMNS = (WORLD, "seed", "defence_seed")  # pre-attack numbers belong to the defended model
 UNIT_NAMES = {WORLD: "world", "seed": "seed", "defence_seed": "defence seed", "attack_seed": "attack seed"}
@@ -110,3 +110,31 @@ def threat_model_of(runs: Any) -> str:
         return OPEN_WEIGHTS
     found = sorted(set(runs["threat_model"].dropna()))
     return ", ".join(found) if found else OPEN_WEIGHTS
+
+
+def split_main(frames: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Main-grid rows of each table, and the generalization runs (any subset other than 'all')."""
+    gen = frames.get("generalization")
+    if gen is not None:
+        defence_all = dict(zip(gen["run_id"], gen["defence_subset"] == "all", strict=True))
+        main_ids = set(gen.loc[(gen["defence_subset"] == "all") & (gen["attack_subset"] == "all"), "run_id"])
+        general = gen[~gen["run_id"].isin(main_ids)].reset_index(drop=True)
+    else:  # without the generalization table only the attack's subset is known
+        res = frames.get("resistance")
+        main_ids = set(res.loc[res["attack_subset"] == "all", "run_id"]) if res is not None else set()
+        defence_all, general = {i: True for i in main_ids}, None
+    main = {}
+    for name, frame in frames.items():
+        if name == "generalization":
+            continue
+        keep = frame["run_id"].isin(main_ids) if name == "resistance" else frame["run_id"].map(
+            lambda i: defence_all.get(i, False))
+        main[name] = frame[keep.astype(bool)].reset_index(drop=True)
+    return main, general
+
+
+def run_kind(run: Any) -> str:
+    """held-out (defence trained without the attacked categories), cross-domain, or subset (overlapping)."""
+    if not bool(run["held_out"]):
+        return "subset"
+    return "cross-domain" if run["defence_subset"] == "all" else "held-out"

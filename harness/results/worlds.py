@@ -15,6 +15,8 @@ from typing import Any
 
 from harness.specs import canonical_json
 
+WORLD = "world"  # the column a summary of several worlds adds: each run's world label
+
 
 def _params(suite_params: str) -> dict[str, Any]:
     try:
@@ -72,3 +74,11 @@ def board_of(config: str, configs: Iterable[str], world_params: Sequence[str]) -
 def _order(config: str, world_params: Sequence[str]) -> tuple[Any, ...]:
     params = _params(config)
     return tuple((0, params[p]) if isinstance(params.get(p), int) else (1, str(params.get(p))) for p in world_params)
+
+
+def of_worlds(frame: Any, worlds: Sequence[str], world_params: Sequence[str]) -> Any:
+    """A table's rows of the given suite configs; of several, with a WORLD column naming each row's world."""
+    mine = frame[frame["suite_params"].isin(worlds)].reset_index(drop=True)
+    if len(worlds) > 1:
+        mine = mine.assign(**{WORLD: [world_label(p, world_params) for p in mine["suite_params"]]})
+    return mine

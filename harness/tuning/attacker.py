@@ -78,7 +78,8 @@ def plan(suite_name: str, defence: str, *, suite_params: dict[str, Any], tuned_f
         raise ConfigError(f"capability_bound {protocol.capability_bound} of suite '{suite_name}' is not in [0, 1]")
     if protocol.sampler == "tpe":
         require_optuna()
-    defended = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence) \
+    defended = tuned_settings(tuned_from, suite_name, suite.protocol_version, suite_spec.params, defence,
+                              suite.world_params) \
         if tuned_from is not None else {}
     validation = {**suite_spec.params, **protocol.suite_params}
     kinds = list(protocol.attacks) if protocol.attacks is not None else default_zoo()

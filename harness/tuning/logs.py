@@ -171,19 +171,17 @@ def log_path(results_dir: Path, suite: str, protocol_version: int, defence: str,
 
 
 def tuned_settings(results_dir: Path, suite: str, protocol_version: int, suite_params: dict[str, Any],
-                   defence: str) -> dict[str, Any]:
+                   defence: str, world_params: tuple[str, ...] = ()) -> dict[str, Any]:
     """The chosen settings of a committed tuning log for this suite config and this defence's installed version
-    ({} if there is none). A log tuned on a numbered world serves every numbered world of its config
-    (`Suite.world_params`): a defence is tuned once, on the default world's validation split."""
-    from harness.resolve import load_suite
+    ({} if there is none). A log tuned on a numbered world serves every numbered world of its config (the suite's
+    `world_params`): a defence is tuned once, on the default world's validation split."""
     from harness.results.worlds import same_board
 
     path = log_path(results_dir, suite, protocol_version, defence)
     if not path.is_file():
         return {}
     log = read_log(path, TuningLog)
-    if log.suite_params != suite_params and not same_board(log.suite_params, suite_params,
-                                                           load_suite(suite, {})[1].world_params):
+    if log.suite_params != suite_params and not same_board(log.suite_params, suite_params, world_params):
         return {}
     if log.defence_version != registry.get("defence", defence).version:
         say(f"[yellow]ignored[/] {path}: tuned for {defence} v{log.defence_version}, installed "

@@ -108,16 +108,21 @@ def test_publish_takes_a_record_of_another_world_but_not_of_another_config():
 
 def test_a_tuning_log_of_the_default_world_serves_every_numbered_world(tmp_path):
     from harness import registry
+    from harness.resolve import resolve
     from harness.tuning.logs import TuningLog, log_path, tuned_settings, write_log
 
+    name, chosen = "safety-training", {"lr": 3e-5}
     defaults = {"seed": 0, "size": "default", "split": "test"}
     log = TuningLog(suite="tiny", protocol_version=3, suite_params=defaults, validation={"split": "validation"},
-                    defence="none", defence_version=registry.get("defence", "none").version, space={}, trials_budget=1,
-                    attack="sft-250", attack_params={}, trials=[], chosen={"marker": 1}, passed_guard=True)
-    write_log(log_path(tmp_path, "tiny", 3, "none"), log)
-    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "seed": 2}, "none") == {"marker": 1}
-    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "size": "smoke"}, "none") == {}
-    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "seed": "private:00"}, "none") == {}
+                    defence=name, defence_version=registry.get("defence", name).version, space={}, trials_budget=1,
+                    attack="sft-250", attack_params={}, trials=[], chosen=chosen, passed_guard=True)
+    write_log(log_path(tmp_path, "tiny", 3, name), log)
+    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "seed": 2}, name, SEED) == chosen
+    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "seed": 2}, name) == {}  # a suite without worlds
+    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "size": "smoke"}, name, SEED) == {}
+    assert tuned_settings(tmp_path, "tiny", 3, {**defaults, "seed": "private:00"}, name, SEED) == {}
+    spec, _, overrides = resolve("tiny", name, "sft-250", tuned_from=tmp_path, sets=["suite.seed=2"], locate=False)
+    assert overrides["tuned"] == chosen and spec.defence.params["lr"] == 3e-5 and spec.suite.params["seed"] == 2
 
 
 def test_a_grid_runs_every_cell_in_each_world_and_refuses_a_repeated_world(tmp_path):
