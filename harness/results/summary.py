@@ -10,7 +10,9 @@ generalization estimates. Ranks: `estimates.RANK_RULE` on the headline.
 
 Units: a defence registered seed-independent (`seeded=False`, e.g. `none`) is one defended model whatever its
 defence seed, so its records that differ only in defence seed are one unit, not several (`one_defended_model`):
-its pre-attack numbers have n = 1, and after an attack its units are the attack seeds.
+its pre-attack numbers have n = 1, and after an attack its units are the attack seeds. A summary of a board's
+numbered worlds (`harness.results.worlds`) pools them, the world one more unit column (`Summary.unit` says what a
+unit is).
 
 The headline is the suite's measure (`Suite.headline`, recorded in each record and the tables' `headline` column):
 greedy harmfulness (protocols 1-2) or knowledge access (protocol 3). Every per-budget number, the worst case,
