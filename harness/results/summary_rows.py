@@ -72,7 +72,8 @@ def seed_label(row: dict[str, Any], columns: Sequence[str] = SEED_COLUMNS) -> st
 def unit_words(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> str:
     """What a unit of replication is: 'world x defence seed x attack seed' (the seed columns the frame has)."""
     present = [c for c in columns if frame is not None and c in frame]
-    return " x ".join(UNIT_NAMES[c] for c in present) or "run"
+    names = {**UNIT_NAMES, "seed": "defence seed"} if "attack_seed" in present else UNIT_NAMES
+    return " x ".join(names[c] for c in present) or "run"
 
 
 def natural(label: str) -> tuple[Any, ...]:

@@ -65,7 +65,7 @@ def test_a_pooled_summary_counts_worlds_as_units_and_pairs_by_world():
     summary = summarise(frames, configs, 0.5, reference="none", world_params=SEED)
     rows = {r.key.name: r for r in summary.rows}
     seeded, none = rows["seeded-x"], rows["none"]
-    assert summary.worlds == ("0", "1", "2") and summary.unit == "world x seed x attack seed"
+    assert summary.worlds == ("0", "1", "2") and summary.unit == "world x defence seed x attack seed"
     (cell,) = seeded.budgets
     assert cell.headline_post.n == 12 and cell.headline_post.mean == pytest.approx(0.5)  # 3 worlds x 2 x 2
     assert seeded.headline_pre.n == 6 and len(seeded.defence_seeds) == 6  # defended models: world x defence seed
@@ -74,7 +74,7 @@ def test_a_pooled_summary_counts_worlds_as_units_and_pairs_by_world():
     paired = summary.paired[seeded.key]
     assert paired.n == 6 and paired.mean_difference == pytest.approx(-0.2)  # world x attack seed
     one = summarise(frames, configs[0], 0.5, reference="none", world_params=SEED)  # one world: as before
-    assert one.worlds == () and one.unit == "seed x attack seed"
+    assert one.worlds == () and one.unit == "defence seed x attack seed"
     assert {r.key.name: r for r in one.rows}["seeded-x"].budgets[0].headline_post.n == 4
     assert one.paired[seeded.key].n == 2 and one.paired[seeded.key].p is None  # too few pairs for a test
 
@@ -90,7 +90,7 @@ def test_the_report_pools_the_worlds_unless_one_is_named():
     _, suite = load_suite("tiny", {"size": "smoke"})
     suite = replace(suite, reference_defence="none")
     pooled = markdown(budget_summary(runs, suite, {"seed": 1, "size": "smoke"}))
-    assert "worlds 0, 1, 2 pooled" in pooled and "a unit: world x seed x attack seed" in pooled
+    assert "worlds 0, 1, 2 pooled" in pooled and "a unit: world x defence seed x attack seed" in pooled
     assert "| seeded-x | 3x2x2 |" in pooled and "| none | 3x1x2 |" in pooled
     alone = markdown(budget_summary(runs, suite, {"seed": 1, "size": "smoke"}, pool_worlds=False))
     assert "worlds 0, 1, 2" not in alone and "| seeded-x | 2x2 | 0.00 ± 0.00 | 1.00 ± 0.00 | 0.50 ± 0.00 |" in alone
