@@ -112,15 +112,19 @@ def trial_counts(results_dir: Path, suite: str, protocol_version: int, defence: 
 
 
 def budget_lines(results_dir: Path, suite: str, protocol_version: int, defences: Iterable[str]) -> list[str]:
-    """The report's side-by-side trial counts: for each defence with a tuning or attacker log, the defender's and the
-    attacker's trials (run of their budget) and the tuned attacker's choice. Empty where no defence has a log."""
+    """The report's side-by-side trial counts: for each defence named or with a log in the folder's tuning/, the
+    defender's trials (run of their budget) and its choice, and the attacker's trials and choice. Empty where no
+    defence has a log."""
+    tuning = log_path(results_dir, suite, protocol_version, "x").parent
+    logged = sorted(p.name.removesuffix(".json") for p in tuning.glob("*.json") if not p.name.endswith(".scan.json"))
     lines = []
-    for name in dict.fromkeys(defences):
+    for name in dict.fromkeys([*defences, *logged]):
         c = trial_counts(results_dir, suite, protocol_version, name)
         if c.defender_trials is None and c.attacker_trials is None:
             continue
         defender = (f"defender {c.defender_trials} trials (budget {c.defender_budget})"
                     f"{f' + {c.defender_confirmations} confirmation runs' if c.defender_confirmations else ''}"
+                    f"{_choice(read_log(log_path(results_dir, suite, protocol_version, name), TuningLog))}"
                     if c.defender_trials is not None else "defender: no tuning log (suite defaults)")
         attacker = (f"attacker {c.attacker_trials} trials (budget {c.attacker_budget})"
                     if c.attacker_trials is not None else "attacker: no tuned-attacker log")
@@ -129,6 +133,23 @@ def budget_lines(results_dir: Path, suite: str, protocol_version: int, defences:
                   if log is not None and log.chosen is not None else "")
         lines.append(f"- {name}: {defender}; {attacker}{chosen}")
     return lines
+
+
+def _choice(log: TuningLog | None) -> str:
+    """', chose {...} (validation access 0.571 over seeds 0-2, reference none 0.666; at an end: lr smallest)'."""
+    if log is None or not log.passed_guard:
+        return ", no setting held the stability guard (the suite's defaults run)" if log is not None else ""
+    held = [c for c in log.candidates if c.held and c.params == log.chosen and c.mean is not None]
+    measure = log.trials[0].measure if log.trials and log.trials[0].measure else "harmfulness"
+    score = (f"validation {measure} {held[0].mean:.3f} over seeds {', '.join(map(str, held[0].seeds))}"
+             if held else "")
+    if held and log.reference and log.reference_defence:
+        score += (f", reference {log.reference_defence} "
+                  f"{sum(t.headline for t in log.reference) / len(log.reference):.3f}")
+    ends = [f"{field} {where.split()[0]}" for field, where in log.chosen_position.items()
+            if where.split()[0] in ("smallest", "largest")]
+    details = "; ".join(x for x in (score, f"at an end of its space: {', '.join(ends)}" if ends else "") if x)
+    return f", chose {log.chosen}" + (f" ({details})" if details else "")
 
 
 def summary_lines(log: AttackerLog) -> list[str]:

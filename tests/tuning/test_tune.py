@@ -371,3 +371,15 @@ def test_a_protocol_that_confirms_no_candidate_is_a_clear_error(fake_runs, tmp_p
     with pytest.raises(ConfigError, match="confirm_top 0 of suite 'tiny' is not at least 1"):
         tune("tiny", "safety-training", store=Store(tmp_path), results_dir=tmp_path, suite_params=SMOKE)
     assert not fake_runs
+
+
+def test_the_report_names_each_defences_choice_beside_the_reference(fake_runs, tmp_path):
+    """`harness report`'s tuning lines (attacker_log.budget_lines): the chosen setting, its mean validation score over
+    the confirmation seeds beside the reference defence's, and the fields chosen at an end of their space."""
+    from harness.tuning.attacker_log import budget_lines
+
+    log = tune("tiny", "safety-training", store=Store(tmp_path / "home"), results_dir=tmp_path, suite_params=SMOKE)
+    (line,) = budget_lines(tmp_path, "tiny", P, [])
+    assert line == (f"- safety-training: defender 8 trials (budget 24) + 6 confirmation runs, chose {log.chosen} "
+                    "(validation harmfulness 0.300 over seeds 0, 1, 2, reference none 0.900; at an end of its space: "
+                    "epochs smallest); attacker: no tuned-attacker log")

@@ -367,8 +367,9 @@ def test_the_defended_model_takes_the_defences_tuned_settings(world, protocol, t
     # `harness report` prints them side by side, with the attacker's choice; a defence without logs has no line
     (line,) = budget_lines(tmp_path / "results", "tiny", P, ["safety-training", "none", "safety-training"])
     chosen = AttackerLog.model_validate_json(target.read_text()).chosen
-    assert line.startswith("- safety-training: defender 0 trials (budget 6); attacker 6 trials (budget 6); the tuned "
-                           f"attacker chose {chosen.attack} ")
+    assert line.startswith("- safety-training: defender 0 trials (budget 6), chose {'lr': 0.0003, 'epochs': 2}; "
+                           f"attacker 6 trials (budget 6); the tuned attacker chose {chosen.attack} ")
+    assert budget_lines(tmp_path / "results", "tiny", P, []) == [line]  # every log of the folder, named or not
 
 
 # ------------------------------------------------------------------------------------------------ bad input
