@@ -5,7 +5,8 @@ cell twice.
   before any work; one error line otherwise.
 - `run_sweep`: cells whose record exists are done already. Each defended model still needed is one defend
   job (the defended model and what its attacks share: evaluations, stability, trainability); its cells
-  are queued when it finishes, so every attack finds it cached. At most `executor.parallel` jobs run at
+  are queued when it finishes, ahead of the defend jobs not started yet, so every attack finds it cached and a
+  sweep stopped early leaves the plan's first rows whole. At most `executor.parallel` jobs run at
   once. A failed job is retried `retries` times, then written to `<store>/.sweeps/failed/<id>.json` and
   listed at the end (a failed defend job fails its cells); the sweep goes on with the rest.
 - Killed at any point, a sweep resumes where it stopped: records are written once, atomically; stages are
@@ -193,7 +194,9 @@ class _State:
         if job.kind == "defend":
             result.defended += 1
             say(f"defended {plain(job.label)} ({seconds:.1f} s{', cached' if out['cached'] else ''})")
-            self.queue.extend((cell, 1) for cell in self.cells_of.get(job.id, []))
+            # its cells go first (in plan order), before defended models not started yet: a sweep cut short
+            # leaves whole defended models' cells, the plan's rows in order, not every model and few cells
+            self.queue.extendleft(reversed([(cell, 1) for cell in self.cells_of.get(job.id, [])]))
             return
         result.ran += 1
         result.cached += bool(out["cached"])

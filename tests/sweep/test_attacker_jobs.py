@@ -108,3 +108,23 @@ def test_attacker_done_reads_the_logs_finished_flag(tmp_path):
     assert not attacker_done(the_plan, node, tmp_path)  # interrupted: the sweep runs it again (it resumes)
     log.write_text(AttackerLog(**head, finished=True).model_dump_json())
     assert attacker_done(the_plan, node, tmp_path)
+
+
+def test_a_defended_models_cells_run_before_the_next_defended_model(tmp_path):
+    """Depth first: a sweep stopped early leaves the plan's first defended models with all their cells."""
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID.replace("tuned_attacker: true\n", "attacks: {seeds: [0, 1]}\n").replace(
+        "attacks: {budgets: [{attack: sft-250, settings: {lr: 1.0e-4}}]}\n", ""))
+    the_plan = plan(load_grid(path), results_dir=tmp_path / "runs", locate=False)
+    executor = InProcess()
+    run_sweep(the_plan, executor, store=Store(tmp_path / "home"), results_dir=tmp_path / "runs")
+    kinds = [(j.kind, j.spec.defence.name, j.spec.suite.params["seed"], j.spec.seed) for j in executor.jobs]
+    model = None
+    for kind, *defended in kinds:
+        if kind == "defend":
+            model = defended
+        else:
+            assert defended == model  # every cell follows its own defended model, before the next one is built
+    assert len(kinds) == len(the_plan.nodes) + len(the_plan.cells)
+    built = [tuple(k[1:]) for k in kinds if k[0] == "defend"]
+    assert built == [(n.spec.defence.name, n.spec.suite.params["seed"], n.spec.seed) for n in the_plan.nodes.values()]
