@@ -3,7 +3,8 @@ stage took when it was computed, not when it was a cache hit), the compute time 
 for the grid and for the defences' tuning trials.
 
     python benchmarks/grid_cost.py [results/tiny/v2]
-    python benchmarks/grid_cost.py runs/tiny/v3 --project grids/tiny-v3.yaml [GRID ...] --workers 2
+    python benchmarks/grid_cost.py runs/tiny/v3 --project grids/tiny-v3.yaml [GRID ...] --workers 2 \
+        [--tuning results/tiny/v3/tuning/runs]
 
 `--project` plans each grid file (as `harness sweep --dry-run` does) and prices its cells and defended models from
 the measured records of the folder (grid records and tuning trials): a cell at the median of the computed attack,
@@ -163,9 +164,10 @@ def main() -> None:
     ap.add_argument("results", nargs="?", default="results/tiny/v2", type=Path)
     ap.add_argument("--project", nargs="+", type=Path, metavar="GRID", help="grid files to price from the records")
     ap.add_argument("--workers", type=int, default=2, help="one-thread workers of the projected sweep")
+    ap.add_argument("--tuning", type=Path, help="the tuning trials' records (default: RESULTS/tuning/runs)")
     args = ap.parse_args()
     grid = load_records(args.results) if args.results.is_dir() else []
-    runs = args.results / "tuning" / "runs"
+    runs = args.tuning or args.results / "tuning" / "runs"
     tuning = [r for folder in sorted({p.parent for p in runs.rglob("*.json")}) for r in load_records(folder)]
     if args.project:
         project(args.project, grid, tuning, args.workers)
