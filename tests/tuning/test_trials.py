@@ -64,7 +64,8 @@ def test_views_take_the_logs_front_and_show_the_reference(tmp_path):
 
 
 def test_committed_logs_before_protocol_3_still_read_and_get_a_front_from_their_records():
-    paths = [p for p in sorted(REPO.glob("results/*/v*/tuning/*.json")) if not p.name.endswith(".scan.json")]
+    paths = [p for p in sorted(REPO.glob("results/*/v*/tuning/*.json")) if not p.name.endswith(".scan.json")
+             and read_log(p, TuningLog).sampler is None]  # protocol 3's logs name their sampler and carry a front
     assert len(paths) >= 5
     for path in paths:
         log = read_log(path, TuningLog)
