@@ -70,14 +70,17 @@ def settings_problem(suite: str, params: dict[str, Any], model_id: str | None = 
     results, or None. `trial`: a tuning trial, whose settings are the defaults plus the validation ones.
     `any_world`: a run record, which may be of any numbered world of the default config (`Suite.world_params`,
     `harness.results.worlds`: the board pools them); tuning logs and trials stay on the default world."""
+    from harness.resolve import load_suite
     from harness.results.worlds import same_board
 
     defaults, default_model, s = suite_defaults(suite)
     if trial and s.tuning is not None:
         defaults = {**defaults, **dict(s.tuning.suite_params)}
-    if params != defaults and not (any_world and same_board(params, defaults, s.world_params)):
-        changed = {k: v for k, v in params.items() if defaults.get(k, object()) != v}
-        return f"made with suite settings {changed}, not the defaults of the published '{suite}' board"
+    if params != defaults:
+        if not (any_world and same_board(params, defaults, s.world_params)):
+            changed = {k: v for k, v in params.items() if defaults.get(k, object()) != v}
+            return f"made with suite settings {changed}, not the defaults of the published '{suite}' board"
+        default_model = load_suite(suite, params)[1].model.id  # another world: its own base model
     if model_id is not None and model_id != default_model:
         return f"made with model {model_id}, not the '{suite}' suite's {default_model}"
     return None

@@ -61,7 +61,7 @@ def test_the_models_hash_what_the_committed_snapshot_says():
 # name no plugin has yet (booster has its own `weight_decay`, unmarked: a shared field of that name would re-key it).
 MARKED = Annotated[float, KEY_OMIT_DEFAULT]
 LORA = extend(LoraFields, use_dora=(Annotated[bool, KEY_OMIT_DEFAULT], False))
-SHARED = {"future_shared_option": (MARKED, 0.0), "lora": (Annotated[LORA | None, KEY_OMIT_DEFAULT], None)}
+SHARED = {"later_option": (MARKED, 0.0), "lora": (Annotated[LORA | None, KEY_OMIT_DEFAULT], None)}
 TRAINING = (extend(TrainingFields, **SHARED), extend(DefenceTrainingFields, **SHARED))
 RUN = extend(RunSpec, eval=(extend(EvalSpec, temperature=(MARKED, 0.0)), ...),
              note=(Annotated[str | None, KEY_OMIT_DEFAULT], None))
@@ -71,7 +71,7 @@ def as_written_today(spec: dict, run: type[BaseModel] = RUN, **params) -> dict:
     """A committed spec as a harness with the new options would write it: every new field at its default."""
     data = run.model_validate(spec).model_dump(mode="json")
     for kind in ("defence", "attack"):
-        data[kind]["params"] = {**data[kind]["params"], "future_shared_option": 0.0, **params}
+        data[kind]["params"] = {**data[kind]["params"], "later_option": 0.0, **params}
     return data
 
 
@@ -82,7 +82,7 @@ def test_a_new_marked_field_keeps_every_committed_run_id():
     assert not changed, f"{len(changed)} committed run ids change, e.g. {changed[:3]}"
     # away from its default the new option is a new run
     spec = RECORDS[0][1]["spec"]
-    assert stable_hash(key_view(as_written_today(spec, future_shared_option=0.1), RUN, TRAINING)) != RECORDS[0][1]["run_id"]
+    assert stable_hash(key_view(as_written_today(spec, later_option=0.1), RUN, TRAINING)) != RECORDS[0][1]["run_id"]
     moved = {**as_written_today(spec), "eval": {**as_written_today(spec)["eval"], "temperature": 0.7}}
     assert stable_hash(key_view(moved, RUN, TRAINING)) != RECORDS[0][1]["run_id"]
 
@@ -101,7 +101,7 @@ def test_a_marked_field_inside_a_nested_shared_option_is_left_out_too():
 @pytest.mark.parametrize("change, expected, rekeys", [
     ({"eval": extend(EvalSpec, temperature=(float, 0.0))}, "EvalSpec.temperature is a new field without KEY_OMIT",
      "all"),
-    ({"training": extend(TrainingFields, future_shared_option=(float, 0.0))}, "TrainingFields.future_shared_option is a new field",
+    ({"training": extend(TrainingFields, later_option=(float, 0.0))}, "TrainingFields.later_option is a new field",
      "all"),
     ({"eval": extend(EvalSpec, curve_points=(int, Field(0, ge=0)))}, "EvalSpec.curve_points was left out of run ids",
      "v1"),  # the records from before curve_points existed
@@ -120,7 +120,7 @@ def test_forgetting_the_marker_fails_instead_of_re_keying(change, expected, reke
         for file, raw in RECORDS:
             data = run.model_validate(raw["spec"]).model_dump(mode="json")
             if "training" in change:
-                data["attack"]["params"] = {**data["attack"]["params"], "future_shared_option": 0.0}
+                data["attack"]["params"] = {**data["attack"]["params"], "later_option": 0.0}
             if stable_hash(key_view(data, run, training)) != raw["run_id"]:
                 changed.add(file)
         assert changed == {f for f, _ in RECORDS if rekeys == "all" or f"/{rekeys}/" in f}

@@ -104,6 +104,12 @@ def test_publish_takes_a_record_of_another_world_but_not_of_another_config():
     assert settings_problem("tiny", world) is not None  # a tuning log: the default world only
     assert "size" in settings_problem("tiny", {**world, "size": "smoke"}, any_world=True)
     assert settings_problem("tiny", {**world, "seed": "private:00"}, any_world=True) is not None
+    from harness.resolve import load_suite
+
+    own, default = (load_suite("tiny", params)[1].model.id for params in (world, {**world, "seed": 0}))
+    assert own != default  # each world builds its own base model
+    assert settings_problem("tiny", world, own, any_world=True) is None
+    assert "not the 'tiny' suite's" in settings_problem("tiny", world, default, any_world=True)
 
 
 def test_a_tuning_log_of_the_default_world_serves_every_numbered_world(tmp_path):
