@@ -29,9 +29,10 @@ def test_the_committed_file_fits_a_github_page():
     assert max(len(line) for line in text.splitlines()) < 160
     assert text.count("**How to read it.**") == 1 and text.count("## Column definitions") == 1
     key = [t for t in tables(text) if t[0] == "| # | defence | worst case | 95% CI | verdict | seeds |"]
-    assert len(key) == 2  # tiny v2 and, superseded, tiny v1
-    assert text.index("## tiny · protocol v2") < text.index("## Superseded protocols") < text.index(
-        "### tiny · protocol v1")
+    assert len(key) == 3  # tiny v3 and, superseded, tiny v2 and v1
+    assert text.index("## tiny · protocol v3") < text.index("## Superseded protocols") < text.index(
+        "### tiny · protocol v2") < text.index("### tiny · protocol v1")
+    assert "worlds 0, 1, 2 pooled" in text  # the v3 board pools its three worlds
     assert "| =1 | vaccine v2 | 0.75 ± 0.01 (at 3e-4@1k) | 0.73–0.76 | broken at 3e-5@1k | 9 |" in text
     assert re.search(r"!\[[^]]*\]\(\.\./docs/screenshots/index-1280x900\.png\)", text)
     assert (REPO / "docs" / "screenshots" / "index-1280x900.png").is_file()
