@@ -15,8 +15,9 @@ cell twice.
 - `status`: done (record exists), running (its job's lock is held, by any sweep on any node), failed (a
   failure log, newer than any success), pending.
 - A grid with `tuned_attacker: true` adds one job per defence: the tuned-attacker search (`harness tune-attack`),
-  queued with the defend jobs and independent of them (it builds the validation split's defended model); done when
-  its log says finished, and a rerun resumes from its trial records.
+  queued after its defence's defend jobs (`rows_in_order`: a sweep cut short leaves whole rows, search included)
+  and independent of them (it builds the validation split's defended model); done when its log says finished,
+  and a rerun resumes from its trial records.
 """
 
 from __future__ import annotations
@@ -139,11 +140,11 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
         cells=len(the_plan.cells), already=len(the_plan.cells) - len(todo), to_run=len(todo)))
     for c in todo:
         state.cells_of.setdefault(c.defend_id, []).append(_job("cell", c, store, results_dir, threads))
-    state.queue.extend((_job("defend", the_plan.nodes[n], store, results_dir, threads, cells), 1)
-                       for n, cells in state.cells_of.items())
+    defends = [_job("defend", the_plan.nodes[n], store, results_dir, threads, cells)
+               for n, cells in state.cells_of.items()]
     searches = [a for a in the_plan.attackers.values() if not attacker_done(the_plan, a, results_dir)]
-    state.queue.extend((_job("attacker", a, store, results_dir, threads, tuned_from=the_plan.tuned_from), 1)
-                       for a in searches)
+    searching = [_job("attacker", a, store, results_dir, threads, tuned_from=the_plan.tuned_from) for a in searches]
+    state.queue.extend((job, 1) for job in rows_in_order(defends, searching))
     flight: dict[Future[dict[str, Any]], tuple[Job, int, float]] = {}
     attackers = (f"; {len(searches)} tuned-attacker search(es) of {len(the_plan.attackers)} to run"
                  if the_plan.attackers else "")
@@ -164,6 +165,20 @@ def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: 
     state.result.seconds = round(time.perf_counter() - begin, 3)
     _group_counts(the_plan, state.result, results_dir)
     return state.result
+
+
+def rows_in_order(defends: list[Job], searches: list[Job]) -> list[Job]:
+    """The queue's order: each defence's defend jobs (plan order), then the tuned-attacker search against it, then
+    the next defence's. With a defend job's cells run first (`_State.settle`), a sweep cut short leaves whole rows,
+    the search included; a search whose defence has nothing left to defend goes first."""
+    by_defence: dict[str, list[Job]] = {}
+    for job in searches:
+        by_defence.setdefault(job.spec.defence.name, []).append(job)
+    names = list(dict.fromkeys(job.spec.defence.name for job in defends))
+    ordered = [job for name in by_defence if name not in names for job in by_defence[name]]
+    for name in names:
+        ordered += [job for job in defends if job.spec.defence.name == name] + by_defence.get(name, [])
+    return ordered
 
 
 @dataclass

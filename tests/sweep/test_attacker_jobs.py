@@ -128,3 +128,27 @@ def test_a_defended_models_cells_run_before_the_next_defended_model(tmp_path):
     assert len(kinds) == len(the_plan.nodes) + len(the_plan.cells)
     built = [tuple(k[1:]) for k in kinds if k[0] == "defend"]
     assert built == [(n.spec.defence.name, n.spec.suite.params["seed"], n.spec.seed) for n in the_plan.nodes.values()]
+
+
+def test_each_search_follows_its_own_defences_rows(searched, tmp_path):
+    """A sweep cut short leaves whole rows: a defence's defended models, their cells, then the search against it,
+    before the next defence's first model; a search whose defence has nothing left to run goes first."""
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID)
+    results = tmp_path / "runs"
+    the_plan = plan(load_grid(path), results_dir=results, locate=False)
+    executor = InProcess()
+    run_sweep(the_plan, executor, store=Store(tmp_path / "home"), results_dir=results)
+    order = [(j.kind, j.spec.defence.name) for j in executor.jobs]
+    searched_at = {name: order.index(("attacker", name)) for name in ("none", "safety-training")}
+    for i, (kind, name) in enumerate(order):
+        if kind != "attacker":  # every job of a defence runs before the search against it, none of the next's after
+            assert (i < searched_at[name]) and all(i > at for other, at in searched_at.items()
+                                                   if other != name and at < searched_at[name])
+    assert order[-1] == ("attacker", "safety-training") and order.index(("attacker", "none")) < order.index(
+        ("defend", "safety-training"))
+
+    from harness.sweep.runner import rows_in_order
+    done_row = [j for j in executor.jobs if j.kind != "attacker" and j.spec.defence.name == "safety-training"]
+    searches = [j for j in executor.jobs if j.kind == "attacker"]
+    assert [j.spec.defence.name for j in rows_in_order(done_row, searches)][:1] == ["none"]  # none: nothing left
