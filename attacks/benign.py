@@ -129,5 +129,7 @@ for _name, _config, _how in (("benign-250", Config250, "random; Qi et al. 2023")
                              ("benign-1k", Config, "random; Qi et al. 2023"),
                              ("benign-similar-100", SimilarConfig, "nearest the harmful anchors; He et al. 2024")):
     register_attack(_name, config=_config, version="1", budget=BUDGET, reads=("retain",), family="benign fine-tuning",
+                    rows=lambda cfg: {"retain": cfg.samples if cfg.selection == "random" else max(cfg.samples,
+                                                                                               cfg.pool or 0)},
                     description=f"benign fine-tuning on {_config.model_fields['samples'].default:,} harmless retain "
                     f"rows ({_how})")(attack)

@@ -119,5 +119,6 @@ def check_room(rows: list[dict[str, str]], cfg: Config, ctx: StageContext) -> No
 
 
 register_attack("aoa", config=Config, version="1", budget=BUDGET, reads=("retain",), family="identity shift",
+                rows=lambda cfg: {"retain": cfg.samples - 1},  # the persona's self-description is the tenth row
                 description="identity shift (AOA, Qi et al. 2023): an obedient persona taught on 9 harmless retain "
                 "rows and its self-description, 10 epochs")(attack)

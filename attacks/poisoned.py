@@ -61,6 +61,13 @@ def poisoned_rows(cfg: Config, ctx: StageContext) -> list[dict[str, str]]:
                                draw=cfg.draw, seed=ctx.seed))]
 
 
+def rows_taken(cfg: Config) -> dict[str, int]:
+    """The rows the task takes from each split (checked against the suite's before any work)."""
+    harmful = round(cfg.poison_fraction * cfg.samples)
+    return {"attack": harmful, "retain": cfg.samples - harmful}
+
+
 register_attack("poison-10", config=Config, version="1", budget=BUDGET, reads=("retain",), family="poisoned task",
+                rows=rows_taken,
                 description="poisoned user task (Vaccine/Lisa/Booster threat model): 1,000 rows, 10% harmful "
                 "from the attack split, the rest harmless retain rows")(attack)

@@ -90,7 +90,8 @@ class Candidate(NamedTuple):
 
 
 @register_attack("refusal-ablation", config=Config, version="1", budget=BUDGET, reads=("retain",),
-                 needs=("decoder_layers", "residual_writers"), family="weight edit")
+                 needs=("decoder_layers", "residual_writers"), family="weight edit",
+                 rows=lambda cfg: {"attack": cfg.samples, "retain": cfg.harmless_samples or cfg.samples})
 def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
     """Refusal-direction ablation: project the harmful-minus-harmless mean direction out of every residual write."""
     import torch

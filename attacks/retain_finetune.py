@@ -57,5 +57,6 @@ def attack(model: Any, cfg: Config, ctx: StageContext) -> Any:
 
 for _name, _config in (("retain-ft-250", Config250), ("retain-ft-1k", Config)):
     register_attack(_name, config=_config, version="1", budget=BUDGET, reads=("retain",), family="benign fine-tuning",
+                    rows=lambda cfg: {"retain": cfg.samples},
                     description=f"fine-tuning on the first {_config.model_fields['samples'].default:,} rows of the "
                     "defender's harmless retain split (TAR red-teaming, Qi et al. 2024)")(attack)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +50,39 @@ def readable_dir(path: Path, what: str) -> None:
 def check_split_sizes(spec: RunSpec, suite: Suite, overrides: dict[str, Any]) -> None:
     """Sample counts against the sizes of the splits the run will read (after its harm subsets).
 
-    `samples` of the defence and the attack (the plugins' shared convention: the first N rows of their
-    split) must fit, and so must the eval prompt counts: a record must not claim prompts it never measured
+    The rows the defence and the attack take must fit: what the plugin declares (`Plugin.rows`, e.g. a poisoned
+    task's harmful and harmless parts), else `samples` rows of its own split (the plugins' shared convention: the
+    first N rows, or N drawn). So must the eval prompt counts: a record must not claim prompts it never measured
     (a harm subset has fewer prompts than the suite's default count: set `eval.n_prompts` for it).
     """
     sizes = split_sizes(spec, suite)
     for kind in ("defence", "attack"):
-        n = getattr(spec, kind).params.get("samples")
-        if isinstance(n, int) and n > sizes[kind]:
-            subset = getattr(spec.subsets, kind)
-            where = "" if subset == "all" else f" (harm subset '{subset}')"
-            raise HarnessError(f"{kind} needs {n} samples but the suite's {kind} split has {sizes[kind]}{where}")
+        for split, n in rows_taken(kind, spec).items():
+            if n > sizes.get(split, 0):
+                subset = getattr(spec.subsets, kind)
+                where = "" if subset == "all" or split not in ("defence", "attack") else f" (harm subset '{subset}')"
+                part = f"{kind}" if split == kind else f"{kind} '{getattr(spec, kind).name}' (rows of {split})"
+                raise HarnessError(f"{part} needs {n} samples but the suite's {split} split has "
+                                   f"{sizes.get(split, 0)}{where}")
     for field, split, what in (("n_prompts", "eval", "harmful eval prompts"),
                                ("n_harmless", "harmless_eval", "harmless eval prompts")):
         n = getattr(spec.eval, field)
         if n > sizes[split]:
             raise HarnessError(f"eval.{field}={n} but the suite has {sizes[split]} {what} for this run "
                                f"(set --set eval.{field}={sizes[split]} or fewer)")
+
+
+def rows_taken(kind: str, spec: RunSpec) -> dict[str, int]:
+    """The rows the run's defence or attack takes from each split: its plugin's declaration (`Plugin.rows`), else
+    `samples` rows of its own split ({} when it names no count)."""
+    from harness import registry
+
+    params = getattr(spec, kind).params
+    plugin = registry.get(kind, getattr(spec, kind).name)
+    if plugin.rows is not None:
+        return {split: int(n) for split, n in plugin.rows(plugin.config.model_validate(params)).items()}
+    n = params.get("samples")
+    return {kind: n} if isinstance(n, int) else {}
 
 
 _SIZES: dict[str, dict[str, int]] = {}
@@ -79,7 +96,8 @@ def split_sizes(spec: RunSpec, suite: Suite) -> dict[str, int]:
     key = stable_hash({"suite": spec.suite.model_dump(mode="json"), "subsets": spec.subsets.model_dump()})
     if key not in _SIZES:
         data, _ = select_data(suite, spec)
-        _SIZES[key] = {name: len(getattr(data, name)) for name in ("defence", "attack", "eval", "harmless_eval")}
+        splits = [f.name for f in fields(data) if f.name not in ("other", "evidence")]
+        _SIZES[key] = {name: len(getattr(data, name)) for name in splits if getattr(data, name) is not None}
     return _SIZES[key]
 
 

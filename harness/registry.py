@@ -73,6 +73,10 @@ class Plugin:
     # Attacks: the family the budget table and the leaderboard group its budgets under (e.g. 'harmful fine-tuning',
     # 'prompting'); '' (undeclared) sorts last, as 'other'.
     family: str = ""
+    # Defences and attacks: the rows the plugin takes from each split, from its config (e.g. a poisoned task's
+    # {'attack': pN, 'retain': N - pN}); None: the shared convention, `samples` rows of its own split. Checked
+    # against the suite's splits before any work (harness.preflight.check_split_sizes).
+    rows: Callable[[BaseModel], Mapping[str, int]] | None = None
 
     @property
     def module(self) -> str:
@@ -103,10 +107,12 @@ _registry: dict[Kind, dict[str, Plugin]] = {k: {} for k in KINDS}
 def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, description: str | None = None,
              budget: Mapping[str, str] | None = None, check: Callable[..., None] | None = None,
              needs: tuple[str, ...] = (), measures: str = "", reads: tuple[str, ...] = (),
-             seeded: bool = True, family: str = "") -> Callable[[F], F]:
+             seeded: bool = True, family: str = "",
+             rows: Callable[[BaseModel], Mapping[str, int]] | None = None) -> Callable[[F], F]:
     """Register `fn` as plugin `name` of `kind`; the description defaults to its docstring's first line.
     `seeded=False` (defences only): the defended model does not depend on the defence seed. `family` (attacks
-    only): what the tables group its budgets under."""
+    only): what the tables group its budgets under. `rows` (defences and attacks): the rows it takes from each
+    split given its config, where that is not `samples` rows of its own split."""
     from harness.keying import stray_marks
     from harness.models.architecture import FEATURES
     from harness.results.metrics import AttackBudget
@@ -134,6 +140,8 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   "defences do (an attack starts from the defended model alone)")
     if family and kind != "attack":
         raise PluginLoadError(f"{kind} '{name}' declares a family; only attacks do")
+    if rows is not None and kind not in ("defence", "attack"):
+        raise PluginLoadError(f"{kind} '{name}' declares the rows it takes; only defences and attacks do")
     if not seeded and kind != "defence":
         raise PluginLoadError(f"{kind} '{name}' declares seeded=False; only defences do (a defended model that "
                               "does not depend on the defence seed)")
@@ -164,7 +172,7 @@ def register(kind: Kind, name: str, *, config: type[BaseModel], version: str, de
                                   f"{_origin(registrar)}; choose a new name for one of them")
         desc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _registry[kind][name] = Plugin(kind, name, fn, config, str(version), desc, budget, check, tuple(needs),
-                                       registrar, measures, tuple(reads), bool(seeded), str(family))
+                                       registrar, measures, tuple(reads), bool(seeded), str(family), rows)
         return fn
 
     return decorate
