@@ -111,6 +111,18 @@ class Board:
         return self.summary.worlds if self.summary else ()
 
     @property
+    def config_shown(self) -> str:
+        """The suite config as a reader should see it: where worlds are pooled, what their configs share (the world
+        params, which differ, left out: the worlds are named beside it); else the one config."""
+        import json
+
+        pooled = [json.loads(c) for c in (self.summary.configs if self.summary else ()) if c.startswith("{")]
+        if len(pooled) < 2:
+            return self.suite_params
+        shared = {k: v for k, v in pooled[0].items() if all(c.get(k, object()) == v for c in pooled)}
+        return json.dumps(shared, sort_keys=True, separators=(",", ":"))
+
+    @property
     def seed_kind(self) -> str:
         """How a seed cell's label reads: 'world/defence/attack ', 'defence/attack ' or '' (one seed)."""
         if not self.seeds or "/" not in self.seeds[0]:

@@ -107,7 +107,7 @@ def _board(board: Board, level: str) -> list[str]:
                     f"φ = {', '.join(f'{p:g}' for p in board.phis)} · "
                     f"{worlds}{len(board.seeds)} seed cells ({md_escape(seeds)}) · "
                     f"{len(board.rows)} defence settings · "
-                    f"suite config {md_code(board.suite_params)}"), "",
+                    f"suite config {md_code(board.config_shown)}"), "",
              *[w for line in _judges(board) for w in _wrap(f"Judges on post-attack generations: {md_escape(line)}.")],
              *([""] if _judges(board) else []),
              *([f"**Verified on a private world** ({md_code(board.private_world)}): its facts were never public, so "

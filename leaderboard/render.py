@@ -113,7 +113,7 @@ class Site:
                 "current": self.current[id(board)], "judges": board.judges, "measure": board.harm_label,
                 "seeds": board.seeds, "seed_kind": board.seed_kind,
                 "worlds": list(board.worlds), "phis": [f"{p:g}" for p in board.phis],
-                "suite_params": board.suite_params,
+                "suite_params": board.suite_params, "config_shown": board.config_shown,
                 "private_world": board.private_world, "panel": panel_view(board.folder.panels),
                 "post_attack_judges": pooled(board.folder.post_attack_pairs),
                 "run_count": len({i for r in board.rows for i in dict(r.provenance)["run ids"]}),

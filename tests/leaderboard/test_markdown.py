@@ -33,6 +33,8 @@ def test_the_committed_file_fits_a_github_page():
     assert text.index("## tiny · protocol v3") < text.index("## Superseded protocols") < text.index(
         "### tiny · protocol v2") < text.index("### tiny · protocol v1")
     assert "worlds 0, 1, 2 pooled" in text  # the v3 board pools its three worlds
+    v3 = " ".join(text[text.index("## tiny · protocol v3"):text.index("## Superseded protocols")].split())
+    assert 'suite config `{"size":"default","split":"test"}`' in v3  # not world 0's config: the world is pooled
     assert "| =1 | vaccine v2 | 0.75 ± 0.01 (at 3e-4@1k) | 0.73–0.76 | broken at 3e-5@1k | 9 |" in text
     assert re.search(r"!\[[^]]*\]\(\.\./docs/screenshots/index-1280x900\.png\)", text)
     assert (REPO / "docs" / "screenshots" / "index-1280x900.png").is_file()
