@@ -189,6 +189,10 @@ class AttackerNode:
     id: str
     spec: RunSpec   # the defence, its first defence seed and the first world's suite config
     label: str
+    # where its chosen attack and the next best run on the test data: the grid's worlds (suite params) and the
+    # attack seeds of the defence's first seed, so they have the units of the grid's cells
+    test_worlds: tuple[dict[str, Any], ...] = ()
+    attack_seeds: tuple[int | None, ...] = ()
 
 
 @dataclass
@@ -308,7 +312,10 @@ def plan(grid: Grid, *, results_dir: Path, tuned_from: Path | None = None, locat
             first = spec.model_copy(update={"seed": (entry.seeds or grid.defence_seeds)[0], "attack_seed": None})
             attacker_id = stable_hash({"tuned-attacker": entry.name, "suite": first.suite.model_dump(mode="json"),
                                        "model": first.model.model_dump(), "seed": first.seed})
-            out.attackers.setdefault(attacker_id, AttackerNode(attacker_id, first, f"tune-attack {entry.name}"))
+            pairs, _ = seed_plan(grid, entry)
+            out.attackers.setdefault(attacker_id, AttackerNode(
+                attacker_id, first, f"tune-attack {entry.name}", test_worlds=tuple(dict(w) for w in grid.worlds or ()),
+                attack_seeds=tuple(a for s, a in pairs if s == first.seed)))
     if problems:
         raise ConfigError(" | ".join(problems))
     return out

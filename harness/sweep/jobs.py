@@ -43,6 +43,10 @@ class Job(BaseModel):
     prefetch: list[RunSpec] = Field(default_factory=list, description="a defend job with the vllm backend: its "
                                     "cells, whose LoRA attacks it trains and generates on one vLLM engine")
     tuned_from: str | None = Field(None, description="an attacker job: the results folder of the tuning logs")
+    test_worlds: list[dict[str, Any]] = Field(default_factory=list, description="an attacker job: the worlds (suite "
+                                              "params) its test runs run in (empty: the searched world)")
+    attack_seeds: list[int | None] = Field(default_factory=list, description="an attacker job: its test runs' "
+                                           "attack seeds (empty: the defence seed)")
 
 
 def job_file(store: Path, job_id: str) -> Path:
@@ -91,7 +95,8 @@ def _execute(job: Job) -> tuple[bool, int]:
         clean_start(store)
         tune_attacker(job.spec.suite.name, job.spec.defence.name, store=store, results_dir=Path(job.results_dir),
                       suite_params=dict(job.spec.suite.params), seed=job.spec.seed,
-                      tuned_from=Path(job.tuned_from) if job.tuned_from else None)
+                      tuned_from=Path(job.tuned_from) if job.tuned_from else None, test_worlds=job.test_worlds,
+                      attack_seeds=job.attack_seeds)
         return store.writes == 0, store.writes
     if job.kind == "defend":
         clean_start(store)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from harness.progress import bar, say
 from harness.results.records import record_path
 from harness.safety import escape_controls
+from harness.specs import canonical_json
 from harness.store.artifacts import Store, atomic_write_text
 from harness.store.locks import try_lock
 from harness.sweep.executors import Executor, JobFailed, ray_error
@@ -110,13 +111,19 @@ def done(the_plan: Plan, cell: Cell, results_dir: Path) -> bool:
 
 
 def attacker_done(the_plan: Plan, node: AttackerNode, results_dir: Path) -> bool:
-    """Has a tuned-attacker search against this defence finished (its log says so)?"""
+    """Has a tuned-attacker search against this defence finished (its log says so), its chosen attack run on the
+    test data in every world and attack seed the node asks for?"""
     from harness.tuning.attacker_log import AttackerLog, attacker_log_path
     from harness.tuning.logs import read_log
 
     path = attacker_log_path(results_dir, the_plan.suite.name, the_plan.suite.protocol_version, node.spec.defence.name)
     log = read_log(path, AttackerLog)
-    return log is not None and log.finished
+    if log is None or not log.finished:
+        return False
+    ran = {(canonical_json({**log.suite_params, **r.world}), r.attack_seed) for r in log.test if r.role == "chosen"}
+    asked = {(canonical_json({**log.suite_params, **w}), a) for w in node.test_worlds or [{}]
+             for a in node.attack_seeds or [None]}
+    return log.chosen is None or asked <= ran
 
 
 def _job(kind: Literal["defend", "cell", "attacker"], item: Cell | DefendNode | AttackerNode, store: Store,
@@ -124,7 +131,8 @@ def _job(kind: Literal["defend", "cell", "attacker"], item: Cell | DefendNode | 
     return Job(kind=kind, id=item.id, label=item.label, spec=item.spec, overrides=getattr(item, "overrides", {}),
                results_dir=str(Path(results_dir).absolute()), store=str(store.root.absolute()), threads=threads,
                prefetch=[j.spec for j in prefetch or [] if j.spec.eval.backend == "vllm"],
-               tuned_from=str(Path(tuned_from).absolute()) if tuned_from is not None else None)
+               tuned_from=str(Path(tuned_from).absolute()) if tuned_from is not None else None,
+               test_worlds=list(getattr(item, "test_worlds", ())), attack_seeds=list(getattr(item, "attack_seeds", ())))
 
 
 def run_sweep(the_plan: Plan, executor: Executor, *, store: Store, results_dir: Path,

@@ -28,6 +28,7 @@ with the same run id instead of being retrained. The log is written after every 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -159,9 +160,15 @@ def _distinct(values: list[Any]) -> list[Any]:
 
 
 def tune_attacker(suite_name: str, defence: str, *, store: Store, results_dir: Path, suite_params: dict[str, Any],
-                  tuned_from: Path | None = None, seed: int = 0) -> AttackerLog:
+                  tuned_from: Path | None = None, seed: int = 0, test_worlds: Sequence[dict[str, Any]] = (),
+                  attack_seeds: Sequence[int] = ()) -> AttackerLog:
     """Search the zoo against the defended model (defence seed `seed`) on the validation data, choose, run the
-    chosen attack and the next best on the test data, and write the log. Returns the log."""
+    chosen attack and the next best on the test data, and write the log. Returns the log.
+
+    The test runs run in each of `test_worlds` (suite params that pick another world of the same config, e.g. a
+    grid's `worlds`; default: the searched world) at each of `attack_seeds` (default: the defence seed), so the
+    tuned attacker's numbers have the same units as the grid's cells: the attack chosen on one world's validation
+    data, as the defences' settings are, then applied in every world."""
     p = plan(suite_name, defence, suite_params=suite_params, tuned_from=tuned_from)
     protocol, budget = p.protocol, p.protocol.attacker_budget
     path = attacker_log_path(results_dir, suite_name, p.suite.protocol_version, defence)
@@ -185,8 +192,10 @@ def tune_attacker(suite_name: str, defence: str, *, store: Store, results_dir: P
         proposer.tell(point, seen[point.key])
         write_log(path, AttackerLog(**head, trials=trials, skipped=skipped, finished=False))
     chosen, next_best = choose(trials)
-    test = [_test_run(p, defence, t, role, seed=seed, store=store, results_dir=results_dir)
-            for role, t in (("chosen", chosen), ("next best", next_best)) if t is not None]
+    test = [_test_run(p, defence, t, role, seed=seed, store=store, results_dir=results_dir, world=dict(world),
+                      attack_seed=attack_seed)
+            for role, t in (("chosen", chosen), ("next best", next_best)) if t is not None
+            for world in (test_worlds or [{}]) for attack_seed in (attack_seeds or [None])]
     log = AttackerLog(**head, trials=trials, skipped=skipped, finished=True, chosen=chosen, next_best=next_best,
                       test=test)
     write_log(path, log)
@@ -252,17 +261,19 @@ def _trial(p: Plan, defence: str, point: Point, *, seed: int, store: Store, runs
     return measured(record, point.attack, point.params, p.protocol.capability_bound)
 
 
-def _test_run(p: Plan, defence: str, trial: AttackTrial, role: str, *, seed: int, store: Store,
-              results_dir: Path) -> ReportedRun:
-    """Run a chosen point on the test data (an ordinary record under `results_dir`)."""
+def _test_run(p: Plan, defence: str, trial: AttackTrial, role: str, *, seed: int, store: Store, results_dir: Path,
+              world: dict[str, Any], attack_seed: int | None) -> ReportedRun:
+    """Run a chosen point on the test data of a world (an ordinary record under `results_dir`)."""
     from harness.pipeline import run
     from harness.preflight import check_split_sizes
     from harness.resolve import resolve
 
-    spec, suite, overrides = resolve(p.suite_name, defence, trial.attack, seed=seed, tuned=p.defended,
-                                     extra={"suite": dict(p.suite_spec.params), "attack": trial.params})
+    spec, suite, overrides = resolve(p.suite_name, defence, trial.attack, seed=seed, attack_seed=attack_seed,
+                                     tuned=p.defended,
+                                     extra={"suite": {**p.suite_spec.params, **world}, "attack": trial.params})
+    where = dict(world={k: v for k, v in world.items() if p.suite_spec.params.get(k) != v}, attack_seed=attack_seed)
     failure = dict(attack=trial.attack, params=trial.params, run_id=spec.run_id, score=None, measure=None,
-                   qa_defended=None, qa_attacked=None, feasible=False, role=role)
+                   qa_defended=None, qa_attacked=None, feasible=False, role=role, **where)
     try:
         check_split_sizes(spec, suite, overrides)  # the test split may hold fewer rows than the validation one
     except HarnessError as exc:
@@ -271,7 +282,7 @@ def _test_run(p: Plan, defence: str, trial: AttackTrial, role: str, *, seed: int
         record, _ = run(spec, suite, overrides, store=store, results_dir=results_dir)
     except (PluginRefused, RunFailed) as exc:
         return ReportedRun(**failure, error=str(exc))
-    return measured(record, trial.attack, trial.params, p.protocol.capability_bound, ReportedRun, role=role)
+    return measured(record, trial.attack, trial.params, p.protocol.capability_bound, ReportedRun, role=role, **where)
 
 
 def _head(p: Plan, defence: str, seed: int, sampler: str) -> dict[str, Any]:

@@ -51,6 +51,9 @@ class ReportedRun(AttackTrial):
     """The chosen attack, or the next best, run on the test data (an ordinary record under the results folder)."""
 
     role: Literal["chosen", "next best"]
+    world: dict[str, Any] = Field(default_factory=dict, description="the suite params that pick the test run's world "
+                                  "beside the log's suite config ({}: the log's own world)")
+    attack_seed: int | None = Field(None, description="the test run's attack seed (None: the defence seed)")
 
 
 class AttackerLog(BaseModel):
@@ -162,10 +165,17 @@ def summary_lines(log: AttackerLog) -> list[str]:
     for role, trial in (("chosen", log.chosen), ("next best", log.next_best)):
         lines.append(f"{role}: {trial.attack} {trial.params} ({_outcome(trial)})" if trial else
                      f"{role}: none (no trial kept the capability bound)")
-    lines += [f"test ({r.role}): {r.attack}  {_outcome(r)}  run {r.run_id}" for r in log.test]
+    lines += [f"test ({r.role}{_where(r)}): {r.attack}  {_outcome(r)}  run {r.run_id}" for r in log.test]
     lines.append(f"attacker: {len(log.trials)} trial(s) of a budget of {log.trials_budget} ({log.sampler}, "
                  f"{log.space_size} points in the space); defender's budget: {log.defender_trials_budget}")
     return lines
+
+
+def _where(run: ReportedRun) -> str:
+    """', world seed=1, attack seed 0' for a test run outside the log's own world and seed ('' otherwise)."""
+    world = ", ".join(f"{k}={v}" for k, v in run.world.items())
+    return (f", world {world}" if world else "") + (f", attack seed {run.attack_seed}" if run.attack_seed is not None
+                                                    else "")
 
 
 def _outcome(t: AttackTrial) -> str:

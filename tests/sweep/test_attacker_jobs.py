@@ -51,8 +51,9 @@ def searched(monkeypatch, tmp_path):
 
     calls = []
 
-    def tune_attacker(suite, defence, *, store, results_dir, suite_params, tuned_from=None, seed=0):
-        calls.append((suite, defence, suite_params, seed, tuned_from))
+    def tune_attacker(suite, defence, *, store, results_dir, suite_params, tuned_from=None, seed=0, test_worlds=(),
+                      attack_seeds=()):
+        calls.append((suite, defence, suite_params, seed, tuned_from, test_worlds, attack_seeds))
         return None
 
     monkeypatch.setattr(harness.tuning.attacker, "tune_attacker", tune_attacker)
@@ -68,6 +69,8 @@ def test_one_search_per_defence_in_the_first_world_at_the_first_seed(tmp_path):
     nodes = sorted(the_plan.attackers.values(), key=lambda n: n.label)
     assert [n.label for n in nodes] == ["tune-attack none", "tune-attack safety-training"]  # not the set entry
     assert [(n.spec.suite.params["seed"], n.spec.seed) for n in nodes] == [(1, 0), (1, 3)]
+    # the chosen attack then runs in every world of the grid, at the attack seeds of the defence's first seed
+    assert [(n.test_worlds, n.attack_seeds) for n in nodes] == [(({"seed": 1}, {"seed": 2}), (None,))] * 2
     assert the_plan.tuned_from == tmp_path / "runs"
     path.write_text(GRID.replace("tuned_attacker: true\n", ""))
     assert not plan(load_grid(path), results_dir=tmp_path / "runs", locate=False).attackers
@@ -85,6 +88,8 @@ def test_the_sweep_runs_each_search_once_and_shows_it(searched, tmp_path):
     assert result.ok and result.attackers == 2
     assert sorted((c[1], c[2]["seed"], c[3]) for c in searched) == [("none", 1, 0), ("safety-training", 1, 3)]
     assert {c[4] for c in searched} == {results.absolute()}  # the tuning logs the defence takes its settings from
+    assert {(tuple(map(tuple, (w.items() for w in c[5]))), tuple(c[6])) for c in searched} == {
+        (((("seed", 1),), (("seed", 2),)), (None,))}  # the job carries the worlds and seeds of its test runs
     assert status(the_plan, store, results)["tune-attack safety-training"]["done"] == 1
     again = InProcess()
     run_sweep(the_plan, again, store=store, results_dir=results)
@@ -107,6 +112,20 @@ def test_attacker_done_reads_the_logs_finished_flag(tmp_path):
     log.write_text(AttackerLog(**head, finished=False).model_dump_json())
     assert not attacker_done(the_plan, node, tmp_path)  # interrupted: the sweep runs it again (it resumes)
     log.write_text(AttackerLog(**head, finished=True).model_dump_json())
+    assert attacker_done(the_plan, node, tmp_path)  # nothing feasible was chosen: nothing to run on the test data
+
+    from harness.tuning.attacker_log import AttackTrial, ReportedRun
+
+    point = dict(attack="sft-250", params={"lr": 1e-4}, run_id="r", score=0.5, measure="access", qa_defended=0.9,
+                 qa_attacked=0.9, feasible=True)
+    chosen = AttackTrial(**point)
+    head.update(suite_params=dict(node.spec.suite.params), trials=[chosen])
+    world1 = ReportedRun(**point, role="chosen")  # the searched world (1): no world of its own
+    log.write_text(AttackerLog(**head, chosen=chosen, test=[world1], finished=True).model_dump_json())
+    assert not attacker_done(the_plan, node, tmp_path)  # world 2's test run is missing: the sweep runs it (cached rest)
+    world2 = ReportedRun(**point, role="chosen", world={"seed": 2})
+    log.write_text(AttackerLog(**head, chosen=chosen, test=[world1, world2],
+                               finished=True).model_dump_json())
     assert attacker_done(the_plan, node, tmp_path)
 
 

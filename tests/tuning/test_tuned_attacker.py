@@ -418,3 +418,19 @@ def test_a_tiny_search_on_the_smoke_world(smoke_base, home, tmp_path, protocol):
     test = read_record(record_path(tmp_path, "tiny", P, log.test[0].run_id))
     assert test.spec.suite.params["split"] == "test" and test.spec.attack.params == rec.spec.attack.params
     assert tune_attacker("tiny", "none", store=Store(home), results_dir=tmp_path, suite_params=SMOKE) == log
+
+
+def test_the_chosen_attack_runs_in_every_world_and_attack_seed_it_is_given(world, protocol, tmp_path):
+    """A grid's worlds and attack seeds: the attack chosen on the searched world's validation data (as the defences'
+    settings are) runs on each world's test data at each seed, so its numbers have the grid cells' units."""
+    protocol(trials=24)
+    log = tune(tmp_path, test_worlds=[{"seed": 0}, {"seed": 1}], attack_seeds=[0, 1])
+    tests = [spec for spec, _, _ in world.computed if spec.suite.params["split"] == "test"]
+    assert sorted((s.attack.name == log.chosen.attack, s.suite.params["seed"], s.attack_seed) for s in tests) == sorted(
+        (role == "chosen", w, a) for role in ("chosen", "next best") for w in (0, 1) for a in (0, 1))
+    assert [(r.role, r.world, r.attack_seed) for r in log.test if r.role == "chosen"] == [
+        ("chosen", {}, 0), ("chosen", {}, 1), ("chosen", {"seed": 1}, 0), ("chosen", {"seed": 1}, 1)]
+    assert {r.run_id for r in log.test} == {s.run_id for s in tests}
+    before = len(world.computed)
+    assert tune(tmp_path, test_worlds=[{"seed": 0}, {"seed": 1}], attack_seeds=[0, 1]) == log  # all cached
+    assert len(world.computed) == before
