@@ -107,8 +107,8 @@ def markdown(summary: Summary) -> str:
                      "model alone is what an attacker holding the weights would attack.")
     if summary.paired:
         lines.append(f"\nPaired vs {summary.reference}: {MEASURE_NAMES[summary.measure]} after attack at each "
-                     "defence's worst useful attack, defence minus reference, pairs that share the world and attack "
-                     "seed (harness.results.paired):")
+                     "side's own worst useful attack (the headline of each), defence minus reference, pairs that share "
+                     "the world and attack seed (harness.results.paired):")
         lines += [f"- paired vs {p.reference}: {r.label}: {p.text()}" for r in summary.rows
                   if (p := summary.paired.get(r.key)) is not None]
     return "\n".join(lines)

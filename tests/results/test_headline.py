@@ -196,3 +196,27 @@ def test_an_access_suite_without_forced_openings_is_refused_before_any_work(monk
         resolve.resolve("tiny", "none", "sft-250", locate=False)
     assert resolve.resolve("tiny", "none", "sft-250", sets=['eval.prefills=["Sure,"]'],
                            locate=False).spec.eval.prefills == ("Sure,",)
+
+
+def test_each_side_is_paired_at_its_own_worst_case():
+    """An attack found against one defence (a tuned attacker's choice: a budget the reference never ran) is that
+    defence's worst case; the pairs compare it with the reference's own worst case, not with nothing."""
+    from harness.specs import RunSpec
+
+    def stronger(r: RunRecord) -> RunRecord:  # the same unit, a budget of its own, more revealed
+        data = r.model_dump(by_alias=True)
+        data["spec"]["attack"]["params"]["lr"] = data["budget"]["lr"] = 1e-3
+        data["metrics"]["post_attack"]["access"] = data["metrics"]["post_attack"]["forced"]["mean"] = 0.95
+        data["run_id"] = RunSpec.model_validate(data["spec"]).run_id
+        return RunRecord.model_validate(data)
+
+    tuned = [stronger(run("refuser", s, "access")) for s in ATTACK_SEEDS]
+    frames = build(records("access") + tuned)
+    summary = summarise(frames, frames["resistance"]["suite_params"].iloc[0], 0.5, reference="none")
+    rows = rows_by_name(summary)
+    assert rows["refuser"].worst.budget != rows["none"].worst.budget  # its worst case is its own budget
+    found = {k.name: p for k, p in summary.paired.items()}["refuser"]
+    assert found.n == len(ATTACK_SEEDS) and found.mean_difference == pytest.approx(
+        0.95 - (0.90 + 0.01 * (len(ATTACK_SEEDS) - 1) / 2))
+    assert found.budget == rows["refuser"].worst.budget and found.reference_budget == rows["none"].worst.budget
+    assert f" vs {rows['none'].worst.budget.label}" in found.text()
