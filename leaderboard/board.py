@@ -210,7 +210,7 @@ def _board(folder: ResultFolder, summary: Summary) -> Board:
                                                  for b in budgets),
                           *summary_columns(summary.thresholds.useful_qa_ratio, measure), *CONDITION_COLUMNS],
                  rows=rows, judges=summary.judges, seeds=summary.seeds, phis=list(summary.thresholds.phis),
-                 curves=_curves(summary.main.get("resistance")), generalization_runs=summary.general,
+                 curves=_curves(summary.main.get("resistance"), budgets), generalization_runs=summary.general,
                  summary=summary)
 
 
@@ -262,14 +262,15 @@ def _provenance(key: DefenceKey, frames: list[Any]) -> dict[str, list[str]]:
             "run ids": values("run_id")}
 
 
-def _curves(resistance: Any) -> Any:
+def _curves(resistance: Any, budgets: list[Budget]) -> Any:
     """Long frame of the main grid's curves: one row per (defence, budget, seed, checkpoint)."""
     import pandas as pd
 
     rows = []
     if resistance is not None:
         for r in resistance.to_dict("records"):
-            key, budget, seed = key_of(r), budget_of(r).id, seed_label(r)
+            budget = next((b.id for b in budgets if b.matches(r)), budget_of(r).id)
+            key, seed = key_of(r), seed_label(r)
             for step, hs in json.loads(r["curve"]):
                 rows.append((key, budget, seed, int(step), float(hs), r["run_id"]))
     return pd.DataFrame(rows, columns=["key", "budget", "seed", "step", "hs", "run_id"])

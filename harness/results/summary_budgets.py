@@ -1,11 +1,16 @@
 """Budgets of the results summary: what the attacker spent, read from the resistance table, ordered weakest
-first and labelled as the README's tables write them (lr@samples)."""
+first and labelled as the README's tables write them (lr@samples).
+
+Runs of one attack at one lr, sample count and epoch count whose other attack settings differ (a tuned attacker's
+choice of batch size, schedule or LoRA rank beside a grid cell) are different attacks: each is a budget of its own,
+told apart by the settings that differ (`Budget.params`), never pooled into one mean."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -19,10 +24,25 @@ class Budget:
     epochs: int | None
     label: str
     family: str = ""  # the attack's family (`Plugin.family`), where the summary knows it: not part of the id
+    # canonical JSON of the attack settings that tell this budget from another of the same attack, lr, samples and
+    # epochs ('': there is no other)
+    params: str = ""
 
     @property
     def id(self) -> str:
+        return f"{self.base_id}|{self.params}" if self.params else self.base_id
+
+    @property
+    def base_id(self) -> str:
         return f"{self.attack}|{self.lr!r}|{self.samples}|{self.epochs}"
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        """Is a resistance-table row a run of this budget?"""
+        if budget_of(row).base_id != self.base_id:
+            return False
+        own = json.loads(self.params) if self.params else {}
+        settings = attack_settings(row)
+        return all(_canonical(settings.get(k)) == _canonical(v) for k, v in own.items())
 
     @property
     def description(self) -> str:
@@ -37,13 +57,50 @@ def budgets_of(resistance: Any, family_of: Callable[[str], str] | None = None) -
     if resistance is None or not len(resistance):
         return []
     family = family_of or (lambda name: "")
-    budgets = sorted({budget_of(r) for r in resistance.to_dict("records")},
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in resistance.to_dict("records"):
+        groups.setdefault(budget_of(r).base_id, []).append(r)
+    budgets = sorted((b for rows in groups.values() for b in _variants(rows)),
                      key=lambda b: (family(b.attack) == "", family(b.attack), math.isnan(b.lr), b.lr, b.samples or 0,
-                                    b.epochs or 0, b.attack))
+                                    b.epochs or 0, b.attack, b.params))
     several_epochs = len({b.epochs for b in budgets}) > 1
     labels = [b.label + (f"×{b.epochs}ep" if several_epochs and b.epochs is not None else "") for b in budgets]
-    return [Budget(b.attack, b.lr, b.samples, b.epochs, f"{b.attack} {label}" if labels.count(label) > 1 else label,
-                   family(b.attack)) for b, label in zip(budgets, labels, strict=True)]
+    attacks_of = {label: {b.attack for b, other in zip(budgets, labels, strict=True) if other == label}
+                  for label in labels}
+    labels = [f"{b.attack} {label}" if len(attacks_of[label]) > 1 else label
+              for b, label in zip(budgets, labels, strict=True)]
+    return [replace(b, label=label + _settings_label(b.params), family=family(b.attack))
+            for b, label in zip(budgets, labels, strict=True)]
+
+
+def attack_settings(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's attack settings (its `attack_params` JSON; {} where the table has none)."""
+    text = row.get("attack_params")
+    return json.loads(text) if isinstance(text, str) and text.startswith("{") else {}
+
+
+def _variants(rows: list[dict[str, Any]]) -> list[Budget]:
+    """The budgets of rows that share attack, lr, samples and epochs: one, or one per combination of the settings
+    that differ among them (settings some rows lack, e.g. an option a later harness added, tell none apart)."""
+    base = budget_of(rows[0])
+    settings = [attack_settings(r) for r in rows]
+    common = set.intersection(*(set(s) for s in settings)) if settings else set()
+    varying = sorted(k for k in common if len({_canonical(s[k]) for s in settings}) > 1)
+    if not varying:
+        return [base]
+    combos = sorted({_canonical({k: s[k] for k in varying}) for s in settings})
+    return [replace(base, params=c) for c in combos]
+
+
+def _settings_label(params: str) -> str:
+    """' [batch_size=16]' for a budget told apart by its settings ('' for none)."""
+    if not params:
+        return ""
+    return " [" + ", ".join(f"{k}={_canonical(v)}" for k, v in json.loads(params).items()) + "]"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def budget_of(row: dict[str, Any]) -> Budget:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.results.records import OPEN_WEIGHTS
-from harness.results.summary_budgets import Budget, budget_of
+from harness.results.summary_budgets import Budget
 from harness.results.worlds import WORLD
 
 # Seeds are the unit of replication; tables may carry one seed or split it into defence and attack seeds. A summary
@@ -57,7 +57,7 @@ def of_defence(frame: Any, key: DefenceKey) -> Any:
 
 def in_budget(frame: Any, budget: Budget) -> Any:
     """The rows of one budget (None for no frame)."""
-    return None if frame is None else frame[[budget_of(r).id == budget.id for r in frame.to_dict("records")]]
+    return None if frame is None else frame[[budget.matches(r) for r in frame.to_dict("records")]]
 
 
 def seed_labels(frame: Any, columns: Sequence[str] = SEED_COLUMNS) -> set[str]:

@@ -220,3 +220,31 @@ def test_each_side_is_paired_at_its_own_worst_case():
         0.95 - (0.90 + 0.01 * (len(ATTACK_SEEDS) - 1) / 2))
     assert found.budget == rows["refuser"].worst.budget and found.reference_budget == rows["none"].worst.budget
     assert f" vs {rows['none'].worst.budget.label}" in found.text()
+
+
+def test_runs_of_one_lr_and_sample_count_with_other_settings_are_budgets_of_their_own():
+    """A tuned attacker's sft at the grid's lr and samples but another batch size is another attack: its own budget,
+    labelled by the setting that differs, never pooled into the grid cell's mean (nor its curve)."""
+    from harness.results.summary_budgets import budgets_of
+    from harness.results.summary_rows import in_budget
+    from harness.specs import RunSpec
+
+    def batch(r: RunRecord, size: int, access: float | None = None) -> RunRecord:
+        data = r.model_dump(by_alias=True)
+        data["spec"]["attack"]["params"]["batch_size"] = size
+        if access is not None:
+            data["metrics"]["post_attack"]["access"] = data["metrics"]["post_attack"]["forced"]["mean"] = access
+        data["run_id"] = RunSpec.model_validate(data["spec"]).run_id
+        return RunRecord.model_validate(data)
+
+    grid = [batch(r, 4) for r in records("access")]
+    frames = build(grid + [batch(run("none", s, "access"), 16, 0.99) for s in ATTACK_SEEDS[:3]])
+    budgets = budgets_of(frames["resistance"])
+    assert len(budgets) == 2 and budgets[0].base_id == budgets[1].base_id and budgets[0].id != budgets[1].id
+    assert sorted(b.label for b in budgets) == ["1e-4@250 [batch_size=16]", "1e-4@250 [batch_size=4]"]
+    sizes = sorted(len(in_budget(frames["resistance"], b)) for b in budgets)
+    assert sizes == [3, len(grid)]  # every run in exactly one budget
+    summary = summarise(frames, frames["resistance"]["suite_params"].iloc[0], 0.5, reference="none")
+    none = rows_by_name(summary)["none"]
+    assert none.worst.estimate.mean == pytest.approx(0.99) and none.worst.estimate.n == 3
+    assert budgets_of(build(grid)["resistance"])[0].params == ""  # one setting per budget: no suffix, ids as before
