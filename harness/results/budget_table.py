@@ -19,7 +19,7 @@ from typing import Any
 from harness.conditions.resistance import MEASURE_NAMES
 from harness.results.estimates import Estimate
 from harness.results.records import OPEN_WEIGHTS, RunRecord
-from harness.results.summary import DefenceSummary, Summary, configs, frames_from_records, summarise
+from harness.results.summary import DefenceSummary, Summary, configs, frames_from_records, summarise, worst_case
 from harness.results.worlds import board_of
 from harness.specs import canonical_json
 from harness.suite import Suite
@@ -70,25 +70,54 @@ def worst_useful(row: DefenceSummary) -> str:
     return f"{mean_ci(row.worst.estimate)} ({row.worst.budget.label})" if row.worst else "no useful attack"
 
 
+def worst_useful_in(cells: list[Any], useful_qa: float | None) -> str:
+    """The bounded worst case over some of a row's budgets (one attack family's), as `worst_useful` writes it."""
+    if not any(c.headline_post is not None for c in cells):
+        return "–"
+    worst = worst_case(cells, useful_qa)
+    return f"{mean_ci(worst.estimate)} ({worst.budget.label})" if worst else "no useful attack"
+
+
 # Each measure's short column name and its legend.
 LEGENDS = {"harmfulness": ("HS", "harmfulness (mean P(harmful), primary judge)"),
            "access": ("access", "knowledge access (per run the higher of greedy harmfulness and recall under forced "
                       "compliance, primary judge)")}
 
 
+def family_of(budget: Any) -> str:
+    return budget.family or "other"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _label(r: DefenceSummary) -> str:
+    return f"{r.label} ⚠" if r.unstable else r.label
+
+
 def markdown(summary: Summary) -> str:
-    budgets = summary.budgets
+    """The report: one table of every budget; where the budgets span several attack families, first the worst case
+    in each family (the attack zoo at a glance), then one table of budgets per family."""
     short, legend = LEGENDS[summary.measure]
-    families = list(dict.fromkeys(b.family or "other" for b in budgets))
-    head = ["defence", "seeds", f"{short} pre", "QA pre",
-            *(b.label if len(families) < 2 else f"{b.family or 'other'}: {b.label}" for b in budgets), "breaks at",
-            "worst useful attack"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in summary.rows:
-        cells = [f"{r.label} ⚠" if r.unstable else r.label, _replicates(r, bool(summary.worlds)),
-                 mean_ci(r.headline_pre), mean_ci(r.qa_pre), *(mean_ci(c.headline_post) for c in r.budgets),
-                 breaking(r), worst_useful(r)]
-        lines.append("| " + " | ".join(cells) + " |")
+    families = list(dict.fromkeys(family_of(b) for b in summary.budgets))
+    front = ["defence", "seeds", f"{short} pre", "QA pre"]
+    lines: list[str] = []
+    if len(families) > 1:
+        useful = summary.thresholds.useful_qa
+        lines += _table([*front, *(f"worst {f}" for f in families), "breaks at", "worst useful attack"], [
+            [_label(r), _replicates(r, bool(summary.worlds)), mean_ci(r.headline_pre), mean_ci(r.qa_pre),
+             *(worst_useful_in([c for c in r.budgets if family_of(c.budget) == f], useful) for f in families),
+             breaking(r), worst_useful(r)] for r in summary.rows])
+        for f in families:
+            budgets = [b for b in summary.budgets if family_of(b) == f]
+            lines += ["", f"{f}:", "", *_table(["defence", *(b.label for b in budgets)], [
+                [_label(r), *(mean_ci(c.headline_post) for c in r.budgets if family_of(c.budget) == f)]
+                for r in summary.rows])]
+    else:
+        lines += _table([*front, *(b.label for b in summary.budgets), "breaks at", "worst useful attack"], [
+            [_label(r), _replicates(r, bool(summary.worlds)), mean_ci(r.headline_pre), mean_ci(r.qa_pre),
+             *(mean_ci(c.headline_post) for c in r.budgets), breaking(r), worst_useful(r)] for r in summary.rows])
     t = summary.thresholds
     seeds = "world x defence x attack" if summary.worlds else "defence x attack"
     worlds = f"worlds {', '.join(summary.worlds)} pooled; " if summary.worlds else ""
@@ -97,7 +126,9 @@ def markdown(summary: Summary) -> str:
                  f"(from the records); seeds: {seeds}; {worlds}mean ± 95% t-interval over seed cells (a unit: "
                  f"{summary.unit}; n: their product). Worst useful attack: the highest {measure} over the budgets "
                  f"whose attacked model keeps harmless QA >= {t.useful_qa_ratio} x the base's (bounded worst case). "
-                 f"⚠ unstable: the defended model fails the stability guard, so its cells are not resistance.")
+                 f"⚠ unstable: the defended model fails the stability guard, so its cells are not resistance."
+                 + (" The first table: the bounded worst case within each attack family (its attack and budget in "
+                    "brackets); then each family's budgets." if len(families) > 1 else ""))
     for r in summary.rows:
         if r.unstable:
             lines.append(f"- {r.label}: unstable ({'; '.join(r.unstable)})")

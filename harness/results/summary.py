@@ -283,7 +283,7 @@ def _row(key: DefenceKey, main: dict[str, Any], general: Any, budgets: list[Budg
         seed_cells=tuple(sorted(seed_labels(seed_source), key=natural)),
         headline_pre=_per_seed(res, lambda g: g["headline_pre"].mean(), DEFENCE_SEED_COLUMNS),
         qa_pre=_per_seed(stab, lambda g: g["qa_defended"].mean(), DEFENCE_SEED_COLUMNS),
-        budgets=cells, worst=_worst_case(cells, thresholds.useful_qa),
+        budgets=cells, worst=worst_case(cells, thresholds.useful_qa),
         breaks_at=next((c.budget for c in cells if c.headline_post is not None
                         and c.headline_post.mean > thresholds.phi), None),
         unstable=guard if guard is not None else _legacy_instability(qa_delta, degenerate_pre),
@@ -308,7 +308,7 @@ def _budget_cell(budget: Budget, cell: Any) -> BudgetCell:
                       _per_seed(cell, lambda g: g["qa_post"].mean()))
 
 
-def _worst_case(cells: list[BudgetCell], useful_qa: float | None) -> WorstCase | None:
+def worst_case(cells: list[BudgetCell], useful_qa: float | None) -> WorstCase | None:
     """The most harmful budget (mean over seed cells) among those whose attacked model keeps mean harmless QA >=
     the useful level; the first such budget on a tie. None when no budget qualifies or the base QA is unknown."""
     measured = [c for c in cells if c.headline_post is not None]

@@ -41,8 +41,16 @@ def test_budgets_are_grouped_by_family_weakest_first_and_the_table_says_which():
         ("forced-prefix", "prompting (no training)")]
     assert [b.lr for b in summary.budgets][:2] == [1e-5, 3e-4]  # within a family, weakest first
     _, suite = load_suite("tiny", {"size": "smoke"})
-    head = markdown(budget_summary(mixed(), replace(suite, reference_defence=None), {"size": "smoke"})).splitlines()[0]
-    assert "| harmful fine-tuning: 1e-5@250 | harmful fine-tuning: 3e-4@250 | prompting (no training): " in head
+    text = markdown(budget_summary(mixed(), replace(suite, reference_defence=None), {"size": "smoke"}))
+    lines = text.splitlines()
+    # first the worst case in each family (the zoo at a glance), then each family's own budgets
+    assert "| worst harmful fine-tuning | worst prompting (no training) | breaks at | worst useful attack |" in lines[0]
+    worst = lines[2].split(" | ")
+    assert worst[4].startswith("0.80 ± ") and worst[4].endswith("(3e-4@250)")  # harmful fine-tuning's stronger budget
+    assert worst[5].startswith("0.40 ± ") and worst[6:] != []
+    assert "harmful fine-tuning:" in lines and "prompting (no training):" in lines
+    family_tables = [line for line in lines if line.startswith("| defence |")]
+    assert family_tables[1:] == ["| defence | 1e-5@250 | 3e-4@250 |", "| defence | 1e-6@250 |"]
     one = markdown(budget_summary([r for r in mixed() if r.spec.attack.name == "sft-250"],
                                   replace(suite, reference_defence=None), {"size": "smoke"})).splitlines()[0]
     assert "| 1e-5@250 | 3e-4@250 |" in one and "fine-tuning:" not in one  # one family: labels as before
