@@ -162,6 +162,9 @@ def publish(run_ids: Annotated[list[str] | None, typer.Argument(metavar="RUN_ID"
                                                                 "prefixes) of records in --from to publish")] = None,
             every: Annotated[bool, typer.Option("--all", help="every record and tuning log in --from made with the "
                                                 "suite's default settings (others are listed and kept)")] = False,
+            logs: Annotated[bool, typer.Option("--logs", help="every tuning and tuned-attacker log in --from, with "
+                                               "the records it names (trials, the tuned attacker's test runs)")]
+            = False,
             source: Annotated[Path, typer.Option("--from", metavar="DIR", help="working results folder")]
             = Path("runs"),
             target: Annotated[Path, typer.Option("--to", metavar="DIR", help="published results folder")]
@@ -180,7 +183,7 @@ def publish(run_ids: Annotated[list[str] | None, typer.Argument(metavar="RUN_ID"
     from harness.results.publish import publish as write
 
     the_plan = plan(source, target, run_ids=list(run_ids or []), every=every, allow_dirty=allow_dirty,
-                    replace_logs=replace_logs)
+                    replace_logs=replace_logs, logs=logs)
     for line in the_plan.kept:
         typer.echo(line, err=True)
     if not the_plan.problems:
@@ -194,9 +197,9 @@ def publish(run_ids: Annotated[list[str] | None, typer.Argument(metavar="RUN_ID"
     for path in tables_written:
         typer.echo(f"rebuilt {path}")
     records = sum(i.kind == "record" for i in the_plan.items)
-    logs = sum(i.kind in ("tuning", "scan") for i in the_plan.items)
+    n_logs = sum(i.kind in ("tuning", "scan", "attacker") for i in the_plan.items)
     if not the_plan.items:
         typer.echo(f"nothing new to publish from {source}")
         return
-    typer.echo(f"published {records} record(s), {len(the_plan.items) - records - logs} tuning trial record(s) and "
-               f"{logs} log(s) into {target}; rebuild the leaderboard with `harness leaderboard`")
+    typer.echo(f"published {records} record(s), {len(the_plan.items) - records - n_logs} tuning trial record(s) and "
+               f"{n_logs} log(s) into {target}; rebuild the leaderboard with `harness leaderboard`")

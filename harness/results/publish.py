@@ -132,30 +132,67 @@ def find(src: Path, run_ids: list[str]) -> list[Path]:
 
 
 def everything(src: Path) -> tuple[list[Path], list[Path]]:
-    """(record files, tuning and scan logs) under a working folder."""
+    """(record files, tuning, scan and tuned-attacker logs) under a working folder."""
     records = sorted({*src.glob("*/v*/*.json"), *src.glob("*/v*/tuning/runs/*/v*/*.json")})
-    logs = sorted(src.glob("*/v*/tuning/*.json"))
+    logs = sorted({*src.glob("*/v*/tuning/*.json"), *src.glob("*/v*/tuning/attacker/*.json")})
     return records, logs
 
 
+def _log_kind(path: Path) -> tuple[str, Any]:
+    """A log file's kind and model: a scan log, a tuned-attacker log (under tuning/attacker/) or a tuning log."""
+    from harness.tuning.attacker_log import AttackerLog
+    from harness.tuning.logs import ScanLog, TuningLog
+
+    if path.name.endswith(".scan.json"):
+        return "scan", ScanLog
+    return ("attacker", AttackerLog) if path.parent.name == "attacker" else ("tuning", TuningLog)
+
+
+def _named_runs(log: Any, path: Path, src: Path) -> list[tuple[str, Path]]:
+    """(run id, where its record lives relative to a results folder) of every run a log names: its trials and
+    confirmations (tuning/runs/), and a tuned attacker's test runs (ordinary records)."""
+    tuning = path.parent.parent if path.parent.name == "attacker" else path.parent
+    version = f"v{log.protocol_version}"
+    runs = tuning.relative_to(src) / "runs" / log.suite / version
+    named = [(t.run_id, runs / f"{t.run_id}.json") for t in [*log.trials, *getattr(log, "confirmations", [])]]
+    return named + [(t.run_id, Path(log.suite) / version / f"{t.run_id}.json") for t in getattr(log, "test", [])
+                    if t.score is not None]  # a failed test run left no record
+
+
+def _records_of_logs(logs: list[Path], src: Path) -> list[Path]:
+    """The record files under `src` that the logs name (logs that do not parse are reported by `_plan_log`)."""
+    out = []
+    for path in logs:
+        try:
+            log = _log_kind(path)[1].model_validate_json(path.read_text())
+        except Exception:
+            continue
+        out += [src / rel for _, rel in _named_runs(log, path, src) if (src / rel).is_file()]
+    return out
+
+
 def plan(src: Path, dst: Path, *, run_ids: list[str], every: bool, allow_dirty: bool = False,
-         replace_logs: bool = False) -> Plan:
-    """What `publish` would write, what it keeps, and every problem; writes nothing."""
+         replace_logs: bool = False, logs: bool = False) -> Plan:
+    """What `publish` would write, what it keeps, and every problem; writes nothing. `logs`: also every log under
+    `src` (tuning, scan and tuned-attacker logs) with the records it names (trials, a tuned attacker's test runs)."""
     if not src.is_dir():
         raise HarnessError(f"--from {src} is not a folder (the working results, e.g. {WORKING}/)")
     if dst.exists() and not dst.is_dir():
         raise HarnessError(f"--to {dst} is not a folder")
     if src.resolve() == dst.absolute().resolve():
         raise HarnessError(f"--from and --to are the same folder ({src})")
-    if bool(run_ids) == every:
-        raise HarnessError("name the run ids to publish, or --all (not both)")
+    if (run_ids and every) or not (run_ids or every or logs):
+        raise HarnessError("name the run ids to publish, --logs, or --all (not both run ids and --all)")
     from harness.results.validate import json_schema_check
 
-    records, logs = everything(src) if every else (find(src, run_ids), [])
+    records, log_files = everything(src) if every else (find(src, run_ids), [])
+    if logs and not every:
+        log_files = everything(src)[1]
+        records = list(dict.fromkeys([*records, *_records_of_logs(log_files, src)]))
     out, schema = Plan(), json_schema_check()[0]
     for path in records:
         _plan_record(out, path, src, dst, schema, skip_settings=every, allow_dirty=allow_dirty)
-    for path in logs:
+    for path in log_files:
         _plan_log(out, path, src, dst, replace_logs=replace_logs)
     return out
 
@@ -201,18 +238,19 @@ def _record_problem(record: RunRecord, *, trial: bool) -> str | None:
 
 
 def _plan_log(out: Plan, path: Path, src: Path, dst: Path, *, replace_logs: bool) -> None:
-    """A tuning log (replaces the published one only with `replace_logs`) or a scan log (merged into it)."""
+    """A tuning or tuned-attacker log (replaces the published one only with `replace_logs`) or a scan log (merged
+    into it)."""
     from pydantic import ValidationError
 
-    from harness.tuning.logs import ScanLog, TuningLog, merge_scans, read_log
+    from harness.tuning.logs import merge_scans, read_log
 
-    scan = path.name.endswith(".scan.json")
-    kind = ScanLog if scan else TuningLog
+    name, kind = _log_kind(path)
+    scan = name == "scan"
     try:
         log = kind.model_validate_json(path.read_text())
         published = read_log(dst / path.relative_to(src), kind)
     except (ValidationError, OSError, UnicodeDecodeError) as exc:
-        out.problems.append(f"{path}: not a valid {'scan' if scan else 'tuning'} log ({type(exc).__name__})")
+        out.problems.append(f"{path}: not a valid {name} log ({type(exc).__name__})")
         return
     problem = settings_problem(log.suite, log.suite_params)
     if problem is not None:
@@ -220,7 +258,7 @@ def _plan_log(out: Plan, path: Path, src: Path, dst: Path, *, replace_logs: bool
         return
     missing = _unrecorded_trials(log, path, src, dst)
     if missing:
-        out.problems.append(f"{path}: its trial run(s) {', '.join(missing[:3])} have no record to publish with it")
+        out.problems.append(f"{path}: its run(s) {', '.join(missing[:3])} have no record to publish with it")
         return
     target = dst / path.relative_to(src)
     new = merge_scans(published, log) if scan and published is not None else log
@@ -232,15 +270,13 @@ def _plan_log(out: Plan, path: Path, src: Path, dst: Path, *, replace_logs: bool
         out.problems.append(f"{path}: differs from the published {target} (a re-tune changes every later run's "
                             "settings); pass --replace-logs to replace it")
         return
-    out.items.append(Item("scan" if scan else "tuning", path, target, _dump(new)))
+    out.items.append(Item(name, path, target, _dump(new)))
 
 
 def _unrecorded_trials(log: Any, path: Path, src: Path, dst: Path) -> list[str]:
-    """Trial run ids of a log with a record in neither the working nor the published trials folder."""
-    runs = path.parent.relative_to(src) / "runs" / log.suite / f"v{log.protocol_version}"
-    trials = [*log.trials, *getattr(log, "confirmations", [])]
-    return [t.run_id for t in trials
-            if not (src / runs / f"{t.run_id}.json").is_file() and not (dst / runs / f"{t.run_id}.json").is_file()]
+    """Run ids a log names (trials, a tuned attacker's test runs) with a record in neither folder."""
+    return [run_id for run_id, rel in _named_runs(log, path, src)
+            if not (src / rel).is_file() and not (dst / rel).is_file()]
 
 
 def _dump(log: Any) -> str:

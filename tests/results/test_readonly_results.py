@@ -476,3 +476,46 @@ def test_sigterm_mid_run_resumes_like_ctrl_c(smoke_base, home, tmp_path):
     assert proc.returncode == 143 and messages(err) == [INTERRUPTED], err[-2000:]
     done = process.run(args, cwd=tmp_path, env=env, timeout=1200)
     assert done.returncode == 0 and list((tmp_path / "runs").rglob("*.json"))
+
+
+def test_publish_logs_takes_the_tuned_attackers_log_with_the_runs_it_names(tmp_path):
+    """`harness publish --logs`: every log in the working folder (a tuned attacker's under tuning/attacker/) with the
+    records it names, its validation trials and its test runs, and no other record; a log naming a run with no
+    record is refused."""
+    from harness.tuning.attacker_log import AttackerLog
+
+    runs, dst = tmp_path / "runs", tmp_path / "results"
+    trial = working_copy(tmp_path, next((COMMITTED / "tuning" / "runs" / "tiny" / "v2").glob("*.json")), installed,
+                         folder=f"tuning/runs/tiny/{NOW}")
+    raw = json.loads(trial.read_text())
+    trial.write_text(json.dumps({**raw, "provenance": {**raw["provenance"], "git_dirty": False}}))
+    test_runs = [working_copy(tmp_path, p) for p in sorted((REPO / "results" / "tiny" / NOW).glob("*.json"))[:3]]
+    point = dict(attack="sft-250", params={"lr": 1e-4}, score=0.5, measure="access", qa_defended=0.9,
+                 qa_attacked=0.9, feasible=True)
+    chosen = dict(point, run_id=trial.stem)
+    log = AttackerLog(suite="tiny", protocol_version=int(PROTOCOL), suite_params={"seed": 0, "size": "default",
+                      "split": "test"}, validation={"split": "validation"}, defence="none", defence_version="1",
+                      defence_params={}, defence_seed=0, zoo={}, space={}, space_size=1, sampler="whole",
+                      sampler_seed=0, capability_bound=0.9, trials_budget=24, defender_trials_budget=24,
+                      trials=[chosen], chosen=chosen, finished=True,
+                      test=[dict(point, run_id=p.stem, role="chosen", world={"seed": i}) for i, p in
+                            enumerate(test_runs[:2])])
+    log_file = runs / "tiny" / NOW / "tuning" / "attacker" / "none.json"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text(log.model_dump_json())
+    published = plan(runs, dst, run_ids=[], every=False, logs=True)
+    assert not published.problems, published.problems
+    assert sorted((i.kind, i.src.name) for i in published.items) == sorted(
+        [("attacker", "none.json"), ("trial", trial.name), *(("record", p.name) for p in test_runs[:2])])
+    publish(published)  # the third record, named by no log, stays in the working folder
+    assert not (dst / "tiny" / NOW / test_runs[2].name).exists()
+    written = dst / "tiny" / NOW / "tuning" / "attacker" / "none.json"
+    assert AttackerLog.model_validate_json(written.read_text()) == log
+    test_runs[1].unlink()
+    (dst / "tiny" / NOW / test_runs[1].name).unlink()
+    orphan = plan(runs, dst, run_ids=[], every=False, logs=True, replace_logs=True)
+    assert orphan.problems and "have no record" in orphan.problems[0]
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="--logs"):
+        plan(runs, dst, run_ids=[], every=False)
