@@ -167,7 +167,8 @@ def _records_of_logs(logs: list[Path], src: Path) -> list[Path]:
             log = _log_kind(path)[1].model_validate_json(path.read_text())
         except Exception:
             continue
-        out += [src / rel for _, rel in _named_runs(log, path, src) if (src / rel).is_file()]
+        if getattr(log, "finished", True) is not False:  # an unfinished search is kept back, with its runs
+            out += [src / rel for _, rel in _named_runs(log, path, src) if (src / rel).is_file()]
     return out
 
 
@@ -253,6 +254,8 @@ def _plan_log(out: Plan, path: Path, src: Path, dst: Path, *, replace_logs: bool
         out.problems.append(f"{path}: not a valid {name} log ({type(exc).__name__})")
         return
     problem = settings_problem(log.suite, log.suite_params)
+    if problem is None and getattr(log, "finished", True) is False:
+        problem = "an unfinished search: rerun it to finish (it resumes from its trials)"
     if problem is not None:
         out.kept.append(f"kept in {src}: {path.name} ({problem})")
         return

@@ -515,6 +515,9 @@ def test_publish_logs_takes_the_tuned_attackers_log_with_the_runs_it_names(tmp_p
     (dst / "tiny" / NOW / test_runs[1].name).unlink()
     orphan = plan(runs, dst, run_ids=[], every=False, logs=True, replace_logs=True)
     assert orphan.problems and "have no record" in orphan.problems[0]
+    log_file.write_text(log.model_copy(update={"finished": False}).model_dump_json())
+    unfinished = plan(runs, dst, run_ids=[], every=False, logs=True)
+    assert unfinished.items == [] and any("unfinished search" in line for line in unfinished.kept)
     from harness.errors import HarnessError
 
     with pytest.raises(HarnessError, match="--logs"):
