@@ -177,6 +177,7 @@ class Board:
 def build_boards(folder: ResultFolder) -> list[Board]:
     """One board per suite config found in the folder's tables (normally one); the numbered worlds of one config
     are one board, pooled (`harness.results.worlds`)."""
+    from harness.tuning.attacker_log import tuned_attack_runs
     from leaderboard.plugin_docs import judge_measures
 
     found = configs(folder.tables)
@@ -185,7 +186,9 @@ def build_boards(folder: ResultFolder) -> list[Board]:
     for index, worlds in enumerate(group_worlds(found, world_params)):
         params = worlds[0]
         summary = summarise(folder.tables, worlds, useful_qa_ratio_of(_suite_name(folder, params), params),
-                            world_params=world_params)
+                            world_params=world_params, tuned_runs=tuned_attack_runs(folder.path.parent.parent,
+                                                                                    folder.suite,
+                                                                                    folder.protocol_version))
         boards.append(_board(folder, summary))
         boards[-1].config_index = index
         boards[-1].measure = judge_measures(summary.judges[0]) if summary.judges else ""

@@ -27,7 +27,7 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     from harness.results.records import results_folder
     from harness.results.validate import validated_records
     from harness.specs import canonical_json, parse_overrides
-    from harness.tuning.attacker_log import budget_lines
+    from harness.tuning.attacker_log import budget_lines, tuned_attack_runs
 
     readable_dir(results_dir, "--results-dir")
     suite = suite_name(suite)
@@ -36,7 +36,8 @@ def report(suite: SuiteOpt = None, sets: SetOpt = None,
     folder = results_folder(results_dir, s.name, protocol or s.protocol_version)
     records = list(validated_records(folder))
     # Every numbered world of the config pooled, unless --set names one world.
-    summary = budget_summary(records, s, suite_spec.params, pool_worlds=not set(suite_sets) & set(s.world_params))
+    summary = budget_summary(records, s, suite_spec.params, pool_worlds=not set(suite_sets) & set(s.world_params),
+                             tuned_runs=tuned_attack_runs(results_dir, s.name, protocol or s.protocol_version))
     if not summary.rows:
         fail(f"no run records for suite '{suite}' {suite_spec.params} under {folder}")
     typer.echo(markdown(summary))

@@ -13,7 +13,7 @@ settings become part of the row label, like defence settings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from harness.conditions.resistance import MEASURE_NAMES
@@ -35,16 +35,16 @@ def mean_ci(estimate: Estimate | None) -> str:
 
 
 def budget_summary(records: Sequence[RunRecord], suite: Suite, suite_params: dict[str, Any], *,
-                   pool_worlds: bool = True) -> Summary:
+                   pool_worlds: bool = True, tuned_runs: Collection[str] = ()) -> Summary:
     """The results summary of one suite configuration's records, rows in the table's order: the suite's
     reference defence first, then by label. A defence with only generalization runs has no row here. With
     `pool_worlds`, the records of every numbered world of the config (`harness.results.worlds`) are pooled, the
-    world a unit."""
+    world a unit. `tuned_runs`: a tuned attacker's test runs (a family of their own)."""
     frames = frames_from_records(records)
     config = canonical_json(suite_params)
     worlds = board_of(config, configs(frames), suite.world_params) if pool_worlds else [config]
     summary = summarise(frames, worlds, suite.useful_qa_ratio, reference=suite.reference_defence,
-                        world_params=suite.world_params)
+                        world_params=suite.world_params, tuned_runs=tuned_runs)
     summary.rows = sorted((r for r in summary.rows if r.defence_seeds),
                           key=lambda r: (r.key.name != suite.reference_defence, r.label))
     return summary

@@ -3,7 +3,9 @@ first and labelled as the README's tables write them (lr@samples).
 
 Runs of one attack at one lr, sample count and epoch count whose other attack settings differ (a tuned attacker's
 choice of batch size, schedule or LoRA rank beside a grid cell) are different attacks: each is a budget of its own,
-told apart by the settings that differ (`Budget.params`), never pooled into one mean."""
+told apart by the settings that differ (`Budget.params`), never pooled into one mean. A tuned attacker's test runs
+(a summary given their run ids marks them in an `attack_source` column) are budgets of their own family,
+`TUNED_ATTACKER`: an attack found by a search is another attacker than the same settings named in advance."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+TUNED_ATTACKER = "tuned attacker"  # the family of a tuned attacker's test runs (`harness.tuning.attacker`)
+SOURCE = "attack_source"          # the summary's column naming where a run's attack came from ('' or TUNED_ATTACKER)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Budget:
     # canonical JSON of the attack settings that tell this budget from another of the same attack, lr, samples and
     # epochs ('': there is no other)
     params: str = ""
+    source: str = ""  # TUNED_ATTACKER for a tuned attacker's test runs, else ''
 
     @property
     def id(self) -> str:
@@ -34,7 +40,8 @@ class Budget:
 
     @property
     def base_id(self) -> str:
-        return f"{self.attack}|{self.lr!r}|{self.samples}|{self.epochs}"
+        base = f"{self.attack}|{self.lr!r}|{self.samples}|{self.epochs}"
+        return f"{base}|{self.source}" if self.source else base
 
     def matches(self, row: dict[str, Any]) -> bool:
         """Is a resistance-table row a run of this budget?"""
@@ -56,20 +63,27 @@ def budgets_of(resistance: Any, family_of: Callable[[str], str] | None = None) -
     label only where they differ, the attack name only where two attacks share a label."""
     if resistance is None or not len(resistance):
         return []
-    family = family_of or (lambda name: "")
+    declared = family_of or (lambda name: "")
+
+    def family(b: Budget) -> str:
+        return b.source or declared(b.attack)
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in resistance.to_dict("records"):
         groups.setdefault(budget_of(r).base_id, []).append(r)
-    budgets = sorted((b for rows in groups.values() for b in _variants(rows)),
-                     key=lambda b: (family(b.attack) == "", family(b.attack), math.isnan(b.lr), b.lr, b.samples or 0,
-                                    b.epochs or 0, b.attack, b.params))
+    variants = [b for rows in groups.values() for b in _variants(rows)]
+    size = {f: sum(family(b) == f for b in variants) for f in map(family, variants)}
+    # the family of the most budgets first (a suite's budget grid: the resistance curve), a tuned attacker's last
+    budgets = sorted(variants, key=lambda b: (family(b) == "", family(b) == TUNED_ATTACKER, -size[family(b)],
+                                              family(b), math.isnan(b.lr), b.lr, b.samples or 0, b.epochs or 0,
+                                              b.attack, b.params))
     several_epochs = len({b.epochs for b in budgets}) > 1
     labels = [b.label + (f"×{b.epochs}ep" if several_epochs and b.epochs is not None else "") for b in budgets]
     attacks_of = {label: {b.attack for b, other in zip(budgets, labels, strict=True) if other == label}
                   for label in labels}
-    labels = [f"{b.attack} {label}" if len(attacks_of[label]) > 1 else label
+    labels = [f"{b.attack} {label}" if len(attacks_of[label]) > 1 or b.source else label
               for b, label in zip(budgets, labels, strict=True)]
-    return [replace(b, label=label + _settings_label(b.params), family=family(b.attack))
+    return [replace(b, label=label + _settings_label(b.params), family=family(b))
             for b, label in zip(budgets, labels, strict=True)]
 
 
@@ -109,12 +123,18 @@ def budget_of(row: dict[str, Any]) -> Budget:
     epochs = row.get("attack_epochs")  # optional: tables before the budget declaration have no epochs
     epochs = None if epochs is None or _missing(epochs) else int(epochs)
     lr = float(row["attack_lr"])
-    return Budget(str(row["attack"]), lr, samples, epochs, budget_label(row["attack"], lr, samples))
+    source = row.get(SOURCE) or ""
+    return Budget(str(row["attack"]), lr, samples, epochs, budget_label(row["attack"], lr, samples),
+                  source=str(source))
 
 
 def budget_label(attack: str, lr: float, samples: Any) -> str:
-    """lr@samples, as the README's tables write budgets: 1e-4@250, 3e-4@1k (attack@samples without an lr)."""
-    return f"{_lr_label(float(lr)) or attack}@{_samples_label(None if _missing(samples) else int(samples))}"
+    """lr@samples, as the README's tables write budgets: 1e-4@250, 3e-4@1k (attack@samples without an lr; the
+    attack's name alone without either, e.g. a prompting attack that trains nothing)."""
+    samples = None if _missing(samples) else int(samples)
+    if not _lr_label(float(lr)) and samples is None:
+        return str(attack)
+    return f"{_lr_label(float(lr)) or attack}@{_samples_label(samples)}"
 
 
 def _lr_label(lr: float) -> str:

@@ -114,6 +114,13 @@ def trial_counts(results_dir: Path, suite: str, protocol_version: int, defence: 
                        len(attacker.trials) if attacker else None)
 
 
+def tuned_attack_runs(results_dir: Path, suite: str, protocol_version: int) -> set[str]:
+    """The run ids of the test runs every tuned-attacker log of a results folder names (records of their own)."""
+    folder = attacker_log_path(results_dir, suite, protocol_version, "x").parent
+    logs = (read_log(p, AttackerLog) for p in sorted(folder.glob("*.json")))
+    return {t.run_id for log in logs if log is not None for t in log.test if t.score is not None}
+
+
 def budget_lines(results_dir: Path, suite: str, protocol_version: int, defences: Iterable[str]) -> list[str]:
     """The report's side-by-side trial counts: for each defence named or with a log in the folder's tuning/, the
     defender's trials (run of their budget) and its choice, and the attacker's trials and choice. Empty where no

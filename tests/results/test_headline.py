@@ -248,3 +248,29 @@ def test_runs_of_one_lr_and_sample_count_with_other_settings_are_budgets_of_thei
     none = rows_by_name(summary)["none"]
     assert none.worst.estimate.mean == pytest.approx(0.99) and none.worst.estimate.n == 3
     assert budgets_of(build(grid)["resistance"])[0].params == ""  # one setting per budget: no suffix, ids as before
+
+
+def test_a_tuned_attackers_test_runs_are_a_family_of_their_own():
+    """Runs a tuned-attacker log names (`tuned_runs`) are budgets of the family "tuned attacker", kept apart from the
+    grid cells of the same attack, lr and samples, listed last, and labelled with their attack."""
+    from harness.results.budget_table import markdown
+    from harness.specs import RunSpec
+
+    def searched(r: RunRecord) -> RunRecord:  # the attack a search chose: another lr, more revealed
+        data = r.model_dump(by_alias=True)
+        data["spec"]["attack"]["params"]["lr"] = data["budget"]["lr"] = 9e-4
+        data["metrics"]["post_attack"]["access"] = data["metrics"]["post_attack"]["forced"]["mean"] = 0.97
+        data["run_id"] = RunSpec.model_validate(data["spec"]).run_id
+        return RunRecord.model_validate(data)
+
+    tuned = [searched(run("none", s, "access")) for s in ATTACK_SEEDS[:3]]
+    frames = build(records("access") + tuned)
+    params = frames["resistance"]["suite_params"].iloc[0]
+    summary = summarise(frames, params, 0.5, reference="none", tuned_runs={r.run_id for r in tuned})
+    assert [(b.family, b.label) for b in summary.budgets] == [("harmful fine-tuning", "1e-4@250"),
+                                                             ("tuned attacker", "sft-250 9e-4@250")]
+    none = rows_by_name(summary)["none"]
+    assert none.worst.budget.family == "tuned attacker" and none.worst.estimate.n == 3
+    assert "worst tuned attacker" in markdown(summary).splitlines()[0]
+    plain = summarise(frames, params, 0.5, reference="none")  # without the logs: one more budget of the attack
+    assert {b.family for b in plain.budgets} == {"harmful fine-tuning"} and len(plain.budgets) == 2
