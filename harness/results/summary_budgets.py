@@ -49,7 +49,7 @@ class Budget:
             return False
         own = json.loads(self.params) if self.params else {}
         settings = attack_settings(row)
-        return all(_canonical(settings.get(k)) == _canonical(v) for k, v in own.items())
+        return all(_canonical(_lookup(settings, k)) == _canonical(v) for k, v in own.items())
 
     @property
     def description(self) -> str:
@@ -81,7 +81,7 @@ def budgets_of(resistance: Any, family_of: Callable[[str], str] | None = None) -
     labels = [b.label + (f"×{b.epochs}ep" if several_epochs and b.epochs is not None else "") for b in budgets]
     attacks_of = {label: {b.attack for b, other in zip(budgets, labels, strict=True) if other == label}
                   for label in labels}
-    labels = [f"{b.attack} {label}" if len(attacks_of[label]) > 1 or b.source else label
+    labels = [f"{b.attack} {label}" if (len(attacks_of[label]) > 1 or b.source) and label != b.attack else label
               for b, label in zip(budgets, labels, strict=True)]
     return [replace(b, label=label + _settings_label(b.params), family=family(b))
             for b, label in zip(budgets, labels, strict=True)]
@@ -99,11 +99,23 @@ def _variants(rows: list[dict[str, Any]]) -> list[Budget]:
     base = budget_of(rows[0])
     settings = [attack_settings(r) for r in rows]
     common = set.intersection(*(set(s) for s in settings)) if settings else set()
-    varying = sorted(k for k in common if len({_canonical(s[k]) for s in settings}) > 1)
+    # a setting that is a mapping in every row (e.g. a LoRA config) is compared field by field: 'lora.rank'
+    keys = sorted(f"{k}.{sub}" for k in common if all(isinstance(s[k], dict) for s in settings)
+                  for sub in set.intersection(*(set(s[k]) for s in settings)))
+    keys += sorted(k for k in common if not all(isinstance(s[k], dict) for s in settings))
+    varying = sorted(k for k in keys if len({_canonical(_lookup(s, k)) for s in settings}) > 1)
     if not varying:
         return [base]
-    combos = sorted({_canonical({k: s[k] for k in varying}) for s in settings})
+    combos = sorted({_canonical({k: _lookup(s, k) for k in varying}) for s in settings})
     return [replace(base, params=c) for c in combos]
+
+
+def _lookup(settings: dict[str, Any], key: str) -> Any:
+    """A setting by name, 'lora.rank' reading a field of a mapping setting (None where absent)."""
+    value: Any = settings
+    for part in key.split(".") if key not in settings else [key]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _settings_label(params: str) -> str:

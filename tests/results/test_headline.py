@@ -274,3 +274,22 @@ def test_a_tuned_attackers_test_runs_are_a_family_of_their_own():
     assert "worst tuned attacker" in markdown(summary).splitlines()[0]
     plain = summarise(frames, params, 0.5, reference="none")  # without the logs: one more budget of the attack
     assert {b.family for b in plain.budgets} == {"harmful fine-tuning"} and len(plain.budgets) == 2
+
+
+def test_mapping_settings_are_told_apart_field_by_field():
+    """Two LoRA shapes at one lr and sample count: budgets labelled by the fields that differ (lora.rank), not by
+    the whole mapping."""
+    from harness.results.summary_budgets import budgets_of
+    from harness.results.summary_rows import in_budget
+    from harness.specs import RunSpec
+
+    def lora(r: RunRecord, rank: int) -> RunRecord:
+        data = r.model_dump(by_alias=True)
+        data["spec"]["attack"]["params"]["lora"] = {"rank": rank, "alpha": 16.0, "target_modules": "all-linear"}
+        data["run_id"] = RunSpec.model_validate(data["spec"]).run_id
+        return RunRecord.model_validate(data)
+
+    frames = build([lora(run("none", s, "access"), rank) for s in ATTACK_SEEDS[:2] for rank in (8, 16)])
+    budgets = budgets_of(frames["resistance"])
+    assert sorted(b.label for b in budgets) == ["1e-4@250 [lora.rank=16]", "1e-4@250 [lora.rank=8]"]
+    assert [len(in_budget(frames["resistance"], b)) for b in budgets] == [2, 2]
