@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from typing import Any
 
 from harness.results.judge_agreement import pooled
 from harness.results.records import OPEN_WEIGHTS
@@ -128,17 +129,34 @@ def _board(board: Board, level: str) -> list[str]:
     lines += ["", f"<details><summary>Every column of {md_escape(board.title)}</summary>", ""]
     for title, keep in PARTS:
         columns = [c for c in board.columns if keep(c)]
-        if not columns:
-            continue
         title = title.format(measure=board.headline_name)
-        labels = [f"{c.family}: {c.label}" if c.family else c.label for c in columns]
-        lines += [f"{md_escape(title)}:", "", "| defence | " + " | ".join(md_escape(x) for x in labels) + " |",
-                  "|---" + "|---:" * len(columns) + "|"]
-        lines += [f"| {_name(row)} | " + " | ".join(_cell(row, c.id, c.fmt) for c in columns) + " |"
-                  for row in board.rows]
-        lines.append("")
+        families = list(dict.fromkeys(c.family for c in columns))
+        for family in families:  # budgets of several attack families: a table per family
+            part = [c for c in columns if c.family == family]
+            named = f"{title}: {family}" if family else title
+            for chunk in _fitting(board, part):  # and as many tables as keep each line on a page
+                lines += [f"{md_escape(named)}:", "", *_table(board, chunk), ""]
     lines += ["</details>", ""]
     return lines
+
+
+def _table(board: Board, columns: list[Any]) -> list[str]:
+    return ["| defence | " + " | ".join(md_escape(c.label) for c in columns) + " |",
+            "|---" + "|---:" * len(columns) + "|",
+            *(f"| {_name(row)} | " + " | ".join(_cell(row, c.id, c.fmt) for c in columns) + " |"
+              for row in board.rows)]
+
+
+def _fitting(board: Board, columns: list[Any]) -> list[list[Any]]:
+    """The columns in consecutive groups whose tables keep every line within MAX_LINE (a column too wide on its own
+    gets a table of its own)."""
+    groups: list[list[Any]] = []
+    for column in columns:
+        if groups and max(map(len, _table(board, [*groups[-1], column]))) < MAX_LINE:
+            groups[-1].append(column)
+        else:
+            groups.append([column])
+    return groups
 
 
 def _definitions(boards: list[Board]) -> list[str]:
