@@ -32,7 +32,7 @@ from harness.errors import HarnessError
 from harness.results.estimates import Estimate, Rank, shared_ranks, t_estimate
 from harness.results.paired import Paired, versus_reference
 from harness.results.records import OPEN_WEIGHTS
-from harness.results.summary_budgets import SOURCE, TUNED_ATTACKER, Budget, budgets_of
+from harness.results.summary_budgets import Budget, budgets_of, mark_tuned
 from harness.results.summary_rows import (
     DEFENCE_SEED_COLUMNS,
     ROW_SETTINGS,
@@ -185,14 +185,10 @@ def summarise(frames: dict[str, Any], suite_params: str | Sequence[str], useful_
     list of configs that differ only in `world_params`, `harness.results.worlds.boards`): their runs are pooled with
     the world as one more unit column (unit: world x defence seed x attack seed). `unseeded`: the defences whose
     defended model does not depend on the seed (None: those the registry says so of, `unseeded_defences`); with
-    `reference` (a defence name), each other row's paired comparison with that defence's row. `tuned_runs`: the run
-    ids of tuned attackers' test runs (their logs' `test`, `tuned_attack_runs`), budgets of their own family."""
+    `reference`, each row's paired comparison with that defence's; `tuned_runs`: tuned attackers' test runs."""
     worlds = [suite_params] if isinstance(suite_params, str) else list(suite_params)
-    frames = {name: of_worlds(f, worlds, world_params) for name, f in frames.items()}
-    if tuned_runs and "resistance" in frames:  # a tuned attacker's test runs: budgets of their own family
-        tuned = set(tuned_runs)
-        res = frames["resistance"]
-        frames["resistance"] = res.assign(**{SOURCE: [TUNED_ATTACKER if i in tuned else "" for i in res["run_id"]]})
+    frames = {name: mark_tuned(of_worlds(f, worlds, world_params), tuned_runs) if name == "resistance"
+              else of_worlds(f, worlds, world_params) for name, f in frames.items()}
     suite_params = worlds[0]
     if unseeded is None:
         unseeded = unseeded_defences({str(d) for f in frames.values() for d in f["defence"].unique()})

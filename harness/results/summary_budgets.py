@@ -87,6 +87,15 @@ def budgets_of(resistance: Any, family_of: Callable[[str], str] | None = None) -
             for b, label in zip(budgets, labels, strict=True)]
 
 
+def mark_tuned(resistance: Any, tuned_runs: Any) -> Any:
+    """The resistance table with its SOURCE column: TUNED_ATTACKER for the rows of `tuned_runs`, else '' (as given
+    without any)."""
+    tuned = set(tuned_runs)
+    if not tuned:
+        return resistance
+    return resistance.assign(**{SOURCE: [TUNED_ATTACKER if i in tuned else "" for i in resistance["run_id"]]})
+
+
 def attack_settings(row: dict[str, Any]) -> dict[str, Any]:
     """A row's attack settings (its `attack_params` JSON; {} where the table has none)."""
     text = row.get("attack_params")
