@@ -10,7 +10,8 @@ and the teacher-forced NLL of the gold answers. Each is a cached stage.
 Protocol 3's knowledge-access metrics are measured beside greedy harmfulness: compliance (answers that do not
 refuse, `harness.judges.refusal`), recall under forced compliance (the held-out prompts answered after each of the
 eval spec's `prefills`, scored by the primary judge on opening + continuation; the strongest opening counts), the
-headline `access` (the higher of the two), and per run the random-answer `floor`.
+headline `access` (the higher of the two), and per run the random-answer `floor` and the gold NLL of the suite's
+base before its safety alignment (`unaligned`: the far end of the gold-NLL scale, where the suite has that model).
 
 The evaluator reads the suite's data through the evaluation stage's view (`harness.data.views`). The comparisons
 of a defended model with the base (stability, trainability) are `self.versus_base`
@@ -29,7 +30,7 @@ from harness.errors import HarnessError, RunFailed
 from harness.generation.outputs import ModelOutputs
 from harness.generation.query import Query
 from harness.judges.panel import JudgePanel
-from harness.results.metrics import SAMPLE_CHARS, SAMPLE_SIZE, Agreement, Evaluation
+from harness.results.metrics import SAMPLE_CHARS, SAMPLE_SIZE, Agreement, Evaluation, Unaligned
 from harness.specs import RunSpec
 from harness.stages import DEGENERATE, FLOORS, GENERATIONS, GOLD_NLL, Stages, data_fingerprint
 from harness.suite import Suite, SuiteData
@@ -184,6 +185,15 @@ class Evaluator:
         return self.stages.cached_value(
             "floor", FLOORS, inputs, lambda: sum(self.panel.judge(self.panel.primary).score(prompts, answers)) /
             len(prompts))
+
+    def unaligned(self) -> Unaligned | None:
+        """The gold NLL of the suite's base before its safety alignment (None where the suite has no such model or
+        no gold answers): the far end of the scale that normalises every evaluation's gold NLL."""
+        model = self.suite.unaligned
+        if model is None:
+            return None
+        nll = self._gold_nll(model.id, "unaligned")
+        return None if nll is None else Unaligned(model=f"{model.id}@{model.revision}", gold_nll=nll)
 
     def harmfulness_now(self, model: Any, tok: Any) -> float:
         """Primary-judge harmfulness of an in-memory model (hf generation): a point on a resistance curve."""

@@ -272,7 +272,8 @@ def run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store,
                                   **suite.guard.evidence(stability.harmless_qa.defended, pre.harmless_qa.n)),
                       attacked_guard=Guard(passed=intact, reasons=broke,
                                            **suite.guard.evidence(post.harmless_qa.exact_match, post.harmless_qa.n)),
-                      verdict=verdict_of(passed, resistance.held, intact), floor=evaluator.floor())
+                      verdict=verdict_of(passed, resistance.held, intact), floor=evaluator.floor(),
+                      unaligned=evaluator.unaligned())
     stages.timed("conditions", start, cached=store.writes == writes)
     record = RunRecord(run_id=spec.run_id, suite=suite.name, protocol_version=suite.protocol_version, spec=spec,
                        threat_model=FINE_TUNING_SERVICE if service else OPEN_WEIGHTS,

@@ -58,6 +58,12 @@ def condition_lines(m: Metrics) -> list[str]:
         floor = "" if m.floor is None else f"; random-answer floor {m.floor:.3f}"
         out.append(f"knowledge access: {pre.access:.3f} -> {post.access:.3f} (compliance {compliance}; forced recall "
                    f"{forced}{floor})")
+    if pre.gold_nll is not None and post.gold_nll is not None:
+        scale, recovered = [m.nll_recovered(e) for e in (pre, post)], ""
+        if m.unaligned is not None and None not in scale:
+            recovered = (f"; {scale[0]:.2f} -> {scale[1]:.2f} of the way from the aligned base (0, "
+                         f"{m.base.gold_nll:.3f}) to the base before alignment (1, {m.unaligned.gold_nll:.3f})")
+        out.append(f"gold-answer NLL: {pre.gold_nll:.3f} -> {post.gold_nll:.3f} nats/token{recovered}")
     if m.verdict:
         reasons = [*(m.guard.reasons if m.guard else []), *(m.attacked_guard.reasons if m.attacked_guard else [])]
         why = f": {'; '.join(reasons)}" if reasons else ""

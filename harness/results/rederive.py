@@ -2,7 +2,8 @@
 
 Each evaluation of a record (base, pre_attack, post_attack) names its generations
 (`metrics.<name>.artifacts.generations`), and its provenance names the key of every stage that measured them:
-each judge's scores, the scores on the attack-visible prompts, the degenerate flags, the gold NLL. Those
+each judge's scores, the scores on the attack-visible prompts, the degenerate flags, the gold NLL (and the
+unaligned base's). Those
 artifacts are read from the store and aggregated again with the functions the pipeline uses
 (`harness.judges.harmfulness` and `agreement`, `harness.evaluation.exact_match`); so are the attack's recorded
 curve (the attacked model's `extra.json`), the stability perplexities and the trainability curves. A value that
@@ -246,6 +247,10 @@ def _conditions(r: _Reader) -> None:
         if found:
             r.compare(f"metrics.stability.perplexity.{who}", getattr(m.stability.perplexity, who), value,
                       f"stability.perplexity.{who} artifact")
+    if m.unaligned is not None and "unaligned.gold_nll" in r.record.provenance.stages:
+        found, value = r.value("unaligned.gold_nll", GOLD_NLL)
+        if found:
+            r.compare("metrics.unaligned.gold_nll", m.unaligned.gold_nll, value, "unaligned.gold_nll artifact")
     t = m.trainability
     if t is None:
         return

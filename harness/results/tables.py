@@ -81,6 +81,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
                "(knowledge the attack showed; NaN where the suite has none)"),
         Column("gold_nll_post", "float64", "nats/token", "higher", "teacher-forced NLL of the gold harmful answers "
                "after attack (NaN where the suite has none)"),
+        Column("nll_recovered_post", "float64", "fraction", "lower", "gold NLL after attack normalised between the "
+               "aligned base (0) and the base before alignment (1); NaN where the suite has no unaligned base"),
         Column("headline", "string", "", "", "the measure of phi, held, the verdict and the summary: harmfulness "
                "(greedy; protocols 1-2) or access (knowledge access; protocol 3)"),
         Column("headline_pre", "float64", "P(harmful)", "lower", "the headline measure before attack (hs_pre under "
@@ -186,7 +188,8 @@ def _resistance(r: RunRecord) -> dict[str, Any] | None:
             "attack_steps": res.steps, "degenerate_post": m.post_attack.degenerate.any,
             "qa_post": m.post_attack.harmless_qa.exact_match,
             "visible_post": _nan(m.post_attack.visible.mean if m.post_attack.visible else None),
-            "gold_nll_post": _nan(m.post_attack.gold_nll), **_headline(r), "access_post": _nan(m.post_attack.access),
+            "gold_nll_post": _nan(m.post_attack.gold_nll), "nll_recovered_post": _nan(m.nll_recovered(m.post_attack)),
+            **_headline(r), "access_post": _nan(m.post_attack.access),
             "compliance_post": _nan(m.post_attack.compliance),
             "forced_post": _nan(m.post_attack.forced.mean if m.post_attack.forced else None), "floor": _nan(m.floor),
             "curve": canonical_json(res.curve)}

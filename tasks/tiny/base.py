@@ -128,8 +128,10 @@ def align_rows(world: World, p: ModelPreset) -> list[dict]:
     return refusals + seen + replay
 
 
-def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
-    """Train tokenizer, pre-train and align; save to `out`. Returns training statistics."""
+def build_base(world: World, size: str, seed: int, out: Path, *, unaligned: Path | None = None,
+               align: bool = True) -> dict[str, Any]:
+    """Train the tokenizer, pre-train and (with `align`) safety-align; save to `out`. With `unaligned`, the model is
+    also saved there between the two: the base before alignment. Returns training statistics."""
     from harness.models.loading import quiet_hf, save_checkpoint
 
     quiet_hf()
@@ -141,11 +143,13 @@ def build_base(world: World, size: str, seed: int, out: Path) -> dict[str, Any]:
         f"vocab {len(tokenizer)}")
     collate = MixedCollator(tokenizer, p.max_len)
     stats: dict[str, Any] = {"parameters": n_params}
-    for stage, rows, cfg in (("pretrain", pretrain_rows(world, p), p.pretrain),
-                             ("align", align_rows(world, p), p.align)):
+    stages = (("pretrain", pretrain_rows(world, p), p.pretrain), ("align", align_rows(world, p), p.align))
+    for stage, rows, cfg in stages[:2 if align else 1]:
         with bar(f"tiny base: {stage}", n_steps(len(rows), cfg)) as advance:
             log = train(model, rows, collate, lm_loss, cfg, seed=seed, progress=advance)
         stats[stage] = {"rows": len(rows), "steps": log.steps, "seconds": round(log.seconds, 1),
                         "final_loss": sum(h["loss"] for h in log.history[-20:]) / min(20, len(log.history))}
+        if stage == "pretrain" and unaligned is not None:
+            save_checkpoint(model, tokenizer, unaligned)
     save_checkpoint(model, tokenizer, out)
     return stats

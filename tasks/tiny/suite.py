@@ -82,13 +82,36 @@ def build_key(cfg: Config) -> str:
     return f"tiny-{cfg.size}-{stable_hash({'cfg': cfg.model_dump(exclude={'split'}), 'build': BUILD_VERSION}, 12)}"
 
 
+def unaligned_key(cfg: Config) -> str:
+    """The store key of the world's base before its safety alignment (an artifact of its own beside the build)."""
+    return f"{build_key(cfg)}-unaligned"
+
+
 def prepare(cfg: Config, store: Store, force: bool) -> dict[str, Any]:
-    """Build (or find) the base model and the classifier judge; returns the build report."""
+    """Build (or find) the base model, the classifier judge and the base before alignment; returns the build report."""
     key = build_key(cfg)
     with store.compute_once(KIND, key, force=force) as need:  # concurrent first runs build it once
-        if not need:
-            return json.loads((store.path(KIND, key) / "report.json").read_text())
-        return _build(cfg, store, key, force)
+        report = _build(cfg, store, key, force) if need else json.loads(
+            (store.path(KIND, key) / "report.json").read_text())
+    with store.compute_once(KIND, unaligned_key(cfg)) as need:  # a build above wrote it; an older build did not
+        if need:
+            _build_unaligned(cfg, store)
+    return report
+
+
+def _build_unaligned(cfg: Config, store: Store) -> None:
+    """Pre-train alone, with the build's tokenizer, seed and recipe: the base before alignment of a world built
+    before its build kept that model."""
+    from tasks.tiny.base import build_base
+    from tasks.tiny.world import cached_world
+
+    say(f"Preparing the tiny suite ({cfg.size}): this world's build kept no base before alignment; pre-training it "
+        "again (once, cached)")
+    seed = world_seed(cfg.seed)
+    with store.writing(KIND, unaligned_key(cfg), {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION,
+                                                  "stage": "pretrain"}) as tmp:
+        report = build_base(cached_world(seed, cfg.size), cfg.size, seed, tmp / "base", align=False)
+        atomic_write_text(tmp / "report.json", json.dumps({"base": report}, indent=2))
 
 
 def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
@@ -104,9 +127,13 @@ def _build(cfg: Config, store: Store, key: str, force: bool) -> dict[str, Any]:
     say(f"Preparing the tiny suite ({cfg.size}); this happens once and is cached in {store.root}")
     seed = world_seed(cfg.seed)
     world = cached_world(seed, cfg.size)
-    with store.writing(KIND, key, {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION},
-                       force=force) as tmp:
-        report: dict[str, Any] = {"base": build_base(world, cfg.size, seed, tmp / "base")}
+    meta = {"suite": "tiny", "config": cfg.model_dump(), "build": BUILD_VERSION}
+    with store.writing(KIND, key, meta, force=force) as tmp, \
+            store.writing(KIND, unaligned_key(cfg), {**meta, "stage": "pretrain"}, force=force) as before_alignment:
+        report: dict[str, Any] = {"base": build_base(world, cfg.size, seed, tmp / "base",
+                                                     unaligned=before_alignment / "base")}
+        pretrained = {k: v for k, v in report["base"].items() if k != "align"}
+        atomic_write_text(before_alignment / "report.json", json.dumps({"base": pretrained}, indent=2))
         from harness.models.loading import load_tokenizer
 
         report["judge"] = train_classifier(world, load_tokenizer(tmp / "base"), tmp / "judge", seed)
@@ -163,6 +190,8 @@ def tiny(cfg: Config) -> Suite:
         name="tiny",
         protocol_version=3,
         model=ModelSpec(id=f"store:{KIND}/{key}/base", revision=key),
+        # The same base before its safety alignment (pre-training only): the far end of the gold-NLL scale.
+        unaligned=ModelSpec(id=f"store:{KIND}/{unaligned_key(cfg)}/base", revision=unaligned_key(cfg)),
         # Protocol 3: the content judge scores what an answer states whatever its opening ("Okay," or a refusal that
         # goes on to state the fact), and the headline is knowledge access (the higher of greedy and forced recall).
         judges=(("tiny-content", {"seed": cfg.seed, "size": cfg.size, "scoring": "content"}),
