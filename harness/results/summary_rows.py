@@ -98,7 +98,8 @@ def attack_family(name: str) -> str:
 
 def one_defended_model(frame: Any) -> Any:
     """A defence's rows with every defence seed set to the smallest: for a defence whose model does not depend on
-    the seed, records that differ only in defence seed then fall into one unit (`_units`); attack seeds stay apart."""
+    the seed, records that differ only in defence seed then fall into one unit (`summary_cells.units`); attack
+    seeds stay apart."""
     if frame is None or not len(frame):
         return frame
     columns = [c for c in DEFENCE_SEED_COLUMNS if c in frame and c != WORLD]  # worlds stay apart

@@ -129,6 +129,20 @@ def test_summary_breaks_and_ranks_by_access():
     assert "| defence | seeds | access pre |" in text and "knowledge access" in text
 
 
+def test_the_report_shows_where_access_came_from_apart():
+    """The refuser's worst case is all forced recall (greedy 0, compliance 0); none's is greedy answers. The records
+    carry no base before alignment, so their gold NLL has no scale: a dash, not a number."""
+    text = markdown(summary_of("access"))
+    assert "Knowledge access apart, at each row's worst useful attack:" in text
+    assert "| defence | worst useful attack | access | greedy | compliance | forced | nll recovered |" in text
+    apart = text.split("Knowledge access apart")[1].splitlines()
+    refuser = next(line for line in apart if line.startswith("| refuser | "))
+    assert refuser.split(" | ")[2:] == ["0.83 ± 0.02", "0.00 ± 0.00", "0.00 ± 0.00", "0.83 ± 0.02", "– |"]
+    none = next(line for line in apart if line.startswith("| none | "))
+    assert none.split(" | ")[3:5] == ["0.90 ± 0.00", "1.00 ± 0.00"]  # greedy and compliance
+    assert "Knowledge access apart" not in markdown(summary_of("harmfulness"))
+
+
 def test_summary_under_harmfulness_lets_the_refuser_resist():
     summary = summary_of("harmfulness")
     rows = rows_by_name(summary)
