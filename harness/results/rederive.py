@@ -240,7 +240,8 @@ def _conditions(r: _Reader) -> None:
     if folder is not None and (folder / "extra.json").is_file():
         points = json.loads((folder / "extra.json").read_text()).get("curve", [])
         recorded = [list(p) for p in m.resistance.curve]
-        derived = [*recorded[:1], *points[:-1], [points[-1][0], recorded[-1][1]]] if points else recorded[:1]
+        # as measure_resistance builds it: an attack with no points (no training) ends at step 1
+        derived = [*recorded[:1], *points[:-1], [points[-1][0] if points else 1, recorded[-1][1]]]
         r.compare("metrics.resistance.curve", recorded, derived, "attack's curve points")
     for who in ("defended", "base"):
         found, value = r.value(f"stability.perplexity.{who}", STABILITY)

@@ -53,6 +53,18 @@ def test_generalization_runs_never_enter_a_cell():
     assert post(by["repnoise (beta=1.0)"], WEAK) == (0.02, 2) and by["repnoise (beta=1.0)"].defence_seeds == ("0", "1")
 
 
+def test_generalization_runs_with_their_own_eval_settings_make_no_row():
+    """A held-out or cross-domain run evaluates its own subset's prompts (fewer of them): its eval settings differ
+    from the main grid's, and still it neither makes a row nor labels the main rows by those settings."""
+    def fewer_prompts(r):
+        return r.model_copy(update={"spec": r.spec.model_copy(update={"eval": EvalSpec(max_new_tokens=4, n_prompts=2,
+                                                                                         batch_size=2)})})
+    general = [fewer_prompts(record(d, p, 1e-4, 0, 0.0, 0.5, subsets=s, phi=0.07))
+               for d, p in (("zz-base", {}), ("repnoise", {"beta": 1.0}))
+               for s in (("~violence", "violence"), ("all", "toxic_continuation"))]
+    assert list(rows_of([*_records(), *general])) == ["zz-base", "repnoise (beta=1.0)", "repnoise (beta=2.0)"]
+
+
 def test_other_evaluation_settings_are_their_own_row():
     other = record("repnoise", {"beta": 2.0}, 1e-4, 0, 0.0, 0.8, phi=0.07)
     other = other.model_copy(update={"spec": other.spec.model_copy(

@@ -228,3 +228,23 @@ def test_a_consistent_forgery_of_a_smoke_run_is_caught_by_deep_and_rerun(home, s
     assert "--rerun: 1 of 1 rerunnable cell(s), sampled with seed 3" in rerun.stdout, rerun.stdout
     assert f"--rerun gives other metrics: metrics.post_attack.harmfulness.mean: {forged!r} != {post!r}" in rerun.stdout
     assert {p.name for p in path.parent.glob("*.json")} == {path.name}  # the rerun wrote elsewhere
+
+
+def test_deep_derives_a_no_training_attacks_curve_as_the_run_did(tmp_path):
+    """An attack that trains nothing (a soft prompt, sampling, an ablation) records no curve points: the run's curve
+    is (0, before) and (1, after), and --deep derives the same; a curve that says otherwise is still caught."""
+    from harness.stages import MODELS
+
+    record = read_record(REPO / "results" / "tiny" / "v3" / "00149877c46cd653.json")  # soft-prompt, committed
+    assert record.spec.attack.name == "soft-prompt" and [p[0] for p in record.metrics.resistance.curve] == [0, 1]
+    store = Store(tmp_path / "home")
+    store.root.mkdir()
+    with store.writing(MODELS, record.provenance.stages["attack"].key, {"stage": "attack"}) as tmp:
+        (tmp / "extra.json").write_text(json.dumps({"curve": []}))
+    assert [p for p in rederive(record, store, SuiteRows()).problems if "curve" in p] == []
+    data = record.model_dump(by_alias=True)
+    data["metrics"]["resistance"]["curve"] = [[0, 0.0], [5, 0.1], [6, data["metrics"]["resistance"]["curve"][-1][1]]]
+    from harness.results.records import RunRecord
+
+    forged = RunRecord.model_validate(data)
+    assert any("metrics.resistance.curve" in p for p in rederive(forged, store, SuiteRows()).problems)
