@@ -248,3 +248,18 @@ def test_deep_derives_a_no_training_attacks_curve_as_the_run_did(tmp_path):
 
     forged = RunRecord.model_validate(data)
     assert any("metrics.resistance.curve" in p for p in rederive(forged, store, SuiteRows()).problems)
+
+
+def test_deep_rederives_the_unaligned_bases_gold_nll(tmp_path):
+    from harness.stages import GOLD_NLL
+
+    record = read_record(REPO / "results" / "tiny" / "v3" / "00149877c46cd653.json")
+    assert record.metrics.unaligned is not None
+    store = Store(tmp_path / "home")
+    store.root.mkdir()
+    with store.writing(GOLD_NLL, record.provenance.stages["unaligned.gold_nll"].key, {"stage": "x"}) as tmp:
+        (tmp / "value.json").write_text(json.dumps(record.metrics.unaligned.gold_nll))
+    assert rederive(record, store, SuiteRows()).problems == []
+    forged = record.model_copy(update={"metrics": record.metrics.model_copy(update={
+        "unaligned": record.metrics.unaligned.model_copy(update={"gold_nll": 0.5})})})
+    assert any("metrics.unaligned.gold_nll: 0.5 != " in p for p in rederive(forged, store, SuiteRows()).problems)
