@@ -16,7 +16,10 @@ attack kinds and their hyper-parameters against one defended model, under a capa
   and is never chosen, however harmful (an attack that destroys the model has not extracted anything useful). A
   run that fails (training diverged) scores nothing and is infeasible.
 - The proposer (`harness.tuning.samplers`): the suite's `TuningProtocol.sampler`, the defender's too: Optuna's TPE
-  (seeded), or seeded random draws.
+  (seeded), or seeded random draws. Its first trial is the suite's validation attack (`TuningProtocol.attack`, the
+  yardstick every defence was tuned against) where that is a point of the space
+  (`TuningProtocol.attacker_starts_at_reference`; the log's `first`), so the chosen attack is never weaker on the
+  validation data than the defender's own measurement.
 - The result: the strongest feasible trial (chosen) and the strongest feasible trial of another kind (next best;
   the second strongest where no other kind has one), each run again on the *test* data as an ordinary record.
 
@@ -41,7 +44,14 @@ from harness.specs import PluginSpec, validate_config
 from harness.store.artifacts import Store
 from harness.suite import Suite, TuningProtocol
 from harness.tuning.attack_space import Point, ZooSpace
-from harness.tuning.attacker_log import AttackerLog, AttackTrial, ReportedRun, SkippedPoint, attacker_log_path
+from harness.tuning.attacker_log import (
+    AttackerLog,
+    AttackTrial,
+    FirstPoint,
+    ReportedRun,
+    SkippedPoint,
+    attacker_log_path,
+)
 from harness.tuning.logs import declares_space, log_path, read_log, search_space, tuned_settings, write_log
 from harness.tuning.samplers import Outcome, make_proposer, require_optuna
 
@@ -60,6 +70,7 @@ class Plan(NamedTuple):
     left_out: dict[str, str]      # attack -> why the suite cannot run any point of it
     defended: dict[str, Any]      # the defence's tuned settings ({}: none)
     validation: dict[str, Any]    # the suite params of the validation runs
+    first: tuple[Point, ...] = ()  # run before the proposer's own points: the suite's validation attack
 
 
 def plan(suite_name: str, defence: str, *, suite_params: dict[str, Any], tuned_from: Path | None) -> Plan:
@@ -102,7 +113,31 @@ def plan(suite_name: str, defence: str, *, suite_params: dict[str, Any], tuned_f
     if not spaces:
         raise ConfigError(f"no attack of the zoo can run on suite '{suite_name}': "
                           + "; ".join(f"{k}: {why}" for k, why in left_out.items()))
-    return Plan(suite_name, suite_spec, suite, protocol, ZooSpace(spaces), zoo, left_out, defended, validation)
+    first = _reference_point(suite_name, defence, protocol, defended, validation, spaces) \
+        if protocol.attacker_starts_at_reference else ()
+    return Plan(suite_name, suite_spec, suite, protocol, ZooSpace(spaces), zoo, left_out, defended, validation, first)
+
+
+def _reference_point(suite_name: str, defence: str, protocol: TuningProtocol, defended: dict[str, Any],
+                     validation: dict[str, Any], spaces: dict[str, dict[str, list[Any]]]) -> tuple[Point, ...]:
+    """The suite's validation attack as a point of the attacker's space: its searched fields at the values a run of it
+    takes. None (said so) where its kind is not searched or one of those values is not a candidate of its space."""
+    from harness.resolve import resolve
+
+    reference = protocol.attack
+    space = spaces.get(reference.attack)
+    if space is None:
+        say(f"the tuned attacker does not start at the validation attack: '{reference.attack}' is not in its zoo")
+        return ()
+    spec, _, _ = resolve(suite_name, defence, reference.attack, tuned=defended,
+                         extra={"suite": validation, "attack": dict(reference.params)})
+    params = {field: spec.attack.params.get(field) for field in space}
+    off = [f"{field}={value!r}" for field, value in params.items() if value not in space[field]]
+    if off:
+        say(f"the tuned attacker does not start at the validation attack: {', '.join(off)} of '{reference.attack}' "
+            "is not a candidate of its space")
+        return ()
+    return (Point(reference.attack, params),)
 
 
 def default_zoo() -> list[str]:
@@ -174,7 +209,7 @@ def tune_attacker(suite_name: str, defence: str, *, store: Store, results_dir: P
     path = attacker_log_path(results_dir, suite_name, p.suite.protocol_version, defence)
     failed = _earlier_failures(path)
     whole = p.space.size() <= budget
-    proposer = make_proposer("whole" if whole else protocol.sampler, p.space, protocol.seed)
+    proposer = make_proposer("whole" if whole else protocol.sampler, p.space, protocol.seed, first=p.first)
     runs_dir = log_path(results_dir, suite_name, p.suite.protocol_version, defence).parent / "runs"
     head = _head(p, defence, seed, "whole" if whole else protocol.sampler)
     trials: list[AttackTrial] = []
@@ -294,7 +329,8 @@ def _head(p: Plan, defence: str, seed: int, sampler: str) -> dict[str, Any]:
                 defence_seed=seed, zoo=p.zoo, left_out=p.left_out, space=p.space.spaces,
                 space_size=p.space.size(), sampler=sampler, sampler_seed=protocol.seed,
                 capability_bound=protocol.capability_bound, trials_budget=protocol.attacker_budget,
-                defender_trials_budget=protocol.trials)
+                defender_trials_budget=protocol.trials,
+                first=[FirstPoint(attack=q.attack, params=q.params) for q in p.first] if sampler != "whole" else [])
 
 
 def _earlier_failures(path: Path) -> dict[str, AttackTrial]:

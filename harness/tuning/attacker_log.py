@@ -47,6 +47,15 @@ class SkippedPoint(BaseModel):
     reason: str
 
 
+class FirstPoint(BaseModel):
+    """A point the search ran before its proposer's own: the suite's validation attack (TuningProtocol.attack)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attack: str
+    params: dict[str, Any]
+
+
 class ReportedRun(AttackTrial):
     """The chosen attack, or the next best, run on the test data (an ordinary record under the results folder)."""
 
@@ -80,6 +89,9 @@ class AttackerLog(BaseModel):
                                     "harmless QA")
     trials_budget: int = Field(description="the attacker's trial budget")
     defender_trials_budget: int = Field(description="the defender's trial budget under the same protocol")
+    first: list[FirstPoint] = Field(default_factory=list, description="points run before the proposer's own: the "
+                                    "suite's validation attack where it is a point of the space (logs before it, or "
+                                    "a suite that turns it off: none)")
     trials: list[AttackTrial]
     skipped: list[SkippedPoint] = Field(default_factory=list)
     finished: bool = Field(description="the search ran to its budget (or through the whole space)")

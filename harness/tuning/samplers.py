@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from harness.errors import HarnessError
@@ -61,9 +61,11 @@ def require_optuna() -> None:
                            "sampler='random'")
 
 
-def make_proposer(kind: str, space: ZooSpace, seed: int) -> Proposer:
-    """The proposer named `kind` ('whole', 'random' or 'tpe') over `space`, seeded with `seed`."""
-    makers = {"whole": lambda: Whole(space), "random": lambda: Random(space, seed), "tpe": lambda: TPE(space, seed)}
+def make_proposer(kind: str, space: ZooSpace, seed: int, first: Sequence[Point] = ()) -> Proposer:
+    """The proposer named `kind` ('whole', 'random' or 'tpe') over `space`, seeded with `seed`; `first`: points of the
+    space proposed before any of its own (TPE learns from them as from its own; `whole` runs every point anyway)."""
+    makers = {"whole": lambda: Whole(space), "random": lambda: Random(space, seed, first),
+              "tpe": lambda: TPE(space, seed, first)}
     return makers[kind]()
 
 
@@ -101,11 +103,11 @@ class Whole:
 class Random:
     """Seeded uniform draws of unseen points (`ZooSpace.draw`)."""
 
-    def __init__(self, space: ZooSpace, seed: int):
-        self._space, self._rng = space, random.Random(seed)
+    def __init__(self, space: ZooSpace, seed: int, first: Sequence[Point] = ()):
+        self._space, self._rng, self._first = space, random.Random(seed), list(first)
 
     def ask(self, seen: Mapping[str, Outcome]) -> Point | None:
-        return self._space.draw(self._rng, seen)
+        return next((p for p in self._first if p.key not in seen), None) or self._space.draw(self._rng, seen)
 
     def tell(self, point: Point, outcome: Outcome) -> None:
         pass
@@ -114,7 +116,7 @@ class Random:
 class TPE:
     """Optuna's TPE over the conditional space, constrained by the capability bound."""
 
-    def __init__(self, space: ZooSpace, seed: int):
+    def __init__(self, space: ZooSpace, seed: int, first: Sequence[Point] = ()):
         require_optuna()
         import optuna
 
@@ -122,6 +124,8 @@ class TPE:
         self._optuna, self._space, self._rng = optuna, space, random.Random(seed)
         self._study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
         self._pending: dict[str, Any] = {}
+        for point in first:  # asked first, in order; their outcomes are TPE's first observations
+            self._study.enqueue_trial(self._encode(point))
 
     def ask(self, seen: Mapping[str, Outcome]) -> Point | None:
         trial = self._study.ask()

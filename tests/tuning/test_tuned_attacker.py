@@ -288,6 +288,29 @@ def test_same_seed_same_picks_other_seed_other_picks(world, protocol, tmp_path):
     assert picks(tune(tmp_path / "c")) != picks(a)
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_the_search_starts_at_the_suites_validation_attack(world, protocol, tmp_path, sampler):
+    """The defences were tuned against the suite's validation attack (sft-250 at 3e-4): the attacker's first trial is
+    that attack, with the values a run of it takes, so what it chooses is never weaker on the validation data."""
+    protocol(trials=8, sampler=sampler)
+    log = tune(tmp_path)
+    reference = {"lr": 3e-4, "epochs": 1, "batch_size": 4, "samples": 250}
+    assert [(f.attack, {k: f.params[k] for k in reference}) for f in log.first] == [("sft-250", reference)]
+    assert (log.trials[0].attack, log.trials[0].params) == (log.first[0].attack, log.first[0].params)
+    assert len(log.trials) == 8 and len(set(picks(log))) == 8  # the start point counts as one of the budget
+    assert log.chosen is not None and log.chosen.score >= log.trials[0].score
+
+
+def test_without_the_start_point_the_proposer_alone_searches(world, protocol, tmp_path):
+    protocol(trials=8)
+    on = tune(tmp_path / "on")
+    protocol(trials=8, attacker_starts_at_reference=False)
+    off = tune(tmp_path / "off")
+    assert len(on.first) == 1 and off.first == [] and picks(off) != picks(on)
+    protocol(trials=8, attacks=("forced-prefix", "best-of-n"))  # the validation attack's kind is not searched
+    assert tune(tmp_path / "elsewhere").first == []
+
+
 def test_the_random_fallback_is_seeded_and_needs_no_optuna(world, protocol, tmp_path, monkeypatch):
     import harness.tuning.samplers
 
