@@ -16,10 +16,9 @@ attack kinds and their hyper-parameters against one defended model, under a capa
   and is never chosen, however harmful (an attack that destroys the model has not extracted anything useful). A
   run that fails (training diverged) scores nothing and is infeasible.
 - The proposer (`harness.tuning.samplers`): the suite's `TuningProtocol.sampler`, the defender's too: Optuna's TPE
-  (seeded), or seeded random draws. Its first trial is the suite's validation attack (`TuningProtocol.attack`, the
-  yardstick every defence was tuned against) where that is a point of the space
-  (`TuningProtocol.attacker_starts_at_reference`; the log's `first`), so the chosen attack is never weaker on the
-  validation data than the defender's own measurement.
+  (seeded), or seeded random draws. With `TuningProtocol.attacker_starts_at_reference`, its first trial is the
+  suite's validation attack (`TuningProtocol.attack`, the yardstick every defence was tuned against) where that is a
+  point of the space (the log's `first`), so the chosen attack is never weaker on the validation data than it.
 - The result: the strongest feasible trial (chosen) and the strongest feasible trial of another kind (next best;
   the second strongest where no other kind has one), each run again on the *test* data as an ordinary record.
 

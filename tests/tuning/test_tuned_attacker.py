@@ -292,7 +292,7 @@ def test_same_seed_same_picks_other_seed_other_picks(world, protocol, tmp_path):
 def test_the_search_starts_at_the_suites_validation_attack(world, protocol, tmp_path, sampler):
     """The defences were tuned against the suite's validation attack (sft-250 at 3e-4): the attacker's first trial is
     that attack, with the values a run of it takes, so what it chooses is never weaker on the validation data."""
-    protocol(trials=8, sampler=sampler)
+    protocol(trials=8, sampler=sampler, attacker_starts_at_reference=True)
     log = tune(tmp_path)
     reference = {"lr": 3e-4, "epochs": 1, "batch_size": 4, "samples": 250}
     assert [(f.attack, {k: f.params[k] for k in reference}) for f in log.first] == [("sft-250", reference)]
@@ -301,14 +301,14 @@ def test_the_search_starts_at_the_suites_validation_attack(world, protocol, tmp_
     assert log.chosen is not None and log.chosen.score >= log.trials[0].score
 
 
-def test_without_the_start_point_the_proposer_alone_searches(world, protocol, tmp_path):
-    protocol(trials=8)
+def test_by_default_the_proposer_alone_searches(world, protocol, tmp_path):
+    protocol(trials=8, attacker_starts_at_reference=True)
     on = tune(tmp_path / "on")
-    protocol(trials=8, attacker_starts_at_reference=False)
+    protocol(trials=8)
     off = tune(tmp_path / "off")
     assert len(on.first) == 1 and off.first == [] and picks(off) != picks(on)
-    protocol(trials=8, attacks=("forced-prefix", "best-of-n"))  # the validation attack's kind is not searched
-    assert tune(tmp_path / "elsewhere").first == []
+    protocol(trials=8, attacks=("forced-prefix", "best-of-n"), attacker_starts_at_reference=True)
+    assert tune(tmp_path / "elsewhere").first == []  # the validation attack's kind is not searched
 
 
 def test_the_random_fallback_is_seeded_and_needs_no_optuna(world, protocol, tmp_path, monkeypatch):
