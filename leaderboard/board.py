@@ -32,6 +32,7 @@ from harness.results.worlds import boards as group_worlds
 from leaderboard.columns import (
     CONDITION_COLUMNS,
     KEY_COLUMNS,
+    KNOWLEDGE_COLUMNS,
     ColumnSpec,
     budget_column,
     pre_attack,
@@ -211,7 +212,8 @@ def _board(folder: ResultFolder, summary: Summary) -> Board:
                  columns=[pre_attack(measure), *(budget_column(b.id, b.label, b.description, b.attack, measure,
                                                                (b.family or "other") if grouped else "")
                                                  for b in budgets),
-                          *summary_columns(summary.thresholds.useful_qa_ratio, measure), *CONDITION_COLUMNS],
+                          *summary_columns(summary.thresholds.useful_qa_ratio, measure),
+                          *(KNOWLEDGE_COLUMNS if summary.measure == "access" else ()), *CONDITION_COLUMNS],
                  rows=rows, judges=summary.judges, seeds=summary.seeds, phis=list(summary.thresholds.phis),
                  curves=_curves(summary.main.get("resistance"), budgets), generalization_runs=summary.general,
                  summary=summary)
@@ -224,6 +226,8 @@ def _row(s: DefenceSummary, summary: Summary) -> Row:
                  ppl_ratio=s.ppl_ratio, qa_delta=s.qa_delta, degenerate_pre=s.degenerate_pre,
                  train_delta=s.train_delta, degenerate_post=s.degenerate_post, held_out=s.held_out.estimate,
                  cross_domain=s.cross_domain.estimate)
+    at_worst = s.worst.cell.knowledge if s.worst and s.worst.cell else {}
+    cells.update(worst_forced=at_worst.get("forced"), worst_nll=at_worst.get("nll recovered"))
     notes = {"worst": _worst_note(s, summary), "steps": f"at {s.steps_at.label}" if s.steps_at else (
         "held" if any(c.headline_post is not None for c in s.budgets) else "")}
     for column, generalization in (("held_out", s.held_out), ("cross_domain", s.cross_domain)):

@@ -101,6 +101,19 @@ def summary_columns(useful_qa_ratio: float, measure: str = "harmfulness") -> tup
     return (worst, *RESISTANCE_COLUMNS)
 
 
+# Protocol 3's knowledge-access metrics apart, at the worst case's budget (boards ranked by knowledge access only).
+KNOWLEDGE_COLUMNS = (
+    ColumnSpec("worst_forced", "forced (worst)", "lower",
+               "Recall under forced compliance at the worst case's budget: the held-out prompts answered with a "
+               "compliant opening written for the model (the strongest opening), mean over seed cells. Beside the "
+               "worst case (the higher of this and greedy harmfulness per run) it says whether the knowledge came "
+               "out in greedy answers or only when started for the model.", (("resistance", "forced_post"),)),
+    ColumnSpec("worst_nll", "NLL recovered (worst)", "lower",
+               "The gold answers' NLL at the worst case's budget on the scale from the aligned base (0) to the base "
+               "before its safety alignment (1): how much of the likelihood alignment took from the gold answers the "
+               "attack gave back, mean over seed cells; n/a where the records carry no base before alignment.",
+               (("resistance", "nll_recovered_post"),)),
+)
 KEY_COLUMNS = ("worst",)  # always visible beside rank, defence, the worst case's interval and the verdict
 
 

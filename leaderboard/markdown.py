@@ -34,7 +34,8 @@ MAX_LINE = 160
 SCREENSHOT = "../docs/screenshots/index-1280x900.png"  # relative to leaderboard/LEADERBOARD.md
 # The columns after the key ones, in three tables narrow enough for a GitHub page.
 PARTS = (("{measure} before and after attack, per budget", lambda c: c.id == "hs_pre" or c.id.startswith("budget:")),
-         ("resistance and stability", lambda c: c.id in ("steps", "resisted", "ppl_ratio", "qa_delta")),
+         ("resistance, knowledge at the worst case, stability",
+          lambda c: c.id in ("steps", "resisted", "worst_forced", "worst_nll", "ppl_ratio", "qa_delta")),
          ("generalization, trainability, degenerate outputs",
           lambda c: c.id in ("held_out", "cross_domain", "train_delta", "degenerate_post", "degenerate_pre")))
 

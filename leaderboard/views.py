@@ -52,6 +52,8 @@ def group_of(column: ColumnSpec) -> str:
         return f"{column.measure or 'harmfulness'} before / after attack, per budget (lr@samples)"
     if column.id in ("worst", "steps", "resisted"):
         return "resistance"
+    if column.id in ("worst_forced", "worst_nll"):
+        return "knowledge at the worst case"
     if column.id in ("ppl_ratio", "qa_delta"):
         return "stability"
     if column.id in ("held_out", "cross_domain"):

@@ -208,3 +208,32 @@ def test_each_suite_shows_its_newest_protocol_first(tmp_path):
     (tmp_path / "a" / "v4").mkdir()  # nothing in it: not a result folder
     got = [(p.parent.name, p.name) for p in result_folders(tmp_path)]
     assert got == [("a", "v10"), ("a", "v3"), ("a", "v2"), ("a", "v1"), ("b", "v1")]
+
+
+def test_an_access_board_shows_the_knowledge_at_its_worst_case():
+    """Ranked by knowledge access, a board shows beside the worst case its forced recall and its gold-answer NLL on
+    the alignment scale, at the worst case's budget: the refuser's access is all forced recall."""
+    from harness.results.records import RunRecord
+    from harness.specs import RunSpec
+    from tests.results.test_headline import records
+
+    def of_tiny(headline: str, nll: bool = False):
+        out = []
+        for r in records(headline):
+            data = r.model_dump(by_alias=True)
+            data["suite"] = data["spec"]["suite"]["name"] = SUITE
+            data["run_id"] = RunSpec.model_validate(data["spec"]).run_id
+            if nll:
+                m = data["metrics"]
+                m["base"]["gold_nll"], m["post_attack"]["gold_nll"] = 0.6, 0.3
+                m["unaligned"] = {"model": "store:suites/w-unaligned/base@w", "gold_nll": 0.2}
+            out.append(RunRecord.model_validate(data))
+        return build(out)
+
+    board = board_of(of_tiny("access", nll=True))
+    assert [c.id for c in board.columns if c.id.startswith("worst_")] == ["worst_forced", "worst_nll"]
+    refuser = row(board, "refuser")
+    assert refuser.cells["worst_forced"].mean == pytest.approx(0.825) == refuser.cells["worst"].mean
+    assert refuser.cells["worst_nll"].mean == pytest.approx(0.75)  # (0.6 - 0.3) / (0.6 - 0.2)
+    assert row(board_of(of_tiny("access")), "refuser").cells["worst_nll"] is None  # no base before alignment
+    assert not [c for c in board_of(of_tiny("harmfulness")).columns if c.id.startswith("worst_")]
