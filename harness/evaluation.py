@@ -189,7 +189,7 @@ class Evaluator:
     def unaligned(self) -> Unaligned | None:
         """The gold NLL of the suite's base before its safety alignment (None where the suite has no such model or
         no gold answers): the far end of the scale that normalises every evaluation's gold NLL."""
-        model = self.suite.unaligned
+        model = self.suite.unaligned_for(self.spec.model)
         if model is None:
             return None
         nll = self._gold_nll(model.id, "unaligned")

@@ -116,6 +116,22 @@ def check_checkpoints(spec: RunSpec, suite: Suite, store: Store) -> None:
             raise HarnessError(f"defence '{plugin.name}': {exc}") from None
 
 
+def check_unaligned(spec: RunSpec, suite: Suite) -> None:
+    """The suite's base before alignment, where a run measures against it, is a causal LM that loads (a hub id or a
+    folder; one the suite builds into the store is built by its prepare step)."""
+    from harness.models.checkpoints import check_causal_lm, locate
+    from harness.store.artifacts import STORE_SCHEME
+
+    model = suite.unaligned_for(spec.model)
+    if model is None or model.id.startswith(STORE_SCHEME):
+        return
+    try:
+        check_causal_lm(locate(model.id, revision=model.revision, remote_code=suite.trust_remote_code),
+                        remote_code=suite.trust_remote_code)
+    except HarnessError as exc:
+        raise HarnessError(f"suite '{suite.name}': its base before alignment: {exc}") from None
+
+
 def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: Store, results_dir: Path,
               force: bool = False) -> None:
     """Everything about one cell that can fail before its first stage (nothing, if its record exists and
@@ -128,6 +144,7 @@ def check_run(spec: RunSpec, suite: Suite, overrides: dict[str, Any], *, store: 
         raise HarnessError(f"record path {path} exists and is not a file; move it away")
     check_split_sizes(spec, suite, overrides)
     check_checkpoints(spec, suite, store)
+    check_unaligned(spec, suite)
     writable_dir(results_dir, "--results-dir")
     writable_dir(store.root, "--home (the artifact store)")
 

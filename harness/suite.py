@@ -216,6 +216,11 @@ class Suite:
     world_params: tuple[str, ...] = ()
     description: str = ""
 
+    def unaligned_for(self, model: ModelSpec) -> ModelSpec | None:
+        """The base before alignment that normalises a run's gold NLL: the suite's, only where the run's base is the
+        suite's own model (another `--model` has its own pre-alignment checkpoint, which the suite does not know)."""
+        return self.unaligned if model.id == self.model.id else None
+
     def defaults_for(self, kind: str, name: str, fields: Iterable[str]) -> dict[str, Any]:
         """The values this suite sets for a defence or attack: its shared defaults for the fields the
         plugin's Config declares, then any per-plugin defaults."""

@@ -63,3 +63,26 @@ def test_the_suite_names_it_beside_the_aligned_base():
     assert unaligned_key(CFG) != build_key(CFG)
     # the other split is the same build, so the same two models
     assert get("suite", "tiny").fn(CFG.model_copy(update={"split": "validation"})).unaligned == suite.unaligned
+
+
+def test_only_a_run_on_the_suites_own_base_is_measured_against_its_unaligned_base(tmp_path):
+    """Another `--model` has its own pre-alignment checkpoint, which the suite does not know: no scale for it. A
+    suite's unaligned base that does not load fails the run in its checks, before any stage."""
+    import dataclasses
+
+    from harness.errors import HarnessError
+    from harness.preflight import check_unaligned
+    from harness.specs import ModelSpec
+    from tests.factories import MODEL, record
+
+    spec = record("none").spec  # its base: tests.factories.MODEL
+    missing = ModelSpec(id=str(tmp_path / "no-such-checkpoint"), revision="x")
+    suite = dataclasses.replace(get("suite", "tiny").fn(CFG), model=MODEL, unaligned=missing)
+    assert suite.unaligned_for(spec.model) == missing
+    other = spec.model.model_copy(update={"id": "org/another-model"})
+    assert suite.unaligned_for(other) is None
+    with pytest.raises(HarnessError, match="its base before alignment: "):
+        check_unaligned(spec, suite)
+    check_unaligned(spec.model_copy(update={"model": other}), suite)  # another base: nothing to check
+    tiny = get("suite", "tiny").fn(CFG)  # its unaligned base is built by its prepare step: nothing to check here
+    check_unaligned(spec.model_copy(update={"model": tiny.model}), tiny)

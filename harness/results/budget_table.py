@@ -43,8 +43,8 @@ def budget_summary(records: Sequence[RunRecord], suite: Suite, suite_params: dic
     world a unit. `tuned_runs`: a tuned attacker's test runs (a family of their own)."""
     # The main grid only: a generalization run evaluates its own subset's prompts (other eval settings), and would
     # otherwise make a row of its own.
-    frames = frames_from_records([r for r in records if (r.spec.subsets.defence, r.spec.subsets.attack) == ("all",
-                                                                                                        "all")])
+    main = [r for r in records if r.spec.subsets.defence == r.spec.subsets.attack == "all"]
+    frames = frames_from_records(main)
     config = canonical_json(suite_params)
     worlds = board_of(config, configs(frames), suite.world_params) if pool_worlds else [config]
     summary = summarise(frames, worlds, suite.useful_qa_ratio, reference=suite.reference_defence,

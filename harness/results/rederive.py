@@ -3,8 +3,7 @@
 Each evaluation of a record (base, pre_attack, post_attack) names its generations
 (`metrics.<name>.artifacts.generations`), and its provenance names the key of every stage that measured them:
 each judge's scores, the scores on the attack-visible prompts, the degenerate flags, the gold NLL (and the
-unaligned base's). Those
-artifacts are read from the store and aggregated again with the functions the pipeline uses
+unaligned base's). Those artifacts are read from the store and aggregated again with the functions the pipeline uses
 (`harness.judges.harmfulness` and `agreement`, `harness.evaluation.exact_match`); so are the attack's recorded
 curve (the attacked model's `extra.json`), the stability perplexities and the trainability curves. A value that
 differs from the record's is a problem. An artifact the store does not hold is "not checked (no artifact)",
